@@ -1,0 +1,739 @@
+//! The experiment config: plain serde data, strict (unknown keys are errors), one place for
+//! defaults, then `validate()` for ranges. Loading goes defaults < file < `--set a.b=v`, each
+//! override type-checked by deserializing again, and every error names file, key, line, column.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub experiment: Experiment,
+    pub data: Data,
+    pub model: Model,
+    pub train: Train,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Experiment {
+    /// Run folders go to `<out_dir>/<name>/<run>/`. Default "run".
+    pub name: String,
+    /// Seeds parameter init, data generation, shuffling and dropout. Default 0.
+    pub seed: u64,
+    /// "cpu" | "cuda" | "cuda:N" | "auto". Default "cpu".
+    pub device: String,
+    /// Root of all run folders. Default "results".
+    pub out_dir: PathBuf,
+}
+
+impl Default for Experiment {
+    fn default() -> Self {
+        Experiment {
+            name: "run".into(),
+            seed: 0,
+            device: "cpu".into(),
+            out_dir: "results".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// Built-in seeded sentences whose label needs word order.
+    SyntheticSentiment,
+    /// Class token, then `lag` distractors: the long-memory task.
+    DelayedRecall,
+    /// TSV/CSV files named by `train`, `valid`, `test`.
+    File,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Tsv,
+    Csv,
+}
+
+/// A table column, by header name or by 0-based index.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Column {
+    Index(usize),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Data {
+    /// "synthetic-sentiment" | "delayed-recall" | "file". Default "synthetic-sentiment".
+    pub source: Source,
+    /// Sequences longer than this keep their first `max_len` steps. Default 64.
+    pub max_len: usize,
+    /// Synthetic sources: number of generated train / valid / test sequences.
+    /// Defaults 8000 / 1000 / 1000.
+    pub num_train: usize,
+    pub num_valid: usize,
+    pub num_test: usize,
+    /// delayed-recall: distractor steps between the class token and the end. Default 20.
+    pub lag: usize,
+    /// delayed-recall: number of classes (class tokens). Default 4.
+    pub num_classes: usize,
+    /// delayed-recall: vocabulary size including `<pad>`, class and distractor tokens. Default 16.
+    pub vocab_size: usize,
+    /// file: training table (required for source = "file").
+    pub train: Option<PathBuf>,
+    /// file: validation table; absent = carve `val_fraction` of train.
+    pub valid: Option<PathBuf>,
+    /// file: test table (optional).
+    pub test: Option<PathBuf>,
+    /// file: fraction of train held out for validation when `valid` is absent. Default 0.1.
+    pub val_fraction: f64,
+    /// file: "tsv" | "csv"; absent = from the file extension.
+    pub format: Option<Format>,
+    /// file: first line is a header. Default true.
+    pub header: bool,
+    /// file: text column, by name or 0-based index. Default "sentence".
+    pub text_column: Column,
+    /// file: label column (integers or strings), by name or index. Default "label".
+    pub label_column: Column,
+    /// file: lowercase text before tokenizing. Default true.
+    pub lowercase: bool,
+    /// file: words seen fewer times in train become `<unk>`. Default 1.
+    pub min_freq: usize,
+    /// file: keep at most this many words (most frequent first); absent = all.
+    pub max_vocab: Option<usize>,
+}
+
+impl Default for Data {
+    fn default() -> Self {
+        Data {
+            source: Source::SyntheticSentiment,
+            max_len: 64,
+            num_train: 8000,
+            num_valid: 1000,
+            num_test: 1000,
+            lag: 20,
+            num_classes: 4,
+            vocab_size: 16,
+            train: None,
+            valid: None,
+            test: None,
+            val_fraction: 0.1,
+            format: None,
+            header: true,
+            text_column: Column::Name("sentence".into()),
+            label_column: Column::Name("label".into()),
+            lowercase: true,
+            min_freq: 1,
+            max_vocab: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    Rnn,
+    Lstm,
+    Gru,
+}
+
+impl CellKind {
+    /// Gates stacked in `weight_ih` / `weight_hh` (PyTorch order: LSTM i,f,g,o; GRU r,z,n).
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::Rnn => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Nonlinearity {
+    Tanh,
+    Relu,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Readout {
+    /// Each sequence's last valid step (step 0 for the backward direction).
+    Last,
+    /// Mean over valid steps.
+    Mean,
+    /// Elementwise max over valid steps.
+    Max,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Model {
+    /// "rnn" | "lstm" | "gru". Default "lstm".
+    pub cell: CellKind,
+    /// rnn only: "tanh" | "relu". Default "tanh".
+    pub nonlinearity: Nonlinearity,
+    /// Token embedding width (text) or projection width (real-valued features). Default 128.
+    pub embedding_dim: usize,
+    /// Hidden units per direction. Default 256.
+    pub hidden_size: usize,
+    /// Stacked recurrent layers. Default 1.
+    pub num_layers: usize,
+    /// Add a backward direction to every layer. Default false.
+    pub bidirectional: bool,
+    /// Dropout between layers and before the head, in [0, 1). Default 0.
+    pub dropout: f64,
+    /// "last" | "mean" | "max". Default "last".
+    pub readout: Readout,
+    /// lstm only: initial forget-gate bias (added to `bias_ih`; PyTorch's init is 0). Default 0.
+    pub forget_bias: f64,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model {
+            cell: CellKind::Lstm,
+            nonlinearity: Nonlinearity::Tanh,
+            embedding_dim: 128,
+            hidden_size: 256,
+            num_layers: 1,
+            bidirectional: false,
+            dropout: 0.0,
+            readout: Readout::Last,
+            forget_bias: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+    Rmsprop,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Constant,
+    /// Multiply by `gamma` every `step_every` epochs.
+    Step,
+    /// Cosine from `lr` down to `min_lr` over the whole run.
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    ValAcc,
+    ValLoss,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Train {
+    /// Passes over the training split. Default 5.
+    pub epochs: usize,
+    /// Sequences per step. Default 64.
+    pub batch_size: usize,
+    /// "sgd" | "adam" | "adamw" | "rmsprop". Default "adam".
+    pub optimizer: OptimizerKind,
+    /// Peak learning rate, > 0. Default 1e-3.
+    pub lr: f64,
+    /// L2 penalty (sgd, adam, rmsprop) or decoupled decay (adamw). Default 0.
+    pub weight_decay: f64,
+    /// sgd / rmsprop momentum in [0, 1). Default 0.
+    pub momentum: f64,
+    /// sgd: Nesterov momentum (needs momentum > 0). Default false.
+    pub nesterov: bool,
+    /// adam / adamw: [beta1, beta2]. Default [0.9, 0.999].
+    pub betas: [f64; 2],
+    /// adam / adamw / rmsprop: denominator epsilon. Default 1e-8.
+    pub eps: f64,
+    /// rmsprop: smoothing constant. Default 0.99.
+    pub alpha: f64,
+    /// Clip the global L2 norm of all gradients to this (PyTorch clip_grad_norm_); absent = off.
+    pub clip_norm: Option<f64>,
+    /// Clamp every gradient element to [-v, v]; absent = off.
+    pub clip_value: Option<f64>,
+    /// Truncated BPTT window in steps: gradients flow through the last `tbptt` steps of each
+    /// sequence only. 0 = full BPTT. Default 0.
+    pub tbptt: usize,
+    /// "constant" | "step" | "cosine". Default "constant".
+    pub schedule: Schedule,
+    /// Linear warmup from lr/warmup_steps to lr over this many steps. Default 0.
+    pub warmup_steps: usize,
+    /// step schedule: epochs between decays. Default 1.
+    pub step_every: usize,
+    /// step schedule: decay factor. Default 0.5.
+    pub gamma: f64,
+    /// cosine schedule: final learning rate. Default 0.
+    pub min_lr: f64,
+    /// Early stopping: epochs without improvement of `monitor` before stopping; absent = off.
+    pub patience: Option<usize>,
+    /// "val_acc" | "val_loss": the validation metric that picks the best epoch. Default "val_acc".
+    pub monitor: Monitor,
+    /// Stop when the training step count reaches this; absent = run all epochs.
+    pub max_steps: Option<usize>,
+}
+
+impl Default for Train {
+    fn default() -> Self {
+        Train {
+            epochs: 5,
+            batch_size: 64,
+            optimizer: OptimizerKind::Adam,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            nesterov: false,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            alpha: 0.99,
+            clip_norm: Some(5.0),
+            clip_value: None,
+            tbptt: 0,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            step_every: 1,
+            gamma: 0.5,
+            min_lr: 0.0,
+            patience: None,
+            monitor: Monitor::ValAcc,
+            max_steps: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// Per-step scalars every this many steps. Default 10.
+    pub every_steps: usize,
+    /// Weight and gradient histograms every this many epochs; 0 = never. Default 1.
+    pub histograms_every_epochs: usize,
+    /// Per-timestep gradient norms ‖∂L/∂h_t‖ on logged steps. Default true.
+    pub grad_flow: bool,
+    /// Progress bar on a terminal. Default true.
+    pub progress: bool,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            every_steps: 10,
+            histograms_every_epochs: 1,
+            grad_flow: true,
+            progress: true,
+        }
+    }
+}
+
+/// Where each key's value came from, to point errors at it.
+struct Origin<'a> {
+    file: &'a Path,
+    text: &'a str,
+    overrides: &'a [(String, String)],
+}
+
+impl Origin<'_> {
+    fn locate(&self, key: &str) -> String {
+        if let Some((k, v)) = self.overrides.iter().rev().find(|(k, _)| k == key) {
+            return format!("--set {k}={v}");
+        }
+        match key_span(self.text, key) {
+            Some(pos) => {
+                let (line, col) = line_col(self.text, pos);
+                format!("{}:{line}:{col}", self.file.display())
+            }
+            None => format!("{} (default)", self.file.display()),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies `--set` overrides (`a.b=value`, value parsed as TOML, else taken as
+    /// a string) and validates. Every error names the file or override, key, line and column.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Config::from_toml(path, &text, overrides)
+    }
+
+    pub fn from_toml(path: &Path, text: &str, overrides: &[String]) -> Result<Config> {
+        let mut parsed = Vec::new();
+        for o in overrides {
+            let Some((k, v)) = o.split_once('=') else {
+                return Err(Error::Config {
+                    location: format!("--set {o}"),
+                    key: o.clone(),
+                    msg: "expected key=value, e.g. --set train.lr=3e-3".into(),
+                });
+            };
+            parsed.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        let origin = Origin {
+            file: path,
+            text,
+            overrides: &parsed,
+        };
+
+        // The file alone first, so its errors carry the file's line and column.
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (location, key) = match e.span() {
+                Some(span) => {
+                    let (line, col) = line_col(text, span.start);
+                    let key = key_at(text, span.start).unwrap_or_default();
+                    (format!("{}:{line}:{col}", path.display()), key)
+                }
+                None => (path.display().to_string(), String::new()),
+            };
+            Error::Config {
+                location,
+                key,
+                msg: e.message().trim().to_string(),
+            }
+        })?;
+
+        // Then each override on top, deserializing again so it is checked the same way.
+        let cfg = if parsed.is_empty() {
+            cfg
+        } else {
+            let mut table = toml::Table::try_from(&cfg).map_err(|e| Error::Config {
+                location: path.display().to_string(),
+                key: String::new(),
+                msg: e.to_string(),
+            })?;
+            let mut cfg = cfg;
+            for (key, value) in &parsed {
+                let err = |msg: String| Error::Config {
+                    location: format!("--set {key}={value}"),
+                    key: key.clone(),
+                    msg,
+                };
+                set_path(&mut table, key, parse_value(value)).map_err(err)?;
+                cfg = Config::deserialize(toml::Value::Table(table.clone()))
+                    .map_err(|e| err(e.message().trim().to_string()))?;
+            }
+            cfg
+        };
+        cfg.validate().map_err(|(key, msg)| Error::Config {
+            location: origin.locate(&key),
+            key,
+            msg,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Range and consistency checks serde cannot express. Returns the offending key.
+    fn validate(&self) -> std::result::Result<(), (String, String)> {
+        fn bad(key: &str, msg: impl Into<String>) -> std::result::Result<(), (String, String)> {
+            Err((key.to_string(), msg.into()))
+        }
+        let (e, d, m, t, l) = (
+            &self.experiment,
+            &self.data,
+            &self.model,
+            &self.train,
+            &self.log,
+        );
+        if e.name.is_empty() || e.name.contains(['/', '\\']) || e.name.starts_with('.') {
+            return bad(
+                "experiment.name",
+                "must be a non-empty folder name without '/'",
+            );
+        }
+        if let Err(msg) = crate::device::DeviceSpec::parse(&e.device) {
+            return bad("experiment.device", msg);
+        }
+        if d.max_len == 0 {
+            return bad("data.max_len", "must be at least 1");
+        }
+        match d.source {
+            Source::SyntheticSentiment | Source::DelayedRecall => {
+                if d.num_train == 0 {
+                    return bad("data.num_train", "must be at least 1");
+                }
+                if d.num_valid == 0 {
+                    return bad(
+                        "data.num_valid",
+                        "must be at least 1 (validation picks the best epoch)",
+                    );
+                }
+            }
+            Source::File => {
+                if d.train.is_none() {
+                    return bad(
+                        "data.train",
+                        "source = \"file\" needs train = \"path/to/train.tsv\"",
+                    );
+                }
+                if d.valid.is_none() && !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
+                    return bad(
+                        "data.val_fraction",
+                        "must be in (0, 1) when no valid file is given",
+                    );
+                }
+            }
+        }
+        if d.source == Source::DelayedRecall {
+            if d.num_classes < 2 {
+                return bad("data.num_classes", "must be at least 2");
+            }
+            if d.vocab_size < d.num_classes + 2 {
+                return bad(
+                    "data.vocab_size",
+                    format!(
+                        "must be at least num_classes + 2 = {} (pad, classes, one distractor)",
+                        d.num_classes + 2
+                    ),
+                );
+            }
+            if d.lag + 1 > d.max_len {
+                return bad(
+                    "data.max_len",
+                    format!(
+                        "delayed-recall sequences have lag + 1 = {} steps; max_len must hold them",
+                        d.lag + 1
+                    ),
+                );
+            }
+        }
+        if d.min_freq == 0 {
+            return bad("data.min_freq", "must be at least 1");
+        }
+        if m.embedding_dim == 0 {
+            return bad("model.embedding_dim", "must be at least 1");
+        }
+        if m.hidden_size == 0 {
+            return bad("model.hidden_size", "must be at least 1");
+        }
+        if m.num_layers == 0 {
+            return bad("model.num_layers", "must be at least 1");
+        }
+        if !(0.0..1.0).contains(&m.dropout) {
+            return bad("model.dropout", "must be in [0, 1)");
+        }
+        if m.nonlinearity == Nonlinearity::Relu && m.cell != CellKind::Rnn {
+            return bad(
+                "model.nonlinearity",
+                "only the rnn cell takes a nonlinearity",
+            );
+        }
+        if m.forget_bias != 0.0 && m.cell != CellKind::Lstm {
+            return bad("model.forget_bias", "only the lstm cell has a forget gate");
+        }
+        if t.epochs == 0 {
+            return bad("train.epochs", "must be at least 1");
+        }
+        if t.batch_size == 0 {
+            return bad("train.batch_size", "must be at least 1");
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return bad("train.lr", "must be > 0");
+        }
+        if !(t.weight_decay >= 0.0) {
+            return bad("train.weight_decay", "must be >= 0");
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            return bad("train.momentum", "must be in [0, 1)");
+        }
+        if t.nesterov && (t.optimizer != OptimizerKind::Sgd || t.momentum == 0.0) {
+            return bad("train.nesterov", "needs optimizer = \"sgd\" and momentum > 0");
+        }
+        if !t.betas.iter().all(|b| (0.0..1.0).contains(b)) {
+            return bad("train.betas", "each beta must be in [0, 1)");
+        }
+        if !(t.eps > 0.0) {
+            return bad("train.eps", "must be > 0");
+        }
+        if !(0.0..1.0).contains(&t.alpha) {
+            return bad("train.alpha", "must be in [0, 1)");
+        }
+        if let Some(c) = t.clip_norm {
+            if !(c > 0.0) {
+                return bad("train.clip_norm", "must be > 0 (remove the key to disable)");
+            }
+        }
+        if let Some(c) = t.clip_value {
+            if !(c > 0.0) {
+                return bad("train.clip_value", "must be > 0 (remove the key to disable)");
+            }
+        }
+        if t.tbptt > 0 && m.bidirectional {
+            return bad(
+                "train.tbptt",
+                "truncated BPTT needs bidirectional = false (the backward direction sees the future)",
+            );
+        }
+        if t.step_every == 0 {
+            return bad("train.step_every", "must be at least 1");
+        }
+        if !(t.gamma > 0.0) {
+            return bad("train.gamma", "must be > 0");
+        }
+        if !(t.min_lr >= 0.0) {
+            return bad("train.min_lr", "must be >= 0");
+        }
+        if t.patience == Some(0) {
+            return bad("train.patience", "must be at least 1 (remove the key to disable)");
+        }
+        if t.max_steps == Some(0) {
+            return bad("train.max_steps", "must be at least 1");
+        }
+        if l.every_steps == 0 {
+            return bad("log.every_steps", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The resolved config as TOML, as saved in the run folder.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize: {e}\n"))
+    }
+}
+
+/// `--set` values are TOML (`3e-3`, `true`, `"x"`, `[1, 2]`); a bare word is a string.
+fn parse_value(raw: &str) -> toml::Value {
+    match toml::from_str::<toml::Table>(&format!("v = {raw}")) {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn set_path(
+    table: &mut toml::Table,
+    key: &str,
+    value: toml::Value,
+) -> std::result::Result<(), String> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err("keys look like section.key, e.g. train.lr".into());
+    }
+    let section = table
+        .entry(parts[0].to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    match section {
+        toml::Value::Table(t) => {
+            t.insert(parts[1].to_string(), value);
+            Ok(())
+        }
+        _ => Err(format!("{} is not a section", parts[0])),
+    }
+}
+
+/// 1-based line and column of byte offset `pos`.
+pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let before = &text[..pos.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// Byte offset of `section.key` in the document (its key, or the section header).
+fn key_span(text: &str, dotted: &str) -> Option<usize> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let mut pos = None;
+    for part in dotted.split('.') {
+        let (k, v) = table.get_key_value(part)?;
+        pos = Some(k.span().start);
+        match v.get_ref().as_table() {
+            Some(t) => table = t,
+            None => break,
+        }
+    }
+    pos
+}
+
+/// The dotted key whose key or value covers byte offset `pos` (for serde errors).
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let doc = toml::de::DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    let mut table = doc.get_ref();
+    'outer: loop {
+        for (k, v) in table.iter() {
+            let covers = |s: std::ops::Range<usize>| s.start <= pos && pos < s.end.max(s.start + 1);
+            if covers(k.span()) || covers(v.span()) {
+                path.push(k.get_ref().to_string());
+                if let Some(t) = v.get_ref().as_table() {
+                    if !covers(k.span()) {
+                        table = t;
+                        continue 'outer;
+                    }
+                }
+                break 'outer;
+            }
+        }
+        break;
+    }
+    (!path.is_empty()).then(|| path.join("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, sets: &[&str]) -> Result<Config> {
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::from_toml(Path::new("x.toml"), text, &sets)
+    }
+
+    fn msg(r: Result<Config>) -> String {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_missing_sections() {
+        let c = load("[model]\ncell = \"gru\"\n", &[]).unwrap();
+        assert_eq!(c.model.cell, CellKind::Gru);
+        assert_eq!(c.train.lr, 1e-3);
+        assert_eq!(c.data.max_len, 64);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_valid_keys() {
+        let m = msg(load("[model]\ncell = \"lstm\"\nhiden_size = 3\n", &[]));
+        assert!(m.starts_with("x.toml:3:1: model.hiden_size:"), "{m}");
+        assert!(m.contains("hidden_size"), "{m}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let m = msg(load("[train]\nlr = \"fast\"\n", &[]));
+        assert!(m.starts_with("x.toml:2:"), "{m}");
+        assert!(m.contains("train.lr"), "{m}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let m = msg(load("[train]\nepochs = 2\nlr = -1.0\n", &[]));
+        assert_eq!(m, "x.toml:3:1: train.lr: must be > 0");
+        let m = msg(load("[model]\ncell = \"lstmm\"\n", &[]));
+        assert!(m.contains("x.toml:2:8") && m.contains("model.cell"), "{m}");
+    }
+
+    #[test]
+    fn overrides_are_checked_and_named() {
+        let c = load("", &["model.cell=gru", "train.lr=3e-3"]).unwrap();
+        assert_eq!(c.model.cell, CellKind::Gru);
+        assert_eq!(c.train.lr, 3e-3);
+        let m = msg(load("", &["model.hidden_size=0"]));
+        assert_eq!(m, "--set model.hidden_size=0: model.hidden_size: must be at least 1");
+        let m = msg(load("", &["model.sise=3"]));
+        assert!(m.starts_with("--set model.sise=3: model.sise: unknown field"), "{m}");
+        let m = msg(load("", &["train.lr=abc"]));
+        assert!(m.starts_with("--set train.lr=abc"), "{m}");
+    }
+}

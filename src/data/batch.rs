@@ -1,0 +1,100 @@
+//! Batches: padding to the longest sequence in the batch, per-sequence lengths, and length
+//! buckets so a batch wastes few padded steps.
+
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use super::Split;
+use crate::error::Result;
+
+/// Batches pooled this many at a time before sorting by length (randomness vs. padding).
+const BUCKET_POOL: usize = 50;
+
+pub struct Batch {
+    /// ids: [batch, seq] u32, 0-padded after each sequence's length.
+    pub ids: Tensor,
+    /// Valid steps per sequence, each >= 1.
+    pub lengths: Vec<usize>,
+    /// labels: [batch] u32.
+    pub labels: Tensor,
+}
+
+/// Index lists, one per batch. Training (`rng` given): shuffle, sort pools of
+/// `batch_size * 50` by length, cut, shuffle the batch order. Evaluation: sorted by length.
+pub fn plan(split: &Split, batch_size: usize, rng: Option<&mut StdRng>) -> Vec<Vec<usize>> {
+    let mut idx: Vec<usize> = (0..split.len()).collect();
+    let len = |i: &usize| split.inputs[*i].len();
+    let mut batches: Vec<Vec<usize>> = match rng {
+        Some(rng) => {
+            idx.shuffle(rng);
+            let mut out = Vec::new();
+            for pool in idx.chunks_mut(batch_size * BUCKET_POOL) {
+                pool.sort_by_key(len);
+                out.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
+            }
+            out.shuffle(rng);
+            out
+        }
+        None => {
+            idx.sort_by_key(len);
+            idx.chunks(batch_size).map(<[usize]>::to_vec).collect()
+        }
+    };
+    batches.retain(|b| !b.is_empty());
+    batches
+}
+
+pub fn make(split: &Split, idx: &[usize], device: &Device) -> Result<Batch> {
+    let lengths: Vec<usize> = idx.iter().map(|&i| split.inputs[i].len().max(1)).collect();
+    let t = lengths.iter().copied().max().unwrap_or(1);
+    let mut ids = vec![0u32; idx.len() * t];
+    for (row, &i) in idx.iter().enumerate() {
+        let seq = &split.inputs[i];
+        ids[row * t..row * t + seq.len()].copy_from_slice(seq);
+    }
+    let labels: Vec<u32> = idx.iter().map(|&i| split.labels[i]).collect();
+    Ok(Batch {
+        ids: Tensor::from_vec(ids, (idx.len(), t), device)?,
+        lengths,
+        labels: Tensor::new(labels, device)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn plan_covers_every_example_once_and_buckets() {
+        let split = Split {
+            inputs: (0..1000).map(|i| vec![1; 1 + i % 37]).collect(),
+            labels: vec![0; 1000],
+        };
+        let mut rng = StdRng::seed_from_u64(0);
+        let batches = plan(&split, 16, Some(&mut rng));
+        let mut seen: Vec<usize> = batches.concat();
+        seen.sort();
+        assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+        let waste: usize = batches
+            .iter()
+            .map(|b| {
+                let m = b.iter().map(|&i| split.inputs[i].len()).max().unwrap();
+                b.iter().map(|&i| m - split.inputs[i].len()).sum::<usize>()
+            })
+            .sum();
+        assert!(waste < 1000, "bucketing should keep padding low, wasted {waste}");
+    }
+
+    #[test]
+    fn make_pads_with_zero() {
+        let split = Split {
+            inputs: vec![vec![5, 6, 7], vec![8]],
+            labels: vec![1, 0],
+        };
+        let b = make(&split, &[0, 1], &Device::Cpu).unwrap();
+        assert_eq!(b.ids.to_vec2::<u32>().unwrap(), vec![vec![5, 6, 7], vec![8, 0, 0]]);
+        assert_eq!(b.lengths, vec![3, 1]);
+    }
+}

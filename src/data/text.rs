@@ -1,0 +1,140 @@
+//! Tokenizer and vocabulary for text sources. The tokenizer lowercases (configurable) and
+//! splits words from punctuation like torchtext's basic_english; the vocabulary is built from
+//! the training split only, with `<pad>` = 0 and `<unk>` = 1.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub const PAD: u32 = 0;
+pub const UNK: u32 = 1;
+
+/// Words are runs of letters, digits and apostrophes; every other non-space character is a
+/// token of its own ("isn't good." -> ["isn't", "good", "."]).
+pub fn tokenize(text: &str, lowercase: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for ch in text.chars() {
+        if ch.is_alphanumeric() || ch == '\'' {
+            if lowercase {
+                word.extend(ch.to_lowercase());
+            } else {
+                word.push(ch);
+            }
+            continue;
+        }
+        if !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        if !ch.is_whitespace() {
+            out.push(ch.to_string());
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vocab {
+    /// Token strings by id; `itos[0] = "<pad>"`, `itos[1] = "<unk>"`.
+    pub itos: Vec<String>,
+    #[serde(skip)]
+    stoi: HashMap<String, u32>,
+}
+
+impl Vocab {
+    pub fn from_tokens(itos: Vec<String>) -> Vocab {
+        let stoi = itos
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as u32))
+            .collect();
+        Vocab { itos, stoi }
+    }
+
+    /// Most frequent first (ties alphabetical, so the ids do not depend on hash order).
+    pub fn build<'a>(
+        docs: impl IntoIterator<Item = &'a Vec<String>>,
+        min_freq: usize,
+        max_size: Option<usize>,
+    ) -> Vocab {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for doc in docs {
+            for tok in doc {
+                *counts.entry(tok.as_str()).or_default() += 1;
+            }
+        }
+        let mut words: Vec<(&str, usize)> =
+            counts.into_iter().filter(|(_, c)| *c >= min_freq).collect();
+        words.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        if let Some(max) = max_size {
+            words.truncate(max);
+        }
+        let mut itos = vec!["<pad>".to_string(), "<unk>".to_string()];
+        itos.extend(words.into_iter().map(|(w, _)| w.to_string()));
+        Vocab::from_tokens(itos)
+    }
+
+    pub fn len(&self) -> usize {
+        self.itos.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.itos.is_empty()
+    }
+
+    pub fn id(&self, tok: &str) -> u32 {
+        self.stoi.get(tok).copied().unwrap_or(UNK)
+    }
+
+    pub fn encode(&self, toks: &[String]) -> Vec<u32> {
+        toks.iter().map(|t| self.id(t)).collect()
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_string(&self.itos).map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            msg: e.to_string(),
+        })?;
+        crate::fsutil::write_atomic(path, json.as_bytes())
+    }
+
+    pub fn load(path: &Path) -> Result<Vocab> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let itos: Vec<String> = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            msg: format!("not a vocabulary (JSON list of tokens): {e}"),
+        })?;
+        Ok(Vocab::from_tokens(itos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_words_and_punctuation() {
+        assert_eq!(
+            tokenize("It isn't GOOD, really!", true),
+            vec!["it", "isn't", "good", ",", "really", "!"]
+        );
+        assert_eq!(tokenize("A b", false), vec!["A", "b"]);
+    }
+
+    #[test]
+    fn vocab_orders_by_frequency_and_maps_unknown() {
+        let docs = vec![
+            vec!["b".to_string(), "a".into(), "b".into()],
+            vec!["c".to_string(), "a".into(), "b".into()],
+        ];
+        let v = Vocab::build(&docs, 2, None);
+        assert_eq!(v.itos, vec!["<pad>", "<unk>", "b", "a"]);
+        assert_eq!(v.encode(&["a".into(), "zzz".into()]), vec![3, UNK]);
+    }
+}

@@ -1,0 +1,55 @@
+//! `experiment.device`: parse the config string and open the candle device. candle 0.11's
+//! `cuda_if_available` does not fall back to the CPU in a CUDA build, so "auto" tries
+//! `new_cuda(0)` and falls back by hand.
+
+use candle_core::Device;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+    Auto,
+}
+
+impl DeviceSpec {
+    pub fn parse(s: &str) -> std::result::Result<DeviceSpec, String> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            "auto" => Ok(DeviceSpec::Auto),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceSpec::Cuda(n)),
+                _ => Err(format!(
+                    "unknown device \"{s}\"; expected \"cpu\", \"cuda\", \"cuda:N\" or \"auto\""
+                )),
+            },
+        }
+    }
+
+    /// Opens the device. "auto" prints one line on stderr when it falls back to the CPU.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => open_cuda(n),
+            DeviceSpec::Auto => match open_cuda(0) {
+                Ok(d) => Ok(d),
+                Err(e) => {
+                    eprintln!("device = \"auto\": using the CPU ({e})");
+                    Ok(Device::Cpu)
+                }
+            },
+        }
+    }
+}
+
+fn open_cuda(n: usize) -> Result<Device> {
+    if !cfg!(feature = "cuda") {
+        return Err(Error::Device(format!(
+            "cuda:{n} requested but this build has no CUDA support; \
+             rebuild with `cargo build --release --features cuda` or set device = \"cpu\""
+        )));
+    }
+    Device::new_cuda(n).map_err(|e| Error::Device(format!("cuda:{n} is not usable: {e}")))
+}

@@ -1,0 +1,51 @@
+//! Gradient measurements: per-parameter and global L2 norms, and the per-timestep gradient
+//! flow ‖∂L/∂h_t‖ read from the zero probes the forward pass plants (see `RunOpts::probe`):
+//! the curve that shows gradients vanishing or exploding through time.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+
+use crate::error::Result;
+use crate::model::Params;
+
+/// Gradients by parameter name, in the parameters' order.
+pub type Grads = Vec<(String, Tensor)>;
+
+/// Collects the gradient of each parameter (zeros for one the loss does not reach).
+pub fn collect(params: &Params, store: &GradStore) -> Result<Grads> {
+    params
+        .iter()
+        .map(|(name, var)| {
+            let g = match store.get(var.as_tensor()) {
+                Some(g) => g.clone(),
+                None => var.as_tensor().zeros_like()?,
+            };
+            Ok((name.clone(), g))
+        })
+        .collect()
+}
+
+/// Global L2 norm over all gradients (f32 sums per tensor, combined in f64).
+pub fn global_norm(grads: &Grads) -> Result<f64> {
+    let mut total = 0f64;
+    for (_, g) in grads {
+        total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    Ok(total.sqrt())
+}
+
+/// A variable's gradient norm, for `grad_norm/<name>`.
+pub fn norm(t: &Tensor) -> Result<f64> {
+    Ok(t.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64)
+}
+
+/// Per-step ‖∂L/∂h_t‖ from the probes the forward pass planted (gradient flow).
+pub fn flow(probes: &[Var], store: &GradStore) -> Result<Vec<f64>> {
+    probes
+        .iter()
+        .map(|z| match store.get(z.as_tensor()) {
+            Some(g) => norm(g),
+            None => Ok(0.0),
+        })
+        .collect()
+}

@@ -1,0 +1,19 @@
+//! rnnlab: a research harness for many-to-one sequence classification with vanilla RNN, LSTM
+//! and GRU classifiers on candle. One TOML file describes an experiment; [`train::run`] trains,
+//! evaluates, checkpoints and logs it to TensorBoard.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod fsutil;
+pub mod grads;
+pub mod log;
+pub mod model;
+pub mod optim;
+pub mod train;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use model::classifier::Classifier;

@@ -1,0 +1,206 @@
+//! The many-to-one classifier: front end (token embedding, or a dense projection of
+//! real-valued per-step features) -> recurrent stack -> readout over valid steps -> dropout ->
+//! linear head. Parameter names: `emb.weight` | `proj.weight`, `proj.bias`; `rnn.*` as
+//! PyTorch; `head.weight`, `head.bias`.
+
+use candle_core::{Device, Tensor, Var, D};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::stack::{dropout, RunOpts, Stack};
+use super::Params;
+use crate::config::{Model, Readout};
+use crate::error::Result;
+
+/// What each time step carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// Token ids below `vocab`.
+    Tokens { vocab: usize },
+    /// `dim` real values per step (video features, signals).
+    Features { dim: usize },
+}
+
+enum FrontEnd {
+    /// weight: [vocab, embedding_dim]
+    Embedding(Tensor),
+    /// weight: [embedding_dim, dim], bias: [embedding_dim]
+    Dense(Tensor, Tensor),
+}
+
+pub struct Classifier {
+    pub params: Params,
+    front: FrontEnd,
+    pub rnn: Stack,
+    readout: Readout,
+    dropout: f64,
+    /// head_weight: [classes, directions * hidden]
+    head_weight: Tensor,
+    head_bias: Tensor,
+}
+
+/// Forward-pass output: logits [batch, classes] and, when asked, the gradient probes.
+pub struct Forward {
+    pub logits: Tensor,
+    pub probes: Vec<Var>,
+}
+
+impl Classifier {
+    /// Parameters are drawn from a generator seeded by `seed` (PyTorch's init distributions).
+    pub fn new(
+        cfg: &Model,
+        input: Input,
+        classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Classifier> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut params = Params::default();
+        let e = cfg.embedding_dim;
+        let front = match input {
+            Input::Tokens { vocab } => {
+                FrontEnd::Embedding(params.normal(&mut rng, "emb.weight", &[vocab, e], device)?)
+            }
+            Input::Features { dim } => {
+                let k = 1.0 / (dim as f64).sqrt();
+                FrontEnd::Dense(
+                    params.uniform(&mut rng, "proj.weight", &[e, dim], k, device)?,
+                    params.uniform(&mut rng, "proj.bias", &[e], k, device)?,
+                )
+            }
+        };
+        let rnn = Stack::new(
+            &mut params,
+            &mut rng,
+            "rnn.",
+            cfg.cell,
+            cfg.nonlinearity,
+            e,
+            cfg.hidden_size,
+            cfg.num_layers,
+            cfg.bidirectional,
+            cfg.dropout,
+            cfg.forget_bias,
+            device,
+        )?;
+        let d = rnn.output_size();
+        let k = 1.0 / (d as f64).sqrt();
+        let head_weight = params.uniform(&mut rng, "head.weight", &[classes, d], k, device)?;
+        let head_bias = params.uniform(&mut rng, "head.bias", &[classes], k, device)?;
+        Ok(Classifier {
+            params,
+            front,
+            rnn,
+            readout: cfg.readout,
+            dropout: cfg.dropout,
+            head_weight,
+            head_bias,
+        })
+    }
+
+    /// inputs: ids [batch, seq] (u32) or features [batch, seq, dim] -> [batch, seq, emb].
+    pub fn embed(&self, inputs: &Tensor) -> Result<Tensor> {
+        Ok(match &self.front {
+            FrontEnd::Embedding(w) => {
+                let (b, t) = inputs.dims2()?;
+                w.index_select(&inputs.flatten_all()?, 0)?
+                    .reshape((b, t, ()))?
+            }
+            FrontEnd::Dense(w, bias) => {
+                let (b, t, f) = inputs.dims3()?;
+                inputs
+                    .reshape((b * t, f))?
+                    .matmul(&w.t()?)?
+                    .broadcast_add(bias)?
+                    .reshape((b, t, ()))?
+            }
+        })
+    }
+
+    /// logits: [batch, classes]. `opts.dropout_rng` = Some switches on training-mode dropout.
+    pub fn forward(&self, inputs: &Tensor, mut opts: RunOpts) -> Result<Forward> {
+        let xs = self.embed(inputs)?;
+        let (b, t, _) = xs.dims3()?;
+        let lengths: Vec<usize> = match opts.lengths {
+            Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
+            None => vec![t; b],
+        };
+        let out = self.rnn.forward(
+            &xs,
+            RunOpts {
+                lengths: Some(&lengths),
+                tbptt: opts.tbptt,
+                dropout_rng: opts.dropout_rng.as_deref_mut(),
+                probe: opts.probe,
+            },
+        )?;
+        let mut feat = readout(&out.out, &lengths, self.readout, self.rnn.hidden, self.rnn.bidirectional)?;
+        if self.dropout > 0.0 {
+            if let Some(rng) = opts.dropout_rng.as_deref_mut() {
+                feat = dropout(&feat, self.dropout, rng)?;
+            }
+        }
+        let logits = feat
+            .matmul(&self.head_weight.t()?)?
+            .broadcast_add(&self.head_bias)?;
+        Ok(Forward {
+            logits,
+            probes: out.probes,
+        })
+    }
+}
+
+/// Many-to-one readout over valid steps. out: [batch, seq, dirs*hidden] (zero at padding)
+/// -> [batch, dirs*hidden].
+pub fn readout(
+    out: &Tensor,
+    lengths: &[usize],
+    how: Readout,
+    hidden: usize,
+    bidirectional: bool,
+) -> Result<Tensor> {
+    let (b, t, d) = out.dims3()?;
+    let device = out.device();
+    Ok(match how {
+        Readout::Last => {
+            // Forward direction at each sequence's last valid step; backward at step 0.
+            let flat = out.reshape((b * t, d))?;
+            let last: Vec<u32> = lengths
+                .iter()
+                .enumerate()
+                .map(|(r, &n)| (r * t + n - 1) as u32)
+                .collect();
+            let fwd = flat
+                .index_select(&Tensor::new(last, device)?, 0)?
+                .narrow(1, 0, hidden)?;
+            if bidirectional {
+                let first: Vec<u32> = (0..b).map(|r| (r * t) as u32).collect();
+                let bwd = flat
+                    .index_select(&Tensor::new(first, device)?, 0)?
+                    .narrow(1, hidden, hidden)?;
+                Tensor::cat(&[fwd, bwd], 1)?
+            } else {
+                fwd
+            }
+        }
+        Readout::Mean => {
+            let n: Vec<f32> = lengths.iter().map(|&n| n as f32).collect();
+            let n = Tensor::from_vec(n, (b, 1), device)?;
+            out.sum(1)?.broadcast_div(&n)?
+        }
+        Readout::Max => {
+            let mask: Vec<u8> = lengths
+                .iter()
+                .flat_map(|&n| (0..t).map(move |s| (s < n) as u8))
+                .collect();
+            let mask = Tensor::from_vec(mask, (b, t, 1), device)?.broadcast_as((b, t, d))?;
+            let neg = Tensor::full(f32::NEG_INFINITY, (b, t, d), device)?;
+            mask.where_cond(out, &neg)?.max(1)?
+        }
+    })
+}
+
+/// Predicted class probabilities: softmax over logits [batch, classes].
+pub fn probabilities(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(logits, D::Minus1)?)
+}

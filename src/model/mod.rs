@@ -1,0 +1,137 @@
+//! Models: recurrent cells on candle tensor ops (`cell`), layers and directions (`stack`), and
+//! the many-to-one classifier around them (`classifier`). Parameters live in one [`Params`]
+//! store under PyTorch's names, so checkpoints compare directly against torch.
+
+pub mod cell;
+pub mod classifier;
+pub mod stack;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use crate::error::{Error, Result};
+
+/// Named trainable parameters, in PyTorch naming (`rnn.weight_ih_l0`, `head.bias`, ...).
+#[derive(Default)]
+pub struct Params {
+    vars: BTreeMap<String, Var>,
+}
+
+impl Params {
+    /// Registers `t` as parameter `name` and returns a tensor sharing its storage.
+    pub fn add(&mut self, name: &str, t: Tensor) -> Result<Tensor> {
+        let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+        let view = var.as_tensor().clone();
+        self.vars.insert(name.to_string(), var);
+        Ok(view)
+    }
+
+    /// U(-bound, bound), PyTorch's init for RNN weights (bound = 1/sqrt(hidden)) and Linear.
+    pub fn uniform(
+        &mut self,
+        rng: &mut StdRng,
+        name: &str,
+        shape: &[usize],
+        bound: f64,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let b = bound as f32;
+        let data: Vec<f32> = (0..n).map(|_| rng.random_range(-b..=b)).collect();
+        self.add(name, Tensor::from_vec(data, shape, device)?)
+    }
+
+    /// N(0, 1), PyTorch's init for nn.Embedding.
+    pub fn normal(
+        &mut self,
+        rng: &mut StdRng,
+        name: &str,
+        shape: &[usize],
+        device: &Device,
+    ) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                // Box-Muller.
+                let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+                let u2: f64 = rng.random();
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+            })
+            .collect();
+        self.add(name, Tensor::from_vec(data, shape, device)?)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Var> {
+        self.vars.get(name)
+    }
+
+    /// Parameters in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Var)> {
+        self.vars.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vars.is_empty()
+    }
+
+    /// Total number of scalars.
+    pub fn numel(&self) -> usize {
+        self.vars.values().map(|v| v.elem_count()).sum()
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let map: HashMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        save_tensors(&map, path)
+    }
+
+    /// Overwrites every parameter from a safetensors file with the same names and shapes.
+    pub fn load(&self, path: &Path) -> Result<()> {
+        let device = self
+            .vars
+            .values()
+            .next()
+            .map(|v| v.device().clone())
+            .unwrap_or(Device::Cpu);
+        let loaded = candle_core::safetensors::load(path, &device).map_err(|e| Error::Checkpoint {
+            path: path.into(),
+            msg: format!("cannot read safetensors: {e}"),
+        })?;
+        for (name, var) in &self.vars {
+            let t = loaded.get(name).ok_or_else(|| Error::Checkpoint {
+                path: path.into(),
+                msg: format!("missing parameter {name}"),
+            })?;
+            if t.dims() != var.dims() {
+                return Err(Error::Checkpoint {
+                    path: path.into(),
+                    msg: format!(
+                        "parameter {name} has shape {:?}, the model expects {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
+                });
+            }
+            var.set(&t.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes tensors as safetensors through a temporary file (no half-written checkpoint).
+pub fn save_tensors(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let tmp = path.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(map, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}

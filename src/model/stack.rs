@@ -1,0 +1,290 @@
+//! Layers and directions of recurrent cells over a padded batch (PyTorch's nn.RNN / nn.LSTM /
+//! nn.GRU with batch_first = true), with per-sequence lengths, dropout between layers,
+//! truncated BPTT, and optional gradient probes for the gradient-flow diagnostics.
+//!
+//! Padding semantics follow packed sequences: the forward direction's state stops changing
+//! after a sequence's last valid step, the backward direction starts at that step, and
+//! outputs at padded steps are zero.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::cell::{Cell, State};
+use super::Params;
+use crate::config::{CellKind, Nonlinearity};
+use crate::error::Result;
+
+pub struct Stack {
+    pub kind: CellKind,
+    pub hidden: usize,
+    pub num_layers: usize,
+    pub bidirectional: bool,
+    /// Dropout probability on each layer's output except the last (as PyTorch).
+    pub dropout: f64,
+    /// cells[layer][direction]
+    pub cells: Vec<Vec<Cell>>,
+}
+
+/// What one forward pass needs beyond the input.
+#[derive(Default)]
+pub struct RunOpts<'a> {
+    /// Valid steps per sequence; None = every sequence fills the whole length.
+    pub lengths: Option<&'a [usize]>,
+    /// Truncated BPTT window (steps); 0 = full BPTT.
+    pub tbptt: usize,
+    /// Some = training mode: dropout masks drawn from this generator.
+    pub dropout_rng: Option<&'a mut StdRng>,
+    /// Add a zero probe to the top layer's forward state at every step so that the gradient
+    /// w.r.t. each probe is ∂L/∂h_t.
+    pub probe: bool,
+}
+
+pub struct StackOut {
+    /// out: [batch, seq, directions * hidden], top layer, zero at padded steps.
+    pub out: Tensor,
+    /// h_n: [layers * directions, batch, hidden] at each sequence's last valid step.
+    pub h_n: Tensor,
+    /// c_n: same shape as h_n, LSTM only.
+    pub c_n: Option<Tensor>,
+    /// One probe per step (top layer, forward direction) when `RunOpts::probe`.
+    pub probes: Vec<Var>,
+}
+
+impl Stack {
+    /// Registers `{prefix}weight_ih_l{k}[_reverse]` etc. in PyTorch's order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        params: &mut Params,
+        rng: &mut StdRng,
+        prefix: &str,
+        kind: CellKind,
+        nonlinearity: Nonlinearity,
+        input: usize,
+        hidden: usize,
+        num_layers: usize,
+        bidirectional: bool,
+        dropout: f64,
+        forget_bias: f64,
+        device: &Device,
+    ) -> Result<Stack> {
+        let dirs = if bidirectional { 2 } else { 1 };
+        let mut cells = Vec::new();
+        for l in 0..num_layers {
+            let in_l = if l == 0 { input } else { hidden * dirs };
+            let mut layer = Vec::new();
+            for d in 0..dirs {
+                let suffix = if d == 0 { format!("l{l}") } else { format!("l{l}_reverse") };
+                layer.push(Cell::new(
+                    params, rng, prefix, &suffix, kind, nonlinearity, in_l, hidden, forget_bias,
+                    device,
+                )?);
+            }
+            cells.push(layer);
+        }
+        Ok(Stack {
+            kind,
+            hidden,
+            num_layers,
+            bidirectional,
+            dropout,
+            cells,
+        })
+    }
+
+    pub fn directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+
+    pub fn output_size(&self) -> usize {
+        self.hidden * self.directions()
+    }
+
+    /// xs: [batch, seq, input].
+    pub fn forward(&self, xs: &Tensor, mut opts: RunOpts) -> Result<StackOut> {
+        let (b, t, _) = xs.dims3()?;
+        let device = xs.device().clone();
+        let lengths: Vec<usize> = match opts.lengths {
+            Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
+            None => vec![t; b],
+        };
+        let masks = StepMasks::new(&lengths, t, opts.tbptt, &device)?;
+        let mut input = xs.clone();
+        let (mut h_n, mut c_n, mut probes) = (Vec::new(), Vec::new(), Vec::new());
+        for (l, layer) in self.cells.iter().enumerate() {
+            let top = l + 1 == self.num_layers;
+            let mut outs = Vec::new();
+            for (d, cell) in layer.iter().enumerate() {
+                let probe = opts.probe && top && d == 0;
+                let run = run_direction(cell, &input, &masks, d == 1, probe, &device)?;
+                h_n.push(run.last.h);
+                if let Some(c) = run.last.c {
+                    c_n.push(c);
+                }
+                probes.extend(run.probes);
+                outs.push(run.out);
+            }
+            input = if outs.len() == 1 {
+                outs.remove(0)
+            } else {
+                Tensor::cat(&outs, 2)?
+            };
+            if !top && self.dropout > 0.0 {
+                if let Some(rng) = opts.dropout_rng.as_deref_mut() {
+                    input = dropout(&input, self.dropout, rng)?;
+                }
+            }
+        }
+        Ok(StackOut {
+            out: input,
+            h_n: Tensor::stack(&h_n, 0)?,
+            c_n: if c_n.is_empty() {
+                None
+            } else {
+                Some(Tensor::stack(&c_n, 0)?)
+            },
+            probes,
+        })
+    }
+}
+
+/// Inverted dropout with a mask from a seeded generator (candle's CPU RNG cannot be seeded).
+pub fn dropout(xs: &Tensor, p: f64, rng: &mut StdRng) -> Result<Tensor> {
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    let mask: Vec<f32> = (0..xs.elem_count())
+        .map(|_| if rng.random_bool(keep) { scale } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask, xs.shape(), xs.device())?;
+    Ok(xs.mul(&mask)?)
+}
+
+/// Per-step row masks, built once per forward pass and shared by all layers.
+struct StepMasks {
+    t: usize,
+    /// valid[t]: [batch, 1], 1.0 where step t is within the sequence; None = all valid.
+    valid: Option<Vec<Tensor>>,
+    /// Truncated BPTT: steps before `cut` run fully detached (graph memory O(window));
+    /// `in_window[t]` (when some rows start their window later) keeps the graph per row.
+    cut: usize,
+    in_window: Vec<Option<Tensor>>,
+}
+
+impl StepMasks {
+    fn new(lengths: &[usize], t: usize, tbptt: usize, device: &Device) -> Result<StepMasks> {
+        let b = lengths.len();
+        let row_mask = |f: &dyn Fn(usize) -> bool| -> Result<Tensor> {
+            let v: Vec<f32> = (0..b).map(|r| f(r) as u8 as f32).collect();
+            Ok(Tensor::from_vec(v, (b, 1), device)?)
+        };
+        let valid = if lengths.iter().all(|&n| n == t) {
+            None
+        } else {
+            Some(
+                (0..t)
+                    .map(|s| row_mask(&|r| s < lengths[r]))
+                    .collect::<Result<Vec<_>>>()?,
+            )
+        };
+        let (cut, in_window) = if tbptt == 0 {
+            (0, vec![None; t])
+        } else {
+            let start: Vec<usize> = lengths.iter().map(|&n| n.saturating_sub(tbptt)).collect();
+            let cut = start.iter().copied().min().unwrap_or(0);
+            let in_window = (0..t)
+                .map(|s| {
+                    if start.iter().all(|&st| s >= st) {
+                        Ok(None)
+                    } else {
+                        row_mask(&|r| s >= start[r]).map(Some)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            (cut, in_window)
+        };
+        Ok(StepMasks {
+            t,
+            valid,
+            cut,
+            in_window,
+        })
+    }
+}
+
+struct DirectionRun {
+    /// [batch, seq, hidden]
+    out: Tensor,
+    last: State,
+    probes: Vec<Var>,
+}
+
+fn run_direction(
+    cell: &Cell,
+    xs: &Tensor,
+    masks: &StepMasks,
+    reverse: bool,
+    probe: bool,
+    device: &Device,
+) -> Result<DirectionRun> {
+    let b = xs.dim(0)?;
+    let xp = cell.project(xs)?;
+    // Truncated BPTT applies to the forward direction (bidirectional + tbptt is rejected).
+    let cut = if reverse { 0 } else { masks.cut };
+    let (xp_early, cell_early) = if cut > 0 {
+        (xp.detach(), cell.detached())
+    } else {
+        (xp.clone(), cell.clone())
+    };
+    let mut state = State::zeros(cell.kind, b, cell.hidden, device)?;
+    let mut outs: Vec<Option<Tensor>> = vec![None; masks.t];
+    let mut probes = Vec::new();
+    let order: Box<dyn Iterator<Item = usize>> = if reverse {
+        Box::new((0..masks.t).rev())
+    } else {
+        Box::new(0..masks.t)
+    };
+    for s in order {
+        let early = s < cut;
+        let (c, x) = if early { (&cell_early, &xp_early) } else { (cell, &xp) };
+        let x_s = x.narrow(1, s, 1)?.squeeze(1)?;
+        let mut next = c.step(&x_s, &state)?;
+        if !early && !reverse {
+            if let Some(w) = &masks.in_window[s] {
+                next = next.blend(&next.detach(), w)?;
+            }
+        }
+        let valid = masks.valid.as_ref().map(|v| &v[s]);
+        if probe {
+            // ∂L/∂z = ∂L/∂h_t through both the output and the recurrence.
+            let z = Var::zeros(next.h.dims(), DType::F32, device)?;
+            let add = match valid {
+                Some(v) => z.as_tensor().broadcast_mul(v)?,
+                None => z.as_tensor().clone(),
+            };
+            next.h = (&next.h + add)?;
+            probes.push(z);
+        }
+        let out = match valid {
+            Some(v) => next.h.broadcast_mul(v)?,
+            None => next.h.clone(),
+        };
+        state = match valid {
+            Some(v) => next.blend(&state, v)?,
+            None => next,
+        };
+        outs[s] = Some(out);
+    }
+    if reverse {
+        probes.reverse();
+    }
+    let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
+    Ok(DirectionRun {
+        out: Tensor::stack(&outs, 1)?,
+        last: state,
+        probes,
+    })
+}

@@ -1,0 +1,191 @@
+//! Optimizers with PyTorch's update rules (sgd with momentum/nesterov, adam, adamw, rmsprop),
+//! gradient clipping by global L2 norm (`clip_grad_norm_` semantics) and by value, and
+//! learning-rate schedules (constant, step, cosine, linear warmup).
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use crate::config::{OptimizerKind, Schedule, Train};
+use crate::error::Result;
+use crate::grads::{global_norm, Grads};
+use crate::model::Params;
+
+/// PyTorch `clip_grad_norm_`: scales every gradient by min(1, max_norm / (norm + 1e-6)).
+/// Returns the norm before clipping and whether it exceeded `max_norm`.
+pub fn clip_norm(grads: &mut Grads, max_norm: f64) -> Result<(f64, bool)> {
+    let norm = global_norm(grads)?;
+    let coef = (max_norm / (norm + 1e-6)).min(1.0);
+    for (_, g) in grads.iter_mut() {
+        *g = g.affine(coef, 0.0)?;
+    }
+    Ok((norm, norm > max_norm))
+}
+
+/// Clamps every gradient element to [-v, v] (PyTorch `clip_grad_value_`).
+pub fn clip_value(grads: &mut Grads, v: f64) -> Result<()> {
+    for (_, g) in grads.iter_mut() {
+        *g = g.clamp(-v, v)?;
+    }
+    Ok(())
+}
+
+/// Learning rate at optimizer step `step` (0-based) of `total` steps in `epoch` (0-based).
+pub fn lr_at(cfg: &Train, step: usize, epoch: usize, total: usize) -> f64 {
+    let base = match cfg.schedule {
+        Schedule::Constant => cfg.lr,
+        Schedule::Step => cfg.lr * cfg.gamma.powi((epoch / cfg.step_every) as i32),
+        Schedule::Cosine => {
+            let span = total.saturating_sub(cfg.warmup_steps).max(1) as f64;
+            let p = (step.saturating_sub(cfg.warmup_steps) as f64 / span).min(1.0);
+            cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + (std::f64::consts::PI * p).cos())
+        }
+    };
+    if step < cfg.warmup_steps {
+        base * (step + 1) as f64 / cfg.warmup_steps as f64
+    } else {
+        base
+    }
+}
+
+/// Per-parameter state: first and second moments or momentum buffer.
+#[derive(Default)]
+struct Slot {
+    m: Option<Tensor>,
+    v: Option<Tensor>,
+}
+
+pub struct Optimizer {
+    kind: OptimizerKind,
+    weight_decay: f64,
+    momentum: f64,
+    nesterov: bool,
+    betas: [f64; 2],
+    eps: f64,
+    alpha: f64,
+    /// Optimizer steps taken (Adam's bias correction uses it).
+    pub steps: usize,
+    slots: HashMap<String, Slot>,
+}
+
+impl Optimizer {
+    pub fn new(cfg: &Train) -> Optimizer {
+        Optimizer {
+            kind: cfg.optimizer,
+            weight_decay: cfg.weight_decay,
+            momentum: cfg.momentum,
+            nesterov: cfg.nesterov,
+            betas: cfg.betas,
+            eps: cfg.eps,
+            alpha: cfg.alpha,
+            steps: 0,
+            slots: HashMap::new(),
+        }
+    }
+
+    /// One update of every parameter in `params` from `grads` at learning rate `lr`.
+    pub fn step(&mut self, params: &Params, grads: &Grads, lr: f64) -> Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (b1, b2) = (self.betas[0], self.betas[1]);
+        for (name, g) in grads {
+            let Some(var) = params.get(name) else { continue };
+            let p = var.as_tensor().detach();
+            let slot = self.slots.entry(name.clone()).or_default();
+            let wd = self.weight_decay;
+            let g = if wd != 0.0 && self.kind != OptimizerKind::Adamw {
+                (g + p.affine(wd, 0.0)?)?
+            } else {
+                g.clone()
+            };
+            let new_p = match self.kind {
+                OptimizerKind::Sgd => {
+                    let d = if self.momentum != 0.0 {
+                        let buf = match &slot.m {
+                            None => g.clone(),
+                            Some(buf) => (buf.affine(self.momentum, 0.0)? + &g)?,
+                        };
+                        slot.m = Some(buf.clone());
+                        if self.nesterov {
+                            (&g + buf.affine(self.momentum, 0.0)?)?
+                        } else {
+                            buf
+                        }
+                    } else {
+                        g
+                    };
+                    (&p - d.affine(lr, 0.0)?)?
+                }
+                OptimizerKind::Adam | OptimizerKind::Adamw => {
+                    let p = if self.kind == OptimizerKind::Adamw && wd != 0.0 {
+                        p.affine(1.0 - lr * wd, 0.0)?
+                    } else {
+                        p
+                    };
+                    let m = lerp(slot.m.take(), &g, b1)?;
+                    let v = lerp(slot.v.take(), &g.sqr()?, b2)?;
+                    let bc1 = 1.0 - b1.powi(t);
+                    let bc2 = 1.0 - b2.powi(t);
+                    let denom = v.sqrt()?.affine(1.0 / bc2.sqrt(), self.eps)?;
+                    let upd = m.div(&denom)?.affine(lr / bc1, 0.0)?;
+                    slot.m = Some(m);
+                    slot.v = Some(v);
+                    (&p - upd)?
+                }
+                OptimizerKind::Rmsprop => {
+                    let v = lerp(slot.v.take(), &g.sqr()?, self.alpha)?;
+                    let avg = v.sqrt()?.affine(1.0, self.eps)?;
+                    slot.v = Some(v);
+                    let d = g.div(&avg)?;
+                    let d = if self.momentum != 0.0 {
+                        let buf = match slot.m.take() {
+                            None => d,
+                            Some(buf) => (buf.affine(self.momentum, 0.0)? + d)?,
+                        };
+                        slot.m = Some(buf.clone());
+                        buf
+                    } else {
+                        d
+                    };
+                    (&p - d.affine(lr, 0.0)?)?
+                }
+            };
+            var.set(&new_p)?;
+        }
+        Ok(())
+    }
+
+    /// Optimizer state as named tensors (`<param>.m`, `<param>.v`) for checkpoints.
+    pub fn state(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for (name, slot) in &self.slots {
+            if let Some(m) = &slot.m {
+                out.insert(format!("{name}.m"), m.clone());
+            }
+            if let Some(v) = &slot.v {
+                out.insert(format!("{name}.v"), v.clone());
+            }
+        }
+        out
+    }
+
+    pub fn load_state(&mut self, steps: usize, mut state: HashMap<String, Tensor>, params: &Params) {
+        self.steps = steps;
+        for (name, _) in params.iter() {
+            let slot = Slot {
+                m: state.remove(&format!("{name}.m")),
+                v: state.remove(&format!("{name}.v")),
+            };
+            self.slots.insert(name.clone(), slot);
+        }
+    }
+}
+
+/// beta * prev + (1 - beta) * x, with prev = 0 on the first step (PyTorch's zero init).
+fn lerp(prev: Option<Tensor>, x: &Tensor, beta: f64) -> Result<Tensor> {
+    Ok(match prev {
+        None => x.affine(1.0 - beta, 0.0)?,
+        Some(p) => (p.affine(beta, 0.0)? + x.affine(1.0 - beta, 0.0)?)?,
+    })
+}
+
