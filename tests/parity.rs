@@ -1,0 +1,179 @@
+//! Numerics against PyTorch: every case in tests/fixtures/torch_parity (copied from
+//! ../shared/fixtures/torch_parity, made by make_fixtures.py there) must match to 1e-5:
+//! outputs, final states, variable-length final states, and the gradients of the fixture's
+//! loss w.r.t. the input and every parameter; and a whole classifier through 3 Adam steps
+//! with gradient clipping.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rnnlab::config::{CellKind, Model, Nonlinearity, OptimizerKind, Readout, Train};
+use rnnlab::grads;
+use rnnlab::model::classifier::{Classifier, Input};
+use rnnlab::model::stack::{RunOpts, Stack};
+use rnnlab::model::Params;
+use rnnlab::optim::{self, Optimizer};
+
+const TOL: f32 = 1e-5;
+
+fn fixture(name: &str) -> HashMap<String, Tensor> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torch_parity")
+        .join(format!("{name}.safetensors"));
+    candle_core::safetensors::load(&path, &Device::Cpu).unwrap()
+}
+
+#[track_caller]
+fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
+    assert_eq!(ours.dims(), theirs.dims(), "{what}: shape");
+    let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = theirs
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= TOL, "{what}: max abs diff {worst:e} > {TOL:e}");
+}
+
+fn case(name: &str, kind: CellKind, nonlinearity: Nonlinearity, layers: usize, bidirectional: bool) {
+    let f = fixture(name);
+    let x = &f["x"];
+    let (_, _, input) = x.dims3().unwrap();
+    let hidden = f["h_n"].dim(2).unwrap();
+    let mut params = Params::default();
+    let mut rng = StdRng::seed_from_u64(0);
+    let stack = Stack::new(
+        &mut params, &mut rng, "", kind, nonlinearity, input, hidden, layers, bidirectional, 0.0,
+        0.0, &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(
+        params.len(),
+        f.keys().filter(|k| k.starts_with("param.")).count(),
+        "{name}: parameter count"
+    );
+    for (pname, var) in params.iter() {
+        var.set(&f[&format!("param.{pname}")]).unwrap();
+    }
+
+    // Full-length run: outputs, final states and gradients.
+    let xv = Var::from_tensor(x).unwrap();
+    let out = stack.forward(xv.as_tensor(), RunOpts::default()).unwrap();
+    assert_close(&format!("{name} out"), &out.out, &f["out"]);
+    assert_close(&format!("{name} h_n"), &out.h_n, &f["h_n"]);
+    let mut loss = ((&out.out * &f["proj_out"]).unwrap().sum_all().unwrap()
+        + (&out.h_n * &f["proj_h_n"]).unwrap().sum_all().unwrap())
+    .unwrap();
+    if let Some(c_n) = &out.c_n {
+        assert_close(&format!("{name} c_n"), c_n, &f["c_n"]);
+        loss = (loss + (c_n * &f["proj_c_n"]).unwrap().sum_all().unwrap()).unwrap();
+    }
+    assert_close(&format!("{name} loss"), &loss.reshape(1).unwrap(), &f["loss"]);
+    let store = loss.backward().unwrap();
+    assert_close(&format!("{name} grad.x"), store.get(xv.as_tensor()).unwrap(), &f["grad.x"]);
+    for (pname, var) in params.iter() {
+        let g = store.get(var.as_tensor()).unwrap();
+        assert_close(&format!("{name} grad.{pname}"), g, &f[&format!("grad.{pname}")]);
+    }
+
+    // Variable lengths: final state at each sequence's own last valid step.
+    let lengths: Vec<usize> = f["lengths"]
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|l| l as usize)
+        .collect();
+    let out = stack
+        .forward(x, RunOpts { lengths: Some(&lengths), ..Default::default() })
+        .unwrap();
+    assert_close(&format!("{name} h_n_varlen"), &out.h_n, &f["h_n_varlen"]);
+}
+
+#[test]
+fn rnn_tanh() {
+    case("rnn_tanh", CellKind::Rnn, Nonlinearity::Tanh, 1, false);
+}
+
+#[test]
+fn rnn_relu() {
+    case("rnn_relu", CellKind::Rnn, Nonlinearity::Relu, 1, false);
+}
+
+#[test]
+fn lstm() {
+    case("lstm", CellKind::Lstm, Nonlinearity::Tanh, 1, false);
+}
+
+#[test]
+fn gru() {
+    case("gru", CellKind::Gru, Nonlinearity::Tanh, 1, false);
+}
+
+#[test]
+fn lstm_2layer_bidir() {
+    case("lstm_2layer_bidir", CellKind::Lstm, Nonlinearity::Tanh, 2, true);
+}
+
+#[test]
+fn gru_2layer_bidir() {
+    case("gru_2layer_bidir", CellKind::Gru, Nonlinearity::Tanh, 2, true);
+}
+
+/// Embedding(11, 4) -> LSTM(4, 6) -> Linear(6, 3) on the last step, cross-entropy, 3 steps of
+/// Adam (lr 1e-2) with clip_grad_norm_(0.5): logits, loss, pre-clip norm, clipped grads and
+/// final weights, step by step.
+#[test]
+fn classifier_adam_clip() {
+    let f = fixture("classifier_adam_clip");
+    let model_cfg = Model {
+        cell: CellKind::Lstm,
+        embedding_dim: 4,
+        hidden_size: 6,
+        readout: Readout::Last,
+        ..Model::default()
+    };
+    let model = Classifier::new(&model_cfg, Input::Tokens { vocab: 11 }, 3, 0, &Device::Cpu).unwrap();
+    for (name, var) in model.params.iter() {
+        var.set(&f[&format!("init.{name}")]).unwrap();
+    }
+    let ids = f["ids"].to_dtype(DType::U32).unwrap();
+    let labels = f["labels"].to_dtype(DType::U32).unwrap();
+    let train = Train {
+        optimizer: OptimizerKind::Adam,
+        lr: 1e-2,
+        clip_norm: Some(0.5),
+        ..Train::default()
+    };
+    let mut opt = Optimizer::new(&train);
+    for step in 0..3 {
+        let fwd = model.forward(&ids, RunOpts::default()).unwrap();
+        assert_close(&format!("step{step}.logits"), &fwd.logits, &f[&format!("step{step}.logits")]);
+        let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
+        assert_close(&format!("step{step}.loss"), &loss.reshape(1).unwrap(), &f[&format!("step{step}.loss")]);
+        let store = loss.backward().unwrap();
+        let mut g = grads::collect(&model.params, &store).unwrap();
+        let (norm, clipped) = optim::clip_norm(&mut g, 0.5).unwrap();
+        let want = f[&format!("step{step}.grad_norm_before_clip")].to_vec1::<f32>().unwrap()[0];
+        assert!((norm as f32 - want).abs() <= TOL, "step{step} norm {norm} vs {want}");
+        assert_eq!(clipped, norm > 0.5);
+        if step == 0 {
+            for (name, grad) in &g {
+                assert_close(&format!("step0.clipped_grad.{name}"), grad, &f[&format!("step0.clipped_grad.{name}")]);
+            }
+        }
+        opt.step(&model.params, &g, 1e-2).unwrap();
+    }
+    for (name, var) in model.params.iter() {
+        assert_close(&format!("final.{name}"), var.as_tensor(), &f[&format!("final.{name}")]);
+    }
+}
