@@ -299,7 +299,7 @@ impl Default for Train {
             betas: [0.9, 0.999],
             eps: 1e-8,
             alpha: 0.99,
-            clip_norm: Some(5.0),
+            clip_norm: None,
             clip_value: None,
             tbptt: 0,
             schedule: Schedule::Constant,
@@ -656,26 +656,24 @@ fn key_span(text: &str, dotted: &str) -> Option<usize> {
 
 /// The dotted key whose key or value covers byte offset `pos` (for serde errors).
 fn key_at(text: &str, pos: usize) -> Option<String> {
+    fn find(table: &toml::de::DeTable, pos: usize, path: &mut Vec<String>) -> bool {
+        let covers = |s: std::ops::Range<usize>| s.start <= pos && pos < s.end.max(s.start + 1);
+        for (k, v) in table.iter() {
+            path.push(k.get_ref().to_string());
+            if let Some(t) = v.get_ref().as_table() {
+                if find(t, pos, path) {
+                    return true;
+                }
+            } else if covers(k.span()) || covers(v.span()) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
     let doc = toml::de::DeTable::parse(text).ok()?;
     let mut path = Vec::new();
-    let mut table = doc.get_ref();
-    'outer: loop {
-        for (k, v) in table.iter() {
-            let covers = |s: std::ops::Range<usize>| s.start <= pos && pos < s.end.max(s.start + 1);
-            if covers(k.span()) || covers(v.span()) {
-                path.push(k.get_ref().to_string());
-                if let Some(t) = v.get_ref().as_table() {
-                    if !covers(k.span()) {
-                        table = t;
-                        continue 'outer;
-                    }
-                }
-                break 'outer;
-            }
-        }
-        break;
-    }
-    (!path.is_empty()).then(|| path.join("."))
+    find(doc.get_ref(), pos, &mut path).then(|| path.join("."))
 }
 
 #[cfg(test)]

@@ -121,14 +121,12 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
     } = prep;
     let dir = match resume {
         Some(d) => d.to_path_buf(),
-        None => {
-            let dir = new_run_dir(&config)?;
-            crate::fsutil::write_atomic(&dir.join(checkpoint::CONFIG), config.to_toml().as_bytes())?;
-            data.vocab.save(&dir.join(checkpoint::VOCAB))?;
-            checkpoint::save_json(&dir.join(checkpoint::CLASSES), &data.classes)?;
-            dir
-        }
+        None => new_run_dir(&config)?,
     };
+    // The resolved config first (a resume may have changed it, e.g. more epochs).
+    crate::fsutil::write_atomic(&dir.join(checkpoint::CONFIG), config.to_toml().as_bytes())?;
+    data.vocab.save(&dir.join(checkpoint::VOCAB))?;
+    checkpoint::save_json(&dir.join(checkpoint::CLASSES), &data.classes)?;
     let model = Classifier::new(
         &config.model,
         Input::Tokens {

@@ -1,0 +1,145 @@
+//! Model behaviour that PyTorch fixtures do not cover directly: padding never changes a
+//! sequence's result (every readout, both directions), and truncated BPTT's gradients.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rnnlab::config::{CellKind, Model, Readout};
+use rnnlab::model::classifier::{Classifier, Input};
+use rnnlab::model::stack::RunOpts;
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn model(cell: CellKind, readout: Readout, bidirectional: bool, layers: usize) -> Classifier {
+    let cfg = Model {
+        cell,
+        readout,
+        bidirectional,
+        num_layers: layers,
+        embedding_dim: 8,
+        hidden_size: 10,
+        ..Model::default()
+    };
+    Classifier::new(&cfg, Input::Tokens { vocab: 20 }, 3, 7, &Device::Cpu).unwrap()
+}
+
+/// Each sequence alone (no padding) vs. the same sequences in one padded batch whose padding
+/// holds random tokens: logits must agree.
+#[test]
+fn padding_does_not_change_results() {
+    let seqs: Vec<Vec<u32>> = vec![vec![3, 4, 5, 6, 7, 8, 9], vec![10, 11, 12], vec![13]];
+    let t = 9;
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut ids = Vec::new();
+    for s in &seqs {
+        ids.extend(s);
+        ids.extend((s.len()..t).map(|_| rng.random_range(1..20u32)));
+    }
+    let batch = Tensor::from_vec(ids, (3, t), &Device::Cpu).unwrap();
+    let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        for readout in [Readout::Last, Readout::Mean, Readout::Max] {
+            for (bidir, layers) in [(false, 1), (true, 2)] {
+                let m = model(cell, readout, bidir, layers);
+                let padded = m
+                    .forward(&batch, RunOpts { lengths: Some(&lengths), ..Default::default() })
+                    .unwrap()
+                    .logits;
+                for (i, s) in seqs.iter().enumerate() {
+                    let alone = Tensor::from_vec(s.clone(), (1, s.len()), &Device::Cpu).unwrap();
+                    let want = m.forward(&alone, RunOpts::default()).unwrap().logits;
+                    let got = padded.narrow(0, i, 1).unwrap();
+                    let d = max_diff(&got, &want);
+                    assert!(d < 1e-5, "{cell:?} {readout:?} bidir={bidir}: seq {i} differs by {d}");
+                }
+            }
+        }
+    }
+}
+
+fn feature_model(cell: CellKind) -> Classifier {
+    let cfg = Model { cell, embedding_dim: 6, hidden_size: 8, ..Model::default() };
+    Classifier::new(&cfg, Input::Features { dim: 4 }, 2, 3, &Device::Cpu).unwrap()
+}
+
+/// d loss / d x for features x [batch, seq, 4] under truncated BPTT with window k.
+fn input_grad(m: &Classifier, x: &Tensor, lengths: &[usize], k: usize) -> (Tensor, Vec<Tensor>) {
+    let xv = Var::from_tensor(x).unwrap();
+    let logits = m
+        .forward(xv.as_tensor(), RunOpts { lengths: Some(lengths), tbptt: k, ..Default::default() })
+        .unwrap()
+        .logits;
+    let labels = Tensor::new(vec![1u32; lengths.len()], &Device::Cpu).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
+    let store = loss.backward().unwrap();
+    let gx = store.get(xv.as_tensor()).unwrap().clone();
+    let gp = m.params.iter().map(|(_, v)| store.get(v.as_tensor()).unwrap().clone()).collect();
+    (gx, gp)
+}
+
+#[test]
+fn tbptt_cuts_gradients_before_the_window_and_equals_full_bptt_when_wide() {
+    let (b, t) = (3, 12);
+    let lengths = [12, 9, 5];
+    let x = Tensor::randn(0f32, 1.0, (b, t, 4), &Device::Cpu).unwrap();
+    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+        let m = feature_model(cell);
+        let k = 3;
+        let (gx, _) = input_grad(&m, &x, &lengths, k);
+        let norms: Vec<Vec<f32>> = gx.sqr().unwrap().sum(2).unwrap().to_vec2().unwrap();
+        for (row, &len) in lengths.iter().enumerate() {
+            for s in 0..t {
+                let inside = s + k >= len && s < len;
+                let g = norms[row][s];
+                if inside {
+                    assert!(g > 0.0, "{cell:?}: step {s} of seq {row} (len {len}) is in the window but got no gradient");
+                } else {
+                    assert_eq!(g, 0.0, "{cell:?}: step {s} of seq {row} (len {len}) is outside the window of {k}");
+                }
+            }
+        }
+        // Window as long as the sequence: exactly full BPTT, inputs and parameters.
+        let (full_x, full_p) = input_grad(&m, &x, &lengths, 0);
+        let (wide_x, wide_p) = input_grad(&m, &x, &lengths, t);
+        assert_eq!(max_diff(&full_x, &wide_x), 0.0, "{cell:?}");
+        for (a, b) in full_p.iter().zip(&wide_p) {
+            assert_eq!(max_diff(a, b), 0.0, "{cell:?}");
+        }
+        // And full BPTT does reach the first step.
+        let first: Vec<Vec<f32>> = full_x.sqr().unwrap().sum(2).unwrap().to_vec2().unwrap();
+        assert!(first[0][0] > 0.0);
+    }
+}
+
+#[test]
+fn grad_flow_probes_measure_dl_dh() {
+    let m = feature_model(CellKind::Rnn);
+    let x = Tensor::randn(0f32, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
+    let fwd = m
+        .forward(&x, RunOpts { lengths: Some(&[6, 4]), probe: true, ..Default::default() })
+        .unwrap();
+    assert_eq!(fwd.probes.len(), 6);
+    let labels = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
+    let store = loss.backward().unwrap();
+    let flow = rnnlab::grads::flow(&fwd.probes, &store).unwrap();
+    assert!(flow.iter().all(|&g| g > 0.0), "{flow:?}");
+    // Probes do not change the forward pass.
+    let plain = m.forward(&x, RunOpts { lengths: Some(&[6, 4]), ..Default::default() }).unwrap();
+    assert_eq!(max_diff(&plain.logits, &fwd.logits), 0.0);
+    // Sequence 1 ends at step 4: its padded steps get no gradient.
+    let g5 = store.get(fwd.probes[5].as_tensor()).unwrap().to_dtype(DType::F32).unwrap();
+    let row1: Vec<f32> = g5.narrow(0, 1, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    assert!(row1.iter().all(|&v| v == 0.0));
+}
