@@ -29,6 +29,9 @@ pub struct Experiment {
     pub device: String,
     /// Root of all run folders. Default "results".
     pub out_dir: PathBuf,
+    /// CPU threads for candle's kernels; 0 = candle's default (RAYON_NUM_THREADS, else all
+    /// cores). Small models often run faster on 1. Default 0.
+    pub threads: usize,
 }
 
 impl Default for Experiment {
@@ -38,6 +41,7 @@ impl Default for Experiment {
             seed: 0,
             device: "cpu".into(),
             out_dir: "results".into(),
+            threads: 0,
         }
     }
 }

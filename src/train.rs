@@ -33,6 +33,10 @@ pub struct Prepared {
 }
 
 pub fn prepare(config: Config) -> Result<Prepared> {
+    if config.experiment.threads > 0 {
+        // candle reads RAYON_NUM_THREADS for its CPU kernels; set before the first op.
+        std::env::set_var("RAYON_NUM_THREADS", config.experiment.threads.to_string());
+    }
     let device = DeviceSpec::parse(&config.experiment.device)
         .map_err(Error::Device)?
         .open()?;
