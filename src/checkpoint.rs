@@ -102,7 +102,10 @@ pub fn load_run(dir: &Path, weights: &str, device: &Device) -> Result<LoadedRun>
     })
 }
 
-pub fn load_optimizer_state(dir: &Path, device: &Device) -> Result<HashMap<String, candle_core::Tensor>> {
+pub fn load_optimizer_state(
+    dir: &Path,
+    device: &Device,
+) -> Result<HashMap<String, candle_core::Tensor>> {
     let path = dir.join(LAST_OPTIM);
     if !path.exists() {
         return Ok(HashMap::new());

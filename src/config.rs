@@ -438,6 +438,8 @@ impl Config {
     }
 
     /// Range and consistency checks serde cannot express. Returns the offending key.
+    /// (Negated comparisons on purpose: NaN fails them.)
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     fn validate(&self) -> std::result::Result<(), (String, String)> {
         fn bad(key: &str, msg: impl Into<String>) -> std::result::Result<(), (String, String)> {
             Err((key.to_string(), msg.into()))
@@ -551,7 +553,10 @@ impl Config {
             return bad("train.momentum", "must be in [0, 1)");
         }
         if t.nesterov && (t.optimizer != OptimizerKind::Sgd || t.momentum == 0.0) {
-            return bad("train.nesterov", "needs optimizer = \"sgd\" and momentum > 0");
+            return bad(
+                "train.nesterov",
+                "needs optimizer = \"sgd\" and momentum > 0",
+            );
         }
         if !t.betas.iter().all(|b| (0.0..1.0).contains(b)) {
             return bad("train.betas", "each beta must be in [0, 1)");
@@ -569,7 +574,10 @@ impl Config {
         }
         if let Some(c) = t.clip_value {
             if !(c > 0.0) {
-                return bad("train.clip_value", "must be > 0 (remove the key to disable)");
+                return bad(
+                    "train.clip_value",
+                    "must be > 0 (remove the key to disable)",
+                );
             }
         }
         if t.tbptt > 0 && m.bidirectional {
@@ -588,7 +596,10 @@ impl Config {
             return bad("train.min_lr", "must be >= 0");
         }
         if t.patience == Some(0) {
-            return bad("train.patience", "must be at least 1 (remove the key to disable)");
+            return bad(
+                "train.patience",
+                "must be at least 1 (remove the key to disable)",
+            );
         }
         if t.max_steps == Some(0) {
             return bad("train.max_steps", "must be at least 1");
@@ -732,9 +743,15 @@ mod tests {
         assert_eq!(c.model.cell, CellKind::Gru);
         assert_eq!(c.train.lr, 3e-3);
         let m = msg(load("", &["model.hidden_size=0"]));
-        assert_eq!(m, "--set model.hidden_size=0: model.hidden_size: must be at least 1");
+        assert_eq!(
+            m,
+            "--set model.hidden_size=0: model.hidden_size: must be at least 1"
+        );
         let m = msg(load("", &["model.sise=3"]));
-        assert!(m.starts_with("--set model.sise=3: model.sise: unknown field"), "{m}");
+        assert!(
+            m.starts_with("--set model.sise=3: model.sise: unknown field"),
+            "{m}"
+        );
         let m = msg(load("", &["train.lr=abc"]));
         assert!(m.starts_with("--set train.lr=abc"), "{m}");
     }

@@ -17,7 +17,7 @@ pub enum Error {
     },
 
     /// A malformed data row or data file.
-    #[error("{}:{line}: {msg}", path.display())]
+    #[error("{}{}: {msg}", path.display(), at_line(*line))]
     Data {
         path: PathBuf,
         line: usize,
@@ -70,5 +70,14 @@ impl Error {
             line,
             msg: msg.into(),
         }
+    }
+}
+
+/// ":N" for a 1-based line, nothing for 0 (the whole file).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
     }
 }

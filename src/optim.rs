@@ -89,7 +89,9 @@ impl Optimizer {
         let t = self.steps as i32;
         let (b1, b2) = (self.betas[0], self.betas[1]);
         for (name, g) in grads {
-            let Some(var) = params.get(name) else { continue };
+            let Some(var) = params.get(name) else {
+                continue;
+            };
             let p = var.as_tensor().detach();
             let slot = self.slots.entry(name.clone()).or_default();
             let wd = self.weight_decay;
@@ -169,7 +171,12 @@ impl Optimizer {
         out
     }
 
-    pub fn load_state(&mut self, steps: usize, mut state: HashMap<String, Tensor>, params: &Params) {
+    pub fn load_state(
+        &mut self,
+        steps: usize,
+        mut state: HashMap<String, Tensor>,
+        params: &Params,
+    ) {
         self.steps = steps;
         for (name, _) in params.iter() {
             let slot = Slot {
@@ -188,4 +195,3 @@ fn lerp(prev: Option<Tensor>, x: &Tensor, beta: f64) -> Result<Tensor> {
         Some(p) => (p.affine(beta, 0.0)? + x.affine(1.0 - beta, 0.0)?)?,
     })
 }
-

@@ -80,12 +80,23 @@ pub struct Summary {
 }
 
 /// Loss and accuracy over a split (evaluation mode: no dropout, no graph kept).
-pub fn evaluate(model: &Classifier, split: &Split, batch_size: usize, device: &Device) -> Result<(f64, f64)> {
+pub fn evaluate(
+    model: &Classifier,
+    split: &Split,
+    batch_size: usize,
+    device: &Device,
+) -> Result<(f64, f64)> {
     let (mut loss, mut correct) = (0f64, 0usize);
     for idx in batch::plan(split, batch_size, None) {
         let b = batch::make(split, &idx, device)?;
         let logits = model
-            .forward(&b.ids, RunOpts { lengths: Some(&b.lengths), ..Default::default() })?
+            .forward(
+                &b.ids,
+                RunOpts {
+                    lengths: Some(&b.lengths),
+                    ..Default::default()
+                },
+            )?
             .logits
             .detach();
         let l = candle_nn::loss::cross_entropy(&logits, &b.labels)?.to_scalar::<f32>()? as f64;
@@ -98,7 +109,11 @@ pub fn evaluate(model: &Classifier, split: &Split, batch_size: usize, device: &D
 
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
     let pred = logits.argmax(1)?;
-    Ok(pred.eq(labels)?.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize)
+    Ok(pred
+        .eq(labels)?
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as usize)
 }
 
 /// Creates `<out_dir>/<name>/run-NNN`, the first number not taken (never reuses a folder).
@@ -145,7 +160,11 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
         Some(d) => {
             let st = State::load(d)?;
             model.params.load(&d.join(checkpoint::LAST))?;
-            optimizer.load_state(st.step, checkpoint::load_optimizer_state(d, &device)?, &model.params);
+            optimizer.load_state(
+                st.step,
+                checkpoint::load_optimizer_state(d, &device)?,
+                &model.params,
+            );
             st
         }
         None => State::default(),
@@ -158,7 +177,18 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
         Err(e) => {
             // Record the failure, then report it: the summary never claims a finished run.
             let st = State::load(&dir).unwrap_or_default();
-            let s = summary(&config, &dir, Status::Failed, &st, None, Some(format!("{e:#}")), false, elapsed, 0, &model);
+            let s = summary(
+                &config,
+                &dir,
+                Status::Failed,
+                &st,
+                None,
+                Some(format!("{e:#}")),
+                false,
+                elapsed,
+                0,
+                &model,
+            );
             let _ = checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s);
             return Err(e);
         }
@@ -274,14 +304,19 @@ fn fit(
     let mut tb = EventWriter::create(dir).map_err(io)?;
     let mut metrics = Metrics::create(&dir.join(checkpoint::METRICS))?;
     let steps_per_epoch = data.train.len().div_ceil(t.batch_size);
-    let total_steps = t.max_steps.unwrap_or(usize::MAX).min(steps_per_epoch * t.epochs);
+    let total_steps = t
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(steps_per_epoch * t.epochs);
     let mut samples = 0usize;
     let mut stopped_early = false;
     let run_start = Instant::now();
 
     for epoch in state.epochs_done..t.epochs {
         // One generator per epoch: shuffling and dropout repeat exactly, also after a resume.
-        let mut rng = StdRng::seed_from_u64(cfg.experiment.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
+        let mut rng = StdRng::seed_from_u64(
+            cfg.experiment.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)),
+        );
         let plan = batch::plan(&data.train, t.batch_size, Some(&mut rng));
         let bar = epoch_bar(cfg.log.progress, epoch, t.epochs, plan.len());
         let (mut epoch_loss, mut epoch_correct, mut epoch_n) = (0f64, 0usize, 0usize);
@@ -295,7 +330,7 @@ fn fit(
             let step = state.step;
             let lr = optim::lr_at(t, step, epoch, total_steps);
             let b = batch::make(&data.train, idx, device)?;
-            let log_now = step % cfg.log.every_steps == 0;
+            let log_now = step.is_multiple_of(cfg.log.every_steps);
 
             let fwd = model.forward(
                 &b.ids,
@@ -343,14 +378,18 @@ fn fit(
                 tb.scalar("train/loss", step, loss_v).map_err(io)?;
                 tb.scalar("train/lr", step, lr).map_err(io)?;
                 tb.scalar("grad/global_norm", step, norm).map_err(io)?;
-                tb.scalar("grad/clipped", step, clipped as u8 as f64).map_err(io)?;
+                tb.scalar("grad/clipped", step, clipped as u8 as f64)
+                    .map_err(io)?;
                 for (name, grad) in &g {
-                    tb.scalar(&format!("grad_norm/{name}"), step, grads::norm(grad)?).map_err(io)?;
+                    tb.scalar(&format!("grad_norm/{name}"), step, grads::norm(grad)?)
+                        .map_err(io)?;
                 }
                 if !flow.is_empty() {
                     tb.curve("grad_flow/by_timestep", step, &flow).map_err(io)?;
-                    tb.scalar("grad_flow/first_step", step, flow[0]).map_err(io)?;
-                    tb.scalar("grad_flow/last_step", step, flow[flow.len() - 1]).map_err(io)?;
+                    tb.scalar("grad_flow/first_step", step, flow[0])
+                        .map_err(io)?;
+                    tb.scalar("grad_flow/last_step", step, flow[flow.len() - 1])
+                        .map_err(io)?;
                 }
                 metrics.row(json!({
                     "step": step, "epoch": epoch + 1, "split": "train", "loss": loss_v, "lr": lr,
@@ -372,18 +411,21 @@ fn fit(
         let e = epoch + 1;
         let step = state.step;
         tb.scalar("train/acc", step, train_acc).map_err(io)?;
-        tb.scalar("train/epoch_loss", step, train_loss).map_err(io)?;
+        tb.scalar("train/epoch_loss", step, train_loss)
+            .map_err(io)?;
         tb.scalar("val/loss", step, val_loss).map_err(io)?;
         tb.scalar("val/acc", step, val_acc).map_err(io)?;
         let hist = cfg.log.histograms_every_epochs;
         if hist > 0 && e % hist == 0 {
             for (name, var) in model.params.iter() {
                 let w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                tb.histogram(&format!("weights/{name}"), step, &w).map_err(io)?;
+                tb.histogram(&format!("weights/{name}"), step, &w)
+                    .map_err(io)?;
             }
             for (name, grad) in last_grads.iter().flatten() {
                 let v = grad.flatten_all()?.to_vec1::<f32>()?;
-                tb.histogram(&format!("grads/{name}"), step, &v).map_err(io)?;
+                tb.histogram(&format!("grads/{name}"), step, &v)
+                    .map_err(io)?;
             }
         }
         metrics.row(json!({

@@ -57,7 +57,10 @@ every_steps = 5
 
 /// Writes TINY (plus `extra` lines appended to their sections by --set) into `dir`.
 fn tiny_config(dir: &Path) -> PathBuf {
-    let text = TINY.replace("[experiment]", &format!("[experiment]\nout_dir = {:?}", dir.join("results")));
+    let text = TINY.replace(
+        "[experiment]",
+        &format!("[experiment]\nout_dir = {:?}", dir.join("results")),
+    );
     let path = dir.join("tiny.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -76,31 +79,63 @@ fn only_run_dir(results: &Path) -> PathBuf {
 fn config_errors_exit_2_name_the_place_and_write_nothing() {
     let dir = temp_dir("errors");
     let cases = [
-        ("[model]\nhidden_size = 8\ncel = \"gru\"\n", "bad.toml:3:1: model.cel: unknown field `cel`, expected one of"),
-        ("[train]\nlr = \"fast\"\n", "bad.toml:2:6: train.lr: invalid type: string \"fast\", expected f64"),
-        ("[model]\nhidden_size = 0\n", "bad.toml:2:1: model.hidden_size: must be at least 1"),
-        ("[model]\ncell = \"transformer\"\n", "bad.toml:2:8: model.cell: unknown variant `transformer`"),
-        ("[experiment]\ndevice = \"tpu\"\n", "bad.toml:2:1: experiment.device: unknown device \"tpu\""),
+        (
+            "[model]\nhidden_size = 8\ncel = \"gru\"\n",
+            "bad.toml:3:1: model.cel: unknown field `cel`, expected one of",
+        ),
+        (
+            "[train]\nlr = \"fast\"\n",
+            "bad.toml:2:6: train.lr: invalid type: string \"fast\", expected f64",
+        ),
+        (
+            "[model]\nhidden_size = 0\n",
+            "bad.toml:2:1: model.hidden_size: must be at least 1",
+        ),
+        (
+            "[model]\ncell = \"transformer\"\n",
+            "bad.toml:2:8: model.cell: unknown variant `transformer`",
+        ),
+        (
+            "[experiment]\ndevice = \"tpu\"\n",
+            "bad.toml:2:1: experiment.device: unknown device \"tpu\"",
+        ),
     ];
     for (text, want) in cases {
         let path = dir.join("bad.toml");
         std::fs::write(&path, text).unwrap();
-        let o = run_exp(&[path.to_str().unwrap(), "--set", &format!("experiment.out_dir={:?}", dir.join("results").to_str().unwrap())]);
+        let o = run_exp(&[
+            path.to_str().unwrap(),
+            "--set",
+            &format!(
+                "experiment.out_dir={:?}",
+                dir.join("results").to_str().unwrap()
+            ),
+        ]);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{text}: {err}");
         let shown = err.replace(&format!("{}", path.display()), "bad.toml");
         assert!(shown.contains(want), "{text}\nwant: {want}\ngot: {shown}");
-        assert!(!dir.join("results").exists(), "{text}: a config error wrote results");
+        assert!(
+            !dir.join("results").exists(),
+            "{text}: a config error wrote results"
+        );
     }
     // The unknown-key message lists the valid keys.
     std::fs::write(dir.join("bad.toml"), "[model]\ncel = 1\n").unwrap();
     let err = stderr(&run_exp(&[dir.join("bad.toml").to_str().unwrap()]));
-    assert!(err.contains("`cell`") && err.contains("`hidden_size`"), "{err}");
+    assert!(
+        err.contains("`cell`") && err.contains("`hidden_size`"),
+        "{err}"
+    );
     // Overrides get the same checks and name themselves.
     let cfg = tiny_config(&dir);
     let o = run_exp(&[cfg.to_str().unwrap(), "--set", "train.lr=-1"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("--set train.lr=-1: train.lr: must be > 0"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--set train.lr=-1: train.lr: must be > 0"),
+        "{}",
+        stderr(&o)
+    );
     // A missing config file or data file is bad input too.
     let o = run_exp(&[dir.join("nope.toml").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
@@ -116,10 +151,18 @@ fn config_errors_exit_2_name_the_place_and_write_nothing() {
     assert!(stderr(&o).contains("missing.tsv"), "{}", stderr(&o));
     assert!(!dir.join("results").exists());
     // --dry-run prints the resolved config, overrides applied.
-    let o = run_exp(&[cfg.to_str().unwrap(), "--dry-run", "--set", "model.cell=gru"]);
+    let o = run_exp(&[
+        cfg.to_str().unwrap(),
+        "--dry-run",
+        "--set",
+        "model.cell=gru",
+    ]);
     assert_eq!(o.status.code(), Some(0));
     let shown = String::from_utf8_lossy(&o.stdout);
-    assert!(shown.contains("cell = \"gru\"") && shown.contains("hidden_size = 16"), "{shown}");
+    assert!(
+        shown.contains("cell = \"gru\"") && shown.contains("hidden_size = 16"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -129,11 +172,20 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     let o = run_exp(&[cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let run = only_run_dir(&dir.join("results"));
-    for f in [checkpoint::CONFIG, checkpoint::VOCAB, checkpoint::CLASSES, checkpoint::BEST, checkpoint::LAST, checkpoint::METRICS, checkpoint::SUMMARY] {
+    for f in [
+        checkpoint::CONFIG,
+        checkpoint::VOCAB,
+        checkpoint::CLASSES,
+        checkpoint::BEST,
+        checkpoint::LAST,
+        checkpoint::METRICS,
+        checkpoint::SUMMARY,
+    ] {
         assert!(run.join(f).exists(), "missing {f}");
     }
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join(checkpoint::SUMMARY)).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run.join(checkpoint::SUMMARY)).unwrap())
+            .unwrap();
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["seed"], 3);
     assert!(summary["test_acc"].as_f64().is_some());
@@ -143,7 +195,12 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     let mut losses = Vec::new();
     for e in std::fs::read_dir(&run).unwrap() {
         let p = e.unwrap().path();
-        if p.file_name().unwrap().to_str().unwrap().starts_with("events.out.tfevents.") {
+        if p.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("events.out.tfevents.")
+        {
             for ev in read_events(&p).unwrap() {
                 for v in ev.summary.iter().flat_map(|s| &s.value) {
                     tags.insert(v.tag.clone());
@@ -155,10 +212,23 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         }
     }
     for want in [
-        "train/loss", "train/lr", "grad/global_norm", "grad/clipped", "grad_norm/rnn.weight_hh_l0",
-        "grad_norm/emb.weight", "grad_norm/head.bias", "train/acc", "val/loss", "val/acc", "test/acc",
-        "test/loss", "weights/rnn.weight_ih_l0", "grads/rnn.weight_ih_l0", "grad_flow/by_timestep",
-        "grad_flow/first_step", "grad_flow/last_step",
+        "train/loss",
+        "train/lr",
+        "grad/global_norm",
+        "grad/clipped",
+        "grad_norm/rnn.weight_hh_l0",
+        "grad_norm/emb.weight",
+        "grad_norm/head.bias",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "test/acc",
+        "test/loss",
+        "weights/rnn.weight_ih_l0",
+        "grads/rnn.weight_ih_l0",
+        "grad_flow/by_timestep",
+        "grad_flow/first_step",
+        "grad_flow/last_step",
     ] {
         assert!(tags.contains(want), "missing tag {want}; have {tags:?}");
     }
@@ -173,7 +243,8 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     let loaded = load_run(&run, checkpoint::BEST, &Device::Cpu).unwrap();
     let data = rnnlab::data::load(&loaded.config.data, loaded.config.experiment.seed).unwrap();
     assert_eq!(data.vocab, loaded.vocab);
-    let (val_loss, val_acc) = rnnlab::train::evaluate(&loaded.model, &data.valid, 32, &Device::Cpu).unwrap();
+    let (val_loss, val_acc) =
+        rnnlab::train::evaluate(&loaded.model, &data.valid, 32, &Device::Cpu).unwrap();
     assert_eq!(val_acc, summary["best_val_acc"].as_f64().unwrap());
     assert!((val_loss - summary["best_val_loss"].as_f64().unwrap()).abs() < 1e-9);
 }
@@ -183,17 +254,32 @@ fn resume_continues_exactly() {
     let dir = temp_dir("resume");
     let cfg = tiny_config(&dir);
     let straight = dir.join("straight");
-    let o = run_exp(&[cfg.to_str().unwrap(), "--set", "train.epochs=2", "--set", &format!("experiment.out_dir={:?}", straight.to_str().unwrap())]);
+    let o = run_exp(&[
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        &format!("experiment.out_dir={:?}", straight.to_str().unwrap()),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let split = dir.join("split");
-    let o = run_exp(&[cfg.to_str().unwrap(), "--set", "train.epochs=1", "--set", &format!("experiment.out_dir={:?}", split.to_str().unwrap())]);
+    let o = run_exp(&[
+        cfg.to_str().unwrap(),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        &format!("experiment.out_dir={:?}", split.to_str().unwrap()),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let run = only_run_dir(&split);
     let o = run_exp(&["--resume", run.to_str().unwrap(), "--set", "train.epochs=2"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let a = std::fs::read(only_run_dir(&straight).join(checkpoint::LAST)).unwrap();
     let b = std::fs::read(run.join(checkpoint::LAST)).unwrap();
-    assert!(a == b, "resumed run's final weights differ from the straight run's");
+    assert!(
+        a == b,
+        "resumed run's final weights differ from the straight run's"
+    );
 }
 
 #[test]
@@ -201,18 +287,27 @@ fn diverging_run_is_recorded_and_exits_3() {
     let dir = temp_dir("diverge");
     let cfg = tiny_config(&dir);
     // TINY clips at 1.0, which would tame the blow-up.
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("clip_norm = 1.0", "clip_norm = 1e30");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("clip_norm = 1.0", "clip_norm = 1e30");
     std::fs::write(&cfg, text).unwrap();
     let o = run_exp(&[
         cfg.to_str().unwrap(),
-        "--set", "model.cell=rnn", "--set", "model.nonlinearity=relu",
-        "--set", "train.optimizer=sgd", "--set", "train.lr=1e6",
+        "--set",
+        "model.cell=rnn",
+        "--set",
+        "model.nonlinearity=relu",
+        "--set",
+        "train.optimizer=sgd",
+        "--set",
+        "train.lr=1e6",
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("diverged"), "{}", stderr(&o));
     let run = only_run_dir(&dir.join("results"));
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join(checkpoint::SUMMARY)).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run.join(checkpoint::SUMMARY)).unwrap())
+            .unwrap();
     assert_eq!(summary["status"], "diverged");
     assert!(summary["reason"].as_str().unwrap().contains("loss is"));
 }

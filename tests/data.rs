@@ -24,7 +24,10 @@ fn file_cfg(train: &Path) -> Data {
 fn sst2_from_shared_files() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/sst2");
     if !dir.join("train.tsv").exists() {
-        eprintln!("SKIPPED sst2_from_shared_files: {} is absent (it exists in CI)", dir.display());
+        eprintln!(
+            "SKIPPED sst2_from_shared_files: {} is absent (it exists in CI)",
+            dir.display()
+        );
         return;
     }
     let cfg = Data {
@@ -70,7 +73,12 @@ fn string_labels_csv_and_carved_validation() {
         assert_eq!(seq.contains(&happy), l == 2);
     }
     // Validation words unseen in train are <unk>, never new ids.
-    assert!(ds.valid.inputs.iter().flatten().all(|&t| (t as usize) < ds.vocab.len()));
+    assert!(ds
+        .valid
+        .inputs
+        .iter()
+        .flatten()
+        .all(|&t| (t as usize) < ds.vocab.len()));
     // The carve-out is seeded.
     assert_eq!(rnnlab::data::load(&cfg, 5).unwrap().valid, ds.valid);
 }
@@ -81,12 +89,29 @@ fn malformed_rows_name_file_and_line() {
     let path = dir.join("t.tsv");
     std::fs::write(&path, "sentence\tlabel\ngood\t1\nno label here\nbad\t0\n").unwrap();
     let err = rnnlab::data::load(&file_cfg(&path), 0).err().unwrap();
-    assert_eq!(err.to_string(), format!("{}:3: expected at least 2 tab-separated fields, found 1", path.display()));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:3: expected at least 2 tab-separated fields, found 1",
+            path.display()
+        )
+    );
     assert!(err.is_bad_input());
     std::fs::write(&path, "sentence\tlabel\ngood\t1\nbad\t-1\n").unwrap();
     let err = rnnlab::data::load(&file_cfg(&path), 0).err().unwrap();
-    assert!(err.to_string().starts_with(&format!("{}:3: label -1", path.display())), "{err}");
-    let cfg = Data { text_column: Column::Name("text".into()), ..file_cfg(&path) };
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:3: label -1", path.display())),
+        "{err}"
+    );
+    let cfg = Data {
+        text_column: Column::Name("text".into()),
+        ..file_cfg(&path)
+    };
     let err = rnnlab::data::load(&cfg, 0).err().unwrap();
-    assert!(err.to_string().contains("data.text_column = \"text\" is not a column"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("data.text_column = \"text\" is not a column"),
+        "{err}"
+    );
 }

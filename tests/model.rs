@@ -53,7 +53,13 @@ fn padding_does_not_change_results() {
             for (bidir, layers) in [(false, 1), (true, 2)] {
                 let m = model(cell, readout, bidir, layers);
                 let padded = m
-                    .forward(&batch, RunOpts { lengths: Some(&lengths), ..Default::default() })
+                    .forward(
+                        &batch,
+                        RunOpts {
+                            lengths: Some(&lengths),
+                            ..Default::default()
+                        },
+                    )
                     .unwrap()
                     .logits;
                 for (i, s) in seqs.iter().enumerate() {
@@ -61,7 +67,10 @@ fn padding_does_not_change_results() {
                     let want = m.forward(&alone, RunOpts::default()).unwrap().logits;
                     let got = padded.narrow(0, i, 1).unwrap();
                     let d = max_diff(&got, &want);
-                    assert!(d < 1e-5, "{cell:?} {readout:?} bidir={bidir}: seq {i} differs by {d}");
+                    assert!(
+                        d < 1e-5,
+                        "{cell:?} {readout:?} bidir={bidir}: seq {i} differs by {d}"
+                    );
                 }
             }
         }
@@ -69,7 +78,12 @@ fn padding_does_not_change_results() {
 }
 
 fn feature_model(cell: CellKind) -> Classifier {
-    let cfg = Model { cell, embedding_dim: 6, hidden_size: 8, ..Model::default() };
+    let cfg = Model {
+        cell,
+        embedding_dim: 6,
+        hidden_size: 8,
+        ..Model::default()
+    };
     Classifier::new(&cfg, Input::Features { dim: 4 }, 2, 3, &Device::Cpu).unwrap()
 }
 
@@ -77,18 +91,30 @@ fn feature_model(cell: CellKind) -> Classifier {
 fn input_grad(m: &Classifier, x: &Tensor, lengths: &[usize], k: usize) -> (Tensor, Vec<Tensor>) {
     let xv = Var::from_tensor(x).unwrap();
     let logits = m
-        .forward(xv.as_tensor(), RunOpts { lengths: Some(lengths), tbptt: k, ..Default::default() })
+        .forward(
+            xv.as_tensor(),
+            RunOpts {
+                lengths: Some(lengths),
+                tbptt: k,
+                ..Default::default()
+            },
+        )
         .unwrap()
         .logits;
     let labels = Tensor::new(vec![1u32; lengths.len()], &Device::Cpu).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits, &labels).unwrap();
     let store = loss.backward().unwrap();
     let gx = store.get(xv.as_tensor()).unwrap().clone();
-    let gp = m.params.iter().map(|(_, v)| store.get(v.as_tensor()).unwrap().clone()).collect();
+    let gp = m
+        .params
+        .iter()
+        .map(|(_, v)| store.get(v.as_tensor()).unwrap().clone())
+        .collect();
     (gx, gp)
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn tbptt_cuts_gradients_before_the_window_and_equals_full_bptt_when_wide() {
     let (b, t) = (3, 12);
     let lengths = [12, 9, 5];
@@ -105,7 +131,10 @@ fn tbptt_cuts_gradients_before_the_window_and_equals_full_bptt_when_wide() {
                 if inside {
                     assert!(g > 0.0, "{cell:?}: step {s} of seq {row} (len {len}) is in the window but got no gradient");
                 } else {
-                    assert_eq!(g, 0.0, "{cell:?}: step {s} of seq {row} (len {len}) is outside the window of {k}");
+                    assert_eq!(
+                        g, 0.0,
+                        "{cell:?}: step {s} of seq {row} (len {len}) is outside the window of {k}"
+                    );
                 }
             }
         }
@@ -127,7 +156,14 @@ fn grad_flow_probes_measure_dl_dh() {
     let m = feature_model(CellKind::Rnn);
     let x = Tensor::randn(0f32, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
     let fwd = m
-        .forward(&x, RunOpts { lengths: Some(&[6, 4]), probe: true, ..Default::default() })
+        .forward(
+            &x,
+            RunOpts {
+                lengths: Some(&[6, 4]),
+                probe: true,
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(fwd.probes.len(), 6);
     let labels = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
@@ -136,10 +172,28 @@ fn grad_flow_probes_measure_dl_dh() {
     let flow = rnnlab::grads::flow(&fwd.probes, &store).unwrap();
     assert!(flow.iter().all(|&g| g > 0.0), "{flow:?}");
     // Probes do not change the forward pass.
-    let plain = m.forward(&x, RunOpts { lengths: Some(&[6, 4]), ..Default::default() }).unwrap();
+    let plain = m
+        .forward(
+            &x,
+            RunOpts {
+                lengths: Some(&[6, 4]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(max_diff(&plain.logits, &fwd.logits), 0.0);
     // Sequence 1 ends at step 4: its padded steps get no gradient.
-    let g5 = store.get(fwd.probes[5].as_tensor()).unwrap().to_dtype(DType::F32).unwrap();
-    let row1: Vec<f32> = g5.narrow(0, 1, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    let g5 = store
+        .get(fwd.probes[5].as_tensor())
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap();
+    let row1: Vec<f32> = g5
+        .narrow(0, 1, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     assert!(row1.iter().all(|&v| v == 0.0));
 }

@@ -45,7 +45,13 @@ fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
     assert!(worst <= TOL, "{what}: max abs diff {worst:e} > {TOL:e}");
 }
 
-fn case(name: &str, kind: CellKind, nonlinearity: Nonlinearity, layers: usize, bidirectional: bool) {
+fn case(
+    name: &str,
+    kind: CellKind,
+    nonlinearity: Nonlinearity,
+    layers: usize,
+    bidirectional: bool,
+) {
     let f = fixture(name);
     let x = &f["x"];
     let (_, _, input) = x.dims3().unwrap();
@@ -53,8 +59,18 @@ fn case(name: &str, kind: CellKind, nonlinearity: Nonlinearity, layers: usize, b
     let mut params = Params::default();
     let mut rng = StdRng::seed_from_u64(0);
     let stack = Stack::new(
-        &mut params, &mut rng, "", kind, nonlinearity, input, hidden, layers, bidirectional, 0.0,
-        0.0, &Device::Cpu,
+        &mut params,
+        &mut rng,
+        "",
+        kind,
+        nonlinearity,
+        input,
+        hidden,
+        layers,
+        bidirectional,
+        0.0,
+        0.0,
+        &Device::Cpu,
     )
     .unwrap();
     assert_eq!(
@@ -78,12 +94,24 @@ fn case(name: &str, kind: CellKind, nonlinearity: Nonlinearity, layers: usize, b
         assert_close(&format!("{name} c_n"), c_n, &f["c_n"]);
         loss = (loss + (c_n * &f["proj_c_n"]).unwrap().sum_all().unwrap()).unwrap();
     }
-    assert_close(&format!("{name} loss"), &loss.reshape(1).unwrap(), &f["loss"]);
+    assert_close(
+        &format!("{name} loss"),
+        &loss.reshape(1).unwrap(),
+        &f["loss"],
+    );
     let store = loss.backward().unwrap();
-    assert_close(&format!("{name} grad.x"), store.get(xv.as_tensor()).unwrap(), &f["grad.x"]);
+    assert_close(
+        &format!("{name} grad.x"),
+        store.get(xv.as_tensor()).unwrap(),
+        &f["grad.x"],
+    );
     for (pname, var) in params.iter() {
         let g = store.get(var.as_tensor()).unwrap();
-        assert_close(&format!("{name} grad.{pname}"), g, &f[&format!("grad.{pname}")]);
+        assert_close(
+            &format!("{name} grad.{pname}"),
+            g,
+            &f[&format!("grad.{pname}")],
+        );
     }
 
     // Variable lengths: final state at each sequence's own last valid step.
@@ -94,7 +122,13 @@ fn case(name: &str, kind: CellKind, nonlinearity: Nonlinearity, layers: usize, b
         .map(|l| l as usize)
         .collect();
     let out = stack
-        .forward(x, RunOpts { lengths: Some(&lengths), ..Default::default() })
+        .forward(
+            x,
+            RunOpts {
+                lengths: Some(&lengths),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_close(&format!("{name} h_n_varlen"), &out.h_n, &f["h_n_varlen"]);
 }
@@ -121,12 +155,24 @@ fn gru() {
 
 #[test]
 fn lstm_2layer_bidir() {
-    case("lstm_2layer_bidir", CellKind::Lstm, Nonlinearity::Tanh, 2, true);
+    case(
+        "lstm_2layer_bidir",
+        CellKind::Lstm,
+        Nonlinearity::Tanh,
+        2,
+        true,
+    );
 }
 
 #[test]
 fn gru_2layer_bidir() {
-    case("gru_2layer_bidir", CellKind::Gru, Nonlinearity::Tanh, 2, true);
+    case(
+        "gru_2layer_bidir",
+        CellKind::Gru,
+        Nonlinearity::Tanh,
+        2,
+        true,
+    );
 }
 
 /// Embedding(11, 4) -> LSTM(4, 6) -> Linear(6, 3) on the last step, cross-entropy, 3 steps of
@@ -142,7 +188,8 @@ fn classifier_adam_clip() {
         readout: Readout::Last,
         ..Model::default()
     };
-    let model = Classifier::new(&model_cfg, Input::Tokens { vocab: 11 }, 3, 0, &Device::Cpu).unwrap();
+    let model =
+        Classifier::new(&model_cfg, Input::Tokens { vocab: 11 }, 3, 0, &Device::Cpu).unwrap();
     for (name, var) in model.params.iter() {
         var.set(&f[&format!("init.{name}")]).unwrap();
     }
@@ -157,23 +204,44 @@ fn classifier_adam_clip() {
     let mut opt = Optimizer::new(&train);
     for step in 0..3 {
         let fwd = model.forward(&ids, RunOpts::default()).unwrap();
-        assert_close(&format!("step{step}.logits"), &fwd.logits, &f[&format!("step{step}.logits")]);
+        assert_close(
+            &format!("step{step}.logits"),
+            &fwd.logits,
+            &f[&format!("step{step}.logits")],
+        );
         let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
-        assert_close(&format!("step{step}.loss"), &loss.reshape(1).unwrap(), &f[&format!("step{step}.loss")]);
+        assert_close(
+            &format!("step{step}.loss"),
+            &loss.reshape(1).unwrap(),
+            &f[&format!("step{step}.loss")],
+        );
         let store = loss.backward().unwrap();
         let mut g = grads::collect(&model.params, &store).unwrap();
         let (norm, clipped) = optim::clip_norm(&mut g, 0.5).unwrap();
-        let want = f[&format!("step{step}.grad_norm_before_clip")].to_vec1::<f32>().unwrap()[0];
-        assert!((norm as f32 - want).abs() <= TOL, "step{step} norm {norm} vs {want}");
+        let want = f[&format!("step{step}.grad_norm_before_clip")]
+            .to_vec1::<f32>()
+            .unwrap()[0];
+        assert!(
+            (norm as f32 - want).abs() <= TOL,
+            "step{step} norm {norm} vs {want}"
+        );
         assert_eq!(clipped, norm > 0.5);
         if step == 0 {
             for (name, grad) in &g {
-                assert_close(&format!("step0.clipped_grad.{name}"), grad, &f[&format!("step0.clipped_grad.{name}")]);
+                assert_close(
+                    &format!("step0.clipped_grad.{name}"),
+                    grad,
+                    &f[&format!("step0.clipped_grad.{name}")],
+                );
             }
         }
         opt.step(&model.params, &g, 1e-2).unwrap();
     }
     for (name, var) in model.params.iter() {
-        assert_close(&format!("final.{name}"), var.as_tensor(), &f[&format!("final.{name}")]);
+        assert_close(
+            &format!("final.{name}"),
+            var.as_tensor(),
+            &f[&format!("final.{name}")],
+        );
     }
 }

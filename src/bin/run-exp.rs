@@ -10,7 +10,11 @@ use rnnlab::train::{self, Status};
 use rnnlab::{checkpoint, Config};
 
 #[derive(Parser)]
-#[command(name = "run-exp", version, about = "Train an RNN/LSTM/GRU sequence classifier from a TOML config")]
+#[command(
+    name = "run-exp",
+    version,
+    about = "Train an RNN/LSTM/GRU sequence classifier from a TOML config"
+)]
 struct Cli {
     /// The experiment config (TOML). With --resume, defaults to RUN_DIR/config.toml.
     config: Option<PathBuf>,
@@ -63,9 +67,13 @@ fn main() -> ExitCode {
             eprintln!(
                 "{}: {} — best val acc {:.4} (epoch {}){test}, {:.1}s, {:.0} train samples/s",
                 s.run_dir.display(),
-                serde_json::to_string(&s.status).unwrap_or_default().trim_matches('"'),
+                serde_json::to_string(&s.status)
+                    .unwrap_or_default()
+                    .trim_matches('"'),
                 s.best_val_acc,
-                s.best_epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+                s.best_epoch
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 s.elapsed_s,
                 s.train_samples_per_s,
             );

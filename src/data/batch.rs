@@ -84,7 +84,10 @@ mod tests {
                 b.iter().map(|&i| m - split.inputs[i].len()).sum::<usize>()
             })
             .sum();
-        assert!(waste < 1000, "bucketing should keep padding low, wasted {waste}");
+        assert!(
+            waste < 1000,
+            "bucketing should keep padding low, wasted {waste}"
+        );
     }
 
     #[test]
@@ -94,7 +97,10 @@ mod tests {
             labels: vec![1, 0],
         };
         let b = make(&split, &[0, 1], &Device::Cpu).unwrap();
-        assert_eq!(b.ids.to_vec2::<u32>().unwrap(), vec![vec![5, 6, 7], vec![8, 0, 0]]);
+        assert_eq!(
+            b.ids.to_vec2::<u32>().unwrap(),
+            vec![vec![5, 6, 7], vec![8, 0, 0]]
+        );
         assert_eq!(b.lengths, vec![3, 1]);
     }
 }

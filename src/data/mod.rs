@@ -67,9 +67,8 @@ pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
             }
         }
         Source::DelayedRecall => {
-            let gen = |n, s| {
-                synthetic::delayed_recall(n, cfg.lag, cfg.num_classes, cfg.vocab_size, s)
-            };
+            let gen =
+                |n, s| synthetic::delayed_recall(n, cfg.lag, cfg.num_classes, cfg.vocab_size, s);
             Dataset {
                 train: gen(cfg.num_train, seed.wrapping_mul(3) + 1),
                 valid: gen(cfg.num_valid, seed.wrapping_mul(3) + 2),
@@ -95,7 +94,13 @@ struct Tokenized {
 }
 
 fn read(cfg: &Data, path: &Path) -> Result<Tokenized> {
-    let rows = table::read_table(path, cfg.format, cfg.header, &cfg.text_column, &cfg.label_column)?;
+    let rows = table::read_table(
+        path,
+        cfg.format,
+        cfg.header,
+        &cfg.text_column,
+        &cfg.label_column,
+    )?;
     Ok(Tokenized {
         path: path.to_path_buf(),
         docs: rows
@@ -119,7 +124,7 @@ fn load_files(cfg: &Data, seed: u64) -> Result<Dataset> {
             // Seeded carve-out of val_fraction of train.
             let n = train.docs.len();
             let mut idx: Vec<usize> = (0..n).collect();
-            idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed_5a1));
+            idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x05ee_d5a1));
             let n_val = ((n as f64 * cfg.val_fraction).round() as usize).clamp(1, n - 1);
             let mut keep = vec![true; n];
             for &i in &idx[..n_val] {
@@ -181,6 +186,7 @@ fn load_files(cfg: &Data, seed: u64) -> Result<Dataset> {
 
 /// Integer labels are class ids 0..=max; any other label set is mapped in sorted order.
 fn class_names<'a>(splits: impl Iterator<Item = &'a Tokenized> + Clone) -> Result<Vec<String>> {
+    let first = splits.clone().next().map(|s| s.path.clone()).unwrap_or_default();
     let all_int = splits
         .clone()
         .all(|s| s.labels.iter().all(|(l, _)| l.parse::<i64>().is_ok()));
@@ -200,7 +206,7 @@ fn class_names<'a>(splits: impl Iterator<Item = &'a Tokenized> + Clone) -> Resul
             }
         }
         if max == 0 {
-            return Err(Error::data(&Path::new("data.train").to_path_buf(), 0, "every label is 0: need at least 2 classes"));
+            return Err(Error::data(&first, 0, "every label is 0: need at least 2 classes"));
         }
         Ok((0..=max).map(|c| c.to_string()).collect())
     } else {
@@ -208,7 +214,7 @@ fn class_names<'a>(splits: impl Iterator<Item = &'a Tokenized> + Clone) -> Resul
             .flat_map(|s| s.labels.iter().map(|(l, _)| l.as_str()))
             .collect();
         if set.len() < 2 {
-            return Err(Error::data(Path::new("data.train"), 0, "need at least 2 distinct labels"));
+            return Err(Error::data(&first, 0, "need at least 2 distinct labels"));
         }
         Ok(set.into_iter().map(str::to_string).collect())
     }

@@ -15,12 +15,27 @@ use super::Split;
 
 const DET: &[&str] = &["the", "this", "that", "a"];
 const NOUN: &[&str] = &[
-    "movie", "film", "plot", "acting", "story", "cast", "script", "ending", "soundtrack",
+    "movie",
+    "film",
+    "plot",
+    "acting",
+    "story",
+    "cast",
+    "script",
+    "ending",
+    "soundtrack",
     "director",
 ];
 const VERB: &[&str] = &["is", "was", "seems", "felt"];
 const POS: &[&str] = &[
-    "good", "great", "brilliant", "fun", "moving", "clever", "superb", "charming",
+    "good",
+    "great",
+    "brilliant",
+    "fun",
+    "moving",
+    "clever",
+    "superb",
+    "charming",
 ];
 const NEG: &[&str] = &[
     "bad", "awful", "boring", "dull", "terrible", "weak", "clumsy", "bland",
@@ -31,7 +46,17 @@ const FILLER: &[&str] = &["honestly", "overall", "frankly", "well", "i", "think"
 
 pub fn sentiment_vocab() -> Vocab {
     let mut itos = vec!["<pad>".to_string(), "<unk>".to_string()];
-    for group in [DET, NOUN, VERB, POS, NEG, INT, NOT, FILLER, &["but", "."][..]] {
+    for group in [
+        DET,
+        NOUN,
+        VERB,
+        POS,
+        NEG,
+        INT,
+        NOT,
+        FILLER,
+        &["but", "."][..],
+    ] {
         itos.extend(group.iter().map(|w| w.to_string()));
     }
     Vocab::from_tokens(itos)

@@ -61,13 +61,15 @@ pub fn read_table(
     let index = |col: &Column, key: &str| -> Result<usize> {
         match col {
             Column::Index(i) => Ok(*i),
-            Column::Name(n) if header => names.iter().position(|h| h.trim() == n).ok_or_else(|| {
-                Error::data(
-                    path,
-                    1,
-                    format!("data.{key} = \"{n}\" is not a column; the header has {names:?}"),
-                )
-            }),
+            Column::Name(n) if header => {
+                names.iter().position(|h| h.trim() == n).ok_or_else(|| {
+                    Error::data(
+                        path,
+                        1,
+                        format!("data.{key} = \"{n}\" is not a column; the header has {names:?}"),
+                    )
+                })
+            }
             Column::Name(n) => Err(Error::data(
                 path,
                 1,
@@ -90,7 +92,11 @@ pub fn read_table(
                 n,
                 format!(
                     "expected at least {need} {} fields, found {}",
-                    if format == Format::Tsv { "tab-separated" } else { "comma-separated" },
+                    if format == Format::Tsv {
+                        "tab-separated"
+                    } else {
+                        "comma-separated"
+                    },
                     fields.len()
                 ),
             ));
@@ -181,7 +187,10 @@ mod tests {
         let err = read_table(&p, None, false, &Column::Index(1), &Column::Index(0)).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("{}:2: expected at least 2 comma-separated fields, found 1", p.display())
+            format!(
+                "{}:2: expected at least 2 comma-separated fields, found 1",
+                p.display()
+            )
         );
     }
 }

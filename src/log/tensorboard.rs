@@ -156,7 +156,10 @@ impl EventWriter {
             std::process::id()
         );
         let path = dir.join(name);
-        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
         let mut w = EventWriter {
             out: BufWriter::new(file),
             path,
@@ -255,7 +258,11 @@ impl EventWriter {
                     min: 0.0,
                     max: heights.len() as f64,
                     num: heights.iter().sum(),
-                    sum: heights.iter().enumerate().map(|(i, h)| (i as f64 + 0.5) * h).sum(),
+                    sum: heights
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| (i as f64 + 0.5) * h)
+                        .sum(),
                     sum_squares: heights
                         .iter()
                         .enumerate()
@@ -285,7 +292,12 @@ impl Drop for EventWriter {
 pub fn read_events(path: &Path) -> io::Result<Vec<Event>> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
-    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {m}", path.display()));
+    let bad = |m: &str| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {m}", path.display()),
+        )
+    };
     let mut events = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
@@ -325,7 +337,10 @@ mod tests {
     fn masked_crc_matches_tensorflow() {
         // TFRecord's masked CRC of an empty payload (tensorflow/core/lib/hash/crc32c.h).
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
-        assert_eq!(masked_crc(b""), 0u32.rotate_right(15).wrapping_add(0xa282_ead8));
+        assert_eq!(
+            masked_crc(b""),
+            0u32.rotate_right(15).wrapping_add(0xa282_ead8)
+        );
     }
 
     #[test]
@@ -341,8 +356,14 @@ mod tests {
         let ev = read_events(a.path()).unwrap();
         assert_eq!(ev[0].file_version.as_deref(), Some("brain.Event:2"));
         let v = &ev[1].summary.as_ref().unwrap().value[0];
-        assert_eq!((v.tag.as_str(), v.simple_value, ev[1].step), ("train/loss", Some(0.25), 3));
-        let h = ev[2].summary.as_ref().unwrap().value[0].histo.clone().unwrap();
+        assert_eq!(
+            (v.tag.as_str(), v.simple_value, ev[1].step),
+            ("train/loss", Some(0.25), 3)
+        );
+        let h = ev[2].summary.as_ref().unwrap().value[0]
+            .histo
+            .clone()
+            .unwrap();
         assert_eq!(h.num, 3.0);
         assert_eq!(h.bucket.iter().sum::<f64>(), 3.0);
     }

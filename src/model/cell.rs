@@ -86,8 +86,20 @@ impl Cell {
     ) -> Result<Cell> {
         let g = kind.gates() * hidden;
         let k = 1.0 / (hidden as f64).sqrt();
-        let weight_ih = params.uniform(rng, &format!("{prefix}weight_ih_{suffix}"), &[g, input], k, device)?;
-        let weight_hh = params.uniform(rng, &format!("{prefix}weight_hh_{suffix}"), &[g, hidden], k, device)?;
+        let weight_ih = params.uniform(
+            rng,
+            &format!("{prefix}weight_ih_{suffix}"),
+            &[g, input],
+            k,
+            device,
+        )?;
+        let weight_hh = params.uniform(
+            rng,
+            &format!("{prefix}weight_hh_{suffix}"),
+            &[g, hidden],
+            k,
+            device,
+        )?;
         let name = format!("{prefix}bias_ih_{suffix}");
         let mut bias_ih = params.uniform(rng, &name, &[g], k, device)?;
         if kind == CellKind::Lstm && forget_bias != 0.0 {

@@ -134,7 +134,13 @@ impl Classifier {
                 probe: opts.probe,
             },
         )?;
-        let mut feat = readout(&out.out, &lengths, self.readout, self.rnn.hidden, self.rnn.bidirectional)?;
+        let mut feat = readout(
+            &out.out,
+            &lengths,
+            self.readout,
+            self.rnn.hidden,
+            self.rnn.bidirectional,
+        )?;
         if self.dropout > 0.0 {
             if let Some(rng) = opts.dropout_rng.as_deref_mut() {
                 feat = dropout(&feat, self.dropout, rng)?;

@@ -104,10 +104,11 @@ impl Params {
             .next()
             .map(|v| v.device().clone())
             .unwrap_or(Device::Cpu);
-        let loaded = candle_core::safetensors::load(path, &device).map_err(|e| Error::Checkpoint {
-            path: path.into(),
-            msg: format!("cannot read safetensors: {e}"),
-        })?;
+        let loaded =
+            candle_core::safetensors::load(path, &device).map_err(|e| Error::Checkpoint {
+                path: path.into(),
+                msg: format!("cannot read safetensors: {e}"),
+            })?;
         for (name, var) in &self.vars {
             let t = loaded.get(name).ok_or_else(|| Error::Checkpoint {
                 path: path.into(),

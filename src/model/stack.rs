@@ -74,9 +74,21 @@ impl Stack {
             let in_l = if l == 0 { input } else { hidden * dirs };
             let mut layer = Vec::new();
             for d in 0..dirs {
-                let suffix = if d == 0 { format!("l{l}") } else { format!("l{l}_reverse") };
+                let suffix = if d == 0 {
+                    format!("l{l}")
+                } else {
+                    format!("l{l}_reverse")
+                };
                 layer.push(Cell::new(
-                    params, rng, prefix, &suffix, kind, nonlinearity, in_l, hidden, forget_bias,
+                    params,
+                    rng,
+                    prefix,
+                    &suffix,
+                    kind,
+                    nonlinearity,
+                    in_l,
+                    hidden,
+                    forget_bias,
                     device,
                 )?);
             }
@@ -249,7 +261,11 @@ fn run_direction(
     };
     for s in order {
         let early = s < cut;
-        let (c, x) = if early { (&cell_early, &xp_early) } else { (cell, &xp) };
+        let (c, x) = if early {
+            (&cell_early, &xp_early)
+        } else {
+            (cell, &xp)
+        };
         let x_s = x.narrow(1, s, 1)?.squeeze(1)?;
         let mut next = c.step(&x_s, &state)?;
         if !early && !reverse {

@@ -1,0 +1,26 @@
+#!/usr/bin/env python3
+"""Reads a run folder's TensorBoard event files with TensorBoard's own EventAccumulator and
+checks the tags rnnlab documents. usage: python tests/check_events.py RUN_DIR
+(needs `pip install tensorboard`; the Rust suite parses the files itself and does not need it)."""
+import sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+run = sys.argv[1]
+acc = EventAccumulator(run, size_guidance={"scalars": 0, "histograms": 0})
+acc.Reload()
+tags = acc.Tags()
+scalars, histos = set(tags["scalars"]), set(tags["histograms"])
+want_scalars = {"train/loss", "train/lr", "grad/global_norm", "grad/clipped", "train/acc",
+                "val/loss", "val/acc", "grad_flow/first_step", "grad_flow/last_step"}
+want_histos = {"grad_flow/by_timestep"}
+missing = (want_scalars - scalars) | (want_histos - histos)
+if not any(t.startswith("grad_norm/") for t in scalars):
+    missing.add("grad_norm/<param>")
+if not any(t.startswith("weights/") for t in histos):
+    missing.add("weights/<param>")
+loss = [e.value for e in acc.Scalars("train/loss")]
+print(f"{len(scalars)} scalar tags, {len(histos)} histogram tags; train/loss {len(loss)} points, "
+      f"first {loss[0]:.4f} last {loss[-1]:.4f}; val/acc {[round(e.value, 4) for e in acc.Scalars('val/acc')]}")
+if missing:
+    sys.exit(f"missing tags: {sorted(missing)}")
+print("ok")
