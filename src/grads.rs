@@ -3,9 +3,10 @@
 //! the curve that shows gradients vanishing or exploding through time.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::model::stack::Flow;
 use crate::model::Params;
 
 /// Gradients by parameter name, in the parameters' order.
@@ -39,13 +40,17 @@ pub fn norm(t: &Tensor) -> Result<f64> {
     Ok(t.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64)
 }
 
-/// Per-step ‖∂L/∂h_t‖ from the probes the forward pass planted (gradient flow).
-pub fn flow(probes: &[Var], store: &GradStore) -> Result<Vec<f64>> {
-    probes
-        .iter()
-        .map(|z| match store.get(z.as_tensor()) {
-            Some(g) => norm(g),
-            None => Ok(0.0),
-        })
-        .collect()
+/// Per-step ‖∂L/∂h_t‖ (gradient flow) after backward; empty when not measured.
+pub fn flow(flow: &Option<Flow>, store: &GradStore) -> Result<Vec<f64>> {
+    match flow {
+        None => Ok(Vec::new()),
+        Some(Flow::Probes(probes)) => probes
+            .iter()
+            .map(|z| match store.get(z.as_tensor()) {
+                Some(g) => norm(g),
+                None => Ok(0.0),
+            })
+            .collect(),
+        Some(Flow::Sink(sink)) => Ok(sink.lock().map(|v| v.clone()).unwrap_or_default()),
+    }
 }

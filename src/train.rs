@@ -339,6 +339,7 @@ fn fit(
                     tbptt: t.tbptt,
                     dropout_rng: Some(&mut rng),
                     probe: log_now && cfg.log.grad_flow,
+                    reference: false,
                 },
             )?;
             let loss = candle_nn::loss::cross_entropy(&fwd.logits, &b.labels)?;
@@ -359,7 +360,7 @@ fn fit(
             }
             let store = loss.backward()?;
             let mut g = grads::collect(&model.params, &store)?;
-            let flow = grads::flow(&fwd.probes, &store)?;
+            let flow = grads::flow(&fwd.flow, &store)?;
             let (norm, clipped) = match t.clip_norm {
                 Some(max) => optim::clip_norm(&mut g, max)?,
                 None => (grads::global_norm(&g)?, false),

@@ -156,9 +156,21 @@ fn config_errors_exit_2_name_the_place_and_write_nothing() {
         assert_eq!(o.status.code(), Some(2));
         assert!(stderr(&o).contains("no CUDA support"), "{}", stderr(&o));
         assert!(!dir.join("results").exists());
-        let o = run_exp(&[cfg.to_str().unwrap(), "--set", "experiment.device=auto", "--set", "train.epochs=1", "--set", "data.num_train=64"]);
+        let o = run_exp(&[
+            cfg.to_str().unwrap(),
+            "--set",
+            "experiment.device=auto",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "data.num_train=64",
+        ]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert!(stderr(&o).contains("device = \"auto\": using the CPU"), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("device = \"auto\": using the CPU"),
+            "{}",
+            stderr(&o)
+        );
         std::fs::remove_dir_all(dir.join("results")).unwrap();
     }
     // --dry-run prints the resolved config, overrides applied.

@@ -1,24 +1,19 @@
-//! Model behaviour that PyTorch fixtures do not cover directly: padding never changes a
-//! sequence's result (every readout, both directions), and truncated BPTT's gradients.
+//! Model behaviour that PyTorch fixtures do not cover directly, for both implementations (the
+//! fused CPU op and the composed-ops reference): padding never changes a sequence's result
+//! (every readout, both directions), truncated BPTT's gradients, and gradient flow.
 
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnlab::config::{CellKind, Model, Readout};
 use rnnlab::model::classifier::{Classifier, Input};
-use rnnlab::model::stack::RunOpts;
+use rnnlab::model::stack::{Flow, RunOpts};
+
+const CELLS: [CellKind; 3] = [CellKind::Rnn, CellKind::Lstm, CellKind::Gru];
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+    d.max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 fn model(cell: CellKind, readout: Readout, bidirectional: bool, layers: usize) -> Classifier {
@@ -32,6 +27,16 @@ fn model(cell: CellKind, readout: Readout, bidirectional: bool, layers: usize) -
         ..Model::default()
     };
     Classifier::new(&cfg, Input::Tokens { vocab: 20 }, 3, 7, &Device::Cpu).unwrap()
+}
+
+fn opts(lengths: Option<&[usize]>, tbptt: usize, probe: bool, reference: bool) -> RunOpts<'_> {
+    RunOpts {
+        lengths,
+        tbptt,
+        probe,
+        reference,
+        ..Default::default()
+    }
 }
 
 /// Each sequence alone (no padding) vs. the same sequences in one padded batch whose padding
@@ -48,29 +53,25 @@ fn padding_does_not_change_results() {
     }
     let batch = Tensor::from_vec(ids, (3, t), &Device::Cpu).unwrap();
     let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+    for cell in CELLS {
         for readout in [Readout::Last, Readout::Mean, Readout::Max] {
             for (bidir, layers) in [(false, 1), (true, 2)] {
                 let m = model(cell, readout, bidir, layers);
-                let padded = m
-                    .forward(
-                        &batch,
-                        RunOpts {
-                            lengths: Some(&lengths),
-                            ..Default::default()
-                        },
-                    )
-                    .unwrap()
-                    .logits;
-                for (i, s) in seqs.iter().enumerate() {
-                    let alone = Tensor::from_vec(s.clone(), (1, s.len()), &Device::Cpu).unwrap();
-                    let want = m.forward(&alone, RunOpts::default()).unwrap().logits;
-                    let got = padded.narrow(0, i, 1).unwrap();
-                    let d = max_diff(&got, &want);
-                    assert!(
-                        d < 1e-5,
-                        "{cell:?} {readout:?} bidir={bidir}: seq {i} differs by {d}"
-                    );
+                for reference in [false, true] {
+                    let padded = m
+                        .forward(&batch, opts(Some(&lengths), 0, false, reference))
+                        .unwrap()
+                        .logits;
+                    for (i, s) in seqs.iter().enumerate() {
+                        let alone =
+                            Tensor::from_vec(s.clone(), (1, s.len()), &Device::Cpu).unwrap();
+                        let want = m
+                            .forward(&alone, opts(None, 0, false, reference))
+                            .unwrap()
+                            .logits;
+                        let d = max_diff(&padded.narrow(0, i, 1).unwrap(), &want);
+                        assert!(d < 1e-5, "{cell:?} {readout:?} bidir={bidir} reference={reference}: seq {i} differs by {d}");
+                    }
                 }
             }
         }
@@ -87,18 +88,18 @@ fn feature_model(cell: CellKind) -> Classifier {
     Classifier::new(&cfg, Input::Features { dim: 4 }, 2, 3, &Device::Cpu).unwrap()
 }
 
-/// d loss / d x for features x [batch, seq, 4] under truncated BPTT with window k.
-fn input_grad(m: &Classifier, x: &Tensor, lengths: &[usize], k: usize) -> (Tensor, Vec<Tensor>) {
+/// d loss / d x for features x [batch, seq, 4] and the parameter gradients, under truncated
+/// BPTT with window k (0 = full).
+fn input_grad(
+    m: &Classifier,
+    x: &Tensor,
+    lengths: &[usize],
+    k: usize,
+    reference: bool,
+) -> (Tensor, Vec<Tensor>) {
     let xv = Var::from_tensor(x).unwrap();
     let logits = m
-        .forward(
-            xv.as_tensor(),
-            RunOpts {
-                lengths: Some(lengths),
-                tbptt: k,
-                ..Default::default()
-            },
-        )
+        .forward(xv.as_tensor(), opts(Some(lengths), k, false, reference))
         .unwrap()
         .logits;
     let labels = Tensor::new(vec![1u32; lengths.len()], &Device::Cpu).unwrap();
@@ -119,72 +120,100 @@ fn tbptt_cuts_gradients_before_the_window_and_equals_full_bptt_when_wide() {
     let (b, t) = (3, 12);
     let lengths = [12, 9, 5];
     let x = Tensor::randn(0f32, 1.0, (b, t, 4), &Device::Cpu).unwrap();
-    for cell in [CellKind::Rnn, CellKind::Lstm, CellKind::Gru] {
+    for cell in CELLS {
         let m = feature_model(cell);
-        let k = 3;
-        let (gx, _) = input_grad(&m, &x, &lengths, k);
-        let norms: Vec<Vec<f32>> = gx.sqr().unwrap().sum(2).unwrap().to_vec2().unwrap();
-        for (row, &len) in lengths.iter().enumerate() {
-            for s in 0..t {
-                let inside = s + k >= len && s < len;
-                let g = norms[row][s];
-                if inside {
-                    assert!(g > 0.0, "{cell:?}: step {s} of seq {row} (len {len}) is in the window but got no gradient");
-                } else {
-                    assert_eq!(
-                        g, 0.0,
-                        "{cell:?}: step {s} of seq {row} (len {len}) is outside the window of {k}"
-                    );
+        let mut per_impl = Vec::new();
+        for reference in [false, true] {
+            let k = 3;
+            let (gx, gp) = input_grad(&m, &x, &lengths, k, reference);
+            let norms: Vec<Vec<f32>> = gx.sqr().unwrap().sum(2).unwrap().to_vec2().unwrap();
+            for (row, &len) in lengths.iter().enumerate() {
+                for s in 0..t {
+                    let inside = s + k >= len && s < len;
+                    let g = norms[row][s];
+                    if inside {
+                        assert!(g > 0.0, "{cell:?} reference={reference}: step {s} of seq {row} (len {len}) is in the window but got no gradient");
+                    } else {
+                        assert_eq!(g, 0.0, "{cell:?} reference={reference}: step {s} of seq {row} (len {len}) is outside the window of {k}");
+                    }
                 }
             }
+            // Window as long as the sequence: exactly full BPTT, inputs and parameters.
+            let (full_x, full_p) = input_grad(&m, &x, &lengths, 0, reference);
+            let (wide_x, wide_p) = input_grad(&m, &x, &lengths, t, reference);
+            assert_eq!(max_diff(&full_x, &wide_x), 0.0, "{cell:?}");
+            for (a, b) in full_p.iter().zip(&wide_p) {
+                assert_eq!(max_diff(a, b), 0.0, "{cell:?}");
+            }
+            // And full BPTT does reach the first step.
+            let first: Vec<Vec<f32>> = full_x.sqr().unwrap().sum(2).unwrap().to_vec2().unwrap();
+            assert!(first[0][0] > 0.0);
+            per_impl.push((gx, gp));
         }
-        // Window as long as the sequence: exactly full BPTT, inputs and parameters.
-        let (full_x, full_p) = input_grad(&m, &x, &lengths, 0);
-        let (wide_x, wide_p) = input_grad(&m, &x, &lengths, t);
-        assert_eq!(max_diff(&full_x, &wide_x), 0.0, "{cell:?}");
-        for (a, b) in full_p.iter().zip(&wide_p) {
-            assert_eq!(max_diff(a, b), 0.0, "{cell:?}");
+        // Both implementations give the same truncated gradients.
+        let ((fx, fp), (rx, rp)) = (&per_impl[0], &per_impl[1]);
+        assert!(max_diff(fx, rx) < 1e-6, "{cell:?}");
+        for (a, b) in fp.iter().zip(rp) {
+            assert!(max_diff(a, b) < 1e-6, "{cell:?}");
         }
-        // And full BPTT does reach the first step.
-        let first: Vec<Vec<f32>> = full_x.sqr().unwrap().sum(2).unwrap().to_vec2().unwrap();
-        assert!(first[0][0] > 0.0);
+    }
+}
+
+/// The reference path measures ∂L/∂h_t with zero probes; the fused op computes it in its
+/// backward pass. Both must agree, with full BPTT and inside a truncated-BPTT window.
+#[test]
+fn grad_flow_matches_between_implementations() {
+    let labels = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    let x = Tensor::randn(0f32, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
+    for cell in CELLS {
+        let m = feature_model(cell);
+        for tbptt in [0, 2] {
+            let measure = |reference: bool| -> (Vec<f64>, Tensor) {
+                let fwd = m
+                    .forward(&x, opts(Some(&[6, 4]), tbptt, true, reference))
+                    .unwrap();
+                let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
+                let store = loss.backward().unwrap();
+                (rnnlab::grads::flow(&fwd.flow, &store).unwrap(), fwd.logits)
+            };
+            let (fused, logits_f) = measure(false);
+            let (reference, logits_r) = measure(true);
+            assert_eq!((fused.len(), reference.len()), (6, 6));
+            assert!(max_diff(&logits_f, &logits_r) < 1e-6);
+            for (t, (a, b)) in fused.iter().zip(&reference).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 + 1e-4 * b.abs(),
+                    "{cell:?} tbptt={tbptt} step {t}: fused {a} vs reference {b}"
+                );
+            }
+            if tbptt == 0 {
+                assert!(fused.iter().all(|&g| g > 0.0), "{cell:?}: {fused:?}");
+            } else {
+                // Sequence 0 (length 6) keeps steps 4, 5; sequence 1 (length 4) steps 2, 3.
+                assert_eq!((fused[0], fused[1]), (0.0, 0.0), "{cell:?}: {fused:?}");
+                assert!(fused[2] > 0.0 && fused[5] > 0.0, "{cell:?}: {fused:?}");
+            }
+        }
     }
 }
 
 #[test]
-fn grad_flow_probes_measure_dl_dh() {
+fn grad_flow_probes_do_not_change_the_forward_pass() {
     let m = feature_model(CellKind::Rnn);
     let x = Tensor::randn(0f32, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
-    let fwd = m
-        .forward(
-            &x,
-            RunOpts {
-                lengths: Some(&[6, 4]),
-                probe: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(fwd.probes.len(), 6);
+    let fwd = m.forward(&x, opts(Some(&[6, 4]), 0, true, true)).unwrap();
+    let Some(Flow::Probes(probes)) = &fwd.flow else {
+        panic!("the reference path plants probes")
+    };
+    assert_eq!(probes.len(), 6);
     let labels = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
     let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
     let store = loss.backward().unwrap();
-    let flow = rnnlab::grads::flow(&fwd.probes, &store).unwrap();
-    assert!(flow.iter().all(|&g| g > 0.0), "{flow:?}");
-    // Probes do not change the forward pass.
-    let plain = m
-        .forward(
-            &x,
-            RunOpts {
-                lengths: Some(&[6, 4]),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    let plain = m.forward(&x, opts(Some(&[6, 4]), 0, false, true)).unwrap();
     assert_eq!(max_diff(&plain.logits, &fwd.logits), 0.0);
     // Sequence 1 ends at step 4: its padded steps get no gradient.
     let g5 = store
-        .get(fwd.probes[5].as_tensor())
+        .get(probes[5].as_tensor())
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap();

@@ -10,18 +10,33 @@ use rnnlab::model::Params;
 use rnnlab::optim::{self, Optimizer};
 
 fn fixture() -> HashMap<String, Tensor> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/optim/optimizers.safetensors");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/optim/optimizers.safetensors"
+    );
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
 #[track_caller]
 fn close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
-    let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(d <= tol, "{what}: max abs diff {d:e}");
 }
 
 fn grads(f: &HashMap<String, Tensor>, k: usize) -> Grads {
-    ["b", "w"].iter().map(|n| (n.to_string(), f[&format!("grad{k}.{n}")].clone())).collect()
+    ["b", "w"]
+        .iter()
+        .map(|n| (n.to_string(), f[&format!("grad{k}.{n}")].clone()))
+        .collect()
 }
 
 #[test]
@@ -29,13 +44,73 @@ fn update_rules_match_pytorch() {
     let f = fixture();
     let base = Train::default();
     let cases = [
-        ("sgd", Train { optimizer: OptimizerKind::Sgd, lr: 0.1, ..base.clone() }),
-        ("sgd_momentum", Train { optimizer: OptimizerKind::Sgd, lr: 0.1, momentum: 0.9, ..base.clone() }),
-        ("sgd_nesterov_wd", Train { optimizer: OptimizerKind::Sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01, ..base.clone() }),
-        ("adam_wd", Train { optimizer: OptimizerKind::Adam, lr: 0.01, betas: [0.8, 0.99], eps: 1e-6, weight_decay: 0.01, ..base.clone() }),
-        ("adamw", Train { optimizer: OptimizerKind::Adamw, lr: 0.01, weight_decay: 0.1, ..base.clone() }),
-        ("rmsprop", Train { optimizer: OptimizerKind::Rmsprop, lr: 0.01, ..base.clone() }),
-        ("rmsprop_momentum_wd", Train { optimizer: OptimizerKind::Rmsprop, lr: 0.01, alpha: 0.9, momentum: 0.5, weight_decay: 0.01, ..base.clone() }),
+        (
+            "sgd",
+            Train {
+                optimizer: OptimizerKind::Sgd,
+                lr: 0.1,
+                ..base.clone()
+            },
+        ),
+        (
+            "sgd_momentum",
+            Train {
+                optimizer: OptimizerKind::Sgd,
+                lr: 0.1,
+                momentum: 0.9,
+                ..base.clone()
+            },
+        ),
+        (
+            "sgd_nesterov_wd",
+            Train {
+                optimizer: OptimizerKind::Sgd,
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 0.01,
+                ..base.clone()
+            },
+        ),
+        (
+            "adam_wd",
+            Train {
+                optimizer: OptimizerKind::Adam,
+                lr: 0.01,
+                betas: [0.8, 0.99],
+                eps: 1e-6,
+                weight_decay: 0.01,
+                ..base.clone()
+            },
+        ),
+        (
+            "adamw",
+            Train {
+                optimizer: OptimizerKind::Adamw,
+                lr: 0.01,
+                weight_decay: 0.1,
+                ..base.clone()
+            },
+        ),
+        (
+            "rmsprop",
+            Train {
+                optimizer: OptimizerKind::Rmsprop,
+                lr: 0.01,
+                ..base.clone()
+            },
+        ),
+        (
+            "rmsprop_momentum_wd",
+            Train {
+                optimizer: OptimizerKind::Rmsprop,
+                lr: 0.01,
+                alpha: 0.9,
+                momentum: 0.5,
+                weight_decay: 0.01,
+                ..base.clone()
+            },
+        ),
     ];
     for (name, cfg) in cases {
         let mut params = Params::default();
@@ -46,7 +121,12 @@ fn update_rules_match_pytorch() {
             opt.step(&params, &grads(&f, k), cfg.lr).unwrap();
             for n in ["w", "b"] {
                 let got = params.get(n).unwrap().as_tensor();
-                close(&format!("{name} step{k} {n}"), got, &f[&format!("{name}.step{k}.{n}")], 1e-6);
+                close(
+                    &format!("{name} step{k} {n}"),
+                    got,
+                    &f[&format!("{name}.step{k}.{n}")],
+                    1e-6,
+                );
             }
         }
     }
@@ -58,32 +138,76 @@ fn clipping_matches_pytorch() {
     let mut g = grads(&f, 0);
     optim::clip_value(&mut g, 0.05).unwrap();
     for (n, t) in &g {
-        close(&format!("clip_value {n}"), t, &f[&format!("clip_value.{n}")], 0.0);
+        close(
+            &format!("clip_value {n}"),
+            t,
+            &f[&format!("clip_value.{n}")],
+            0.0,
+        );
     }
     let mut g = grads(&f, 0);
     let (norm, clipped) = optim::clip_norm(&mut g, 0.3).unwrap();
     let want = f["clip_norm.norm"].to_vec1::<f32>().unwrap()[0];
-    assert!((norm as f32 - want).abs() < 1e-6 && clipped, "{norm} vs {want}");
+    assert!(
+        (norm as f32 - want).abs() < 1e-6 && clipped,
+        "{norm} vs {want}"
+    );
     for (n, t) in &g {
-        close(&format!("clip_norm {n}"), t, &f[&format!("clip_norm.{n}")], 1e-7);
+        close(
+            &format!("clip_norm {n}"),
+            t,
+            &f[&format!("clip_norm.{n}")],
+            1e-7,
+        );
     }
 }
 
 #[test]
 fn schedules_match_pytorch() {
     let f = fixture();
-    let cosine = Train { lr: 0.1, schedule: Schedule::Cosine, min_lr: 0.001, ..Train::default() };
-    for (s, want) in f["lr.cosine"].to_vec1::<f64>().unwrap().into_iter().enumerate() {
+    let cosine = Train {
+        lr: 0.1,
+        schedule: Schedule::Cosine,
+        min_lr: 0.001,
+        ..Train::default()
+    };
+    for (s, want) in f["lr.cosine"]
+        .to_vec1::<f64>()
+        .unwrap()
+        .into_iter()
+        .enumerate()
+    {
         let got = optim::lr_at(&cosine, s, 0, 10);
-        assert!((got - want).abs() < 1e-12, "cosine step {s}: {got} vs {want}");
+        assert!(
+            (got - want).abs() < 1e-12,
+            "cosine step {s}: {got} vs {want}"
+        );
     }
-    let step = Train { lr: 0.1, schedule: Schedule::Step, step_every: 2, gamma: 0.5, ..Train::default() };
-    for (e, want) in f["lr.step"].to_vec1::<f64>().unwrap().into_iter().enumerate() {
+    let step = Train {
+        lr: 0.1,
+        schedule: Schedule::Step,
+        step_every: 2,
+        gamma: 0.5,
+        ..Train::default()
+    };
+    for (e, want) in f["lr.step"]
+        .to_vec1::<f64>()
+        .unwrap()
+        .into_iter()
+        .enumerate()
+    {
         let got = optim::lr_at(&step, 123, e, 1000);
-        assert!((got - want).abs() < 1e-12, "step epoch {e}: {got} vs {want}");
+        assert!(
+            (got - want).abs() < 1e-12,
+            "step epoch {e}: {got} vs {want}"
+        );
     }
     // Linear warmup reaches the peak at the end of warmup.
-    let warm = Train { lr: 0.1, warmup_steps: 4, ..Train::default() };
+    let warm = Train {
+        lr: 0.1,
+        warmup_steps: 4,
+        ..Train::default()
+    };
     let lrs: Vec<f64> = (0..6).map(|s| optim::lr_at(&warm, s, 0, 100)).collect();
     for (got, want) in lrs.iter().zip([0.025, 0.05, 0.075, 0.1, 0.1, 0.1]) {
         assert!((got - want).abs() < 1e-15, "{lrs:?}");

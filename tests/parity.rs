@@ -45,6 +45,7 @@ fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
     assert!(worst <= TOL, "{what}: max abs diff {worst:e} > {TOL:e}");
 }
 
+/// Both implementations: the fused CPU op (the default) and the composed-ops reference.
 fn case(
     name: &str,
     kind: CellKind,
@@ -52,7 +53,24 @@ fn case(
     layers: usize,
     bidirectional: bool,
 ) {
-    let f = fixture(name);
+    for reference in [false, true] {
+        case_with(name, kind, nonlinearity, layers, bidirectional, reference);
+    }
+}
+
+fn case_with(
+    fixture_name: &str,
+    kind: CellKind,
+    nonlinearity: Nonlinearity,
+    layers: usize,
+    bidirectional: bool,
+    reference: bool,
+) {
+    let f = fixture(fixture_name);
+    let name = format!(
+        "{fixture_name} ({})",
+        if reference { "reference" } else { "fused" }
+    );
     let x = &f["x"];
     let (_, _, input) = x.dims3().unwrap();
     let hidden = f["h_n"].dim(2).unwrap();
@@ -84,7 +102,15 @@ fn case(
 
     // Full-length run: outputs, final states and gradients.
     let xv = Var::from_tensor(x).unwrap();
-    let out = stack.forward(xv.as_tensor(), RunOpts::default()).unwrap();
+    let out = stack
+        .forward(
+            xv.as_tensor(),
+            RunOpts {
+                reference,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_close(&format!("{name} out"), &out.out, &f["out"]);
     assert_close(&format!("{name} h_n"), &out.h_n, &f["h_n"]);
     let mut loss = ((&out.out * &f["proj_out"]).unwrap().sum_all().unwrap()
@@ -126,6 +152,7 @@ fn case(
             x,
             RunOpts {
                 lengths: Some(&lengths),
+                reference,
                 ..Default::default()
             },
         )

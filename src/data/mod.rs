@@ -186,7 +186,11 @@ fn load_files(cfg: &Data, seed: u64) -> Result<Dataset> {
 
 /// Integer labels are class ids 0..=max; any other label set is mapped in sorted order.
 fn class_names<'a>(splits: impl Iterator<Item = &'a Tokenized> + Clone) -> Result<Vec<String>> {
-    let first = splits.clone().next().map(|s| s.path.clone()).unwrap_or_default();
+    let first = splits
+        .clone()
+        .next()
+        .map(|s| s.path.clone())
+        .unwrap_or_default();
     let all_int = splits
         .clone()
         .all(|s| s.labels.iter().all(|(l, _)| l.parse::<i64>().is_ok()));
@@ -206,7 +210,11 @@ fn class_names<'a>(splits: impl Iterator<Item = &'a Tokenized> + Clone) -> Resul
             }
         }
         if max == 0 {
-            return Err(Error::data(&first, 0, "every label is 0: need at least 2 classes"));
+            return Err(Error::data(
+                &first,
+                0,
+                "every label is 0: need at least 2 classes",
+            ));
         }
         Ok((0..=max).map(|c| c.to_string()).collect())
     } else {

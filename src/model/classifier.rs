@@ -3,11 +3,11 @@
 //! linear head. Parameter names: `emb.weight` | `proj.weight`, `proj.bias`; `rnn.*` as
 //! PyTorch; `head.weight`, `head.bias`.
 
-use candle_core::{Device, Tensor, Var, D};
+use candle_core::{Device, Tensor, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::stack::{dropout, RunOpts, Stack};
+use super::stack::{dropout, Flow, RunOpts, Stack};
 use super::Params;
 use crate::config::{Model, Readout};
 use crate::error::Result;
@@ -39,10 +39,10 @@ pub struct Classifier {
     head_bias: Tensor,
 }
 
-/// Forward-pass output: logits [batch, classes] and, when asked, the gradient probes.
+/// Forward-pass output: logits [batch, classes] and, when asked, the gradient-flow handle.
 pub struct Forward {
     pub logits: Tensor,
-    pub probes: Vec<Var>,
+    pub flow: Option<Flow>,
 }
 
 impl Classifier {
@@ -132,6 +132,7 @@ impl Classifier {
                 tbptt: opts.tbptt,
                 dropout_rng: opts.dropout_rng.as_deref_mut(),
                 probe: opts.probe,
+                reference: opts.reference,
             },
         )?;
         let mut feat = readout(
@@ -151,7 +152,7 @@ impl Classifier {
             .broadcast_add(&self.head_bias)?;
         Ok(Forward {
             logits,
-            probes: out.probes,
+            flow: out.flow,
         })
     }
 }

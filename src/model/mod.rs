@@ -4,6 +4,7 @@
 
 pub mod cell;
 pub mod classifier;
+pub mod fused;
 pub mod stack;
 
 use std::collections::{BTreeMap, HashMap};

@@ -9,8 +9,10 @@
 use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::Rng;
+use std::sync::{Arc, Mutex};
 
 use super::cell::{Cell, State};
+use super::fused::{self, FlowSink, Recurrence};
 use super::Params;
 use crate::config::{CellKind, Nonlinearity};
 use crate::error::Result;
@@ -35,9 +37,19 @@ pub struct RunOpts<'a> {
     pub tbptt: usize,
     /// Some = training mode: dropout masks drawn from this generator.
     pub dropout_rng: Option<&'a mut StdRng>,
-    /// Add a zero probe to the top layer's forward state at every step so that the gradient
-    /// w.r.t. each probe is ∂L/∂h_t.
+    /// Measure ∂L/∂h_t for every step of the top layer's forward direction (gradient flow),
+    /// read after backward with `grads::flow`.
     pub probe: bool,
+    /// Use the composed-candle-ops reference implementation instead of the fused CPU op.
+    pub reference: bool,
+}
+
+/// Where the per-step gradient norms come from after backward.
+pub enum Flow {
+    /// Reference path: a zero variable added to h_t at each step; its gradient is ∂L/∂h_t.
+    Probes(Vec<Var>),
+    /// Fused path: backward writes the per-step norms here.
+    Sink(FlowSink),
 }
 
 pub struct StackOut {
@@ -47,8 +59,8 @@ pub struct StackOut {
     pub h_n: Tensor,
     /// c_n: same shape as h_n, LSTM only.
     pub c_n: Option<Tensor>,
-    /// One probe per step (top layer, forward direction) when `RunOpts::probe`.
-    pub probes: Vec<Var>,
+    /// Gradient-flow handle (top layer, forward direction) when `RunOpts::probe`.
+    pub flow: Option<Flow>,
 }
 
 impl Stack {
@@ -126,18 +138,25 @@ impl Stack {
         };
         let masks = StepMasks::new(&lengths, t, opts.tbptt, &device)?;
         let mut input = xs.clone();
-        let (mut h_n, mut c_n, mut probes) = (Vec::new(), Vec::new(), Vec::new());
+        let fused = !opts.reference && fused::available(xs);
+        let (mut h_n, mut c_n, mut flow) = (Vec::new(), Vec::new(), None);
         for (l, layer) in self.cells.iter().enumerate() {
             let top = l + 1 == self.num_layers;
             let mut outs = Vec::new();
             for (d, cell) in layer.iter().enumerate() {
                 let probe = opts.probe && top && d == 0;
-                let run = run_direction(cell, &input, &masks, d == 1, probe, &device)?;
+                let run = if fused {
+                    run_fused(cell, &input, &masks, d == 1, probe)?
+                } else {
+                    run_direction(cell, &input, &masks, d == 1, probe, &device)?
+                };
                 h_n.push(run.last.h);
                 if let Some(c) = run.last.c {
                     c_n.push(c);
                 }
-                probes.extend(run.probes);
+                if run.flow.is_some() {
+                    flow = run.flow;
+                }
                 outs.push(run.out);
             }
             input = if outs.len() == 1 {
@@ -159,7 +178,7 @@ impl Stack {
             } else {
                 Some(Tensor::stack(&c_n, 0)?)
             },
-            probes,
+            flow,
         })
     }
 }
@@ -178,6 +197,9 @@ pub fn dropout(xs: &Tensor, p: f64, rng: &mut StdRng) -> Result<Tensor> {
 /// Per-step row masks, built once per forward pass and shared by all layers.
 struct StepMasks {
     t: usize,
+    lengths: Vec<usize>,
+    /// Truncated BPTT: first step of each row's window.
+    window_start: Option<Vec<usize>>,
     /// valid[t]: [batch, 1], 1.0 where step t is within the sequence; None = all valid.
     valid: Option<Vec<Tensor>>,
     /// Truncated BPTT: steps before `cut` run fully detached (graph memory O(window));
@@ -202,24 +224,28 @@ impl StepMasks {
                     .collect::<Result<Vec<_>>>()?,
             )
         };
-        let (cut, in_window) = if tbptt == 0 {
-            (0, vec![None; t])
-        } else {
-            let start: Vec<usize> = lengths.iter().map(|&n| n.saturating_sub(tbptt)).collect();
-            let cut = start.iter().copied().min().unwrap_or(0);
-            let in_window = (0..t)
-                .map(|s| {
-                    if start.iter().all(|&st| s >= st) {
-                        Ok(None)
-                    } else {
-                        row_mask(&|r| s >= start[r]).map(Some)
-                    }
-                })
-                .collect::<Result<Vec<_>>>()?;
-            (cut, in_window)
+        let window_start: Option<Vec<usize>> =
+            (tbptt > 0).then(|| lengths.iter().map(|&n| n.saturating_sub(tbptt)).collect());
+        let (cut, in_window) = match &window_start {
+            None => (0, vec![None; t]),
+            Some(start) => {
+                let cut = start.iter().copied().min().unwrap_or(0);
+                let in_window = (0..t)
+                    .map(|s| {
+                        if start.iter().all(|&st| s >= st) {
+                            Ok(None)
+                        } else {
+                            row_mask(&|r| s >= start[r]).map(Some)
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                (cut, in_window)
+            }
         };
         Ok(StepMasks {
             t,
+            lengths: lengths.to_vec(),
+            window_start,
             valid,
             cut,
             in_window,
@@ -231,7 +257,56 @@ struct DirectionRun {
     /// [batch, seq, hidden]
     out: Tensor,
     last: State,
-    probes: Vec<Var>,
+    flow: Option<Flow>,
+}
+
+/// One direction through the fused CPU op (see `fused.rs`).
+fn run_fused(
+    cell: &Cell,
+    xs: &Tensor,
+    masks: &StepMasks,
+    reverse: bool,
+    probe: bool,
+) -> Result<DirectionRun> {
+    let (b, t, _) = xs.dims3()?;
+    let h = cell.hidden;
+    let sink: Option<FlowSink> = probe.then(|| Arc::new(Mutex::new(Vec::new())));
+    let op = Recurrence {
+        kind: cell.kind,
+        nonlinearity: cell.nonlinearity,
+        hidden: h,
+        lengths: masks.lengths.clone(),
+        reverse,
+        window_start: if reverse {
+            None
+        } else {
+            masks.window_start.clone()
+        },
+        flow: sink.clone(),
+    };
+    let res = fused::run(op, &cell.project(xs)?, &cell.weight_hh, &cell.bias_hh)?;
+    let slots = Recurrence::slots(cell.kind) * h;
+    // Final state: each row's last valid step (forward) or step 0 (backward).
+    let rows: Vec<u32> = masks
+        .lengths
+        .iter()
+        .enumerate()
+        .map(|(r, &n)| (r * t + if reverse { 0 } else { n - 1 }) as u32)
+        .collect();
+    let last = res
+        .reshape((b * t, slots))?
+        .index_select(&Tensor::new(rows, xs.device())?, 0)?;
+    Ok(DirectionRun {
+        out: res.narrow(2, 0, h)?,
+        last: State {
+            h: last.narrow(1, 0, h)?,
+            c: match cell.kind {
+                CellKind::Lstm => Some(last.narrow(1, h, h)?),
+                _ => None,
+            },
+        },
+        flow: sink.map(Flow::Sink),
+    })
 }
 
 fn run_direction(
@@ -275,12 +350,20 @@ fn run_direction(
         }
         let valid = masks.valid.as_ref().map(|v| &v[s]);
         if probe {
-            // ∂L/∂z = ∂L/∂h_t through both the output and the recurrence.
+            // ∂L/∂z = ∂L/∂h_t through both the output and the recurrence; zero where no
+            // gradient may arrive (padding, before a truncated-BPTT window).
             let z = Var::zeros(next.h.dims(), DType::F32, device)?;
-            let add = match valid {
-                Some(v) => z.as_tensor().broadcast_mul(v)?,
-                None => z.as_tensor().clone(),
+            let mut add = if early {
+                z.as_tensor().zeros_like()?
+            } else {
+                z.as_tensor().clone()
             };
+            if let Some(v) = valid {
+                add = add.broadcast_mul(v)?;
+            }
+            if let Some(w) = masks.in_window[s].as_ref().filter(|_| !reverse) {
+                add = add.broadcast_mul(w)?;
+            }
             next.h = (&next.h + add)?;
             probes.push(z);
         }
@@ -294,13 +377,10 @@ fn run_direction(
         };
         outs[s] = Some(out);
     }
-    if reverse {
-        probes.reverse();
-    }
     let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
     Ok(DirectionRun {
         out: Tensor::stack(&outs, 1)?,
         last: state,
-        probes,
+        flow: probe.then_some(Flow::Probes(probes)),
     })
 }

@@ -1,0 +1,409 @@
+//! The fast CPU path: one direction of one recurrent layer over the whole sequence as a single
+//! candle custom op with its own backward. The input projection stays a candle matmul (its
+//! gradient flows through candle); this op takes it and runs, per step, one `h @ W_hh^T` gemm
+//! into a preallocated buffer and one fused pass of gate arithmetic, saving the activations
+//! backward needs in its output. Backward is the mirror image: per step one fused pass and one
+//! `dG @ W_hh` gemm, then one big gemm for dW_hh over all steps; ∂L/∂h_t for every step falls
+//! out as a by-product and feeds the gradient-flow diagnostics.
+//!
+//! Output layout [batch, seq, slots * hidden], per (row, step) the slots are
+//! - rnn:  h
+//! - lstm: h, c, i, f, g, o   (gates after their nonlinearity)
+//! - gru:  h, r, z, n, hn     (hn = W_hn h_prev + b_hn)
+//!
+//! and all slots are zero at padded steps. Semantics match `cell.rs` + `stack.rs` exactly
+//! (lengths, reverse direction, truncated BPTT windows); the tests compare the two.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use gemm::Parallelism;
+
+use crate::config::{CellKind, Nonlinearity};
+
+/// Per-step ‖∂L/∂h_t‖ (norm over the batch), written by backward when asked for.
+pub type FlowSink = Arc<Mutex<Vec<f64>>>;
+
+pub struct Recurrence {
+    pub kind: CellKind,
+    pub nonlinearity: Nonlinearity,
+    pub hidden: usize,
+    /// Valid steps per row (each in 1..=seq).
+    pub lengths: Vec<usize>,
+    /// Run from each row's last valid step down to step 0.
+    pub reverse: bool,
+    /// Truncated BPTT: no gradient reaches steps before `window_start[row]`.
+    pub window_start: Option<Vec<usize>>,
+    pub flow: Option<FlowSink>,
+}
+
+impl Recurrence {
+    pub fn slots(kind: CellKind) -> usize {
+        match kind {
+            CellKind::Rnn => 1,
+            CellKind::Lstm => 6,
+            CellKind::Gru => 5,
+        }
+    }
+
+    /// Step order of the forward pass.
+    fn order(&self, t: usize) -> impl DoubleEndedIterator<Item = usize> {
+        let rev = self.reverse;
+        (0..t).map(move |s| if rev { t - 1 - s } else { s })
+    }
+
+    /// The step whose state feeds step `tt` in row `row`, if any.
+    fn prev(&self, tt: usize, len: usize) -> Option<usize> {
+        if self.reverse {
+            (tt + 1 < len).then_some(tt + 1)
+        } else {
+            tt.checked_sub(1)
+        }
+    }
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    let threads = candle_core::utils::get_num_threads();
+    // Below ~2 MFLOP a gemm is done before a second thread has started.
+    if threads > 1 && m * n * k >= 1 << 20 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// dst[m, n] (+)= a[m, k] @ b[k, n]; each operand given by its row and column strides.
+#[allow(clippy::too_many_arguments)]
+fn mm(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "gemm: dst too small");
+    assert!(
+        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+        "gemm: lhs out of bounds"
+    );
+    assert!(
+        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "gemm: rhs out of bounds"
+    );
+    // SAFETY: the asserts above keep every index the kernel touches inside the slices; dst
+    // does not alias a or b (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(m, n, k),
+        )
+    }
+}
+
+fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("rnnlab recurrence: {what} must be contiguous"),
+    }
+}
+
+fn tensor_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+}
+
+impl CustomOp3 for Recurrence {
+    fn name(&self) -> &'static str {
+        "rnnlab-recurrence"
+    }
+
+    /// s1: xp [batch, seq, gates*hidden], s2: W_hh [gates*hidden, hidden], s3: b_hh
+    /// [gates*hidden] (used by the GRU only; the others fold it into xp).
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, t, g) = l1.shape().dims3()?;
+        let h = self.hidden;
+        let s = Recurrence::slots(self.kind) * h;
+        let xp = cpu_slice(s1, l1, "xp")?;
+        let whh = cpu_slice(s2, l2, "weight_hh")?;
+        let bhh = cpu_slice(s3, l3, "bias_hh")?;
+        if g != self.kind.gates() * h
+            || whh.len() != g * h
+            || bhh.len() != g
+            || self.lengths.len() != b
+        {
+            candle_core::bail!("rnnlab recurrence: shapes do not match the cell");
+        }
+        let mut out = vec![0f32; b * t * s];
+        let mut hcur = vec![0f32; b * h];
+        let mut ccur = vec![0f32; b * h];
+        let mut hh = vec![0f32; b * g];
+        for tt in self.order(t) {
+            // hh = h @ W_hh^T: W_hh [g, h] read transposed (row stride 1, column stride h).
+            mm(&mut hh, (b, g, h), &hcur, (h, 1), whh, (1, h), false);
+            for row in 0..b {
+                if tt >= self.lengths[row] {
+                    continue;
+                }
+                let x = &xp[(row * t + tt) * g..][..g];
+                let r_hh = &hh[row * g..][..g];
+                let o = &mut out[(row * t + tt) * s..][..s];
+                let hrow = &mut hcur[row * h..][..h];
+                match self.kind {
+                    CellKind::Rnn => {
+                        for j in 0..h {
+                            let pre = x[j] + r_hh[j];
+                            let v = match self.nonlinearity {
+                                Nonlinearity::Tanh => pre.tanh(),
+                                Nonlinearity::Relu => pre.max(0.0),
+                            };
+                            o[j] = v;
+                            hrow[j] = v;
+                        }
+                    }
+                    CellKind::Lstm => {
+                        let crow = &mut ccur[row * h..][..h];
+                        for j in 0..h {
+                            let i = sigmoid(x[j] + r_hh[j]);
+                            let f = sigmoid(x[h + j] + r_hh[h + j]);
+                            let gg = (x[2 * h + j] + r_hh[2 * h + j]).tanh();
+                            let og = sigmoid(x[3 * h + j] + r_hh[3 * h + j]);
+                            let c = f * crow[j] + i * gg;
+                            let v = og * c.tanh();
+                            o[j] = v;
+                            o[h + j] = c;
+                            o[2 * h + j] = i;
+                            o[3 * h + j] = f;
+                            o[4 * h + j] = gg;
+                            o[5 * h + j] = og;
+                            hrow[j] = v;
+                            crow[j] = c;
+                        }
+                    }
+                    CellKind::Gru => {
+                        for j in 0..h {
+                            let r = sigmoid(x[j] + r_hh[j] + bhh[j]);
+                            let z = sigmoid(x[h + j] + r_hh[h + j] + bhh[h + j]);
+                            let hn = r_hh[2 * h + j] + bhh[2 * h + j];
+                            let n = (x[2 * h + j] + r * hn).tanh();
+                            let v = n + z * (hrow[j] - n);
+                            o[j] = v;
+                            o[h + j] = r;
+                            o[2 * h + j] = z;
+                            o[3 * h + j] = n;
+                            o[4 * h + j] = hn;
+                            hrow[j] = v;
+                        }
+                    }
+                }
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, t, s))))
+    }
+
+    fn bwd(
+        &self,
+        xp: &Tensor,
+        weight_hh: &Tensor,
+        _bias_hh: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, t, g) = xp.dims3()?;
+        let h = self.hidden;
+        let s = Recurrence::slots(self.kind) * h;
+        let whh = tensor_vec(weight_hh)?;
+        let out = tensor_vec(res)?;
+        let dout = tensor_vec(grad_res)?;
+        let gru = self.kind == CellKind::Gru;
+        // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
+        // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
+        let mut dxp = vec![0f32; b * t * g];
+        let mut dhh = if gru {
+            vec![0f32; b * t * g]
+        } else {
+            Vec::new()
+        };
+        let mut hprev = vec![0f32; b * t * h];
+        let mut dh = vec![0f32; b * h];
+        let mut dc = vec![0f32; b * h];
+        let mut flow = vec![0f64; t];
+        for tt in self.order(t).rev() {
+            for row in 0..b {
+                let len = self.lengths[row];
+                if tt >= len {
+                    continue;
+                }
+                let dh_row = &mut dh[row * h..][..h];
+                let dc_row = &mut dc[row * h..][..h];
+                if self.window_start.as_ref().is_some_and(|w| tt < w[row]) {
+                    // Before the truncated-BPTT window: detached, nothing flows further back.
+                    dh_row.fill(0.0);
+                    dc_row.fill(0.0);
+                    continue;
+                }
+                let at = row * t + tt;
+                let o = &out[at * s..][..s];
+                let d_o = &dout[at * s..][..s];
+                let prev = self.prev(tt, len).map(|p| &out[(row * t + p) * s..][..s]);
+                let hp = &mut hprev[at * h..][..h];
+                if let Some(p) = prev {
+                    hp.copy_from_slice(&p[..h]);
+                }
+                let dx = &mut dxp[at * g..][..g];
+                let mut sq = 0f64;
+                match self.kind {
+                    CellKind::Rnn => {
+                        for j in 0..h {
+                            let dht = dh_row[j] + d_o[j];
+                            sq += (dht * dht) as f64;
+                            let v = o[j];
+                            dx[j] = match self.nonlinearity {
+                                Nonlinearity::Tanh => dht * (1.0 - v * v),
+                                Nonlinearity::Relu => {
+                                    if v > 0.0 {
+                                        dht
+                                    } else {
+                                        0.0
+                                    }
+                                }
+                            };
+                            dh_row[j] = 0.0;
+                        }
+                    }
+                    CellKind::Lstm => {
+                        for j in 0..h {
+                            let dht = dh_row[j] + d_o[j];
+                            sq += (dht * dht) as f64;
+                            let (c, i, f, gg, og) = (
+                                o[h + j],
+                                o[2 * h + j],
+                                o[3 * h + j],
+                                o[4 * h + j],
+                                o[5 * h + j],
+                            );
+                            let c_prev = prev.map_or(0.0, |p| p[h + j]);
+                            let tc = c.tanh();
+                            let dct = dc_row[j] + d_o[h + j] + dht * og * (1.0 - tc * tc);
+                            dx[j] = dct * gg * i * (1.0 - i);
+                            dx[h + j] = dct * c_prev * f * (1.0 - f);
+                            dx[2 * h + j] = dct * i * (1.0 - gg * gg);
+                            dx[3 * h + j] = dht * tc * og * (1.0 - og);
+                            dc_row[j] = dct * f;
+                            dh_row[j] = 0.0;
+                        }
+                    }
+                    CellKind::Gru => {
+                        let dq = &mut dhh[at * g..][..g];
+                        for j in 0..h {
+                            let dht = dh_row[j] + d_o[j];
+                            sq += (dht * dht) as f64;
+                            let (r, z, n, hn) =
+                                (o[h + j], o[2 * h + j], o[3 * h + j], o[4 * h + j]);
+                            let hpj = hp[j];
+                            let dan = dht * (1.0 - z) * (1.0 - n * n);
+                            let dar = dan * hn * r * (1.0 - r);
+                            let daz = dht * (hpj - n) * z * (1.0 - z);
+                            dx[j] = dar;
+                            dx[h + j] = daz;
+                            dx[2 * h + j] = dan;
+                            dq[j] = dar;
+                            dq[h + j] = daz;
+                            dq[2 * h + j] = dan * r;
+                            dh_row[j] = dht * z;
+                        }
+                    }
+                }
+                flow[tt] += sq;
+            }
+            // dh_{prev} += dG_t @ W_hh over the batch: dG_t rows sit t*g apart in [b, t, g].
+            let dg = if gru { &dhh } else { &dxp };
+            mm(
+                &mut dh,
+                (b, h, g),
+                &dg[tt * g..],
+                (t * g, 1),
+                &whh,
+                (h, 1),
+                true,
+            );
+        }
+        // dW_hh = sum over rows and steps of dG^T h_prev: one [g, b*t] @ [b*t, h] gemm.
+        let dg = if gru { &dhh } else { &dxp };
+        let mut dwhh = vec![0f32; g * h];
+        mm(&mut dwhh, (g, h, b * t), dg, (1, g), &hprev, (h, 1), false);
+        let device = xp.device();
+        let dbhh = if gru {
+            let mut db = vec![0f32; g];
+            for rowstep in dhh.chunks_exact(g) {
+                for (a, v) in db.iter_mut().zip(rowstep) {
+                    *a += v;
+                }
+            }
+            Some(Tensor::from_vec(db, g, device)?)
+        } else {
+            None
+        };
+        if let Some(sink) = &self.flow {
+            if let Ok(mut f) = sink.lock() {
+                *f = flow.into_iter().map(f64::sqrt).collect();
+            }
+        }
+        Ok((
+            Some(Tensor::from_vec(dxp, (b, t, g), device)?),
+            Some(Tensor::from_vec(dwhh, (g, h), device)?),
+            dbhh,
+        ))
+    }
+}
+
+/// Runs the op. xp: [batch, seq, gates*hidden] -> [batch, seq, slots*hidden].
+pub fn run(
+    op: Recurrence,
+    xp: &Tensor,
+    weight_hh: &Tensor,
+    bias_hh: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let xp = xp.to_dtype(DType::F32)?.contiguous()?;
+    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(op));
+    xp.apply_op3_arc(&weight_hh.contiguous()?, &bias_hh.contiguous()?, op)
+}
+
+/// True when the fused op can run on this tensor's device.
+pub fn available(t: &Tensor) -> bool {
+    matches!(&*t.storage_and_layout().0, Storage::Cpu(_))
+}
