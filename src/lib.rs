@@ -2,6 +2,7 @@
 //! and GRU classifiers on candle. One TOML file describes an experiment; [`train::run`] trains,
 //! evaluates, checkpoints and logs it to TensorBoard.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -1,11 +1,15 @@
 //! `run-exp CONFIG [--set a.b=v]... [--dry-run] [--resume RUN_DIR]`: train one experiment.
+//! `run-exp bench [--cells lstm,gru,rnn] [--batch 64] ...`: throughput, as torch_peer.py.
 //! Exit codes: 0 completed, 1 failed while running, 2 bad input (config, data, paths: nothing
 //! written), 3 diverged (NaN/Inf loss; recorded in summary.json).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use rnnlab::bench::{bench_cell, BenchArgs};
+use rnnlab::config::CellKind;
+use rnnlab::device::DeviceSpec;
 use rnnlab::train::{self, Status};
 use rnnlab::{checkpoint, Config};
 
@@ -15,7 +19,10 @@ use rnnlab::{checkpoint, Config};
     version,
     about = "Train an RNN/LSTM/GRU sequence classifier from a TOML config"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The experiment config (TOML). With --resume, defaults to RUN_DIR/config.toml.
     config: Option<PathBuf>,
     /// Override a config key, e.g. --set model.cell=gru --set train.lr=3e-3 (repeatable).
@@ -29,8 +36,102 @@ struct Cli {
     resume: Option<PathBuf>,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Training and inference throughput on torch_peer.py's workload (same flags, same JSON keys).
+    Bench(BenchCli),
+}
+
+#[derive(clap::Args)]
+struct BenchCli {
+    /// Comma-separated cells.
+    #[arg(long, default_value = "lstm,gru,rnn")]
+    cells: String,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 64)]
+    seq: usize,
+    #[arg(long, default_value_t = 128)]
+    emb: usize,
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    #[arg(long, default_value_t = 20000)]
+    vocab: usize,
+    #[arg(long, default_value_t = 2)]
+    classes: usize,
+    /// Timed steps (after the warmup).
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// CPU threads (sets RAYON_NUM_THREADS); 0 = candle's default.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// "cpu", "cuda", "cuda:N" or "auto".
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Time the composed-ops reference implementation instead of the fused op.
+    #[arg(long)]
+    reference: bool,
+}
+
+fn bench(b: BenchCli) -> ExitCode {
+    if b.threads > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", b.threads.to_string());
+    }
+    let mut cells = Vec::new();
+    for c in b.cells.split(',') {
+        match c.trim() {
+            "rnn" => cells.push(CellKind::Rnn),
+            "lstm" => cells.push(CellKind::Lstm),
+            "gru" => cells.push(CellKind::Gru),
+            other => {
+                eprintln!("error: --cells: unknown cell \"{other}\"; expected lstm, gru or rnn");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let zero = [("--batch", b.batch), ("--seq", b.seq), ("--emb", b.emb), ("--hidden", b.hidden), ("--vocab", b.vocab), ("--classes", b.classes), ("--steps", b.steps)];
+    if let Some((flag, _)) = zero.iter().find(|(_, v)| *v == 0) {
+        eprintln!("error: {flag} must be at least 1");
+        return ExitCode::from(2);
+    }
+    let device = match DeviceSpec::parse(&b.device).map_err(rnnlab::Error::Device).and_then(|d| d.open()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: --device: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let args = BenchArgs {
+        cells,
+        batch: b.batch,
+        seq: b.seq,
+        emb: b.emb,
+        hidden: b.hidden,
+        vocab: b.vocab,
+        classes: b.classes,
+        steps: b.steps,
+        warmup: b.warmup,
+        reference: b.reference,
+    };
+    for &cell in &args.cells {
+        match bench_cell(&args, cell, &device) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Bench(b)) = cli.command {
+        return bench(b);
+    }
     let config_path = match (&cli.config, &cli.resume) {
         (Some(p), _) => p.clone(),
         (None, Some(dir)) => dir.join(checkpoint::CONFIG),

@@ -1,0 +1,129 @@
+//! `run-exp bench`: training and inference throughput on the workload of
+//! ../shared/bench/torch_peer.py (token ids -> embedding -> 1-layer cell -> linear head on the
+//! last step, cross-entropy, Adam, full BPTT), same flags, one JSON line per cell in the same
+//! keys, plus where the time goes (forward, backward, optimizer) and peak memory.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::config::{CellKind, Model, Train};
+use crate::error::Result;
+use crate::grads;
+use crate::model::classifier::{Classifier, Input};
+use crate::model::stack::RunOpts;
+use crate::optim::Optimizer;
+
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    pub cells: Vec<CellKind>,
+    pub batch: usize,
+    pub seq: usize,
+    pub emb: usize,
+    pub hidden: usize,
+    pub vocab: usize,
+    pub classes: usize,
+    pub steps: usize,
+    pub warmup: usize,
+    /// Use the composed-ops reference implementation instead of the fused op.
+    pub reference: bool,
+}
+
+/// Seconds spent in each phase of the timed training steps.
+#[derive(Default)]
+struct Phases {
+    forward: f64,
+    backward: f64,
+    optimizer: f64,
+}
+
+/// Runs one cell and returns its JSON line.
+pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<serde_json::Value> {
+    let cfg = Model {
+        cell,
+        embedding_dim: args.emb,
+        hidden_size: args.hidden,
+        ..Model::default()
+    };
+    let model = Classifier::new(&cfg, Input::Tokens { vocab: args.vocab }, args.classes, 0, device)?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let ids: Vec<u32> = (0..args.batch * args.seq)
+        .map(|_| rng.random_range(0..args.vocab as u32))
+        .collect();
+    let x = Tensor::from_vec(ids, (args.batch, args.seq), device)?;
+    let labels: Vec<u32> = (0..args.batch)
+        .map(|_| rng.random_range(0..args.classes as u32))
+        .collect();
+    let y = Tensor::new(labels, device)?;
+    let train = Train {
+        lr: 1e-3,
+        ..Train::default()
+    };
+    let mut opt = Optimizer::new(&train);
+    let run = || RunOpts {
+        reference: args.reference,
+        ..Default::default()
+    };
+    let mut phases = Phases::default();
+    let mut step = |phases: Option<&mut Phases>| -> Result<()> {
+        let t0 = Instant::now();
+        let logits = model.forward(&x, run())?.logits;
+        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        loss.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let store = loss.backward()?;
+        let g = grads::collect(&model.params, &store)?;
+        let t2 = Instant::now();
+        opt.step(&model.params, &g, train.lr)?;
+        device.synchronize()?;
+        if let Some(p) = phases {
+            let t3 = Instant::now();
+            p.forward += (t1 - t0).as_secs_f64();
+            p.backward += (t2 - t1).as_secs_f64();
+            p.optimizer += (t3 - t2).as_secs_f64();
+        }
+        Ok(())
+    };
+    for _ in 0..args.warmup {
+        step(None)?;
+    }
+    let t = Instant::now();
+    for _ in 0..args.steps {
+        step(Some(&mut phases))?;
+    }
+    let train_s = t.elapsed().as_secs_f64();
+    let infer = |n: usize| -> Result<()> {
+        for _ in 0..n {
+            model.forward(&x, run())?.logits.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+        }
+        Ok(())
+    };
+    infer(args.warmup)?;
+    let t = Instant::now();
+    infer(args.steps)?;
+    let infer_s = t.elapsed().as_secs_f64();
+    let samples = (args.batch * args.steps) as f64;
+    let pct = |x: f64| (1000.0 * x / train_s).round() / 10.0;
+    Ok(json!({
+        "peer": format!("rnnlab-{}{}", env!("CARGO_PKG_VERSION"), if args.reference { "-reference" } else { "" }),
+        "cell": format!("{cell:?}").to_lowercase(),
+        "batch": args.batch, "seq": args.seq, "emb": args.emb, "hidden": args.hidden,
+        "threads": candle_core::utils::get_num_threads(),
+        "train_samples_per_s": (samples / train_s * 10.0).round() / 10.0,
+        "infer_samples_per_s": (samples / infer_s * 10.0).round() / 10.0,
+        "train_time_pct": {"forward": pct(phases.forward), "backward": pct(phases.backward), "optimizer": pct(phases.optimizer)},
+        "peak_rss_mb": peak_rss_mb(),
+        "device": format!("{device:?}"),
+    }))
+}
+
+/// Peak resident memory of this process so far (VmHWM), in MiB; None off Linux.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
