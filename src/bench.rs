@@ -48,7 +48,13 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
         hidden_size: args.hidden,
         ..Model::default()
     };
-    let model = Classifier::new(&cfg, Input::Tokens { vocab: args.vocab }, args.classes, 0, device)?;
+    let model = Classifier::new(
+        &cfg,
+        Input::Tokens { vocab: args.vocab },
+        args.classes,
+        0,
+        device,
+    )?;
     let mut rng = StdRng::seed_from_u64(0);
     let ids: Vec<u32> = (0..args.batch * args.seq)
         .map(|_| rng.random_range(0..args.vocab as u32))
@@ -97,7 +103,12 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
     let train_s = t.elapsed().as_secs_f64();
     let infer = |n: usize| -> Result<()> {
         for _ in 0..n {
-            model.forward(&x, run())?.logits.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+            model
+                .forward(&x, run())?
+                .logits
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
         }
         Ok(())
     };

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::Tensor;
+use candle_core::{CpuStorage, Layout, Storage, Tensor, Var};
 
 use crate::config::{OptimizerKind, Schedule, Train};
 use crate::error::Result;
@@ -66,6 +66,157 @@ pub struct Optimizer {
     /// Optimizer steps taken (Adam's bias correction uses it).
     pub steps: usize,
     slots: HashMap<String, Slot>,
+    /// Update CPU parameters in one fused pass per tensor (default); false = candle tensor
+    /// ops, which is what other devices use.
+    pub host: bool,
+}
+
+/// One step's constants, resolved from the optimizer and the step count.
+struct Rule {
+    kind: OptimizerKind,
+    lr: f32,
+    wd: f32,
+    momentum: f32,
+    nesterov: bool,
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    alpha: f32,
+    /// Adam's bias corrections 1 - beta^t.
+    bc1: f32,
+    bc2_sqrt: f32,
+}
+
+impl Rule {
+    fn of(o: &Optimizer, lr: f64) -> Rule {
+        let t = o.steps as i32;
+        Rule {
+            kind: o.kind,
+            lr: lr as f32,
+            wd: o.weight_decay as f32,
+            momentum: o.momentum as f32,
+            nesterov: o.nesterov,
+            b1: o.betas[0] as f32,
+            b2: o.betas[1] as f32,
+            eps: o.eps as f32,
+            alpha: o.alpha as f32,
+            bc1: (1.0 - o.betas[0].powi(t)) as f32,
+            bc2_sqrt: (1.0 - o.betas[1].powi(t)).sqrt() as f32,
+        }
+    }
+}
+
+/// A contiguous f32 CPU tensor's data, or None.
+fn host_slice(st: &Storage, l: &Layout) -> Option<Vec<f32>> {
+    match st {
+        Storage::Cpu(CpuStorage::F32(v)) => l.contiguous_offsets().map(|(a, b)| v[a..b].to_vec()),
+        _ => None,
+    }
+}
+
+type HostUpdate = (Tensor, Option<Tensor>, Option<Tensor>);
+
+/// The update rule in one pass over CPU memory (PyTorch's formulas, as `tensor_update`).
+/// Returns None when a tensor is not contiguous f32 CPU data.
+fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &Slot) -> Result<Option<HostUpdate>> {
+    let read = |t: &Tensor| {
+        let (st, l) = t.storage_and_layout();
+        host_slice(&st, l)
+    };
+    let (Some(mut p_data), Some(g_data)) = (read(p), read(g)) else {
+        return Ok(None);
+    };
+    let first_m = slot.m.is_none();
+    let first_v = slot.v.is_none();
+    let mut m_data = match &slot.m {
+        Some(m) => match read(m) {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+        None => vec![0f32; p_data.len()],
+    };
+    let mut v_data = match &slot.v {
+        Some(v) => match read(v) {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+        None => vec![0f32; p_data.len()],
+    };
+    let l2 = r.wd != 0.0 && r.kind != OptimizerKind::Adamw;
+    let (uses_m, uses_v) = match r.kind {
+        OptimizerKind::Sgd => (r.momentum != 0.0, false),
+        OptimizerKind::Adam | OptimizerKind::Adamw => (true, true),
+        OptimizerKind::Rmsprop => (r.momentum != 0.0, true),
+    };
+    for (((p, &g), m), v) in p_data
+        .iter_mut()
+        .zip(&g_data)
+        .zip(&mut m_data)
+        .zip(&mut v_data)
+    {
+        let g = if l2 { g + *p * r.wd } else { g };
+        match r.kind {
+            OptimizerKind::Sgd => {
+                let d = if r.momentum != 0.0 {
+                    *m = if first_m { g } else { *m * r.momentum + g };
+                    if r.nesterov {
+                        g + *m * r.momentum
+                    } else {
+                        *m
+                    }
+                } else {
+                    g
+                };
+                *p -= d * r.lr;
+            }
+            OptimizerKind::Adam | OptimizerKind::Adamw => {
+                if r.kind == OptimizerKind::Adamw && r.wd != 0.0 {
+                    *p *= 1.0 - r.lr * r.wd;
+                }
+                *m = if first_m {
+                    g * (1.0 - r.b1)
+                } else {
+                    *m * r.b1 + g * (1.0 - r.b1)
+                };
+                *v = if first_v {
+                    g * g * (1.0 - r.b2)
+                } else {
+                    *v * r.b2 + g * g * (1.0 - r.b2)
+                };
+                let denom = v.sqrt() * (1.0 / r.bc2_sqrt) + r.eps;
+                *p -= (*m / denom) * (r.lr / r.bc1);
+            }
+            OptimizerKind::Rmsprop => {
+                *v = if first_v {
+                    g * g * (1.0 - r.alpha)
+                } else {
+                    *v * r.alpha + g * g * (1.0 - r.alpha)
+                };
+                let d = g / (v.sqrt() + r.eps);
+                let d = if r.momentum != 0.0 {
+                    *m = if first_m { d } else { *m * r.momentum + d };
+                    *m
+                } else {
+                    d
+                };
+                *p -= d * r.lr;
+            }
+        }
+    }
+    let device = p.device();
+    let shape = p.shape();
+    let new_p = Tensor::from_vec(p_data, shape, device)?;
+    let m = if uses_m {
+        Some(Tensor::from_vec(m_data, shape, device)?)
+    } else {
+        None
+    };
+    let v = if uses_v {
+        Some(Tensor::from_vec(v_data, shape, device)?)
+    } else {
+        None
+    };
+    Ok(Some((new_p, m, v)))
 }
 
 impl Optimizer {
@@ -80,20 +231,41 @@ impl Optimizer {
             alpha: cfg.alpha,
             steps: 0,
             slots: HashMap::new(),
+            host: true,
         }
     }
 
     /// One update of every parameter in `params` from `grads` at learning rate `lr`.
     pub fn step(&mut self, params: &Params, grads: &Grads, lr: f64) -> Result<()> {
         self.steps += 1;
-        let t = self.steps as i32;
-        let (b1, b2) = (self.betas[0], self.betas[1]);
+        let rule = Rule::of(self, lr);
         for (name, g) in grads {
             let Some(var) = params.get(name) else {
                 continue;
             };
-            let p = var.as_tensor().detach();
             let slot = self.slots.entry(name.clone()).or_default();
+            if self.host {
+                if let Some((p, m, v)) = host_update(&rule, var.as_tensor(), g, slot)? {
+                    slot.m = m;
+                    slot.v = v;
+                    var.set(&p)?;
+                    continue;
+                }
+            }
+            self.tensor_update(name, var, g, lr)?;
+        }
+        Ok(())
+    }
+
+    /// The same rules on candle tensor ops (any device; the reference for `host_update`).
+    fn tensor_update(&mut self, name: &str, var: &Var, g: &Tensor, lr: f64) -> Result<()> {
+        let t = self.steps as i32;
+        let (b1, b2) = (self.betas[0], self.betas[1]);
+        {
+            let p = var.as_tensor().detach();
+            let Some(slot) = self.slots.get_mut(name) else {
+                return Ok(());
+            };
             let wd = self.weight_decay;
             let g = if wd != 0.0 && self.kind != OptimizerKind::Adamw {
                 (g + p.affine(wd, 0.0)?)?

@@ -112,11 +112,13 @@ fn update_rules_match_pytorch() {
             },
         ),
     ];
-    for (name, cfg) in cases {
+    // Both implementations: the fused host loop (CPU default) and candle tensor ops.
+    for ((name, cfg), host) in cases.iter().flat_map(|c| [(c, true), (c, false)]) {
         let mut params = Params::default();
         params.add("w", f["init.w"].clone()).unwrap();
         params.add("b", f["init.b"].clone()).unwrap();
-        let mut opt = Optimizer::new(&cfg);
+        let mut opt = Optimizer::new(cfg);
+        opt.host = host;
         for k in 0..4 {
             opt.step(&params, &grads(&f, k), cfg.lr).unwrap();
             for n in ["w", "b"] {

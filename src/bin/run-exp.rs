@@ -91,12 +91,23 @@ fn bench(b: BenchCli) -> ExitCode {
             }
         }
     }
-    let zero = [("--batch", b.batch), ("--seq", b.seq), ("--emb", b.emb), ("--hidden", b.hidden), ("--vocab", b.vocab), ("--classes", b.classes), ("--steps", b.steps)];
+    let zero = [
+        ("--batch", b.batch),
+        ("--seq", b.seq),
+        ("--emb", b.emb),
+        ("--hidden", b.hidden),
+        ("--vocab", b.vocab),
+        ("--classes", b.classes),
+        ("--steps", b.steps),
+    ];
     if let Some((flag, _)) = zero.iter().find(|(_, v)| *v == 0) {
         eprintln!("error: {flag} must be at least 1");
         return ExitCode::from(2);
     }
-    let device = match DeviceSpec::parse(&b.device).map_err(rnnlab::Error::Device).and_then(|d| d.open()) {
+    let device = match DeviceSpec::parse(&b.device)
+        .map_err(rnnlab::Error::Device)
+        .and_then(|d| d.open())
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: --device: {e}");
