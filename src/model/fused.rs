@@ -6,13 +6,12 @@
 //! `dG @ W_hh` gemm, then one big gemm for dW_hh over all steps; ∂L/∂h_t for every step falls
 //! out as a by-product and feeds the gradient-flow diagnostics.
 //!
-//! Output layout [batch, seq, slots * hidden], per (row, step) the slots are
-//! - rnn:  h
-//! - lstm: h, c, i, f, g, o   (gates after their nonlinearity)
-//! - gru:  h, r, z, n, hn     (hn = W_hn h_prev + b_hn)
-//!
-//! and all slots are zero at padded steps. Semantics match `cell.rs` + `stack.rs` exactly
-//! (lengths, reverse direction, truncated BPTT windows); the tests compare the two.
+//! The op's output is what the rest of the graph reads: h for every step ([batch, seq, hidden]),
+//! and for the LSTM also c ([batch, seq, 2 * hidden], h then c). The gate activations backward
+//! needs (lstm: i, f, g, o; gru: r, z, n, hn = W_hn h_prev + b_hn) stay inside the op, so no
+//! gradient buffer is ever allocated for them. Everything is zero at padded steps. Semantics
+//! match `cell.rs` + `stack.rs` exactly (lengths, reverse direction, truncated BPTT windows);
+//! the tests compare the two.
 
 use std::sync::{Arc, Mutex};
 
@@ -35,14 +34,45 @@ pub struct Recurrence {
     /// Truncated BPTT: no gradient reaches steps before `window_start[row]`.
     pub window_start: Option<Vec<usize>>,
     pub flow: Option<FlowSink>,
+    /// Gate activations from forward, [batch, seq, 4 * hidden] (lstm, gru), for backward.
+    saved: Mutex<Vec<f32>>,
 }
 
 impl Recurrence {
+    pub fn new(
+        kind: CellKind,
+        nonlinearity: Nonlinearity,
+        hidden: usize,
+        lengths: Vec<usize>,
+        reverse: bool,
+        window_start: Option<Vec<usize>>,
+        flow: Option<FlowSink>,
+    ) -> Recurrence {
+        Recurrence {
+            kind,
+            nonlinearity,
+            hidden,
+            lengths,
+            reverse,
+            window_start,
+            flow,
+            saved: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Output width per step in units of hidden: h, plus c for the LSTM.
     pub fn slots(kind: CellKind) -> usize {
         match kind {
-            CellKind::Rnn => 1,
-            CellKind::Lstm => 6,
-            CellKind::Gru => 5,
+            CellKind::Lstm => 2,
+            _ => 1,
+        }
+    }
+
+    /// Saved gate activations per step in units of hidden.
+    fn saved_slots(kind: CellKind) -> usize {
+        match kind {
+            CellKind::Rnn => 0,
+            _ => 4,
         }
     }
 
@@ -165,8 +195,12 @@ fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Resu
     }
 }
 
-fn tensor_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+/// A contiguous CPU f32 tensor's data, borrowed from its storage guard.
+fn storage_slice<'a>(st: &'a Storage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    match (st, l.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("rnnlab recurrence: {what} must be contiguous f32 CPU data"),
+    }
 }
 
 impl CustomOp3 for Recurrence {
@@ -188,6 +222,7 @@ impl CustomOp3 for Recurrence {
         let (b, t, g) = l1.shape().dims3()?;
         let h = self.hidden;
         let s = Recurrence::slots(self.kind) * h;
+        let sv = Recurrence::saved_slots(self.kind) * h;
         let xp = cpu_slice(s1, l1, "xp")?;
         let whh = cpu_slice(s2, l2, "weight_hh")?;
         let bhh = cpu_slice(s3, l3, "bias_hh")?;
@@ -199,6 +234,7 @@ impl CustomOp3 for Recurrence {
             candle_core::bail!("rnnlab recurrence: shapes do not match the cell");
         }
         let mut out = vec![0f32; b * t * s];
+        let mut saved = vec![0f32; b * t * sv];
         let mut hcur = vec![0f32; b * h];
         let mut ccur = vec![0f32; b * h];
         let mut hh = vec![0f32; b * g];
@@ -209,9 +245,10 @@ impl CustomOp3 for Recurrence {
                 if tt >= self.lengths[row] {
                     continue;
                 }
-                let x = &xp[(row * t + tt) * g..][..g];
+                let at = row * t + tt;
+                let x = &xp[at * g..][..g];
                 let pre = &mut hh[row * g..][..g];
-                let o = &mut out[(row * t + tt) * s..][..s];
+                let o = &mut out[at * s..][..s];
                 let hrow = &mut hcur[row * h..][..h];
                 // Simple loops over equal-length slices, so that they vectorize.
                 match self.kind {
@@ -237,8 +274,7 @@ impl CustomOp3 for Recurrence {
                         gg.iter_mut().for_each(|v| *v = tanh(*v));
                         let (i, f) = ifo.split_at(h);
                         let crow = &mut ccur[row * h..][..h];
-                        let (oh, rest) = o.split_at_mut(h);
-                        let (oc, gates) = rest.split_at_mut(h);
+                        let (oh, oc) = o.split_at_mut(h);
                         for j in 0..h {
                             let c = f[j] * crow[j] + i[j] * gg[j];
                             crow[j] = c;
@@ -246,7 +282,7 @@ impl CustomOp3 for Recurrence {
                             oh[j] = og[j] * tanh(c);
                         }
                         hrow.copy_from_slice(oh);
-                        gates.copy_from_slice(pre);
+                        saved[at * sv..][..sv].copy_from_slice(pre);
                     }
                     CellKind::Gru => {
                         let (rz, hn) = pre.split_at_mut(2 * h);
@@ -258,20 +294,23 @@ impl CustomOp3 for Recurrence {
                         }
                         let (r, z) = rz.split_at(h);
                         let xn = &x[2 * h..];
-                        let (oh, rest) = o.split_at_mut(h);
-                        let (orz, rest) = rest.split_at_mut(2 * h);
-                        let (on, ohn) = rest.split_at_mut(h);
+                        let keep = &mut saved[at * sv..][..sv];
+                        let (krz, rest) = keep.split_at_mut(2 * h);
+                        let (kn, khn) = rest.split_at_mut(h);
                         for j in 0..h {
                             let n = tanh(xn[j] + r[j] * hn[j]);
-                            on[j] = n;
-                            oh[j] = n + z[j] * (hrow[j] - n);
+                            kn[j] = n;
+                            o[j] = n + z[j] * (hrow[j] - n);
                         }
-                        hrow.copy_from_slice(oh);
-                        orz.copy_from_slice(rz);
-                        ohn.copy_from_slice(hn);
+                        hrow.copy_from_slice(o);
+                        krz.copy_from_slice(rz);
+                        khn.copy_from_slice(hn);
                     }
                 }
             }
+        }
+        if let Ok(mut keep) = self.saved.lock() {
+            *keep = saved;
         }
         Ok((CpuStorage::F32(out), Shape::from((b, t, s))))
     }
@@ -287,9 +326,25 @@ impl CustomOp3 for Recurrence {
         let (b, t, g) = xp.dims3()?;
         let h = self.hidden;
         let s = Recurrence::slots(self.kind) * h;
-        let whh = tensor_vec(weight_hh)?;
-        let out = tensor_vec(res)?;
-        let dout = tensor_vec(grad_res)?;
+        let sv = Recurrence::saved_slots(self.kind) * h;
+        let (weight_hh, res, grad_res) = (
+            weight_hh.contiguous()?,
+            res.contiguous()?,
+            grad_res.contiguous()?,
+        );
+        let (whh_st, whh_l) = weight_hh.storage_and_layout();
+        let whh = storage_slice(&whh_st, whh_l, "weight_hh")?;
+        let (out_st, out_l) = res.storage_and_layout();
+        let out = storage_slice(&out_st, out_l, "output")?;
+        let (dout_st, dout_l) = grad_res.storage_and_layout();
+        let dout = storage_slice(&dout_st, dout_l, "output gradient")?;
+        let saved = match self.saved.lock() {
+            Ok(mut keep) => std::mem::take(&mut *keep),
+            Err(_) => candle_core::bail!("rnnlab recurrence: saved activations unavailable"),
+        };
+        if saved.len() != b * t * sv {
+            candle_core::bail!("rnnlab recurrence: backward ran twice or before forward");
+        }
         let gru = self.kind == CellKind::Gru;
         // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
         // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
@@ -320,20 +375,22 @@ impl CustomOp3 for Recurrence {
                 let at = row * t + tt;
                 let o = &out[at * s..][..s];
                 let d_o = &dout[at * s..][..s];
+                let keep = &saved[at * sv..][..sv];
                 let prev = self.prev(tt, len).map(|p| &out[(row * t + p) * s..][..s]);
                 let hp = &mut hprev[at * h..][..h];
                 if let Some(p) = prev {
                     hp.copy_from_slice(&p[..h]);
                 }
                 let dx = &mut dxp[at * g..][..g];
-                let mut sq = 0f64;
+                // dh_row becomes the total ∂L/∂h_t (carried + direct).
+                for (d, e) in dh_row.iter_mut().zip(&d_o[..h]) {
+                    *d += e;
+                }
+                flow[tt] += dh_row.iter().map(|&v| (v * v) as f64).sum::<f64>();
                 match self.kind {
                     CellKind::Rnn => {
-                        for j in 0..h {
-                            let dht = dh_row[j] + d_o[j];
-                            sq += (dht * dht) as f64;
-                            let v = o[j];
-                            dx[j] = match self.nonlinearity {
+                        for ((d, &dht), &v) in dx.iter_mut().zip(dh_row.iter()).zip(o) {
+                            *d = match self.nonlinearity {
                                 Nonlinearity::Tanh => dht * (1.0 - v * v),
                                 Nonlinearity::Relu => {
                                     if v > 0.0 {
@@ -343,53 +400,51 @@ impl CustomOp3 for Recurrence {
                                     }
                                 }
                             };
-                            dh_row[j] = 0.0;
                         }
+                        dh_row.fill(0.0);
                     }
                     CellKind::Lstm => {
+                        let (i, rest) = keep.split_at(h);
+                        let (f, rest) = rest.split_at(h);
+                        let (gg, og) = rest.split_at(h);
+                        let c = &o[h..];
+                        let dc_out = &d_o[h..];
+                        let (di, rest) = dx.split_at_mut(h);
+                        let (df, rest) = rest.split_at_mut(h);
+                        let (dg, dout_g) = rest.split_at_mut(h);
                         for j in 0..h {
-                            let dht = dh_row[j] + d_o[j];
-                            sq += (dht * dht) as f64;
-                            let (c, i, f, gg, og) = (
-                                o[h + j],
-                                o[2 * h + j],
-                                o[3 * h + j],
-                                o[4 * h + j],
-                                o[5 * h + j],
-                            );
+                            let dht = dh_row[j];
                             let c_prev = prev.map_or(0.0, |p| p[h + j]);
-                            let tc = tanh(c);
-                            let dct = dc_row[j] + d_o[h + j] + dht * og * (1.0 - tc * tc);
-                            dx[j] = dct * gg * i * (1.0 - i);
-                            dx[h + j] = dct * c_prev * f * (1.0 - f);
-                            dx[2 * h + j] = dct * i * (1.0 - gg * gg);
-                            dx[3 * h + j] = dht * tc * og * (1.0 - og);
-                            dc_row[j] = dct * f;
-                            dh_row[j] = 0.0;
+                            let tc = tanh(c[j]);
+                            let dct = dc_row[j] + dc_out[j] + dht * og[j] * (1.0 - tc * tc);
+                            di[j] = dct * gg[j] * i[j] * (1.0 - i[j]);
+                            df[j] = dct * c_prev * f[j] * (1.0 - f[j]);
+                            dg[j] = dct * i[j] * (1.0 - gg[j] * gg[j]);
+                            dout_g[j] = dht * tc * og[j] * (1.0 - og[j]);
+                            dc_row[j] = dct * f[j];
                         }
+                        dh_row.fill(0.0);
                     }
                     CellKind::Gru => {
+                        let (r, rest) = keep.split_at(h);
+                        let (z, rest) = rest.split_at(h);
+                        let (n, hn) = rest.split_at(h);
                         let dq = &mut dhh[at * g..][..g];
                         for j in 0..h {
-                            let dht = dh_row[j] + d_o[j];
-                            sq += (dht * dht) as f64;
-                            let (r, z, n, hn) =
-                                (o[h + j], o[2 * h + j], o[3 * h + j], o[4 * h + j]);
-                            let hpj = hp[j];
-                            let dan = dht * (1.0 - z) * (1.0 - n * n);
-                            let dar = dan * hn * r * (1.0 - r);
-                            let daz = dht * (hpj - n) * z * (1.0 - z);
+                            let dht = dh_row[j];
+                            let dan = dht * (1.0 - z[j]) * (1.0 - n[j] * n[j]);
+                            let dar = dan * hn[j] * r[j] * (1.0 - r[j]);
+                            let daz = dht * (hp[j] - n[j]) * z[j] * (1.0 - z[j]);
                             dx[j] = dar;
                             dx[h + j] = daz;
                             dx[2 * h + j] = dan;
                             dq[j] = dar;
                             dq[h + j] = daz;
-                            dq[2 * h + j] = dan * r;
-                            dh_row[j] = dht * z;
+                            dq[2 * h + j] = dan * r[j];
+                            dh_row[j] = dht * z[j];
                         }
                     }
                 }
-                flow[tt] += sq;
             }
             // dh_{prev} += dG_t @ W_hh over the batch: dG_t rows sit t*g apart in [b, t, g].
             let dg = if gru { &dhh } else { &dxp };
@@ -398,7 +453,7 @@ impl CustomOp3 for Recurrence {
                 (b, h, g),
                 &dg[tt * g..],
                 (t * g, 1),
-                &whh,
+                whh,
                 (h, 1),
                 true,
             );

@@ -271,19 +271,19 @@ fn run_fused(
     let (b, t, _) = xs.dims3()?;
     let h = cell.hidden;
     let sink: Option<FlowSink> = probe.then(|| Arc::new(Mutex::new(Vec::new())));
-    let op = Recurrence {
-        kind: cell.kind,
-        nonlinearity: cell.nonlinearity,
-        hidden: h,
-        lengths: masks.lengths.clone(),
+    let op = Recurrence::new(
+        cell.kind,
+        cell.nonlinearity,
+        h,
+        masks.lengths.clone(),
         reverse,
-        window_start: if reverse {
+        if reverse {
             None
         } else {
             masks.window_start.clone()
         },
-        flow: sink.clone(),
-    };
+        sink.clone(),
+    );
     let res = fused::run(op, &cell.project(xs)?, &cell.weight_hh, &cell.bias_hh)?;
     let slots = Recurrence::slots(cell.kind) * h;
     // Final state: each row's last valid step (forward) or step 0 (backward).
