@@ -226,3 +226,59 @@ fn grad_flow_probes_do_not_change_the_forward_pass() {
         .unwrap();
     assert!(row1.iter().all(|&v| v == 0.0));
 }
+
+/// A batch large enough that the fused op splits its rows across threads: outputs, every
+/// parameter gradient and the gradient flow equal the reference implementation's.
+#[test]
+fn fused_op_matches_reference_on_a_threaded_batch() {
+    let (b, t) = (37, 11);
+    let mut rng = StdRng::seed_from_u64(5);
+    let lengths: Vec<usize> = (0..b).map(|_| rng.random_range(1..=t)).collect();
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(1..20u32)).collect();
+    let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
+    let labels: Vec<u32> = (0..b).map(|_| rng.random_range(0..3u32)).collect();
+    let labels = Tensor::new(labels, &Device::Cpu).unwrap();
+    for cell in CELLS {
+        for (bidir, layers, tbptt, readout) in [
+            (false, 1, 0, Readout::Last),
+            (true, 2, 0, Readout::Mean),
+            (false, 2, 4, Readout::Max),
+        ] {
+            let m = model(cell, readout, bidir, layers);
+            let run = |reference: bool| {
+                let fwd = m
+                    .forward(&ids, opts(Some(&lengths), tbptt, true, reference))
+                    .unwrap();
+                let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
+                let store = loss.backward().unwrap();
+                let grads: Vec<Tensor> = m
+                    .params
+                    .iter()
+                    .map(|(_, v)| store.get(v.as_tensor()).unwrap().clone())
+                    .collect();
+                (
+                    fwd.logits,
+                    grads,
+                    rnnlab::grads::flow(&fwd.flow, &store).unwrap(),
+                )
+            };
+            let (lf, gf, ff) = run(false);
+            let (lr, gr, fr) = run(true);
+            let what = format!("{cell:?} bidir={bidir} layers={layers} tbptt={tbptt}");
+            assert!(max_diff(&lf, &lr) < 1e-5, "{what}: logits");
+            for ((name, _), (a, b)) in m.params.iter().zip(gf.iter().zip(&gr)) {
+                assert!(
+                    max_diff(a, b) < 1e-5,
+                    "{what}: grad {name} differs by {}",
+                    max_diff(a, b)
+                );
+            }
+            for (a, b) in ff.iter().zip(&fr) {
+                assert!(
+                    (a - b).abs() <= 1e-6 + 1e-4 * b.abs(),
+                    "{what}: flow {ff:?} vs {fr:?}"
+                );
+            }
+        }
+    }
+}

@@ -23,6 +23,16 @@ use crate::config::{CellKind, Nonlinearity};
 /// Per-step ‖∂L/∂h_t‖ (norm over the batch), written by backward when asked for.
 pub type FlowSink = Arc<Mutex<Vec<f64>>>;
 
+/// One chunk's read-only view for backward.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    lengths: &'a [usize],
+    window_start: Option<&'a [usize]>,
+    out: &'a [f32],
+    dout: &'a [f32],
+    saved: &'a [f32],
+}
+
 pub struct Recurrence {
     pub kind: CellKind,
     pub nonlinearity: Nonlinearity,
@@ -82,167 +92,33 @@ impl Recurrence {
         (0..t).map(move |s| if rev { t - 1 - s } else { s })
     }
 
-    /// The step whose state feeds step `tt` in row `row`, if any.
-    fn prev(&self, tt: usize, len: usize) -> Option<usize> {
-        if self.reverse {
-            (tt + 1 < len).then_some(tt + 1)
-        } else {
-            tt.checked_sub(1)
-        }
-    }
-}
-
-/// exp with Cephes' single-precision polynomial after range reduction (relative error
-/// ~1e-7), branch-free so the gate loops vectorize; libm's expf/tanhf were a fifth of the
-/// training time.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Round x/ln2 to the nearest integer by adding 1.5 * 2^23 (no floorf call, vectorizes).
-    const MAGIC: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let t = x * LOG2E + MAGIC;
-    let n = t - MAGIC;
-    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((ni + 127) as u32) << 23)
-}
-
-#[inline(always)]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + exp(-x))
-}
-
-#[inline(always)]
-fn tanh(x: f32) -> f32 {
-    2.0 / (1.0 + exp(-2.0 * x)) - 1.0
-}
-
-fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
-    let threads = candle_core::utils::get_num_threads();
-    // Below ~2 MFLOP a gemm is done before a second thread has started.
-    if threads > 1 && m * n * k >= 1 << 20 {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
-    }
-}
-
-/// dst[m, n] (+)= a[m, k] @ b[k, n]; each operand given by its row and column strides.
-#[allow(clippy::too_many_arguments)]
-fn mm(
-    dst: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    a: &[f32],
-    (a_rs, a_cs): (usize, usize),
-    b: &[f32],
-    (b_rs, b_cs): (usize, usize),
-    accumulate: bool,
-) {
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!(dst.len() >= m * n, "gemm: dst too small");
-    assert!(
-        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
-        "gemm: lhs out of bounds"
-    );
-    assert!(
-        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
-        "gemm: rhs out of bounds"
-    );
-    // SAFETY: the asserts above keep every index the kernel touches inside the slices; dst
-    // does not alias a or b (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(m, n, k),
-        )
-    }
-}
-
-fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("rnnlab recurrence: {what} must be contiguous"),
-    }
-}
-
-/// A contiguous CPU f32 tensor's data, borrowed from its storage guard.
-fn storage_slice<'a>(st: &'a Storage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    match (st, l.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("rnnlab recurrence: {what} must be contiguous f32 CPU data"),
-    }
-}
-
-impl CustomOp3 for Recurrence {
-    fn name(&self) -> &'static str {
-        "rnnlab-recurrence"
-    }
-
-    /// s1: xp [batch, seq, gates*hidden], s2: W_hh [gates*hidden, hidden], s3: b_hh
-    /// [gates*hidden] (used by the GRU only; the others fold it into xp).
-    fn cpu_fwd(
+    /// Forward over a contiguous chunk of batch rows (all of their steps). xp, out and saved
+    /// hold just these rows.
+    #[allow(clippy::too_many_arguments)]
+    fn fwd_rows(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, t, g) = l1.shape().dims3()?;
+        lengths: &[usize],
+        t: usize,
+        xp: &[f32],
+        whh: &[f32],
+        bhh: &[f32],
+        out: &mut [f32],
+        saved: &mut [f32],
+        par: bool,
+    ) {
+        let b = lengths.len();
         let h = self.hidden;
+        let g = self.kind.gates() * h;
         let s = Recurrence::slots(self.kind) * h;
         let sv = Recurrence::saved_slots(self.kind) * h;
-        let xp = cpu_slice(s1, l1, "xp")?;
-        let whh = cpu_slice(s2, l2, "weight_hh")?;
-        let bhh = cpu_slice(s3, l3, "bias_hh")?;
-        if g != self.kind.gates() * h
-            || whh.len() != g * h
-            || bhh.len() != g
-            || self.lengths.len() != b
-        {
-            candle_core::bail!("rnnlab recurrence: shapes do not match the cell");
-        }
-        let mut out = vec![0f32; b * t * s];
-        let mut saved = vec![0f32; b * t * sv];
         let mut hcur = vec![0f32; b * h];
         let mut ccur = vec![0f32; b * h];
         let mut hh = vec![0f32; b * g];
         for tt in self.order(t) {
             // hh = h @ W_hh^T: W_hh [g, h] read transposed (row stride 1, column stride h).
-            mm(&mut hh, (b, g, h), &hcur, (h, 1), whh, (1, h), false);
+            mm(&mut hh, (b, g, h), &hcur, (h, 1), whh, (1, h), false, par);
             for row in 0..b {
-                if tt >= self.lengths[row] {
+                if tt >= lengths[row] {
                     continue;
                 }
                 let at = row * t + tt;
@@ -309,74 +185,51 @@ impl CustomOp3 for Recurrence {
                 }
             }
         }
-        if let Ok(mut keep) = self.saved.lock() {
-            *keep = saved;
-        }
-        Ok((CpuStorage::F32(out), Shape::from((b, t, s))))
     }
 
-    fn bwd(
+    /// Backward over a contiguous chunk of batch rows; dxp, dhh and hprev hold just these
+    /// rows. Returns this chunk's per-step sums of (∂L/∂h_t)².
+    #[allow(clippy::too_many_arguments)]
+    fn bwd_rows(
         &self,
-        xp: &Tensor,
-        weight_hh: &Tensor,
-        _bias_hh: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (b, t, g) = xp.dims3()?;
+        rows: Rows,
+        t: usize,
+        whh: &[f32],
+        dxp: &mut [f32],
+        dhh: &mut [f32],
+        hprev: &mut [f32],
+        par: bool,
+    ) -> Vec<f64> {
+        let b = rows.lengths.len();
         let h = self.hidden;
+        let g = self.kind.gates() * h;
         let s = Recurrence::slots(self.kind) * h;
         let sv = Recurrence::saved_slots(self.kind) * h;
-        let (weight_hh, res, grad_res) = (
-            weight_hh.contiguous()?,
-            res.contiguous()?,
-            grad_res.contiguous()?,
-        );
-        let (whh_st, whh_l) = weight_hh.storage_and_layout();
-        let whh = storage_slice(&whh_st, whh_l, "weight_hh")?;
-        let (out_st, out_l) = res.storage_and_layout();
-        let out = storage_slice(&out_st, out_l, "output")?;
-        let (dout_st, dout_l) = grad_res.storage_and_layout();
-        let dout = storage_slice(&dout_st, dout_l, "output gradient")?;
-        let saved = match self.saved.lock() {
-            Ok(mut keep) => std::mem::take(&mut *keep),
-            Err(_) => candle_core::bail!("rnnlab recurrence: saved activations unavailable"),
-        };
-        if saved.len() != b * t * sv {
-            candle_core::bail!("rnnlab recurrence: backward ran twice or before forward");
-        }
         let gru = self.kind == CellKind::Gru;
-        // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
-        // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
-        let mut dxp = vec![0f32; b * t * g];
-        let mut dhh = if gru {
-            vec![0f32; b * t * g]
-        } else {
-            Vec::new()
-        };
-        let mut hprev = vec![0f32; b * t * h];
         let mut dh = vec![0f32; b * h];
         let mut dc = vec![0f32; b * h];
         let mut flow = vec![0f64; t];
         for tt in self.order(t).rev() {
             for row in 0..b {
-                let len = self.lengths[row];
+                let len = rows.lengths[row];
                 if tt >= len {
                     continue;
                 }
                 let dh_row = &mut dh[row * h..][..h];
                 let dc_row = &mut dc[row * h..][..h];
-                if self.window_start.as_ref().is_some_and(|w| tt < w[row]) {
+                if rows.window_start.is_some_and(|w| tt < w[row]) {
                     // Before the truncated-BPTT window: detached, nothing flows further back.
                     dh_row.fill(0.0);
                     dc_row.fill(0.0);
                     continue;
                 }
                 let at = row * t + tt;
-                let o = &out[at * s..][..s];
-                let d_o = &dout[at * s..][..s];
-                let keep = &saved[at * sv..][..sv];
-                let prev = self.prev(tt, len).map(|p| &out[(row * t + p) * s..][..s]);
+                let o = &rows.out[at * s..][..s];
+                let d_o = &rows.dout[at * s..][..s];
+                let keep = &rows.saved[at * sv..][..sv];
+                let prev = self
+                    .prev(tt, len)
+                    .map(|p| &rows.out[(row * t + p) * s..][..s]);
                 let hp = &mut hprev[at * h..][..h];
                 if let Some(p) = prev {
                     hp.copy_from_slice(&p[..h]);
@@ -447,7 +300,7 @@ impl CustomOp3 for Recurrence {
                 }
             }
             // dh_{prev} += dG_t @ W_hh over the batch: dG_t rows sit t*g apart in [b, t, g].
-            let dg = if gru { &dhh } else { &dxp };
+            let dg: &[f32] = if gru { dhh } else { dxp };
             mm(
                 &mut dh,
                 (b, h, g),
@@ -456,12 +309,305 @@ impl CustomOp3 for Recurrence {
                 whh,
                 (h, 1),
                 true,
+                par,
             );
         }
+        flow
+    }
+
+    /// The step whose state feeds step `tt` in row `row`, if any.
+    fn prev(&self, tt: usize, len: usize) -> Option<usize> {
+        if self.reverse {
+            (tt + 1 < len).then_some(tt + 1)
+        } else {
+            tt.checked_sub(1)
+        }
+    }
+}
+
+/// exp with Cephes' single-precision polynomial after range reduction (relative error
+/// ~1e-7), branch-free so the gate loops vectorize; libm's expf/tanhf were a fifth of the
+/// training time.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Round x/ln2 to the nearest integer by adding 1.5 * 2^23 (no floorf call, vectorizes).
+    const MAGIC: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((ni + 127) as u32) << 23)
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    2.0 / (1.0 + exp(-2.0 * x)) - 1.0
+}
+
+fn parallelism(m: usize, n: usize, k: usize, allow: bool) -> Parallelism {
+    let threads = candle_core::utils::get_num_threads();
+    // Below ~2 MFLOP a gemm is done before a second thread has started.
+    if allow && threads > 1 && m * n * k >= 1 << 20 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// Batch rows split into one contiguous chunk per thread: each chunk runs the whole sequence
+/// on its own core with no synchronisation per step (the grain that suits few cores).
+/// Returns (first row, rows) pairs.
+fn row_chunks(b: usize) -> Vec<(usize, usize)> {
+    const MIN_ROWS: usize = 8;
+    let threads = candle_core::utils::get_num_threads()
+        .min(b / MIN_ROWS)
+        .max(1);
+    let base = b / threads;
+    let extra = b % threads;
+    let mut r0 = 0;
+    (0..threads)
+        .map(|i| {
+            let nb = base + usize::from(i < extra);
+            let c = (r0, nb);
+            r0 += nb;
+            c
+        })
+        .collect()
+}
+
+/// dst[m, n] (+)= a[m, k] @ b[k, n]; each operand given by its row and column strides.
+#[allow(clippy::too_many_arguments)]
+fn mm(
+    dst: &mut [f32],
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    accumulate: bool,
+    par: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(dst.len() >= m * n, "gemm: dst too small");
+    assert!(
+        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+        "gemm: lhs out of bounds"
+    );
+    assert!(
+        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "gemm: rhs out of bounds"
+    );
+    // SAFETY: the asserts above keep every index the kernel touches inside the slices; dst
+    // does not alias a or b (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(m, n, k, par),
+        )
+    }
+}
+
+fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("rnnlab recurrence: {what} must be contiguous"),
+    }
+}
+
+/// A contiguous CPU f32 tensor's data, borrowed from its storage guard.
+fn storage_slice<'a>(st: &'a Storage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    match (st, l.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("rnnlab recurrence: {what} must be contiguous f32 CPU data"),
+    }
+}
+
+impl CustomOp3 for Recurrence {
+    fn name(&self) -> &'static str {
+        "rnnlab-recurrence"
+    }
+
+    /// s1: xp [batch, seq, gates*hidden], s2: W_hh [gates*hidden, hidden], s3: b_hh
+    /// [gates*hidden] (used by the GRU only; the others fold it into xp).
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, t, g) = l1.shape().dims3()?;
+        let h = self.hidden;
+        let s = Recurrence::slots(self.kind) * h;
+        let sv = Recurrence::saved_slots(self.kind) * h;
+        let xp = cpu_slice(s1, l1, "xp")?;
+        let whh = cpu_slice(s2, l2, "weight_hh")?;
+        let bhh = cpu_slice(s3, l3, "bias_hh")?;
+        if g != self.kind.gates() * h
+            || whh.len() != g * h
+            || bhh.len() != g
+            || self.lengths.len() != b
+        {
+            candle_core::bail!("rnnlab recurrence: shapes do not match the cell");
+        }
+        let mut out = vec![0f32; b * t * s];
+        let mut saved = vec![0f32; b * t * sv];
+        let chunks = row_chunks(b);
+        let par = chunks.len() == 1;
+        std::thread::scope(|scope| {
+            let (mut out_rest, mut saved_rest) = (out.as_mut_slice(), saved.as_mut_slice());
+            for (i, &(r0, nb)) in chunks.iter().enumerate() {
+                let (o, rest) = std::mem::take(&mut out_rest).split_at_mut(nb * t * s);
+                out_rest = rest;
+                let (sv_rows, rest) = std::mem::take(&mut saved_rest).split_at_mut(nb * t * sv);
+                saved_rest = rest;
+                let x = &xp[r0 * t * g..(r0 + nb) * t * g];
+                let lengths = &self.lengths[r0..r0 + nb];
+                let mut work = move || self.fwd_rows(lengths, t, x, whh, bhh, o, sv_rows, par);
+                if i + 1 == chunks.len() {
+                    work();
+                } else {
+                    scope.spawn(work);
+                }
+            }
+        });
+        if let Ok(mut keep) = self.saved.lock() {
+            *keep = saved;
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, t, s))))
+    }
+
+    fn bwd(
+        &self,
+        xp: &Tensor,
+        weight_hh: &Tensor,
+        _bias_hh: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, t, g) = xp.dims3()?;
+        let h = self.hidden;
+        let s = Recurrence::slots(self.kind) * h;
+        let sv = Recurrence::saved_slots(self.kind) * h;
+        let (weight_hh, res, grad_res) = (
+            weight_hh.contiguous()?,
+            res.contiguous()?,
+            grad_res.contiguous()?,
+        );
+        let (whh_st, whh_l) = weight_hh.storage_and_layout();
+        let whh = storage_slice(&whh_st, whh_l, "weight_hh")?;
+        let (out_st, out_l) = res.storage_and_layout();
+        let out = storage_slice(&out_st, out_l, "output")?;
+        let (dout_st, dout_l) = grad_res.storage_and_layout();
+        let dout = storage_slice(&dout_st, dout_l, "output gradient")?;
+        let saved = match self.saved.lock() {
+            Ok(mut keep) => std::mem::take(&mut *keep),
+            Err(_) => candle_core::bail!("rnnlab recurrence: saved activations unavailable"),
+        };
+        if saved.len() != b * t * sv {
+            candle_core::bail!("rnnlab recurrence: backward ran twice or before forward");
+        }
+        let gru = self.kind == CellKind::Gru;
+        // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
+        // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
+        let mut dxp = vec![0f32; b * t * g];
+        let mut dhh = if gru {
+            vec![0f32; b * t * g]
+        } else {
+            Vec::new()
+        };
+        let mut hprev = vec![0f32; b * t * h];
+        let chunks = row_chunks(b);
+        let par = chunks.len() == 1;
+        let mut flow = vec![0f64; t];
+        std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            let (mut dxp_rest, mut dhh_rest, mut hprev_rest) =
+                (dxp.as_mut_slice(), dhh.as_mut_slice(), hprev.as_mut_slice());
+            let saved = &saved;
+            for (i, &(r0, nb)) in chunks.iter().enumerate() {
+                let (dx, rest) = std::mem::take(&mut dxp_rest).split_at_mut(nb * t * g);
+                dxp_rest = rest;
+                let (dq, rest) =
+                    std::mem::take(&mut dhh_rest).split_at_mut(if gru { nb * t * g } else { 0 });
+                dhh_rest = rest;
+                let (hp, rest) = std::mem::take(&mut hprev_rest).split_at_mut(nb * t * h);
+                hprev_rest = rest;
+                let rows = Rows {
+                    lengths: &self.lengths[r0..r0 + nb],
+                    window_start: self.window_start.as_deref().map(|w| &w[r0..r0 + nb]),
+                    out: &out[r0 * t * s..(r0 + nb) * t * s],
+                    dout: &dout[r0 * t * s..(r0 + nb) * t * s],
+                    saved: &saved[r0 * t * sv..(r0 + nb) * t * sv],
+                };
+                let mut work = move || self.bwd_rows(rows, t, whh, dx, dq, hp, par);
+                if i + 1 == chunks.len() {
+                    for (f, v) in flow.iter_mut().zip(work()) {
+                        *f += v;
+                    }
+                } else {
+                    handles.push(scope.spawn(work));
+                }
+            }
+            for handle in handles {
+                if let Ok(part) = handle.join() {
+                    for (f, v) in flow.iter_mut().zip(part) {
+                        *f += v;
+                    }
+                }
+            }
+        });
         // dW_hh = sum over rows and steps of dG^T h_prev: one [g, b*t] @ [b*t, h] gemm.
         let dg = if gru { &dhh } else { &dxp };
         let mut dwhh = vec![0f32; g * h];
-        mm(&mut dwhh, (g, h, b * t), dg, (1, g), &hprev, (h, 1), false);
+        mm(
+            &mut dwhh,
+            (g, h, b * t),
+            dg,
+            (1, g),
+            &hprev,
+            (h, 1),
+            false,
+            true,
+        );
         let device = xp.device();
         let dbhh = if gru {
             let mut db = vec![0f32; g];
