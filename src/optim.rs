@@ -116,6 +116,65 @@ fn host_slice(st: &Storage, l: &Layout) -> Option<Vec<f32>> {
 
 type HostUpdate = (Tensor, Option<Tensor>, Option<Tensor>);
 
+#[derive(Clone, Copy)]
+struct Flags {
+    first_m: bool,
+    first_v: bool,
+    /// Weight decay as an L2 term added to the gradient (all but adamw).
+    l2: bool,
+}
+
+/// One optimizer's rule over a slice; one loop per rule so that each vectorizes.
+fn apply(r: &Rule, f: Flags, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let grad = |g: f32, p: f32| if f.l2 { g + p * r.wd } else { g };
+    let it = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+    match r.kind {
+        OptimizerKind::Sgd => {
+            for (((p, &g), m), _) in it {
+                let g = grad(g, *p);
+                let d = if r.momentum != 0.0 {
+                    *m = if f.first_m { g } else { *m * r.momentum + g };
+                    if r.nesterov {
+                        g + *m * r.momentum
+                    } else {
+                        *m
+                    }
+                } else {
+                    g
+                };
+                *p -= d * r.lr;
+            }
+        }
+        OptimizerKind::Adam | OptimizerKind::Adamw => {
+            let decay = if r.kind == OptimizerKind::Adamw { 1.0 - r.lr * r.wd } else { 1.0 };
+            let step = r.lr / r.bc1;
+            let inv_bc2 = 1.0 / r.bc2_sqrt;
+            for (((p, &g), m), v) in it {
+                let g = grad(g, *p);
+                *p *= decay;
+                *m = if f.first_m { g * (1.0 - r.b1) } else { *m * r.b1 + g * (1.0 - r.b1) };
+                *v = if f.first_v { g * g * (1.0 - r.b2) } else { *v * r.b2 + g * g * (1.0 - r.b2) };
+                let denom = v.sqrt() * inv_bc2 + r.eps;
+                *p -= (*m / denom) * step;
+            }
+        }
+        OptimizerKind::Rmsprop => {
+            for (((p, &g), m), v) in it {
+                let g = grad(g, *p);
+                *v = if f.first_v { g * g * (1.0 - r.alpha) } else { *v * r.alpha + g * g * (1.0 - r.alpha) };
+                let d = g / (v.sqrt() + r.eps);
+                let d = if r.momentum != 0.0 {
+                    *m = if f.first_m { d } else { *m * r.momentum + d };
+                    *m
+                } else {
+                    d
+                };
+                *p -= d * r.lr;
+            }
+        }
+    }
+}
+
 /// The update rule in one pass over CPU memory (PyTorch's formulas, as `tensor_update`).
 /// Returns None when a tensor is not contiguous f32 CPU data.
 fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &Slot) -> Result<Option<HostUpdate>> {
@@ -148,61 +207,20 @@ fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &Slot) -> Result<Option<H
         OptimizerKind::Adam | OptimizerKind::Adamw => (true, true),
         OptimizerKind::Rmsprop => (r.momentum != 0.0, true),
     };
-    for (((p, &g), m), v) in p_data
-        .iter_mut()
-        .zip(&g_data)
-        .zip(&mut m_data)
-        .zip(&mut v_data)
-    {
-        let g = if l2 { g + *p * r.wd } else { g };
-        match r.kind {
-            OptimizerKind::Sgd => {
-                let d = if r.momentum != 0.0 {
-                    *m = if first_m { g } else { *m * r.momentum + g };
-                    if r.nesterov {
-                        g + *m * r.momentum
-                    } else {
-                        *m
-                    }
-                } else {
-                    g
-                };
-                *p -= d * r.lr;
-            }
-            OptimizerKind::Adam | OptimizerKind::Adamw => {
-                if r.kind == OptimizerKind::Adamw && r.wd != 0.0 {
-                    *p *= 1.0 - r.lr * r.wd;
-                }
-                *m = if first_m {
-                    g * (1.0 - r.b1)
-                } else {
-                    *m * r.b1 + g * (1.0 - r.b1)
-                };
-                *v = if first_v {
-                    g * g * (1.0 - r.b2)
-                } else {
-                    *v * r.b2 + g * g * (1.0 - r.b2)
-                };
-                let denom = v.sqrt() * (1.0 / r.bc2_sqrt) + r.eps;
-                *p -= (*m / denom) * (r.lr / r.bc1);
-            }
-            OptimizerKind::Rmsprop => {
-                *v = if first_v {
-                    g * g * (1.0 - r.alpha)
-                } else {
-                    *v * r.alpha + g * g * (1.0 - r.alpha)
-                };
-                let d = g / (v.sqrt() + r.eps);
-                let d = if r.momentum != 0.0 {
-                    *m = if first_m { d } else { *m * r.momentum + d };
-                    *m
-                } else {
-                    d
-                };
-                *p -= d * r.lr;
-            }
+    let flags = Flags { first_m, first_v, l2 };
+    // Two or more threads for the large tensors (the embedding); the loop is memory-bound.
+    let threads = candle_core::utils::get_num_threads().max(1);
+    let chunk = p_data.len().div_ceil(threads).max(1 << 16);
+    std::thread::scope(|scope| {
+        let parts = p_data
+            .chunks_mut(chunk)
+            .zip(g_data.chunks(chunk))
+            .zip(m_data.chunks_mut(chunk))
+            .zip(v_data.chunks_mut(chunk));
+        for (((p, g), m), v) in parts {
+            scope.spawn(move || apply(r, flags, p, g, m, v));
         }
-    }
+    });
     let device = p.device();
     let shape = p.shape();
     let new_p = Tensor::from_vec(p_data, shape, device)?;
