@@ -95,7 +95,8 @@ impl Recurrence {
     /// Forward over a contiguous chunk of batch rows (all of their steps). xp, out and saved
     /// hold just these rows; wt is W_hh^T, [hidden, gates*hidden].
     #[allow(clippy::too_many_arguments)]
-    fn fwd_rows(
+    #[inline(always)]
+    fn fwd_rows_body(
         &self,
         lengths: &[usize],
         t: usize,
@@ -191,7 +192,8 @@ impl Recurrence {
     /// Backward over a contiguous chunk of batch rows; dxp, dhh and hprev hold just these
     /// rows. Returns this chunk's per-step sums of (∂L/∂h_t)².
     #[allow(clippy::too_many_arguments)]
-    fn bwd_rows(
+    #[inline(always)]
+    fn bwd_rows_body(
         &self,
         rows: Rows,
         t: usize,
@@ -314,6 +316,81 @@ impl Recurrence {
             );
         }
         flow
+    }
+
+    /// `fwd_rows_body` compiled for AVX2+FMA when the CPU has them (the gate loops then run
+    /// 8 lanes wide), else for the baseline target.
+    #[allow(clippy::too_many_arguments)]
+    fn fwd_rows(
+        &self,
+        lengths: &[usize],
+        t: usize,
+        xp: &[f32],
+        wt: &[f32],
+        bhh: &[f32],
+        out: &mut [f32],
+        saved: &mut [f32],
+        par: bool,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the features were detected on this CPU just above.
+            return unsafe { self.fwd_rows_avx2(lengths, t, xp, wt, bhh, out, saved, par) };
+        }
+        self.fwd_rows_body(lengths, t, xp, wt, bhh, out, saved, par)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn fwd_rows_avx2(
+        &self,
+        lengths: &[usize],
+        t: usize,
+        xp: &[f32],
+        wt: &[f32],
+        bhh: &[f32],
+        out: &mut [f32],
+        saved: &mut [f32],
+        par: bool,
+    ) {
+        self.fwd_rows_body(lengths, t, xp, wt, bhh, out, saved, par)
+    }
+
+    /// `bwd_rows_body`, dispatched like `fwd_rows`.
+    #[allow(clippy::too_many_arguments)]
+    fn bwd_rows(
+        &self,
+        rows: Rows,
+        t: usize,
+        whh: &[f32],
+        dxp: &mut [f32],
+        dhh: &mut [f32],
+        hprev: &mut [f32],
+        par: bool,
+    ) -> Vec<f64> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the features were detected on this CPU just above.
+            return unsafe { self.bwd_rows_avx2(rows, t, whh, dxp, dhh, hprev, par) };
+        }
+        self.bwd_rows_body(rows, t, whh, dxp, dhh, hprev, par)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn bwd_rows_avx2(
+        &self,
+        rows: Rows,
+        t: usize,
+        whh: &[f32],
+        dxp: &mut [f32],
+        dhh: &mut [f32],
+        hprev: &mut [f32],
+        par: bool,
+    ) -> Vec<f64> {
+        self.bwd_rows_body(rows, t, whh, dxp, dhh, hprev, par)
     }
 
     /// The step whose state feeds step `tt` in row `row`, if any.
