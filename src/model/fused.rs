@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Storage, Tensor};
 use gemm::Parallelism;
 
 use crate::config::{CellKind, Nonlinearity};
@@ -536,36 +536,58 @@ fn storage_slice<'a>(st: &'a Storage, l: &Layout, what: &str) -> candle_core::Re
     }
 }
 
-impl CustomOp3 for Recurrence {
+/// The cell's parameters inside the packed vector `[W_ih, W_hh, b_ih, b_hh]` (flattened).
+struct Packed<'a> {
+    w_ih: &'a [f32],
+    w_hh: &'a [f32],
+    b_ih: &'a [f32],
+    b_hh: &'a [f32],
+}
+
+impl<'a> Packed<'a> {
+    fn split(p: &'a [f32], g: usize, i: usize, h: usize) -> candle_core::Result<Packed<'a>> {
+        if p.len() != g * i + g * h + 2 * g {
+            candle_core::bail!("rnnlab recurrence: packed parameters do not match the cell");
+        }
+        let (w_ih, rest) = p.split_at(g * i);
+        let (w_hh, rest) = rest.split_at(g * h);
+        let (b_ih, b_hh) = rest.split_at(g);
+        Ok(Packed { w_ih, w_hh, b_ih, b_hh })
+    }
+}
+
+impl CustomOp2 for Recurrence {
     fn name(&self) -> &'static str {
         "rnnlab-recurrence"
     }
 
-    /// s1: xp [batch, seq, gates*hidden], s2: W_hh [gates*hidden, hidden], s3: b_hh
-    /// [gates*hidden] (used by the GRU only; the others fold it into xp).
+    /// s1: x [batch, seq, input]; s2: the packed parameters `[W_ih, W_hh, b_ih, b_hh]`.
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, t, g) = l1.shape().dims3()?;
+        let (b, t, inp) = l1.shape().dims3()?;
         let h = self.hidden;
+        let g = self.kind.gates() * h;
         let s = Recurrence::slots(self.kind) * h;
         let sv = Recurrence::saved_slots(self.kind) * h;
-        let xp = cpu_slice(s1, l1, "xp")?;
-        let whh = cpu_slice(s2, l2, "weight_hh")?;
-        let bhh = cpu_slice(s3, l3, "bias_hh")?;
-        if g != self.kind.gates() * h
-            || whh.len() != g * h
-            || bhh.len() != g
-            || self.lengths.len() != b
-        {
-            candle_core::bail!("rnnlab recurrence: shapes do not match the cell");
+        let xs = cpu_slice(s1, l1, "x")?;
+        let pk = Packed::split(cpu_slice(s2, l2, "parameters")?, g, inp, h)?;
+        if self.lengths.len() != b {
+            candle_core::bail!("rnnlab recurrence: lengths do not match the batch");
         }
+        let whh = pk.w_hh;
+        let bhh = pk.b_hh;
+        // Bias folded into the input projection: b_ih (+ b_hh, except for the GRU whose r
+        // multiplies W_hn h + b_hn).
+        let bx: Vec<f32> = match self.kind {
+            CellKind::Gru => pk.b_ih.to_vec(),
+            _ => pk.b_ih.iter().zip(pk.b_hh).map(|(a, c)| a + c).collect(),
+        };
+        let (bx, w_ih) = (&bx, pk.w_ih);
         let mut out = vec![0f32; b * t * s];
         let mut saved = vec![0f32; b * t * sv];
         let mut wt = vec![0f32; h * g];
@@ -584,9 +606,17 @@ impl CustomOp3 for Recurrence {
                 out_rest = rest;
                 let (sv_rows, rest) = std::mem::take(&mut saved_rest).split_at_mut(nb * t * sv);
                 saved_rest = rest;
-                let x = &xp[r0 * t * g..(r0 + nb) * t * g];
+                let x_rows = &xs[r0 * t * inp..(r0 + nb) * t * inp];
                 let lengths = &self.lengths[r0..r0 + nb];
-                let mut work = move || self.fwd_rows(lengths, t, x, wt, bhh, o, sv_rows, par);
+                let mut work = move || {
+                    // This chunk's input projection, all steps in one gemm: x W_ih^T + bias.
+                    let mut xp = vec![0f32; nb * t * g];
+                    for row in xp.chunks_exact_mut(g) {
+                        row.copy_from_slice(bx);
+                    }
+                    mm(&mut xp, (nb * t, g, inp), x_rows, (inp, 1), w_ih, (1, inp), true, par);
+                    self.fwd_rows(lengths, t, &xp, wt, bhh, o, sv_rows, par)
+                };
                 if i + 1 == chunks.len() {
                     work();
                 } else {
@@ -602,23 +632,27 @@ impl CustomOp3 for Recurrence {
 
     fn bwd(
         &self,
-        xp: &Tensor,
-        weight_hh: &Tensor,
-        _bias_hh: &Tensor,
+        x: &Tensor,
+        packed: &Tensor,
         res: &Tensor,
         grad_res: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (b, t, g) = xp.dims3()?;
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, t, inp) = x.dims3()?;
         let h = self.hidden;
+        let g = self.kind.gates() * h;
         let s = Recurrence::slots(self.kind) * h;
         let sv = Recurrence::saved_slots(self.kind) * h;
-        let (weight_hh, res, grad_res) = (
-            weight_hh.contiguous()?,
+        let (x, packed, res, grad_res) = (
+            x.contiguous()?,
+            packed.contiguous()?,
             res.contiguous()?,
             grad_res.contiguous()?,
         );
-        let (whh_st, whh_l) = weight_hh.storage_and_layout();
-        let whh = storage_slice(&whh_st, whh_l, "weight_hh")?;
+        let (x_st, x_l) = x.storage_and_layout();
+        let xs = storage_slice(&x_st, x_l, "x")?;
+        let (p_st, p_l) = packed.storage_and_layout();
+        let pk = Packed::split(storage_slice(&p_st, p_l, "parameters")?, g, inp, h)?;
+        let whh = pk.w_hh;
         let (out_st, out_l) = res.storage_and_layout();
         let out = storage_slice(&out_st, out_l, "output")?;
         let (dout_st, dout_l) = grad_res.storage_and_layout();
@@ -680,56 +714,64 @@ impl CustomOp3 for Recurrence {
                 }
             }
         });
-        // dW_hh = sum over rows and steps of dG^T h_prev: one [g, b*t] @ [b*t, h] gemm.
+        // Parameter gradients, each one gemm over all rows and steps, packed like the input.
         let dg = if gru { &dhh } else { &dxp };
-        let mut dwhh = vec![0f32; g * h];
-        mm(
-            &mut dwhh,
-            (g, h, b * t),
-            dg,
-            (1, g),
-            &hprev,
-            (h, 1),
-            false,
-            true,
-        );
-        let device = xp.device();
-        let dbhh = if gru {
-            let mut db = vec![0f32; g];
-            for rowstep in dhh.chunks_exact(g) {
-                for (a, v) in db.iter_mut().zip(rowstep) {
+        let mut dpacked = vec![0f32; g * inp + g * h + 2 * g];
+        {
+            let (dw_ih, rest) = dpacked.split_at_mut(g * inp);
+            let (dw_hh, rest) = rest.split_at_mut(g * h);
+            let (db_ih, db_hh) = rest.split_at_mut(g);
+            // dW_ih = dxp^T x: [g, b*t] @ [b*t, input].
+            mm(dw_ih, (g, inp, b * t), &dxp, (1, g), xs, (inp, 1), false, true);
+            // dW_hh = dG^T h_prev: [g, b*t] @ [b*t, hidden].
+            mm(dw_hh, (g, h, b * t), dg, (1, g), &hprev, (h, 1), false, true);
+            for row in dxp.chunks_exact(g) {
+                for (a, v) in db_ih.iter_mut().zip(row) {
                     *a += v;
                 }
             }
-            Some(Tensor::from_vec(db, g, device)?)
-        } else {
-            None
-        };
+            if gru {
+                for row in dhh.chunks_exact(g) {
+                    for (a, v) in db_hh.iter_mut().zip(row) {
+                        *a += v;
+                    }
+                }
+            } else {
+                db_hh.copy_from_slice(db_ih);
+            }
+        }
+        // dx = dxp W_ih: [b*t, g] @ [g, input].
+        let mut dx = vec![0f32; b * t * inp];
+        mm(&mut dx, (b * t, inp, g), &dxp, (g, 1), pk.w_ih, (inp, 1), false, true);
         if let Some(sink) = &self.flow {
             if let Ok(mut f) = sink.lock() {
                 *f = flow.into_iter().map(f64::sqrt).collect();
             }
         }
+        let device = x.device();
         Ok((
-            Some(Tensor::from_vec(dxp, (b, t, g), device)?),
-            Some(Tensor::from_vec(dwhh, (g, h), device)?),
-            dbhh,
+            Some(Tensor::from_vec(dx, (b, t, inp), device)?),
+            Some(Tensor::from_vec(dpacked, packed.dims(), device)?),
         ))
     }
 }
 
-/// Runs the op. xp: [batch, seq, gates*hidden] -> [batch, seq, slots*hidden].
-pub fn run(
-    op: Recurrence,
-    xp: &Tensor,
-    weight_hh: &Tensor,
-    bias_hh: &Tensor,
-) -> candle_core::Result<Tensor> {
-    let xp = xp.to_dtype(DType::F32)?.contiguous()?;
-    let op: Arc<Box<dyn CustomOp3 + Send + Sync>> = Arc::new(Box::new(op));
-    xp.apply_op3_arc(&weight_hh.contiguous()?, &bias_hh.contiguous()?, op)
+/// Runs the op for one direction of one layer. x: [batch, seq, input] ->
+/// [batch, seq, slots*hidden].
+pub fn run(op: Recurrence, x: &Tensor, cell: &super::cell::Cell) -> candle_core::Result<Tensor> {
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let packed = Tensor::cat(
+        &[
+            cell.weight_ih.flatten_all()?,
+            cell.weight_hh.flatten_all()?,
+            cell.bias_ih.flatten_all()?,
+            cell.bias_hh.flatten_all()?,
+        ],
+        0,
+    )?;
+    let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(op));
+    x.apply_op2_arc(&packed, op)
 }
-
 /// True when the fused op can run on this tensor's device.
 pub fn available(t: &Tensor) -> bool {
     matches!(&*t.storage_and_layout().0, Storage::Cpu(_))

@@ -284,7 +284,7 @@ fn run_fused(
         },
         sink.clone(),
     );
-    let res = fused::run(op, &cell.project(xs)?, &cell.weight_hh, &cell.bias_hh)?;
+    let res = fused::run(op, xs, cell)?;
     let slots = Recurrence::slots(cell.kind) * h;
     // Final state: each row's last valid step (forward) or step 0 (backward).
     let rows: Vec<u32> = masks
