@@ -48,11 +48,14 @@ pub fn lr_at(cfg: &Train, step: usize, epoch: usize, total: usize) -> f64 {
     }
 }
 
-/// Per-parameter state: first and second moments or momentum buffer.
+/// Per-parameter state: first and second moments or momentum buffer, as tensors (the
+/// tensor-ops path, other devices) or host vectors (the fused CPU path).
 #[derive(Default)]
 struct Slot {
     m: Option<Tensor>,
     v: Option<Tensor>,
+    host_m: Vec<f32>,
+    host_v: Vec<f32>,
 }
 
 pub struct Optimizer {
@@ -114,7 +117,6 @@ fn host_slice(st: &Storage, l: &Layout) -> Option<Vec<f32>> {
     }
 }
 
-type HostUpdate = (Tensor, Option<Tensor>, Option<Tensor>);
 
 #[derive(Clone, Copy)]
 struct Flags {
@@ -175,66 +177,56 @@ fn apply(r: &Rule, f: Flags, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f
     }
 }
 
-/// The update rule in one pass over CPU memory (PyTorch's formulas, as `tensor_update`).
-/// Returns None when a tensor is not contiguous f32 CPU data.
-fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &Slot) -> Result<Option<HostUpdate>> {
+/// The update rule in one pass over CPU memory (PyTorch's formulas, as `tensor_update`),
+/// moments kept as host vectors in the slot. Returns the new parameter values, or None when
+/// a tensor is not contiguous f32 CPU data.
+fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &mut Slot) -> Result<Option<Tensor>> {
     let read = |t: &Tensor| {
         let (st, l) = t.storage_and_layout();
         host_slice(&st, l)
     };
-    let (Some(mut p_data), Some(g_data)) = (read(p), read(g)) else {
+    let Some(mut p_data) = read(p) else {
         return Ok(None);
     };
-    let first_m = slot.m.is_none();
-    let first_v = slot.v.is_none();
-    let mut m_data = match &slot.m {
-        Some(m) => match read(m) {
-            Some(d) => d,
-            None => return Ok(None),
-        },
-        None => vec![0f32; p_data.len()],
-    };
-    let mut v_data = match &slot.v {
-        Some(v) => match read(v) {
-            Some(d) => d,
-            None => return Ok(None),
-        },
-        None => vec![0f32; p_data.len()],
-    };
+    let n = p_data.len();
+    // Moments restored from a checkpoint arrive as tensors: move them to the host once.
+    for (t, host) in [(&mut slot.m, &mut slot.host_m), (&mut slot.v, &mut slot.host_v)] {
+        if let Some(m) = t.take() {
+            match read(&m) {
+                Some(d) => *host = d,
+                None => return Ok(None),
+            }
+        }
+    }
+    let first_m = slot.host_m.len() != n;
+    let first_v = slot.host_v.len() != n;
+    if first_m {
+        slot.host_m = vec![0f32; n];
+    }
+    if first_v {
+        slot.host_v = vec![0f32; n];
+    }
     let l2 = r.wd != 0.0 && r.kind != OptimizerKind::Adamw;
-    let (uses_m, uses_v) = match r.kind {
-        OptimizerKind::Sgd => (r.momentum != 0.0, false),
-        OptimizerKind::Adam | OptimizerKind::Adamw => (true, true),
-        OptimizerKind::Rmsprop => (r.momentum != 0.0, true),
-    };
     let flags = Flags { first_m, first_v, l2 };
+    let (g_st, g_l) = g.storage_and_layout();
+    let g_data = match (&*g_st, g_l.contiguous_offsets()) {
+        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) if b - a == n => &v[a..b],
+        _ => return Ok(None),
+    };
     // Two or more threads for the large tensors (the embedding); the loop is memory-bound.
     let threads = candle_core::utils::get_num_threads().max(1);
-    let chunk = p_data.len().div_ceil(threads).max(1 << 16);
+    let chunk = n.div_ceil(threads).max(1 << 16);
     std::thread::scope(|scope| {
         let parts = p_data
             .chunks_mut(chunk)
             .zip(g_data.chunks(chunk))
-            .zip(m_data.chunks_mut(chunk))
-            .zip(v_data.chunks_mut(chunk));
+            .zip(slot.host_m.chunks_mut(chunk))
+            .zip(slot.host_v.chunks_mut(chunk));
         for (((p, g), m), v) in parts {
             scope.spawn(move || apply(r, flags, p, g, m, v));
         }
     });
-    let device = p.device();
-    let shape = p.shape();
-    let new_p = Tensor::from_vec(p_data, shape, device)?;
-    let m = if uses_m {
-        Some(Tensor::from_vec(m_data, shape, device)?)
-    } else {
-        None
-    };
-    let v = if uses_v {
-        Some(Tensor::from_vec(v_data, shape, device)?)
-    } else {
-        None
-    };
-    Ok(Some((new_p, m, v)))
+    Ok(Some(Tensor::from_vec(p_data, p.shape(), p.device())?))
 }
 
 impl Optimizer {
@@ -263,9 +255,7 @@ impl Optimizer {
             };
             let slot = self.slots.entry(name.clone()).or_default();
             if self.host {
-                if let Some((p, m, v)) = host_update(&rule, var.as_tensor(), g, slot)? {
-                    slot.m = m;
-                    slot.v = v;
+                if let Some(p) = host_update(&rule, var.as_tensor(), g, slot)? {
                     var.set(&p)?;
                     continue;
                 }
@@ -348,14 +338,23 @@ impl Optimizer {
     }
 
     /// Optimizer state as named tensors (`<param>.m`, `<param>.v`) for checkpoints.
-    pub fn state(&self) -> HashMap<String, Tensor> {
+    pub fn state(&self, params: &Params) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();
+        let uses = match self.kind {
+            OptimizerKind::Sgd => (self.momentum != 0.0, false),
+            OptimizerKind::Adam | OptimizerKind::Adamw => (true, true),
+            OptimizerKind::Rmsprop => (self.momentum != 0.0, true),
+        };
         for (name, slot) in &self.slots {
-            if let Some(m) = &slot.m {
-                out.insert(format!("{name}.m"), m.clone());
+            let Some(var) = params.get(name) else { continue };
+            let host = |v: &Vec<f32>| Tensor::from_slice(v, var.shape(), var.device()).ok();
+            let m = slot.m.clone().or_else(|| if uses.0 && !slot.host_m.is_empty() { host(&slot.host_m) } else { None });
+            let v = slot.v.clone().or_else(|| if uses.1 && !slot.host_v.is_empty() { host(&slot.host_v) } else { None });
+            if let Some(m) = m {
+                out.insert(format!("{name}.m"), m);
             }
-            if let Some(v) = &slot.v {
-                out.insert(format!("{name}.v"), v.clone());
+            if let Some(v) = v {
+                out.insert(format!("{name}.v"), v);
             }
         }
         out
@@ -372,6 +371,7 @@ impl Optimizer {
             let slot = Slot {
                 m: state.remove(&format!("{name}.m")),
                 v: state.remove(&format!("{name}.v")),
+                ..Slot::default()
             };
             self.slots.insert(name.clone(), slot);
         }
