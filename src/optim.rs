@@ -117,7 +117,6 @@ fn host_slice(st: &Storage, l: &Layout) -> Option<Vec<f32>> {
     }
 }
 
-
 #[derive(Clone, Copy)]
 struct Flags {
     first_m: bool,
@@ -148,14 +147,26 @@ fn apply(r: &Rule, f: Flags, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f
             }
         }
         OptimizerKind::Adam | OptimizerKind::Adamw => {
-            let decay = if r.kind == OptimizerKind::Adamw { 1.0 - r.lr * r.wd } else { 1.0 };
+            let decay = if r.kind == OptimizerKind::Adamw {
+                1.0 - r.lr * r.wd
+            } else {
+                1.0
+            };
             let step = r.lr / r.bc1;
             let inv_bc2 = 1.0 / r.bc2_sqrt;
             for (((p, &g), m), v) in it {
                 let g = grad(g, *p);
                 *p *= decay;
-                *m = if f.first_m { g * (1.0 - r.b1) } else { *m * r.b1 + g * (1.0 - r.b1) };
-                *v = if f.first_v { g * g * (1.0 - r.b2) } else { *v * r.b2 + g * g * (1.0 - r.b2) };
+                *m = if f.first_m {
+                    g * (1.0 - r.b1)
+                } else {
+                    *m * r.b1 + g * (1.0 - r.b1)
+                };
+                *v = if f.first_v {
+                    g * g * (1.0 - r.b2)
+                } else {
+                    *v * r.b2 + g * g * (1.0 - r.b2)
+                };
                 let denom = v.sqrt() * inv_bc2 + r.eps;
                 *p -= (*m / denom) * step;
             }
@@ -163,7 +174,11 @@ fn apply(r: &Rule, f: Flags, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f
         OptimizerKind::Rmsprop => {
             for (((p, &g), m), v) in it {
                 let g = grad(g, *p);
-                *v = if f.first_v { g * g * (1.0 - r.alpha) } else { *v * r.alpha + g * g * (1.0 - r.alpha) };
+                *v = if f.first_v {
+                    g * g * (1.0 - r.alpha)
+                } else {
+                    *v * r.alpha + g * g * (1.0 - r.alpha)
+                };
                 let d = g / (v.sqrt() + r.eps);
                 let d = if r.momentum != 0.0 {
                     *m = if f.first_m { d } else { *m * r.momentum + d };
@@ -190,7 +205,10 @@ fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &mut Slot) -> Result<Opti
     };
     let n = p_data.len();
     // Moments restored from a checkpoint arrive as tensors: move them to the host once.
-    for (t, host) in [(&mut slot.m, &mut slot.host_m), (&mut slot.v, &mut slot.host_v)] {
+    for (t, host) in [
+        (&mut slot.m, &mut slot.host_m),
+        (&mut slot.v, &mut slot.host_v),
+    ] {
         if let Some(m) = t.take() {
             match read(&m) {
                 Some(d) => *host = d,
@@ -207,7 +225,11 @@ fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &mut Slot) -> Result<Opti
         slot.host_v = vec![0f32; n];
     }
     let l2 = r.wd != 0.0 && r.kind != OptimizerKind::Adamw;
-    let flags = Flags { first_m, first_v, l2 };
+    let flags = Flags {
+        first_m,
+        first_v,
+        l2,
+    };
     let (g_st, g_l) = g.storage_and_layout();
     let g_data = match (&*g_st, g_l.contiguous_offsets()) {
         (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) if b - a == n => &v[a..b],
@@ -346,10 +368,24 @@ impl Optimizer {
             OptimizerKind::Rmsprop => (self.momentum != 0.0, true),
         };
         for (name, slot) in &self.slots {
-            let Some(var) = params.get(name) else { continue };
+            let Some(var) = params.get(name) else {
+                continue;
+            };
             let host = |v: &Vec<f32>| Tensor::from_slice(v, var.shape(), var.device()).ok();
-            let m = slot.m.clone().or_else(|| if uses.0 && !slot.host_m.is_empty() { host(&slot.host_m) } else { None });
-            let v = slot.v.clone().or_else(|| if uses.1 && !slot.host_v.is_empty() { host(&slot.host_v) } else { None });
+            let m = slot.m.clone().or_else(|| {
+                if uses.0 && !slot.host_m.is_empty() {
+                    host(&slot.host_m)
+                } else {
+                    None
+                }
+            });
+            let v = slot.v.clone().or_else(|| {
+                if uses.1 && !slot.host_v.is_empty() {
+                    host(&slot.host_v)
+                } else {
+                    None
+                }
+            });
             if let Some(m) = m {
                 out.insert(format!("{name}.m"), m);
             }

@@ -450,7 +450,10 @@ fn fit(
         }
         state.epochs_done = e;
         model.params.save(&dir.join(checkpoint::LAST))?;
-        crate::model::save_tensors(&optimizer.state(&model.params), &dir.join(checkpoint::LAST_OPTIM))?;
+        crate::model::save_tensors(
+            &optimizer.state(&model.params),
+            &dir.join(checkpoint::LAST_OPTIM),
+        )?;
         state.save(dir)?;
         metrics.flush()?;
         tb.flush().map_err(io)?;

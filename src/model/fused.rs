@@ -146,10 +146,15 @@ impl Recurrence {
                         }
                         let (ifo, rest) = pre.split_at_mut(2 * h);
                         let (gg, og) = rest.split_at_mut(h);
-                        ifo.iter_mut()
-                            .chain(og.iter_mut())
-                            .for_each(|v| *v = sigmoid(*v));
-                        gg.iter_mut().for_each(|v| *v = tanh(*v));
+                        for v in ifo.iter_mut() {
+                            *v = sigmoid(*v);
+                        }
+                        for v in og.iter_mut() {
+                            *v = sigmoid(*v);
+                        }
+                        for v in gg.iter_mut() {
+                            *v = tanh(*v);
+                        }
                         let (i, f) = ifo.split_at(h);
                         let crow = &mut ccur[row * h..][..h];
                         let (oh, oc) = o.split_at_mut(h);
@@ -333,7 +338,8 @@ impl Recurrence {
         par: bool,
     ) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the features were detected on this CPU just above.
             return unsafe { self.fwd_rows_avx2(lengths, t, xp, wt, bhh, out, saved, par) };
         }
@@ -370,7 +376,8 @@ impl Recurrence {
         par: bool,
     ) -> Vec<f64> {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the features were detected on this CPU just above.
             return unsafe { self.bwd_rows_avx2(rows, t, whh, dxp, dhh, hprev, par) };
         }
@@ -552,7 +559,12 @@ impl<'a> Packed<'a> {
         let (w_ih, rest) = p.split_at(g * i);
         let (w_hh, rest) = rest.split_at(g * h);
         let (b_ih, b_hh) = rest.split_at(g);
-        Ok(Packed { w_ih, w_hh, b_ih, b_hh })
+        Ok(Packed {
+            w_ih,
+            w_hh,
+            b_ih,
+            b_hh,
+        })
     }
 }
 
@@ -614,7 +626,16 @@ impl CustomOp2 for Recurrence {
                     for row in xp.chunks_exact_mut(g) {
                         row.copy_from_slice(bx);
                     }
-                    mm(&mut xp, (nb * t, g, inp), x_rows, (inp, 1), w_ih, (1, inp), true, par);
+                    mm(
+                        &mut xp,
+                        (nb * t, g, inp),
+                        x_rows,
+                        (inp, 1),
+                        w_ih,
+                        (1, inp),
+                        true,
+                        par,
+                    );
                     self.fwd_rows(lengths, t, &xp, wt, bhh, o, sv_rows, par)
                 };
                 if i + 1 == chunks.len() {
@@ -722,9 +743,27 @@ impl CustomOp2 for Recurrence {
             let (dw_hh, rest) = rest.split_at_mut(g * h);
             let (db_ih, db_hh) = rest.split_at_mut(g);
             // dW_ih = dxp^T x: [g, b*t] @ [b*t, input].
-            mm(dw_ih, (g, inp, b * t), &dxp, (1, g), xs, (inp, 1), false, true);
+            mm(
+                dw_ih,
+                (g, inp, b * t),
+                &dxp,
+                (1, g),
+                xs,
+                (inp, 1),
+                false,
+                true,
+            );
             // dW_hh = dG^T h_prev: [g, b*t] @ [b*t, hidden].
-            mm(dw_hh, (g, h, b * t), dg, (1, g), &hprev, (h, 1), false, true);
+            mm(
+                dw_hh,
+                (g, h, b * t),
+                dg,
+                (1, g),
+                &hprev,
+                (h, 1),
+                false,
+                true,
+            );
             for row in dxp.chunks_exact(g) {
                 for (a, v) in db_ih.iter_mut().zip(row) {
                     *a += v;
@@ -742,7 +781,16 @@ impl CustomOp2 for Recurrence {
         }
         // dx = dxp W_ih: [b*t, g] @ [g, input].
         let mut dx = vec![0f32; b * t * inp];
-        mm(&mut dx, (b * t, inp, g), &dxp, (g, 1), pk.w_ih, (inp, 1), false, true);
+        mm(
+            &mut dx,
+            (b * t, inp, g),
+            &dxp,
+            (g, 1),
+            pk.w_ih,
+            (inp, 1),
+            false,
+            true,
+        );
         if let Some(sink) = &self.flow {
             if let Ok(mut f) = sink.lock() {
                 *f = flow.into_iter().map(f64::sqrt).collect();
