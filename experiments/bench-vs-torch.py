@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""rnnlab's `run-exp bench` next to PyTorch's ../shared/bench/torch_peer.py, same flags, same
+machine, one process per cell and implementation (so peak RSS is per run), printing each JSON
+line and a ratio table. PyTorch runs only where it is importable: PEER_PYTHON (default
+~/.cache/peer/bin/python, then python3). The benchmark itself never needs it.
+
+usage: experiments/bench-vs-torch.py [--cells lstm,gru,rnn] [--batch 64] [--seq 64] [--emb 128]
+       [--hidden 256] [--vocab 20000] [--classes 2] [--steps 30] [--threads 2] [--rounds 2]
+Each (cell, implementation) runs `--rounds` times, alternating rnnlab and PyTorch; the best
+round of each is reported (the machine is shared and noisy)."""
+import argparse, json, os, subprocess, sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+root = os.path.dirname(here)
+p = argparse.ArgumentParser()
+for flag, default in [("cells", "lstm,gru,rnn"), ("batch", 64), ("seq", 64), ("emb", 128), ("hidden", 256),
+                      ("vocab", 20000), ("classes", 2), ("steps", 30), ("threads", 2), ("rounds", 2)]:
+    p.add_argument(f"--{flag}", default=default, type=type(default))
+a = p.parse_args()
+shape = ["--batch", str(a.batch), "--seq", str(a.seq), "--emb", str(a.emb), "--hidden", str(a.hidden),
+         "--vocab", str(a.vocab), "--classes", str(a.classes), "--steps", str(a.steps), "--threads", str(a.threads)]
+
+exe = os.path.join(root, "target", "release", "run-exp")
+if not os.path.exists(exe):
+    subprocess.run(["cargo", "build", "--release", "--bin", "run-exp"], cwd=root, check=True)
+peer_script = os.path.join(root, "..", "shared", "bench", "torch_peer.py")
+peer_py = None
+for cand in [os.environ.get("PEER_PYTHON"), os.path.expanduser("~/.cache/peer/bin/python"), "python3"]:
+    if cand and os.path.exists(peer_script) and subprocess.run([cand, "-c", "import torch"], capture_output=True).returncode == 0:
+        peer_py = cand
+        break
+
+def measure(cmd):
+    import resource
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(w, 1)
+        os.close(r)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.execvp(cmd[0], cmd)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    _, status, usage = os.wait4(pid, 0)
+    if status != 0:
+        sys.exit(f"{' '.join(cmd)} failed (status {status})")
+    line = json.loads(out.strip().splitlines()[-1])
+    line["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
+    return line
+
+best = {}
+for cell in a.cells.split(","):
+    for _ in range(a.rounds):
+        runs = [("rnnlab", [exe, "bench", "--cells", cell] + shape)]
+        if peer_py:
+            runs.append(("torch", [peer_py, peer_script, "--cells", cell] + shape))
+        for name, cmd in runs:
+            line = measure(cmd)
+            print(json.dumps(line), flush=True)
+            key = (cell, name)
+            if key not in best or line["train_samples_per_s"] > best[key]["train_samples_per_s"]:
+                best[key] = line
+
+print()
+print(f"batch {a.batch}, seq {a.seq}, emb {a.emb}, hidden {a.hidden}, threads {a.threads}; best of {a.rounds}")
+print("| cell | rnnlab train/s | torch train/s | ratio | rnnlab infer/s | torch infer/s | ratio | rnnlab RSS MiB | torch RSS MiB |")
+print("|---|---|---|---|---|---|---|---|---|")
+for cell in a.cells.split(","):
+    r = best[(cell, "rnnlab")]
+    t = best.get((cell, "torch"))
+    if t:
+        print(f"| {cell} | {r['train_samples_per_s']:.0f} | {t['train_samples_per_s']:.0f} | {r['train_samples_per_s'] / t['train_samples_per_s']:.2f} "
+              f"| {r['infer_samples_per_s']:.0f} | {t['infer_samples_per_s']:.0f} | {r['infer_samples_per_s'] / t['infer_samples_per_s']:.2f} "
+              f"| {r['peak_rss_mb']:.0f} | {t['peak_rss_mb']:.0f} |")
+    else:
+        print(f"| {cell} | {r['train_samples_per_s']:.0f} | - | - | {r['infer_samples_per_s']:.0f} | - | - | {r['peak_rss_mb']:.0f} | - |")
+if not peer_py:
+    print("(PyTorch not found: set PEER_PYTHON to a Python with torch to compare)")
