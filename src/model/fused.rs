@@ -337,6 +337,7 @@ impl Recurrence {
         saved: &mut [f32],
         par: bool,
     ) {
+        let _ftz = FlushDenormals::new();
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
@@ -375,6 +376,7 @@ impl Recurrence {
         hprev: &mut [f32],
         par: bool,
     ) -> Vec<f64> {
+        let _ftz = FlushDenormals::new();
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
@@ -452,6 +454,42 @@ fn parallelism(m: usize, n: usize, k: usize, allow: bool) -> Parallelism {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
+    }
+}
+
+/// Flushes denormal floats to zero (x86 MXCSR FTZ + DAZ) while alive, restoring the previous
+/// mode on drop. Vanishing gradients over long sequences reach the denormal range, where
+/// every arithmetic instruction takes ~100 cycles: a tanh RNN at 256 steps ran 30x slower.
+struct FlushDenormals {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+impl FlushDenormals {
+    fn new() -> FlushDenormals {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut saved: u32 = 0;
+            // SAFETY: stmxcsr/ldmxcsr only read and write this thread's SSE control register.
+            unsafe {
+                std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved as *mut u32, options(nostack));
+                let flushed = saved | 0x8040; // FTZ (bit 15) | DAZ (bit 6)
+                std::arch::asm!("ldmxcsr [{}]", in(reg) &flushed as *const u32, options(nostack, readonly));
+            }
+            FlushDenormals { saved }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        FlushDenormals {}
+    }
+}
+
+impl Drop for FlushDenormals {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: restores the value read in new().
+        unsafe {
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &self.saved as *const u32, options(nostack, readonly));
+        }
     }
 }
 
@@ -663,6 +701,7 @@ impl CustomOp2 for Recurrence {
         let g = self.kind.gates() * h;
         let s = Recurrence::slots(self.kind) * h;
         let sv = Recurrence::saved_slots(self.kind) * h;
+        let _ftz = FlushDenormals::new();
         let (x, packed, res, grad_res) = (
             x.contiguous()?,
             packed.contiguous()?,
