@@ -24,7 +24,10 @@ fn file_cfg(train: &Path) -> Data {
 fn sst2_from_shared_files() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/sst2");
     if !dir.join("train.tsv").exists() {
-        eprintln!(
+        // Straight to stderr: libtest hides eprintln! output of passing tests.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED sst2_from_shared_files: {} is absent (it exists in CI)",
             dir.display()
         );
