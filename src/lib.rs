@@ -13,6 +13,7 @@ pub mod grads;
 pub mod log;
 pub mod model;
 pub mod optim;
+pub mod predict;
 pub mod train;
 
 pub use config::Config;

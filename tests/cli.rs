@@ -270,6 +270,61 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         rnnlab::train::evaluate(&loaded.model, &data.valid, 32, &Device::Cpu).unwrap();
     assert_eq!(val_acc, summary["best_val_acc"].as_f64().unwrap());
     assert!((val_loss - summary["best_val_loss"].as_f64().unwrap()).abs() < 1e-9);
+
+    // `run-exp predict` on validation sentences (as text) gives the probabilities the model
+    // gives those sequences in evaluation.
+    let idx: Vec<usize> = (0..5).collect();
+    let texts: Vec<String> = idx
+        .iter()
+        .map(|&i| {
+            data.valid.inputs[i]
+                .iter()
+                .map(|&t| loaded.vocab.itos[t as usize].as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let mut args = vec!["predict".to_string(), run.to_str().unwrap().to_string()];
+    for t in &texts {
+        args.push("--text".into());
+        args.push(t.clone());
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let batch = rnnlab::data::batch::make(&data.valid, &idx, &Device::Cpu).unwrap();
+    let logits = loaded
+        .model
+        .forward(
+            &batch.ids,
+            rnnlab::model::stack::RunOpts {
+                lengths: Some(&batch.lengths),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .logits;
+    let want: Vec<Vec<f32>> = rnnlab::model::classifier::probabilities(&logits)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    for (line, w) in lines.iter().zip(&want) {
+        for (c, class) in loaded.classes.iter().enumerate() {
+            let got = line["probs"][class].as_f64().unwrap() as f32;
+            assert!(
+                (got - w[c]).abs() < 1e-6,
+                "{line}: {class} {got} vs {}",
+                w[c]
+            );
+        }
+    }
 }
 
 #[test]

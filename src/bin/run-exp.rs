@@ -40,6 +40,75 @@ struct Cli {
 enum Command {
     /// Training and inference throughput on torch_peer.py's workload (same flags, same JSON keys).
     Bench(BenchCli),
+    /// Class probabilities for new texts from a run's best checkpoint (one JSON line per text).
+    Predict(PredictCli),
+}
+
+#[derive(clap::Args)]
+struct PredictCli {
+    /// A run folder (results/<experiment>/run-NNN).
+    run_dir: PathBuf,
+    /// A text to classify (repeatable).
+    #[arg(long)]
+    text: Vec<String>,
+    /// A file with one text per line.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Which weights: "best" (default) or "last".
+    #[arg(long, default_value = "best")]
+    weights: String,
+}
+
+fn predict(p: PredictCli) -> ExitCode {
+    let fail = |e: rnnlab::Error| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+    };
+    let weights = match p.weights.as_str() {
+        "best" => checkpoint::BEST,
+        "last" => checkpoint::LAST,
+        other => {
+            eprintln!("error: --weights {other}: expected \"best\" or \"last\"");
+            return ExitCode::from(2);
+        }
+    };
+    let mut texts = p.text;
+    if let Some(f) = &p.file {
+        match std::fs::read_to_string(f) {
+            Ok(s) => texts.extend(
+                s.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string),
+            ),
+            Err(e) => return fail(rnnlab::Error::io(f, e)),
+        }
+    }
+    if texts.is_empty() {
+        eprintln!("error: nothing to predict: give --text \"...\" or --file FILE");
+        return ExitCode::from(2);
+    }
+    let run = match checkpoint::load_run(&p.run_dir, weights, &candle_core::Device::Cpu) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    match rnnlab::predict::predict(&run, &texts) {
+        Ok(preds) => {
+            for pr in preds {
+                let probs: serde_json::Map<String, serde_json::Value> = run
+                    .classes
+                    .iter()
+                    .zip(&pr.probs)
+                    .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"text": pr.text, "label": pr.label, "probs": probs})
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 #[derive(clap::Args)]
@@ -140,8 +209,10 @@ fn bench(b: BenchCli) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Bench(b)) = cli.command {
-        return bench(b);
+    match cli.command {
+        Some(Command::Bench(b)) => return bench(b),
+        Some(Command::Predict(p)) => return predict(p),
+        None => {}
     }
     let config_path = match (&cli.config, &cli.resume) {
         (Some(p), _) => p.clone(),

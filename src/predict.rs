@@ -1,0 +1,77 @@
+//! `run-exp predict`: a trained run's best checkpoint applied to new texts, with the run's own
+//! tokenizer settings, vocabulary and class names.
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::checkpoint::LoadedRun;
+use crate::data::text::{tokenize, PAD};
+use crate::error::Result;
+use crate::model::classifier::probabilities;
+use crate::model::stack::RunOpts;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub text: String,
+    /// The most probable class name.
+    pub label: String,
+    /// Probability per class, in class-id order (`LoadedRun::classes`).
+    pub probs: Vec<f32>,
+}
+
+/// Token ids as training saw them: same tokenizer settings, vocabulary and max_len.
+pub fn encode(run: &LoadedRun, text: &str) -> Vec<u32> {
+    let toks = tokenize(text, run.config.data.lowercase);
+    let mut ids = run.vocab.encode(&toks);
+    ids.truncate(run.config.data.max_len);
+    if ids.is_empty() {
+        ids.push(PAD);
+    }
+    ids
+}
+
+pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
+    let device = run
+        .model
+        .params
+        .iter()
+        .next()
+        .map(|(_, v)| v.device().clone())
+        .unwrap_or(candle_core::Device::Cpu);
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|t| encode(run, t)).collect();
+        let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
+        let t = lengths.iter().copied().max().unwrap_or(1);
+        let mut ids = vec![PAD; seqs.len() * t];
+        for (row, s) in seqs.iter().enumerate() {
+            ids[row * t..row * t + s.len()].copy_from_slice(s);
+        }
+        let ids = Tensor::from_vec(ids, (seqs.len(), t), &device)?;
+        let logits = run
+            .model
+            .forward(
+                &ids,
+                RunOpts {
+                    lengths: Some(&lengths),
+                    ..Default::default()
+                },
+            )?
+            .logits;
+        let probs: Vec<Vec<f32>> = probabilities(&logits)?.to_vec2()?;
+        for (text, p) in chunk.iter().zip(probs) {
+            let best = p
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            out.push(Prediction {
+                text: text.clone(),
+                label: run.classes.get(best).cloned().unwrap_or_default(),
+                probs: p,
+            });
+        }
+    }
+    Ok(out)
+}
