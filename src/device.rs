@@ -51,5 +51,10 @@ fn open_cuda(n: usize) -> Result<Device> {
              rebuild with `cargo build --release --features cuda` or set device = \"cpu\""
         )));
     }
-    Device::new_cuda(n).map_err(|e| Error::Device(format!("cuda:{n} is not usable: {e}")))
+    Device::new_cuda(n).map_err(|e| {
+        // candle appends a backtrace to its errors when RUST_BACKTRACE is set: keep the cause.
+        let cause = e.to_string();
+        let cause = cause.lines().next().unwrap_or("unknown error").trim();
+        Error::Device(format!("cuda:{n} is not usable: {cause}"))
+    })
 }
