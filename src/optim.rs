@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 
-use candle_core::{CpuStorage, Layout, Storage, Tensor, Var};
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, InplaceOp2, Layout, Storage, Tensor, Var};
 
 use crate::config::{OptimizerKind, Schedule, Train};
 use crate::error::Result;
@@ -195,15 +197,19 @@ fn apply(r: &Rule, f: Flags, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f
 /// The update rule in one pass over CPU memory (PyTorch's formulas, as `tensor_update`),
 /// moments kept as host vectors in the slot. Returns the new parameter values, or None when
 /// a tensor is not contiguous f32 CPU data.
-fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &mut Slot) -> Result<Option<Tensor>> {
+fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &mut Slot) -> Result<bool> {
     let read = |t: &Tensor| {
         let (st, l) = t.storage_and_layout();
         host_slice(&st, l)
     };
-    let Some(mut p_data) = read(p) else {
-        return Ok(None);
-    };
-    let n = p_data.len();
+    let n = p.elem_count();
+    if !matches!(&*p.storage_and_layout().0, Storage::Cpu(CpuStorage::F32(_)))
+        || !p.is_contiguous()
+        || !g.is_contiguous()
+        || g.elem_count() != n
+    {
+        return Ok(false);
+    }
     // Moments restored from a checkpoint arrive as tensors: move them to the host once.
     for (t, host) in [
         (&mut slot.m, &mut slot.host_m),
@@ -212,7 +218,7 @@ fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &mut Slot) -> Result<Opti
         if let Some(m) = t.take() {
             match read(&m) {
                 Some(d) => *host = d,
-                None => return Ok(None),
+                None => return Ok(false),
             }
         }
     }
@@ -224,31 +230,68 @@ fn host_update(r: &Rule, p: &Tensor, g: &Tensor, slot: &mut Slot) -> Result<Opti
     if first_v {
         slot.host_v = vec![0f32; n];
     }
-    let l2 = r.wd != 0.0 && r.kind != OptimizerKind::Adamw;
     let flags = Flags {
         first_m,
         first_v,
-        l2,
+        l2: r.wd != 0.0 && r.kind != OptimizerKind::Adamw,
     };
-    let (g_st, g_l) = g.storage_and_layout();
-    let g_data = match (&*g_st, g_l.contiguous_offsets()) {
-        (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) if b - a == n => &v[a..b],
-        _ => return Ok(None),
+    let step = HostStep {
+        rule: r,
+        flags,
+        moments: Mutex::new((&mut slot.host_m, &mut slot.host_v)),
     };
-    // Two or more threads for the large tensors (the embedding); the loop is memory-bound.
-    let threads = candle_core::utils::get_num_threads().max(1);
-    let chunk = n.div_ceil(threads).max(1 << 16);
-    std::thread::scope(|scope| {
-        let parts = p_data
-            .chunks_mut(chunk)
-            .zip(g_data.chunks(chunk))
-            .zip(slot.host_m.chunks_mut(chunk))
-            .zip(slot.host_v.chunks_mut(chunk));
-        for (((p, g), m), v) in parts {
-            scope.spawn(move || apply(r, flags, p, g, m, v));
-        }
-    });
-    Ok(Some(Tensor::from_vec(p_data, p.shape(), p.device())?))
+    // In place in the parameter's own storage: no copy of the parameter either way.
+    p.inplace_op2(g, &step)?;
+    Ok(true)
+}
+
+/// The update as a candle in-place op on the parameter, reading the gradient.
+struct HostStep<'a> {
+    rule: &'a Rule,
+    flags: Flags,
+    moments: Mutex<(&'a mut Vec<f32>, &'a mut Vec<f32>)>,
+}
+
+impl InplaceOp2 for HostStep<'_> {
+    fn name(&self) -> &'static str {
+        "rnnlab-optimizer-step"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<()> {
+        let (Some((pa, pb)), Some((ga, gb))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("optimizer step: tensors must be contiguous");
+        };
+        let (CpuStorage::F32(p), CpuStorage::F32(g)) = (s1, s2) else {
+            candle_core::bail!("optimizer step: parameters must be f32");
+        };
+        let (p, g) = (&mut p[pa..pb], &g[ga..gb]);
+        let Ok(mut moments) = self.moments.lock() else {
+            candle_core::bail!("optimizer step: state unavailable");
+        };
+        let (m, v) = &mut *moments;
+        let (r, flags) = (self.rule, self.flags);
+        // Two or more threads for the large tensors (the embedding); the loop is memory-bound.
+        let threads = candle_core::utils::get_num_threads().max(1);
+        let chunk = p.len().div_ceil(threads).max(1 << 16);
+        std::thread::scope(|scope| {
+            let parts = p
+                .chunks_mut(chunk)
+                .zip(g.chunks(chunk))
+                .zip(m.chunks_mut(chunk))
+                .zip(v.chunks_mut(chunk));
+            for (((p, g), m), v) in parts {
+                scope.spawn(move || apply(r, flags, p, g, m, v));
+            }
+        });
+        Ok(())
+    }
 }
 
 impl Optimizer {
@@ -277,8 +320,7 @@ impl Optimizer {
             };
             let slot = self.slots.entry(name.clone()).or_default();
             if self.host {
-                if let Some(p) = host_update(&rule, var.as_tensor(), g, slot)? {
-                    var.set(&p)?;
+                if host_update(&rule, var.as_tensor(), g, slot)? {
                     continue;
                 }
             }
