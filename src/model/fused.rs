@@ -158,6 +158,9 @@ impl Recurrence {
                         let (i, f) = ifo.split_at(h);
                         let crow = &mut ccur[row * h..][..h];
                         let (oh, oc) = o.split_at_mut(h);
+                        // Exact-length views: no bounds checks, so the loop vectorizes.
+                        let (i, f, gg, og) = (&i[..h], &f[..h], &gg[..h], &og[..h]);
+                        let (crow, oc, oh) = (&mut crow[..h], &mut oc[..h], &mut oh[..h]);
                         for j in 0..h {
                             let c = f[j] * crow[j] + i[j] * gg[j];
                             crow[j] = c;
@@ -180,6 +183,8 @@ impl Recurrence {
                         let keep = &mut saved[at * sv..][..sv];
                         let (krz, rest) = keep.split_at_mut(2 * h);
                         let (kn, khn) = rest.split_at_mut(h);
+                        let (xn, r, z, hn) = (&xn[..h], &r[..h], &z[..h], &hn[..h]);
+                        let (kn, o, hrow) = (&mut kn[..h], &mut o[..h], &mut hrow[..h]);
                         for j in 0..h {
                             let n = tanh(xn[j] + r[j] * hn[j]);
                             kn[j] = n;
@@ -217,6 +222,7 @@ impl Recurrence {
         let mut dh = vec![0f32; b * h];
         let mut dc = vec![0f32; b * h];
         let mut flow = vec![0f64; t];
+        let zeros = vec![0f32; h];
         for tt in self.order(t).rev() {
             for row in 0..b {
                 let len = rows.lengths[row];
@@ -273,9 +279,15 @@ impl Recurrence {
                         let (di, rest) = dx.split_at_mut(h);
                         let (df, rest) = rest.split_at_mut(h);
                         let (dg, dout_g) = rest.split_at_mut(h);
+                        let c_prev = prev.map_or(&zeros[..h], |p| &p[h..2 * h]);
+                        let (i, f, gg, og, c, dc_out) =
+                            (&i[..h], &f[..h], &gg[..h], &og[..h], &c[..h], &dc_out[..h]);
+                        let (di, df, dg, dout_g) =
+                            (&mut di[..h], &mut df[..h], &mut dg[..h], &mut dout_g[..h]);
+                        let (dh_row, dc_row) = (&mut dh_row[..h], &mut dc_row[..h]);
                         for j in 0..h {
                             let dht = dh_row[j];
-                            let c_prev = prev.map_or(0.0, |p| p[h + j]);
+                            let c_prev = c_prev[j];
                             let tc = tanh(c[j]);
                             let dct = dc_row[j] + dc_out[j] + dht * og[j] * (1.0 - tc * tc);
                             di[j] = dct * gg[j] * i[j] * (1.0 - i[j]);
@@ -291,17 +303,25 @@ impl Recurrence {
                         let (z, rest) = rest.split_at(h);
                         let (n, hn) = rest.split_at(h);
                         let dq = &mut dhh[at * g..][..g];
+                        let (r, z, n, hn, hp) = (&r[..h], &z[..h], &n[..h], &hn[..h], &hp[..h]);
+                        let (dxr, rest) = dx.split_at_mut(h);
+                        let (dxz, dxn) = rest.split_at_mut(h);
+                        let (dqr, rest) = dq.split_at_mut(h);
+                        let (dqz, dqn) = rest.split_at_mut(h);
+                        let (dxr, dxz, dxn) = (&mut dxr[..h], &mut dxz[..h], &mut dxn[..h]);
+                        let (dqr, dqz, dqn) = (&mut dqr[..h], &mut dqz[..h], &mut dqn[..h]);
+                        let dh_row = &mut dh_row[..h];
                         for j in 0..h {
                             let dht = dh_row[j];
                             let dan = dht * (1.0 - z[j]) * (1.0 - n[j] * n[j]);
                             let dar = dan * hn[j] * r[j] * (1.0 - r[j]);
                             let daz = dht * (hp[j] - n[j]) * z[j] * (1.0 - z[j]);
-                            dx[j] = dar;
-                            dx[h + j] = daz;
-                            dx[2 * h + j] = dan;
-                            dq[j] = dar;
-                            dq[h + j] = daz;
-                            dq[2 * h + j] = dan * r[j];
+                            dxr[j] = dar;
+                            dxz[j] = daz;
+                            dxn[j] = dan;
+                            dqr[j] = dar;
+                            dqz[j] = daz;
+                            dqn[j] = dan * r[j];
                             dh_row[j] = dht * z[j];
                         }
                     }
