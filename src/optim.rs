@@ -319,10 +319,8 @@ impl Optimizer {
                 continue;
             };
             let slot = self.slots.entry(name.clone()).or_default();
-            if self.host {
-                if host_update(&rule, var.as_tensor(), g, slot)? {
-                    continue;
-                }
+            if self.host && host_update(&rule, var.as_tensor(), g, slot)? {
+                continue;
             }
             self.tensor_update(name, var, g, lr)?;
         }
