@@ -389,3 +389,55 @@ fn diverging_run_is_recorded_and_exits_3() {
     assert_eq!(summary["status"], "diverged");
     assert!(summary["reason"].as_str().unwrap().contains("loss is"));
 }
+
+/// `run-exp bench` prints one JSON line per cell in torch_peer.py's keys (tiny shape: this
+/// checks the output, not the speed).
+#[test]
+fn bench_prints_one_json_line_per_cell_in_the_peer_keys() {
+    let o = run_exp(&[
+        "bench",
+        "--cells",
+        "lstm,gru,rnn",
+        "--batch",
+        "4",
+        "--seq",
+        "5",
+        "--emb",
+        "4",
+        "--hidden",
+        "8",
+        "--vocab",
+        "50",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let cells: Vec<&str> = lines.iter().map(|l| l["cell"].as_str().unwrap()).collect();
+    assert_eq!(cells, ["lstm", "gru", "rnn"]);
+    for l in &lines {
+        for key in ["peer", "batch", "seq", "emb", "hidden", "threads"] {
+            assert!(!l[key].is_null(), "{key} missing in {l}");
+        }
+        assert!(l["train_samples_per_s"].as_f64().unwrap() > 0.0);
+        assert!(l["infer_samples_per_s"].as_f64().unwrap() > 0.0);
+        assert_eq!(
+            (l["batch"].as_u64(), l["seq"].as_u64(), l["hidden"].as_u64()),
+            (Some(4), Some(5), Some(8))
+        );
+    }
+    let o = run_exp(&["bench", "--cells", "transformer"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("unknown cell \"transformer\""),
+        "{}",
+        stderr(&o)
+    );
+}
