@@ -182,7 +182,7 @@ pub enum Readout {
 pub struct Model {
     /// "rnn" | "lstm" | "gru". Default "lstm".
     pub cell: CellKind,
-    /// rnn only: "tanh" | "relu". Default "tanh".
+    /// rnn only (ignored by lstm and gru): "tanh" | "relu". Default "tanh".
     pub nonlinearity: Nonlinearity,
     /// Token embedding width (text) or projection width (real-valued features). Default 128.
     pub embedding_dim: usize,
@@ -196,7 +196,8 @@ pub struct Model {
     pub dropout: f64,
     /// "last" | "mean" | "max". Default "last".
     pub readout: Readout,
-    /// lstm only: initial forget-gate bias (added to `bias_ih`; PyTorch's init is 0). Default 0.
+    /// lstm only (ignored by rnn and gru): initial forget-gate bias, added to `bias_ih`
+    /// (PyTorch's init has none). Default 0.
     pub forget_bias: f64,
 }
 
@@ -528,14 +529,10 @@ impl Config {
         if !(0.0..1.0).contains(&m.dropout) {
             return bad("model.dropout", "must be in [0, 1)");
         }
-        if m.nonlinearity == Nonlinearity::Relu && m.cell != CellKind::Rnn {
-            return bad(
-                "model.nonlinearity",
-                "only the rnn cell takes a nonlinearity",
-            );
-        }
-        if m.forget_bias != 0.0 && m.cell != CellKind::Lstm {
-            return bad("model.forget_bias", "only the lstm cell has a forget gate");
+        // nonlinearity (rnn) and forget_bias (lstm) are ignored by the other cells, so one
+        // config can be swept over model.cell.
+        if !m.forget_bias.is_finite() {
+            return bad("model.forget_bias", "must be a finite number");
         }
         if t.epochs == 0 {
             return bad("train.epochs", "must be at least 1");

@@ -173,6 +173,18 @@ fn config_errors_exit_2_name_the_place_and_write_nothing() {
         );
         std::fs::remove_dir_all(dir.join("results")).unwrap();
     }
+    // The README's example: the shipped LSTM config swept to another cell.
+    let lstm = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/lstm.toml");
+    let o = run_exp(&[
+        lstm,
+        "--dry-run",
+        "--set",
+        "model.cell=gru",
+        "--set",
+        "train.lr=3e-3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("cell = \"gru\""));
     // --dry-run prints the resolved config, overrides applied.
     let o = run_exp(&[
         cfg.to_str().unwrap(),
