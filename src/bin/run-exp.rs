@@ -207,7 +207,28 @@ fn bench(b: BenchCli) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Keep freed memory in the process instead of returning it to the kernel: training frees
+/// and reallocates the same multi-megabyte buffers every step, and with glibc's defaults each
+/// one came back as fresh zeroed pages (page faults were ~12% of GRU training time).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        // SAFETY: mallopt only changes glibc's allocation thresholds; called before any
+        // other thread exists.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, 1 << 30);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench(b)) => return bench(b),
