@@ -1,10 +1,11 @@
 //! The fast CPU path: one direction of one recurrent layer over the whole sequence as a single
-//! candle custom op with its own backward. The input projection stays a candle matmul (its
-//! gradient flows through candle); this op takes it and runs, per step, one `h @ W_hh^T` gemm
-//! into a preallocated buffer and one fused pass of gate arithmetic, saving the activations
-//! backward needs in its output. Backward is the mirror image: per step one fused pass and one
-//! `dG @ W_hh` gemm, then one big gemm for dW_hh over all steps; ∂L/∂h_t for every step falls
-//! out as a by-product and feeds the gradient-flow diagnostics.
+//! candle custom op with its own backward. It takes the layer input and the parameters packed
+//! as `[W_ih, W_hh, b_ih, b_hh]`, and splits the batch rows into one chunk per thread; each
+//! chunk runs its input projection for all steps as one gemm, then per step one `h @ W_hh^T`
+//! gemm into a preallocated buffer and one vectorized pass of gate arithmetic. Backward is the
+//! mirror image: per step one fused pass and one `dG @ W_hh` gemm, then one gemm each for dW_ih,
+//! dW_hh and dx over all steps; ∂L/∂h_t for every step falls out as a by-product and feeds the
+//! gradient-flow diagnostics.
 //!
 //! The op's output is what the rest of the graph reads: h for every step ([batch, seq, hidden]),
 //! and for the LSTM also c ([batch, seq, 2 * hidden], h then c). The gate activations backward
