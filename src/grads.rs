@@ -1,6 +1,6 @@
 //! Gradient measurements: per-parameter and global L2 norms, and the per-timestep gradient
-//! flow ‖∂L/∂h_t‖ read from the zero probes the forward pass plants (see `RunOpts::probe`):
-//! the curve that shows gradients vanishing or exploding through time.
+//! flow ‖∂L/∂h_t‖ (see `RunOpts::probe`: the fused op's backward reports it, the reference
+//! path plants zero probes): the curve that shows gradients vanishing or exploding through time.
 
 use candle_core::backprop::GradStore;
 use candle_core::Tensor;
