@@ -24,6 +24,31 @@ use crate::config::{CellKind, Nonlinearity};
 /// Per-step ‖∂L/∂h_t‖ (norm over the batch), written by backward when asked for.
 pub type FlowSink = Arc<Mutex<Vec<f64>>>;
 
+/// One chunk of batch rows for forward: xp, out and saved hold just these rows; wt is
+/// W_hh^T, [hidden, gates*hidden].
+struct FwdChunk<'a> {
+    lengths: &'a [usize],
+    t: usize,
+    xp: &'a [f32],
+    wt: &'a [f32],
+    bhh: &'a [f32],
+    out: &'a mut [f32],
+    saved: &'a mut [f32],
+    par: bool,
+}
+
+/// One chunk of batch rows for backward: its read-only view (`rows`) and its slices of the
+/// gradient buffers.
+struct BwdChunk<'a> {
+    rows: Rows<'a>,
+    t: usize,
+    whh: &'a [f32],
+    dxp: &'a mut [f32],
+    dhh: &'a mut [f32],
+    hprev: &'a mut [f32],
+    par: bool,
+}
+
 /// One chunk's read-only view for backward.
 #[derive(Clone, Copy)]
 struct Rows<'a> {
@@ -95,19 +120,18 @@ impl Recurrence {
 
     /// Forward over a contiguous chunk of batch rows (all of their steps). xp, out and saved
     /// hold just these rows; wt is W_hh^T, [hidden, gates*hidden].
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn fwd_rows_body(
-        &self,
-        lengths: &[usize],
-        t: usize,
-        xp: &[f32],
-        wt: &[f32],
-        bhh: &[f32],
-        out: &mut [f32],
-        saved: &mut [f32],
-        par: bool,
-    ) {
+    fn fwd_rows_body(&self, chunk: FwdChunk) {
+        let FwdChunk {
+            lengths,
+            t,
+            xp,
+            wt,
+            bhh,
+            out,
+            saved,
+            par,
+        } = chunk;
         let b = lengths.len();
         let h = self.hidden;
         let g = self.kind.gates() * h;
@@ -202,18 +226,17 @@ impl Recurrence {
 
     /// Backward over a contiguous chunk of batch rows; dxp, dhh and hprev hold just these
     /// rows. Returns this chunk's per-step sums of (∂L/∂h_t)².
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn bwd_rows_body(
-        &self,
-        rows: Rows,
-        t: usize,
-        whh: &[f32],
-        dxp: &mut [f32],
-        dhh: &mut [f32],
-        hprev: &mut [f32],
-        par: bool,
-    ) -> Vec<f64> {
+    fn bwd_rows_body(&self, chunk: BwdChunk) -> Vec<f64> {
+        let BwdChunk {
+            rows,
+            t,
+            whh,
+            dxp,
+            dhh,
+            hprev,
+            par,
+        } = chunk;
         let b = rows.lengths.len();
         let h = self.hidden;
         let g = self.kind.gates() * h;
@@ -344,83 +367,41 @@ impl Recurrence {
         flow
     }
 
-    /// `fwd_rows_body` compiled for AVX2+FMA when the CPU has them (the gate loops then run
-    /// 8 lanes wide), else for the baseline target.
-    #[allow(clippy::too_many_arguments)]
-    fn fwd_rows(
-        &self,
-        lengths: &[usize],
-        t: usize,
-        xp: &[f32],
-        wt: &[f32],
-        bhh: &[f32],
-        out: &mut [f32],
-        saved: &mut [f32],
-        par: bool,
-    ) {
+    /// `fwd_rows_body` with denormals flushed, compiled for AVX2+FMA when the CPU has them
+    /// (the gate loops then run 8 lanes wide), else for the baseline target.
+    fn fwd_rows(&self, chunk: FwdChunk) {
         let _ftz = FlushDenormals::new();
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the features were detected on this CPU just above.
-            return unsafe { self.fwd_rows_avx2(lengths, t, xp, wt, bhh, out, saved, par) };
+            return unsafe { self.fwd_rows_avx2(chunk) };
         }
-        self.fwd_rows_body(lengths, t, xp, wt, bhh, out, saved, par)
+        self.fwd_rows_body(chunk)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn fwd_rows_avx2(
-        &self,
-        lengths: &[usize],
-        t: usize,
-        xp: &[f32],
-        wt: &[f32],
-        bhh: &[f32],
-        out: &mut [f32],
-        saved: &mut [f32],
-        par: bool,
-    ) {
-        self.fwd_rows_body(lengths, t, xp, wt, bhh, out, saved, par)
+    unsafe fn fwd_rows_avx2(&self, chunk: FwdChunk) {
+        self.fwd_rows_body(chunk)
     }
 
-    /// `bwd_rows_body`, dispatched like `fwd_rows`.
-    #[allow(clippy::too_many_arguments)]
-    fn bwd_rows(
-        &self,
-        rows: Rows,
-        t: usize,
-        whh: &[f32],
-        dxp: &mut [f32],
-        dhh: &mut [f32],
-        hprev: &mut [f32],
-        par: bool,
-    ) -> Vec<f64> {
+    /// `bwd_rows_body`, run like `fwd_rows`.
+    fn bwd_rows(&self, chunk: BwdChunk) -> Vec<f64> {
         let _ftz = FlushDenormals::new();
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the features were detected on this CPU just above.
-            return unsafe { self.bwd_rows_avx2(rows, t, whh, dxp, dhh, hprev, par) };
+            return unsafe { self.bwd_rows_avx2(chunk) };
         }
-        self.bwd_rows_body(rows, t, whh, dxp, dhh, hprev, par)
+        self.bwd_rows_body(chunk)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn bwd_rows_avx2(
-        &self,
-        rows: Rows,
-        t: usize,
-        whh: &[f32],
-        dxp: &mut [f32],
-        dhh: &mut [f32],
-        hprev: &mut [f32],
-        par: bool,
-    ) -> Vec<f64> {
-        self.bwd_rows_body(rows, t, whh, dxp, dhh, hprev, par)
+    unsafe fn bwd_rows_avx2(&self, chunk: BwdChunk) -> Vec<f64> {
+        self.bwd_rows_body(chunk)
     }
 
     /// The step whose state feeds step `tt` in row `row`, if any.
@@ -695,7 +676,16 @@ impl CustomOp2 for Recurrence {
                         true,
                         par,
                     );
-                    self.fwd_rows(lengths, t, &xp, wt, bhh, o, sv_rows, par)
+                    self.fwd_rows(FwdChunk {
+                        lengths,
+                        t,
+                        xp: &xp,
+                        wt,
+                        bhh,
+                        out: o,
+                        saved: sv_rows,
+                        par,
+                    })
                 };
                 if i + 1 == chunks.len() {
                     work();
@@ -778,7 +768,17 @@ impl CustomOp2 for Recurrence {
                     dout: &dout[r0 * t * s..(r0 + nb) * t * s],
                     saved: &saved[r0 * t * sv..(r0 + nb) * t * sv],
                 };
-                let mut work = move || self.bwd_rows(rows, t, whh, dx, dq, hp, par);
+                let mut work = move || {
+                    self.bwd_rows(BwdChunk {
+                        rows,
+                        t,
+                        whh,
+                        dxp: dx,
+                        dhh: dq,
+                        hprev: hp,
+                        par,
+                    })
+                };
                 if i + 1 == chunks.len() {
                     for (f, v) in flow.iter_mut().zip(work()) {
                         *f += v;
