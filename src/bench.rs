@@ -76,12 +76,12 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
     let mut phases = Phases::default();
     let mut step = |phases: Option<&mut Phases>| -> Result<()> {
         let t0 = Instant::now();
-        let logits = model.forward(&x, run())?.logits;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+        let fwd = model.forward(&x, run())?;
+        let loss = candle_nn::loss::cross_entropy(&fwd.logits, &y)?;
         loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
         let store = loss.backward()?;
-        let g = grads::collect(&model.params, &store)?;
+        let g = grads::collect(&model, &fwd, &store)?;
         let t2 = Instant::now();
         opt.step(&model.params, &g, train.lr)?;
         device.synchronize()?;

@@ -6,20 +6,29 @@ use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 use crate::error::Result;
+use crate::model::classifier::{Classifier, Forward};
 use crate::model::stack::Flow;
-use crate::model::Params;
 
 /// Gradients by parameter name, in the parameters' order.
 pub type Grads = Vec<(String, Tensor)>;
 
-/// Collects the gradient of each parameter (zeros for one the loss does not reach).
-pub fn collect(params: &Params, store: &GradStore) -> Result<Grads> {
-    params
+/// Collects the gradient of each parameter (zeros for one the loss does not reach), the
+/// embedding's from the looked-up rows (`Classifier::embedding_grad`).
+pub fn collect(model: &Classifier, fwd: &Forward, store: &GradStore) -> Result<Grads> {
+    let mut emb = model.embedding_grad(fwd, store)?;
+    model
+        .params
         .iter()
         .map(|(name, var)| {
-            let g = match store.get(var.as_tensor()) {
-                Some(g) => g.clone(),
-                None => var.as_tensor().zeros_like()?,
+            let looked_up = if name == "emb.weight" {
+                emb.take()
+            } else {
+                None
+            };
+            let g = match (looked_up, store.get(var.as_tensor())) {
+                (Some(g), _) => g,
+                (None, Some(g)) => g.clone(),
+                (None, None) => var.as_tensor().zeros_like()?,
             };
             Ok((name.clone(), g))
         })

@@ -359,7 +359,7 @@ fn fit(
                 });
             }
             let store = loss.backward()?;
-            let mut g = grads::collect(&model.params, &store)?;
+            let mut g = grads::collect(&model, &fwd, &store)?;
             let flow = grads::flow(&fwd.flow, &store)?;
             let (norm, clipped) = match t.clip_norm {
                 Some(max) => optim::clip_norm(&mut g, max)?,

@@ -251,10 +251,10 @@ fn fused_op_matches_reference_on_a_threaded_batch() {
                     .unwrap();
                 let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
                 let store = loss.backward().unwrap();
-                let grads: Vec<Tensor> = m
-                    .params
-                    .iter()
-                    .map(|(_, v)| store.get(v.as_tensor()).unwrap().clone())
+                let grads: Vec<Tensor> = rnnlab::grads::collect(&m, &fwd, &store)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(_, g)| g)
                     .collect();
                 (
                     fwd.logits,

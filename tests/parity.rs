@@ -243,7 +243,7 @@ fn classifier_adam_clip() {
             &f[&format!("step{step}.loss")],
         );
         let store = loss.backward().unwrap();
-        let mut g = grads::collect(&model.params, &store).unwrap();
+        let mut g = grads::collect(&model, &fwd, &store).unwrap();
         let (norm, clipped) = optim::clip_norm(&mut g, 0.5).unwrap();
         let want = f[&format!("step{step}.grad_norm_before_clip")]
             .to_vec1::<f32>()

@@ -3,7 +3,8 @@
 //! linear head. Parameter names: `emb.weight` | `proj.weight`, `proj.bias`; `rnn.*` as
 //! PyTorch; `head.weight`, `head.bias`.
 
-use candle_core::{Device, Tensor, D};
+use candle_core::backprop::GradStore;
+use candle_core::{Device, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -39,10 +40,21 @@ pub struct Classifier {
     head_bias: Tensor,
 }
 
-/// Forward-pass output: logits [batch, classes] and, when asked, the gradient-flow handle.
+/// Forward-pass output: logits [batch, classes], when asked the gradient-flow handle, and
+/// for token inputs the looked-up embeddings as a gradient leaf (see `embedding_grad`).
 pub struct Forward {
     pub logits: Tensor,
     pub flow: Option<Flow>,
+    pub tokens: Option<Looked>,
+}
+
+/// Embedding rows looked up for a batch: `rows` [batch, seq, emb] is a leaf of the graph
+/// (backward stops there), `ids` [batch * seq] the rows they came from. Backward through
+/// candle's index_select would build the dense [vocab, emb] gradient four times over (zeros,
+/// copy, zeros in the gradient store, add); `embedding_grad` builds it once.
+pub struct Looked {
+    pub rows: Var,
+    pub ids: Tensor,
 }
 
 impl Classifier {
@@ -119,7 +131,14 @@ impl Classifier {
 
     /// logits: [batch, classes]. `opts.dropout_rng` = Some switches on training-mode dropout.
     pub fn forward(&self, inputs: &Tensor, mut opts: RunOpts) -> Result<Forward> {
-        let xs = self.embed(inputs)?;
+        let (xs, tokens) = match &self.front {
+            FrontEnd::Embedding(_) => {
+                let rows = Var::from_tensor(&self.embed(inputs)?.detach())?;
+                let ids = inputs.flatten_all()?;
+                (rows.as_tensor().clone(), Some(Looked { rows, ids }))
+            }
+            FrontEnd::Dense(..) => (self.embed(inputs)?, None),
+        };
         let (b, t, _) = xs.dims3()?;
         let lengths: Vec<usize> = match opts.lengths {
             Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
@@ -153,7 +172,35 @@ impl Classifier {
         Ok(Forward {
             logits,
             flow: out.flow,
+            tokens,
         })
+    }
+
+    /// The gradient of `emb.weight` after backward: the looked-up rows' gradients summed into
+    /// a dense [vocab, emb] tensor (rows not in the batch are zero, as PyTorch's dense
+    /// nn.Embedding gradient). None for the dense front end.
+    pub fn embedding_grad(&self, fwd: &Forward, store: &GradStore) -> Result<Option<Tensor>> {
+        let (FrontEnd::Embedding(w), Some(looked)) = (&self.front, &fwd.tokens) else {
+            return Ok(None);
+        };
+        let (vocab, e) = w.dims2()?;
+        let Some(rows) = store.get(looked.rows.as_tensor()) else {
+            return Ok(Some(w.zeros_like()?));
+        };
+        let rows = rows.reshape(((), e))?;
+        if !w.device().is_cpu() {
+            return Ok(Some(w.zeros_like()?.index_add(&looked.ids, &rows, 0)?));
+        }
+        let rows = rows.flatten_all()?.to_vec1::<f32>()?;
+        let ids = looked.ids.to_vec1::<u32>()?;
+        let mut dense = vec![0f32; vocab * e];
+        for (id, row) in ids.iter().zip(rows.chunks_exact(e)) {
+            let out = &mut dense[*id as usize * e..][..e];
+            for (o, r) in out.iter_mut().zip(row) {
+                *o += r;
+            }
+        }
+        Ok(Some(Tensor::from_vec(dense, (vocab, e), w.device())?))
     }
 }
 
