@@ -53,8 +53,11 @@ pub enum Source {
     SyntheticSentiment,
     /// Class token, then `lag` distractors: the long-memory task.
     DelayedRecall,
-    /// TSV/CSV files named by `train`, `valid`, `test`.
+    /// Local tables (TSV, CSV, parquet, JSONL) named by `train`, `valid`, `test`.
     File,
+    /// Parquet files of a Hugging Face dataset repo (`repo`, files `train`/`valid`/`test`),
+    /// through hf-hub's cache.
+    Hub,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -62,6 +65,77 @@ pub enum Source {
 pub enum Format {
     Tsv,
     Csv,
+    Parquet,
+    Jsonl,
+}
+
+/// Named datasets: they fill in repo, files, columns and class names (keys given in the
+/// config or by `--set` win).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// stanfordnlp/sst2: `sentence`, `label`; train / validation / test (test is unlabeled).
+    Sst2,
+    /// stanfordnlp/imdb: `text`, `label`; train / test (validation carved from train).
+    Imdb,
+}
+
+impl Preset {
+    /// (data key, value) pairs; the hub file keys apply only to source = "hub".
+    fn values(self, source: Source) -> Vec<(&'static str, toml::Value)> {
+        let s = |v: &str| toml::Value::String(v.into());
+        let names = |a: &str, b: &str| toml::Value::Array(vec![s(a), s(b)]);
+        let (repo, files, text, classes) = match self {
+            Preset::Sst2 => (
+                "stanfordnlp/sst2",
+                vec![
+                    ("train", "data/train-00000-of-00001.parquet"),
+                    ("valid", "data/validation-00000-of-00001.parquet"),
+                    ("test", "data/test-00000-of-00001.parquet"),
+                ],
+                "sentence",
+                names("negative", "positive"),
+            ),
+            Preset::Imdb => (
+                "stanfordnlp/imdb",
+                vec![
+                    ("train", "plain_text/train-00000-of-00001.parquet"),
+                    ("test", "plain_text/test-00000-of-00001.parquet"),
+                ],
+                "text",
+                names("neg", "pos"),
+            ),
+        };
+        let mut out = vec![
+            ("text_column", s(text)),
+            ("label_column", s("label")),
+            ("class_names", classes),
+        ];
+        if source == Source::Hub {
+            out.push(("repo", s(repo)));
+            out.extend(files.into_iter().map(|(k, v)| (k, s(v))));
+        }
+        out
+    }
+}
+
+/// Where `max_len` cuts a longer sequence (the names of Hugging Face tokenizers).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncationSide {
+    /// Keep the first `max_len` tokens.
+    Right,
+    /// Keep the last `max_len` tokens.
+    Left,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Tokenizer {
+    /// Words (letters, digits, apostrophes) and single punctuation marks.
+    Word,
+    /// One token per character, spaces included.
+    Char,
 }
 
 /// A table column, by header name or by 0-based index.
@@ -75,10 +149,18 @@ pub enum Column {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Data {
-    /// "synthetic-sentiment" | "delayed-recall" | "file". Default "synthetic-sentiment".
+    /// "synthetic-sentiment" | "delayed-recall" | "file" | "hub". Default "synthetic-sentiment".
     pub source: Source,
-    /// Sequences longer than this keep their first `max_len` steps. Default 64.
+    /// file, hub: "sst2" | "imdb" fills in repo, files, columns and class names.
+    pub preset: Option<Preset>,
+    /// hub: dataset repo id, e.g. "stanfordnlp/sst2".
+    pub repo: Option<String>,
+    /// hub: branch, tag or commit. Default "main".
+    pub revision: String,
+    /// Sequences longer than this are cut to `max_len` tokens. Default 64.
     pub max_len: usize,
+    /// "right" keeps the first `max_len` tokens, "left" the last. Default "right".
+    pub truncation_side: TruncationSide,
     /// Synthetic sources: number of generated train / valid / test sequences.
     /// Defaults 8000 / 1000 / 1000.
     pub num_train: usize,
@@ -90,27 +172,35 @@ pub struct Data {
     pub num_classes: usize,
     /// delayed-recall: vocabulary size including `<pad>`, class and distractor tokens. Default 16.
     pub vocab_size: usize,
-    /// file: training table (required for source = "file").
+    /// file: training table (required); hub: its path inside the repo.
     pub train: Option<PathBuf>,
-    /// file: validation table; absent = carve `val_fraction` of train.
+    /// file, hub: validation table; absent = carve `val_fraction` of train.
     pub valid: Option<PathBuf>,
-    /// file: test table (optional).
+    /// file, hub: test table (optional; a split whose labels are all -1 is unlabeled and
+    /// skipped with a notice).
     pub test: Option<PathBuf>,
-    /// file: fraction of train held out for validation when `valid` is absent. Default 0.1.
+    /// Fraction of train held out (seeded) for validation when `valid` is absent. Default 0.1.
     pub val_fraction: f64,
-    /// file: "tsv" | "csv"; absent = from the file extension.
+    /// file: "tsv" | "csv" | "parquet" | "jsonl"; absent = from the file extension.
     pub format: Option<Format>,
-    /// file: first line is a header. Default true.
+    /// file (tsv, csv): first line is a header. Default true.
     pub header: bool,
-    /// file: text column, by name or 0-based index. Default "sentence".
+    /// Text column (field for JSONL), by name or 0-based index. Default "sentence".
     pub text_column: Column,
-    /// file: label column (integers or strings), by name or index. Default "label".
+    /// Label column (integers or strings), by name or index. Default "label".
     pub label_column: Column,
-    /// file: lowercase text before tokenizing. Default true.
+    /// Names for integer class ids 0, 1, ... (shown by predict and in metrics); absent =
+    /// "0", "1", ... String labels name themselves.
+    pub class_names: Option<Vec<String>>,
+    /// Skip (and count) malformed rows instead of stopping at the first. Default false.
+    pub skip_bad_rows: bool,
+    /// "word" | "char". Default "word".
+    pub tokenizer: Tokenizer,
+    /// Lowercase text before tokenizing. Default true.
     pub lowercase: bool,
-    /// file: words seen fewer times in train become `<unk>`. Default 1.
+    /// Tokens seen fewer times in train become `<unk>`. Default 1.
     pub min_freq: usize,
-    /// file: keep at most this many words (most frequent first); absent = all.
+    /// Keep at most this many tokens (most frequent first); absent = all.
     pub max_vocab: Option<usize>,
 }
 
@@ -118,7 +208,11 @@ impl Default for Data {
     fn default() -> Self {
         Data {
             source: Source::SyntheticSentiment,
+            preset: None,
+            repo: None,
+            revision: "main".into(),
             max_len: 64,
+            truncation_side: TruncationSide::Right,
             num_train: 8000,
             num_valid: 1000,
             num_test: 1000,
@@ -133,6 +227,9 @@ impl Default for Data {
             header: true,
             text_column: Column::Name("sentence".into()),
             label_column: Column::Name("label".into()),
+            class_names: None,
+            skip_bad_rows: false,
+            tokenizer: Tokenizer::Word,
             lowercase: true,
             min_freq: 1,
             max_vocab: None,
@@ -199,6 +296,12 @@ pub struct Model {
     /// lstm only (ignored by rnn and gru): initial forget-gate bias, added to `bias_ih`
     /// (PyTorch's init has none). Default 0.
     pub forget_bias: f64,
+    /// Text sources: pretrained word vectors, a GloVe / word2vec text file (`word v1 v2 ...`
+    /// per line, an optional word2vec `count dim` first line); their width must equal
+    /// `embedding_dim`. Vocabulary words not in the file keep their random init.
+    pub embeddings: Option<PathBuf>,
+    /// Keep the embedding table fixed during training. Default false.
+    pub freeze_embeddings: bool,
 }
 
 impl Default for Model {
@@ -213,6 +316,8 @@ impl Default for Model {
             dropout: 0.0,
             readout: Readout::Last,
             forget_bias: 0.0,
+            embeddings: None,
+            freeze_embeddings: false,
         }
     }
 }
@@ -248,6 +353,10 @@ pub enum Monitor {
 pub struct Train {
     /// Passes over the training split. Default 5.
     pub epochs: usize,
+    /// Per-class loss weights (PyTorch's `CrossEntropyLoss(weight=...)`): "none",
+    /// "balanced" (n_samples / (n_classes * count_c), from the training split), or a list
+    /// with one weight per class. Default "none".
+    pub class_weights: ClassWeights,
     /// Sequences per step. Default 64.
     pub batch_size: usize,
     /// "sgd" | "adam" | "adamw" | "rmsprop". Default "adam".
@@ -295,6 +404,7 @@ impl Default for Train {
     fn default() -> Self {
         Train {
             epochs: 5,
+            class_weights: ClassWeights::Rule(WeightRule::None),
             batch_size: 64,
             optimizer: OptimizerKind::Adam,
             lr: 1e-3,
@@ -317,6 +427,20 @@ impl Default for Train {
             max_steps: None,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ClassWeights {
+    Rule(WeightRule),
+    Given(Vec<f64>),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightRule {
+    None,
+    Balanced,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -374,6 +498,16 @@ impl Config {
     }
 
     pub fn from_toml(path: &Path, text: &str, overrides: &[String]) -> Result<Config> {
+        Config::parse(path, text, overrides, true)
+    }
+
+    /// A config read only for its `[data]` tables (`run-exp eval`): no train split needed.
+    pub fn load_for_scoring(path: &Path, overrides: &[String]) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Config::parse(path, &text, overrides, false)
+    }
+
+    fn parse(path: &Path, text: &str, overrides: &[String], training: bool) -> Result<Config> {
         let mut parsed = Vec::new();
         for o in overrides {
             let Some((k, v)) = o.split_once('=') else {
@@ -430,7 +564,12 @@ impl Config {
             }
             cfg
         };
-        cfg.validate().map_err(|(key, msg)| Error::Config {
+        let cfg = with_preset(cfg, text, &parsed).map_err(|msg| Error::Config {
+            location: origin.locate("data.preset"),
+            key: "data.preset".into(),
+            msg,
+        })?;
+        cfg.validate(training).map_err(|(key, msg)| Error::Config {
             location: origin.locate(&key),
             key,
             msg,
@@ -441,7 +580,7 @@ impl Config {
     /// Range and consistency checks serde cannot express. Returns the offending key.
     /// (Negated comparisons on purpose: NaN fails them.)
     #[allow(clippy::neg_cmp_op_on_partial_ord)]
-    fn validate(&self) -> std::result::Result<(), (String, String)> {
+    fn validate(&self, training: bool) -> std::result::Result<(), (String, String)> {
         fn bad(key: &str, msg: impl Into<String>) -> std::result::Result<(), (String, String)> {
             Err((key.to_string(), msg.into()))
         }
@@ -476,11 +615,20 @@ impl Config {
                     );
                 }
             }
-            Source::File => {
-                if d.train.is_none() {
+            Source::File | Source::Hub => {
+                if d.source == Source::Hub && d.repo.is_none() {
+                    return bad(
+                        "data.repo",
+                        "source = \"hub\" needs repo = \"owner/name\" (or preset = \"sst2\" | \"imdb\")",
+                    );
+                }
+                if training && d.train.is_none() {
                     return bad(
                         "data.train",
-                        "source = \"file\" needs train = \"path/to/train.tsv\"",
+                        match d.source {
+                            Source::Hub => "source = \"hub\" needs train = \"path/in/repo.parquet\" (or a preset)",
+                            _ => "source = \"file\" needs train = \"path/to/train.tsv\"",
+                        },
                     );
                 }
                 if d.valid.is_none() && !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
@@ -517,6 +665,12 @@ impl Config {
         if d.min_freq == 0 {
             return bad("data.min_freq", "must be at least 1");
         }
+        if let Some(names) = &d.class_names {
+            let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+            if names.len() < 2 || distinct.len() != names.len() {
+                return bad("data.class_names", "needs at least 2 distinct names");
+            }
+        }
         if m.embedding_dim == 0 {
             return bad("model.embedding_dim", "must be at least 1");
         }
@@ -536,6 +690,14 @@ impl Config {
         }
         if t.epochs == 0 {
             return bad("train.epochs", "must be at least 1");
+        }
+        if let ClassWeights::Given(w) = &t.class_weights {
+            if w.is_empty() || !w.iter().all(|v| *v >= 0.0 && v.is_finite()) {
+                return bad(
+                    "train.class_weights",
+                    "must be \"none\", \"balanced\" or a list of finite weights >= 0",
+                );
+            }
         }
         if t.batch_size == 0 {
             return bad("train.batch_size", "must be at least 1");
@@ -611,6 +773,36 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize: {e}\n"))
     }
+}
+
+/// Fills the preset's data keys that neither the file nor `--set` gave.
+fn with_preset(
+    mut cfg: Config,
+    text: &str,
+    overrides: &[(String, String)],
+) -> std::result::Result<Config, String> {
+    let Some(preset) = cfg.data.preset else {
+        return Ok(cfg);
+    };
+    let in_file: Vec<String> = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("data").and_then(|d| d.as_table()).cloned())
+        .map(|d| d.keys().cloned().collect())
+        .unwrap_or_default();
+    let given = |key: &str| {
+        in_file.iter().any(|k| k == key)
+            || overrides
+                .iter()
+                .any(|(k, _)| k.strip_prefix("data.") == Some(key))
+    };
+    let mut table = toml::Table::try_from(&cfg.data).map_err(|e| e.to_string())?;
+    for (key, value) in preset.values(cfg.data.source) {
+        if !given(key) {
+            table.insert(key.to_string(), value);
+        }
+    }
+    cfg.data = Data::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
+    Ok(cfg)
 }
 
 /// `--set` values are TOML (`3e-3`, `true`, `"x"`, `[1, 2]`); a bare word is a string.

@@ -12,13 +12,15 @@ use crate::model::stack::Flow;
 /// Gradients by parameter name, in the parameters' order.
 pub type Grads = Vec<(String, Tensor)>;
 
-/// Collects the gradient of each parameter (zeros for one the loss does not reach), the
-/// embedding's from the looked-up rows (`Classifier::embedding_grad`).
+/// Collects the gradient of each trained parameter (zeros for one the loss does not reach),
+/// the embedding's from the looked-up rows (`Classifier::embedding_grad`); a frozen embedding
+/// has none, so neither the optimizer nor clipping sees it (PyTorch's requires_grad=False).
 pub fn collect(model: &Classifier, fwd: &Forward, store: &GradStore) -> Result<Grads> {
     let mut emb = model.embedding_grad(fwd, store)?;
     model
         .params
         .iter()
+        .filter(|(name, _)| !(model.frozen_embedding && name.as_str() == "emb.weight"))
         .map(|(name, var)| {
             let looked_up = if name == "emb.weight" {
                 emb.take()

@@ -5,8 +5,11 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::checkpoint::LoadedRun;
-use crate::data::text::{tokenize, PAD};
+use crate::config::Data;
+use crate::data::load_for_run;
+use crate::data::text::PAD;
 use crate::error::Result;
+use crate::eval::{evaluate, Scores};
 use crate::model::classifier::probabilities;
 use crate::model::stack::RunOpts;
 
@@ -21,23 +24,11 @@ pub struct Prediction {
 
 /// Token ids as training saw them: same tokenizer settings, vocabulary and max_len.
 pub fn encode(run: &LoadedRun, text: &str) -> Vec<u32> {
-    let toks = tokenize(text, run.config.data.lowercase);
-    let mut ids = run.vocab.encode(&toks);
-    ids.truncate(run.config.data.max_len);
-    if ids.is_empty() {
-        ids.push(PAD);
-    }
-    ids
+    run.vocab.encode_text(text, &run.config.data)
 }
 
 pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
-    let device = run
-        .model
-        .params
-        .iter()
-        .next()
-        .map(|(_, v)| v.device().clone())
-        .unwrap_or(candle_core::Device::Cpu);
+    let device = run.model.params.device();
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(256) {
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|t| encode(run, t)).collect();
@@ -74,4 +65,20 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
         }
     }
     Ok(out)
+}
+
+/// Scores of the run on each labeled split `data` names, as (split, examples, scores).
+pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<(&'static str, usize, Scores)>> {
+    let (splits, notes) = load_for_run(data, &run.config.data, &run.vocab, &run.classes)?;
+    for n in notes {
+        eprintln!("{n}");
+    }
+    let device = run.model.params.device();
+    splits
+        .into_iter()
+        .map(|(name, split)| {
+            let s = evaluate(&run.model, &split, run.classes.len(), 64, &device, None)?;
+            Ok((name, split.len(), s))
+        })
+        .collect()
 }

@@ -13,10 +13,12 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::checkpoint::{self, State};
-use crate::config::{Config, Monitor};
-use crate::data::{self, batch, Dataset, Split};
+use crate::config::{ClassWeights, Config, Monitor, WeightRule};
+use crate::data::vectors::{self, Vectors};
+use crate::data::{self, batch, Dataset};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
+use crate::eval::{self, Scores};
 use crate::grads;
 use crate::log::progress::epoch_bar;
 use crate::log::tensorboard::EventWriter;
@@ -30,6 +32,10 @@ pub struct Prepared {
     pub config: Config,
     pub device: Device,
     pub data: Dataset,
+    /// `model.embeddings`, read and checked against the vocabulary.
+    pub vectors: Option<Vectors>,
+    /// Per-class loss weights (`train.class_weights`), one per class.
+    pub class_weights: Option<Vec<f64>>,
 }
 
 pub fn prepare(config: Config) -> Result<Prepared> {
@@ -41,11 +47,61 @@ pub fn prepare(config: Config) -> Result<Prepared> {
         .map_err(Error::Device)?
         .open()?;
     let data = data::load(&config.data, config.experiment.seed)?;
+    let vectors = match &config.model.embeddings {
+        Some(p) => Some(vectors::load(p, &data.vocab, config.model.embedding_dim)?),
+        None => None,
+    };
+    let class_weights = class_weights(&config, &data)?;
     Ok(Prepared {
         config,
         device,
         data,
+        vectors,
+        class_weights,
     })
+}
+
+/// Training examples per class.
+pub fn class_counts(data: &Dataset) -> Vec<usize> {
+    let mut counts = vec![0usize; data.classes.len()];
+    for &y in &data.train.labels {
+        counts[y as usize] += 1;
+    }
+    counts
+}
+
+/// `train.class_weights` resolved: "balanced" is n / (k * count_c) (scikit-learn's rule).
+fn class_weights(config: &Config, data: &Dataset) -> Result<Option<Vec<f64>>> {
+    let k = data.classes.len();
+    match &config.train.class_weights {
+        ClassWeights::Rule(WeightRule::None) => Ok(None),
+        ClassWeights::Rule(WeightRule::Balanced) => {
+            let counts = class_counts(data);
+            let n: usize = counts.iter().sum();
+            Ok(Some(
+                counts
+                    .iter()
+                    .map(|&c| {
+                        if c == 0 {
+                            0.0
+                        } else {
+                            n as f64 / (k * c) as f64
+                        }
+                    })
+                    .collect(),
+            ))
+        }
+        ClassWeights::Given(w) if w.len() == k => Ok(Some(w.clone())),
+        ClassWeights::Given(w) => Err(Error::Config {
+            location: "config".into(),
+            key: "train.class_weights".into(),
+            msg: format!(
+                "has {} weights but the data has {k} classes {:?}",
+                w.len(),
+                data.classes
+            ),
+        }),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -67,9 +123,15 @@ pub struct Summary {
     pub best_epoch: Option<usize>,
     pub best_val_acc: f64,
     pub best_val_loss: f64,
-    /// Test metrics of the best-epoch weights, when a test split exists.
+    /// Test metrics of the best-epoch weights, when a labeled test split exists.
     pub test_acc: Option<f64>,
     pub test_loss: Option<f64>,
+    pub test_macro_f1: Option<f64>,
+    /// Per-class precision / recall / F1 / support and the confusion matrix on test.
+    pub test_scores: Option<Scores>,
+    /// Class names by id, and training examples per class.
+    pub classes: Vec<String>,
+    pub train_class_counts: Vec<usize>,
     pub stopped_early: bool,
     /// Why the run did not complete (diverged or failed).
     pub reason: Option<String>,
@@ -77,34 +139,6 @@ pub struct Summary {
     pub train_samples_per_s: f64,
     pub parameters: usize,
     pub versions: serde_json::Value,
-}
-
-/// Loss and accuracy over a split (evaluation mode: no dropout, no graph kept).
-pub fn evaluate(
-    model: &Classifier,
-    split: &Split,
-    batch_size: usize,
-    device: &Device,
-) -> Result<(f64, f64)> {
-    let (mut loss, mut correct) = (0f64, 0usize);
-    for idx in batch::plan(split, batch_size, None) {
-        let b = batch::make(split, &idx, device)?;
-        let logits = model
-            .forward(
-                &b.ids,
-                RunOpts {
-                    lengths: Some(&b.lengths),
-                    ..Default::default()
-                },
-            )?
-            .logits
-            .detach();
-        let l = candle_nn::loss::cross_entropy(&logits, &b.labels)?.to_scalar::<f32>()? as f64;
-        loss += l * idx.len() as f64;
-        correct += count_correct(&logits, &b.labels)?;
-    }
-    let n = split.len().max(1) as f64;
-    Ok((loss / n, correct as f64 / n))
 }
 
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
@@ -137,7 +171,25 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
         config,
         device,
         data,
+        vectors,
+        class_weights,
     } = prep;
+    for note in &data.notes {
+        eprintln!("{note}");
+    }
+    let counts = class_counts(&data);
+    eprintln!(
+        "classes (train examples): {}",
+        data.classes
+            .iter()
+            .zip(&counts)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(w) = &class_weights {
+        eprintln!("class weights: {w:?}");
+    }
     let dir = match resume {
         Some(d) => d.to_path_buf(),
         None => new_run_dir(&config)?,
@@ -167,10 +219,32 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
             );
             st
         }
-        None => State::default(),
+        None => {
+            if let (Some(v), Some(p)) = (&vectors, &config.model.embeddings) {
+                model.set_embedding_rows(&v.rows)?;
+                eprintln!("{}", v.report(&data.vocab, p));
+            }
+            State::default()
+        }
     };
+    let weights = class_weights
+        .as_ref()
+        .map(|w| {
+            let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            Tensor::new(w, &device)
+        })
+        .transpose()?;
     let started = Instant::now();
-    let result = fit(&config, &device, &data, &model, &mut optimizer, state, &dir);
+    let result = fit(
+        &config,
+        &device,
+        &data,
+        &model,
+        &mut optimizer,
+        state,
+        &dir,
+        weights.as_ref(),
+    );
     let elapsed = started.elapsed().as_secs_f64();
     let (status, state, reason, stopped_early, samples) = match result {
         Ok(f) => (f.status, f.state, f.reason, f.stopped_early, f.samples),
@@ -188,6 +262,7 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
                 elapsed,
                 0,
                 &model,
+                &data,
             );
             let _ = checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s);
             return Err(e);
@@ -197,17 +272,30 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
     let test = match (&data.test, state.best_epoch) {
         (Some(test), Some(_)) => {
             model.params.load(&dir.join(checkpoint::BEST))?;
-            Some(evaluate(&model, test, config.train.batch_size, &device)?)
+            let k = data.classes.len();
+            Some(eval::evaluate(
+                &model,
+                test,
+                k,
+                config.train.batch_size,
+                &device,
+                weights.as_ref(),
+            )?)
         }
         _ => None,
     };
-    if let Some((loss, acc)) = test {
+    if let Some(scores) = &test {
         let mut tb = EventWriter::create(&dir).map_err(|e| Error::io(&dir, e))?;
-        let best = state.best_epoch.unwrap_or(0);
-        let io = |e| Error::io(&dir, e);
-        tb.scalar("test/loss", best, loss).map_err(io)?;
-        tb.scalar("test/acc", best, acc).map_err(io)?;
-        tb.flush().map_err(io)?;
+        log_scores(&mut tb, "test", state.step, scores, &data.classes)?;
+        tb.flush().map_err(|e| Error::io(&dir, e))?;
+        eprintln!(
+            "test (epoch {} weights): loss {:.4} acc {:.4} macro-F1 {:.4}\n{}",
+            state.best_epoch.unwrap_or(0),
+            scores.loss,
+            scores.acc,
+            scores.macro_f1,
+            scores.confusion_markdown(&data.classes)
+        );
     }
     let s = summary(
         &config,
@@ -220,9 +308,45 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
         elapsed,
         samples,
         &model,
+        &data,
     );
     checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s)?;
     Ok(s)
+}
+
+/// `<split>/loss`, `/acc`, `/macro_f1`, `/precision/<class>`, `/recall/<class>` scalars and
+/// the confusion matrix as an image and a Markdown table.
+fn log_scores(
+    tb: &mut EventWriter,
+    split: &str,
+    step: usize,
+    s: &Scores,
+    classes: &[String],
+) -> Result<()> {
+    let dir = tb.path().to_path_buf();
+    let io = |e| Error::io(&dir, e);
+    tb.scalar(&format!("{split}/loss"), step, s.loss)
+        .map_err(io)?;
+    tb.scalar(&format!("{split}/acc"), step, s.acc)
+        .map_err(io)?;
+    tb.scalar(&format!("{split}/macro_f1"), step, s.macro_f1)
+        .map_err(io)?;
+    for (c, name) in classes.iter().enumerate() {
+        tb.scalar(&format!("{split}/precision/{name}"), step, s.precision[c])
+            .map_err(io)?;
+        tb.scalar(&format!("{split}/recall/{name}"), step, s.recall[c])
+            .map_err(io)?;
+    }
+    let (png, w, h) = eval::confusion_png(&s.confusion)?;
+    tb.image(&format!("{split}/confusion_matrix"), step, &png, w, h)
+        .map_err(io)?;
+    tb.text(
+        &format!("{split}/confusion_matrix"),
+        step,
+        &s.confusion_markdown(classes),
+    )
+    .map_err(io)?;
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -231,12 +355,13 @@ fn summary(
     dir: &Path,
     status: Status,
     st: &State,
-    test: Option<(f64, f64)>,
+    test: Option<Scores>,
     reason: Option<String>,
     stopped_early: bool,
     elapsed: f64,
     samples: usize,
     model: &Classifier,
+    data: &Dataset,
 ) -> Summary {
     Summary {
         status,
@@ -248,8 +373,12 @@ fn summary(
         best_epoch: st.best_epoch,
         best_val_acc: st.best_val_acc,
         best_val_loss: st.best_val_loss,
-        test_loss: test.map(|t| t.0),
-        test_acc: test.map(|t| t.1),
+        test_loss: test.as_ref().map(|t| t.loss),
+        test_acc: test.as_ref().map(|t| t.acc),
+        test_macro_f1: test.as_ref().map(|t| t.macro_f1),
+        test_scores: test,
+        classes: data.classes.clone(),
+        train_class_counts: class_counts(data),
         stopped_early,
         reason,
         elapsed_s: elapsed,
@@ -290,6 +419,7 @@ struct Fitted {
 }
 
 /// The epoch loop. Writes events, metrics and checkpoints into `dir`.
+#[allow(clippy::too_many_arguments)]
 fn fit(
     cfg: &Config,
     device: &Device,
@@ -298,6 +428,7 @@ fn fit(
     optimizer: &mut Optimizer,
     mut state: State,
     dir: &Path,
+    class_weights: Option<&Tensor>,
 ) -> Result<Fitted> {
     let t = &cfg.train;
     let io = |e| Error::io(dir, e);
@@ -342,7 +473,7 @@ fn fit(
                     reference: false,
                 },
             )?;
-            let loss = candle_nn::loss::cross_entropy(&fwd.logits, &b.labels)?;
+            let loss = eval::loss(&fwd.logits, &b.labels, class_weights)?;
             let loss_v = loss.to_scalar::<f32>()? as f64;
             if !loss_v.is_finite() {
                 bar.abandon();
@@ -359,7 +490,7 @@ fn fit(
                 });
             }
             let store = loss.backward()?;
-            let mut g = grads::collect(&model, &fwd, &store)?;
+            let mut g = grads::collect(model, &fwd, &store)?;
             let flow = grads::flow(&fwd.flow, &store)?;
             let (norm, clipped) = match t.clip_norm {
                 Some(max) => optim::clip_norm(&mut g, max)?,
@@ -406,7 +537,15 @@ fn fit(
         bar.finish_and_clear();
 
         // End of epoch: validate, log, checkpoint, decide.
-        let (val_loss, val_acc) = evaluate(model, &data.valid, t.batch_size, device)?;
+        let val = eval::evaluate(
+            model,
+            &data.valid,
+            data.classes.len(),
+            t.batch_size,
+            device,
+            class_weights,
+        )?;
+        let (val_loss, val_acc) = (val.loss, val.acc);
         let train_loss = epoch_loss / epoch_n.max(1) as f64;
         let train_acc = epoch_correct as f64 / epoch_n.max(1) as f64;
         let e = epoch + 1;
@@ -414,8 +553,7 @@ fn fit(
         tb.scalar("train/acc", step, train_acc).map_err(io)?;
         tb.scalar("train/epoch_loss", step, train_loss)
             .map_err(io)?;
-        tb.scalar("val/loss", step, val_loss).map_err(io)?;
-        tb.scalar("val/acc", step, val_acc).map_err(io)?;
+        log_scores(&mut tb, "val", step, &val, &data.classes)?;
         let hist = cfg.log.histograms_every_epochs;
         if hist > 0 && e % hist == 0 {
             for (name, var) in model.params.iter() {
@@ -431,7 +569,8 @@ fn fit(
         }
         metrics.row(json!({
             "step": step, "epoch": e, "split": "epoch", "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val_loss, "val_acc": val_acc,
+            "val_loss": val_loss, "val_acc": val_acc, "val_macro_f1": val.macro_f1,
+            "val_precision": &val.precision, "val_recall": &val.recall, "val_confusion": &val.confusion,
             "elapsed_s": run_start.elapsed().as_secs_f64(),
         }))?;
         let improved = match (state.best_epoch, t.monitor) {
@@ -458,8 +597,9 @@ fn fit(
         metrics.flush()?;
         tb.flush().map_err(io)?;
         eprintln!(
-            "epoch {e}/{}: train loss {train_loss:.4} acc {train_acc:.4} | val loss {val_loss:.4} acc {val_acc:.4}{}",
+            "epoch {e}/{}: train loss {train_loss:.4} acc {train_acc:.4} | val loss {val_loss:.4} acc {val_acc:.4} macro-F1 {:.4}{}",
             t.epochs,
+            val.macro_f1,
             if improved { " *" } else { "" }
         );
         if t.patience.is_some_and(|p| state.bad_epochs >= p) {

@@ -224,6 +224,21 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["seed"], 3);
     assert!(summary["test_acc"].as_f64().is_some());
+    let confusion = &summary["test_scores"]["confusion"];
+    let counted: u64 = confusion
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()))
+        .sum();
+    assert_eq!(
+        counted, 200,
+        "the test confusion matrix counts every test example"
+    );
+    assert_eq!(
+        summary["classes"],
+        serde_json::json!(["negative", "positive"])
+    );
 
     // TensorBoard: every documented tag is in the event files.
     let mut tags = BTreeSet::new();
@@ -257,8 +272,14 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         "train/acc",
         "val/loss",
         "val/acc",
+        "val/macro_f1",
+        "val/precision/negative",
+        "val/recall/positive",
+        "val/confusion_matrix",
         "test/acc",
         "test/loss",
+        "test/macro_f1",
+        "test/confusion_matrix",
         "weights/rnn.weight_ih_l0",
         "grads/rnn.weight_ih_l0",
         "grad_flow/by_timestep",
@@ -278,8 +299,16 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     let loaded = load_run(&run, checkpoint::BEST, &Device::Cpu).unwrap();
     let data = rnnlab::data::load(&loaded.config.data, loaded.config.experiment.seed).unwrap();
     assert_eq!(data.vocab, loaded.vocab);
-    let (val_loss, val_acc) =
-        rnnlab::train::evaluate(&loaded.model, &data.valid, 32, &Device::Cpu).unwrap();
+    let val = rnnlab::eval::evaluate(
+        &loaded.model,
+        &data.valid,
+        loaded.classes.len(),
+        32,
+        &Device::Cpu,
+        None,
+    )
+    .unwrap();
+    let (val_loss, val_acc) = (val.loss, val.acc);
     assert_eq!(val_acc, summary["best_val_acc"].as_f64().unwrap());
     assert!((val_loss - summary["best_val_loss"].as_f64().unwrap()).abs() < 1e-9);
 
@@ -337,6 +366,64 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
             );
         }
     }
+
+    // `run-exp eval` on the validation split written out as a JSONL table with class-name
+    // labels scores what training scored at the best epoch.
+    let table = dir.join("valid.jsonl");
+    let mut rows = String::new();
+    for (seq, &y) in data.valid.inputs.iter().zip(&data.valid.labels) {
+        let text: Vec<&str> = seq
+            .iter()
+            .map(|&t| loaded.vocab.itos[t as usize].as_str())
+            .collect();
+        rows.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"review": text.join(" "), "mood": loaded.classes[y as usize]})
+        ));
+    }
+    std::fs::write(&table, rows).unwrap();
+    let other = dir.join("other.toml");
+    std::fs::write(
+        &other,
+        format!(
+            "[data]\nsource = \"file\"\ntest = {:?}\ntext_column = \"review\"\nlabel_column = \"mood\"\n",
+            table.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let o = run_exp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
+    assert_eq!(line["split"], "test");
+    assert_eq!(line["examples"], 200);
+    assert_eq!(line["scores"]["acc"].as_f64().unwrap(), val_acc);
+    assert_eq!(
+        line["scores"]["confusion"],
+        serde_json::json!(val.confusion)
+    );
+    // A label the run does not know: exit 2 with file and line.
+    std::fs::write(&table, "{\"review\": \"good\", \"mood\": \"meh\"}\n").unwrap();
+    let o = run_exp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{}:1: label \"meh\" is not one of the run's classes",
+            table.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -452,4 +539,130 @@ fn bench_prints_one_json_line_per_cell_in_the_peer_keys() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A cache folder laid out as hf-hub lays out stanfordnlp/sst2, built from ../shared/data/sst2
+/// with polars: train.tsv as the hub's train, test.tsv (872 sentences, the hub's validation) as
+/// validation, and the test sentences with label -1 as the hub's unlabeled test split.
+fn sst2_hub_cache(root: &Path, shared: &Path) {
+    use polars::prelude::*;
+    let rev = "fixture00000000000000000000000000000000ab";
+    let repo = root.join("datasets--stanfordnlp--sst2");
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), rev).unwrap();
+    let snap = repo.join("snapshots").join(rev).join("data");
+    std::fs::create_dir_all(&snap).unwrap();
+    let read = |name: &str| -> (Vec<String>, Vec<i64>) {
+        let text = std::fs::read_to_string(shared.join(name)).unwrap();
+        text.lines()
+            .skip(1)
+            .map(|l| {
+                let (s, y) = l.rsplit_once('\t').unwrap();
+                (s.to_string(), y.trim().parse::<i64>().unwrap())
+            })
+            .unzip()
+    };
+    let write = |file: &str, (sentences, labels): (Vec<String>, Vec<i64>)| {
+        let idx: Vec<i32> = (0..sentences.len() as i32).collect();
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("idx".into(), idx),
+            Column::new("sentence".into(), sentences),
+            Column::new("label".into(), labels),
+        ])
+        .unwrap();
+        let f = std::fs::File::create(snap.join(file)).unwrap();
+        ParquetWriter::new(f).finish(&mut df).unwrap();
+    };
+    write("train-00000-of-00001.parquet", read("train.tsv"));
+    write("validation-00000-of-00001.parquet", read("test.tsv"));
+    let (s, y) = read("test.tsv");
+    write("test-00000-of-00001.parquet", (s, vec![-1; y.len()]));
+}
+
+#[test]
+fn sst2_preset_from_a_hub_cache_end_to_end() {
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/sst2");
+    if !shared.join("train.tsv").exists() {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED sst2_preset_from_a_hub_cache_end_to_end: {} is absent (it exists in CI)",
+            shared.display()
+        );
+        return;
+    }
+    let dir = temp_dir("hub-sst2");
+    let cache = dir.join("hub");
+    sst2_hub_cache(&cache, &shared);
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/sst2-lstm.toml");
+    let out = dir.join("results");
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+        .arg(&config)
+        .args([
+            "--set",
+            &format!("experiment.out_dir={:?}", out.to_str().unwrap()),
+            "--set",
+            "train.max_steps=400",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "model.hidden_size=32",
+            "--set",
+            "model.embedding_dim=32",
+        ])
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .env_remove("HF_HOME")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("test metrics are skipped"), "{err}");
+    let runs: Vec<PathBuf> = std::fs::read_dir(out.join("sst2-lstm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs[0].join(checkpoint::SUMMARY)).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary["classes"],
+        serde_json::json!(["negative", "positive"])
+    );
+    assert_eq!(
+        summary["train_class_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        60_614
+    );
+    assert!(summary["test_acc"].is_null());
+    // 400 steps of 64 phrases learn something real: well above the 0.51 majority class.
+    let val = summary["best_val_acc"].as_f64().unwrap();
+    assert!(val > 0.65, "validation accuracy {val}");
+
+    // Offline with an empty cache: exit 2 and the cache folder named, nothing trained.
+    let empty = dir.join("empty-cache");
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+        .arg(&config)
+        .args([
+            "--set",
+            &format!(
+                "experiment.out_dir={:?}",
+                dir.join("none").to_str().unwrap()
+            ),
+        ])
+        .env("HF_HUB_CACHE", &empty)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not in the hub cache") && err.contains("datasets--stanfordnlp--sst2"),
+        "{err}"
+    );
+    assert!(!dir.join("none").exists());
 }

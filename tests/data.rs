@@ -1,9 +1,12 @@
-//! The file source: real SST-2 from ../shared (skipped, saying so, where ../shared is absent),
-//! string labels, CSV, a carved validation split, and malformed rows named by file:line.
+//! The file and hub sources: real SST-2 from ../shared (skipped, saying so, where ../shared is
+//! absent), every table format giving the same dataset, headers, string labels and class names,
+//! a carved validation split, malformed rows named by file:line (or skipped and counted), and the
+//! hub path against a cache folder laid out as hf-hub lays it out.
 
 use std::path::{Path, PathBuf};
 
-use rnnlab::config::{Column, Data, Source};
+use polars::prelude::Column as PlColumn;
+use rnnlab::config::{Column, Data, Source, TruncationSide};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rnnlab-data-{name}-{}", std::process::id()));
@@ -95,13 +98,17 @@ fn malformed_rows_name_file_and_line() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}:3: expected at least 2 tab-separated fields, found 1",
+            "{}:3: expected at least 2 tab-separated fields, found 1 (set data.skip_bad_rows = true to skip such rows)",
             path.display()
         )
     );
     assert!(err.is_bad_input());
-    std::fs::write(&path, "sentence\tlabel\ngood\t1\nbad\t-1\n").unwrap();
-    let err = rnnlab::data::load(&file_cfg(&path), 0).err().unwrap();
+    std::fs::write(&path, "sentence\tlabel\ngood\t1\nbad\t-1\nfine\t0\n").unwrap();
+    let with_valid = Data {
+        valid: Some(path.clone()),
+        ..file_cfg(&path)
+    };
+    let err = rnnlab::data::load(&with_valid, 0).err().unwrap();
     assert!(
         err.to_string()
             .starts_with(&format!("{}:3: label -1", path.display())),
@@ -116,5 +123,240 @@ fn malformed_rows_name_file_and_line() {
         err.to_string()
             .contains("data.text_column = \"text\" is not a column"),
         "{err}"
+    );
+}
+
+/// The same eight labelled texts in every format.
+const ROWS: [(&str, &str); 8] = [
+    ("a fine, warm film", "pos"),
+    ("dull and \"long\"", "neg"),
+    ("warm and fine", "pos"),
+    ("long, dull, long", "neg"),
+    ("fine acting", "pos"),
+    ("a dull plot", "neg"),
+    ("warm", "pos"),
+    ("long", "neg"),
+];
+
+fn write_parquet(path: &Path, cols: Vec<polars::prelude::Column>) {
+    use polars::prelude::*;
+    let mut df = DataFrame::new_infer_height(cols).unwrap();
+    let f = std::fs::File::create(path).unwrap();
+    ParquetWriter::new(f).finish(&mut df).unwrap();
+}
+
+fn text_label_columns(rows: &[(&str, &str)]) -> Vec<polars::prelude::Column> {
+    use polars::prelude::*;
+    let texts: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r.1).collect();
+    vec![
+        Column::new("text".into(), texts),
+        Column::new("label".into(), labels),
+    ]
+}
+
+#[test]
+fn every_format_gives_the_same_dataset() {
+    let dir = temp_dir("formats");
+    let tsv = dir.join("t.tsv");
+    let csv = dir.join("t.csv");
+    let jsonl = dir.join("t.jsonl");
+    let parquet = dir.join("t.parquet");
+    let headless = dir.join("headless.tsv");
+    let mut t = String::from("text\tlabel\n");
+    let mut c = String::from("text,label\n");
+    let mut j = String::new();
+    let mut h = String::new();
+    for (text, label) in ROWS {
+        t.push_str(&format!("{text}\t{label}\n"));
+        c.push_str(&format!("\"{}\",{label}\n", text.replace('"', "\"\"")));
+        j.push_str(&format!(
+            "{}\n",
+            serde_json::json!({"label": label, "text": text})
+        ));
+        h.push_str(&format!("{label}\t{text}\n"));
+    }
+    std::fs::write(&tsv, t).unwrap();
+    std::fs::write(&csv, c).unwrap();
+    std::fs::write(&jsonl, j).unwrap();
+    std::fs::write(&headless, h).unwrap();
+    write_parquet(&parquet, text_label_columns(&ROWS));
+    let cfg = |p: &Path| Data {
+        valid: Some(p.to_path_buf()),
+        text_column: Column::Name("text".into()),
+        ..file_cfg(p)
+    };
+    let reference = rnnlab::data::load(&cfg(&tsv), 0).unwrap();
+    assert_eq!(reference.classes, vec!["neg", "pos"]);
+    assert_eq!(reference.train.labels, vec![1, 0, 1, 0, 1, 0, 1, 0]);
+    for p in [&csv, &jsonl, &parquet] {
+        let ds = rnnlab::data::load(&cfg(p), 0).unwrap();
+        assert_eq!(ds.train, reference.train, "{}", p.display());
+        assert_eq!(ds.vocab, reference.vocab, "{}", p.display());
+        assert_eq!(ds.classes, reference.classes, "{}", p.display());
+    }
+    let no_header = Data {
+        header: false,
+        text_column: Column::Index(1),
+        label_column: Column::Index(0),
+        valid: Some(headless.clone()),
+        ..file_cfg(&headless)
+    };
+    assert_eq!(
+        rnnlab::data::load(&no_header, 0).unwrap().train,
+        reference.train
+    );
+    // Class names given: string labels follow their order (pos = 0 here).
+    let named = Data {
+        class_names: Some(vec!["pos".into(), "neg".into()]),
+        ..cfg(&tsv)
+    };
+    let ds = rnnlab::data::load(&named, 0).unwrap();
+    assert_eq!(ds.train.labels, vec![0, 1, 0, 1, 0, 1, 0, 1]);
+    // Truncation keeps the start or the end.
+    let cut = |side| {
+        let d = Data {
+            max_len: 2,
+            truncation_side: side,
+            ..cfg(&tsv)
+        };
+        let ds = rnnlab::data::load(&d, 0).unwrap();
+        ds.train.inputs[0]
+            .iter()
+            .map(|&i| ds.vocab.itos[i as usize].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cut(TruncationSide::Right), vec!["a", "fine"]);
+    assert_eq!(cut(TruncationSide::Left), vec!["warm", "film"]);
+}
+
+#[test]
+fn malformed_rows_in_each_format_and_skip_bad_rows() {
+    let dir = temp_dir("bad-formats");
+    let jsonl = dir.join("t.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"text\": \"good\", \"label\": 1}\n{\"text\": \"bad\", \"label\": 0}\n{\"text\": \"oops\"\n{\"text\": 7, \"label\": 0}\n",
+    )
+    .unwrap();
+    let cfg = Data {
+        text_column: Column::Name("text".into()),
+        val_fraction: 0.5,
+        ..file_cfg(&jsonl)
+    };
+    let err = rnnlab::data::load(&cfg, 0).err().unwrap().to_string();
+    assert!(
+        err.starts_with(&format!("{}:3: not JSON", jsonl.display())),
+        "{err}"
+    );
+    let ds = rnnlab::data::load(
+        &Data {
+            skip_bad_rows: true,
+            ..cfg.clone()
+        },
+        0,
+    )
+    .unwrap();
+    assert_eq!(ds.train.len() + ds.valid.len(), 2);
+    let note = ds.notes.iter().find(|n| n.contains("skipped")).unwrap();
+    assert!(
+        note.contains("skipped 2 malformed rows (first: line 3: not JSON"),
+        "{note}"
+    );
+
+    let parquet = dir.join("t.parquet");
+    write_parquet(
+        &parquet,
+        vec![
+            PlColumn::new(
+                "text".into(),
+                [Some("good"), Some("bad"), None, Some("fine")],
+            ),
+            PlColumn::new("label".into(), [Some(1i64), Some(0), Some(1), None]),
+        ],
+    );
+    let cfg = Data {
+        train: Some(parquet.clone()),
+        ..cfg
+    };
+    let err = rnnlab::data::load(&cfg, 0).err().unwrap().to_string();
+    assert!(
+        err.starts_with(&format!("{}: row 3: missing text", parquet.display())),
+        "{err}"
+    );
+    let ds = rnnlab::data::load(
+        &Data {
+            skip_bad_rows: true,
+            ..cfg
+        },
+        0,
+    )
+    .unwrap();
+    assert_eq!(ds.train.len() + ds.valid.len(), 2);
+}
+
+/// A cache folder as hf-hub lays one out: datasets--owner--name/{refs/main, snapshots/<rev>/…}.
+fn hub_cache(root: &Path, repo: &str, files: Vec<(&str, Vec<polars::prelude::Column>)>) {
+    let folder = root.join(format!("datasets--{}", repo.replace('/', "--")));
+    let rev = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(folder.join("refs")).unwrap();
+    std::fs::write(folder.join("refs/main"), rev).unwrap();
+    for (name, cols) in files {
+        let path = folder.join("snapshots").join(rev).join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        write_parquet(&path, cols);
+    }
+}
+
+#[test]
+fn hub_source_reads_the_cache_and_skips_an_unlabeled_test_split() {
+    let dir = temp_dir("hub");
+    let unlabeled = vec![
+        PlColumn::new("text".into(), ["warm", "dull"]),
+        PlColumn::new("label".into(), [-1i64, -1]),
+    ];
+    hub_cache(
+        &dir,
+        "someone/tiny",
+        vec![
+            ("data/train.parquet", text_label_columns(&ROWS)),
+            ("data/valid.parquet", text_label_columns(&ROWS[..4])),
+            ("data/test.parquet", unlabeled),
+        ],
+    );
+    // The process environment is shared by the tests in this file: only this test sets it.
+    std::env::set_var("HF_HUB_CACHE", &dir);
+    std::env::set_var("HF_HUB_OFFLINE", "1");
+    let cfg = Data {
+        source: Source::Hub,
+        repo: Some("someone/tiny".into()),
+        train: Some("data/train.parquet".into()),
+        valid: Some("data/valid.parquet".into()),
+        test: Some("data/test.parquet".into()),
+        text_column: Column::Name("text".into()),
+        ..Data::default()
+    };
+    let ds = rnnlab::data::load(&cfg, 0).unwrap();
+    assert_eq!((ds.train.len(), ds.valid.len()), (8, 4));
+    assert!(ds.test.is_none());
+    assert!(
+        ds.notes
+            .iter()
+            .any(|n| n.contains("test metrics are skipped")),
+        "{:?}",
+        ds.notes
+    );
+    // A file the cache does not hold: offline, a clear error naming the cache folder.
+    let missing = Data {
+        train: Some("data/other.parquet".into()),
+        ..cfg
+    };
+    let err = rnnlab::data::load(&missing, 0).err().unwrap();
+    assert!(err.is_bad_input());
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("hf://datasets/someone/tiny@main/data/other.parquet: not in the hub cache")
+            && msg.contains("HF_HUB_OFFLINE=1"),
+        "{msg}"
     );
 }

@@ -1,5 +1,6 @@
 //! Optimizer update rules, clipping and LR schedules against PyTorch
-//! (tests/fixtures/optim/optimizers.safetensors, made by make_optim_fixtures.py beside it).
+//! (tests/fixtures/optim/optimizers.safetensors, made by make_optim_fixtures.py beside it), and
+//! class-weighted cross-entropy (tests/fixtures/loss, made by make_loss_fixtures.py).
 
 use std::collections::HashMap;
 
@@ -214,4 +215,29 @@ fn schedules_match_pytorch() {
     for (got, want) in lrs.iter().zip([0.025, 0.05, 0.075, 0.1, 0.1, 0.1]) {
         assert!((got - want).abs() < 1e-15, "{lrs:?}");
     }
+}
+
+#[test]
+fn class_weighted_cross_entropy_matches_pytorch() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/loss/weighted_ce.safetensors"
+    );
+    let f = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let logits = candle_core::Var::from_tensor(&f["logits"]).unwrap();
+    let labels = f["labels"].to_dtype(candle_core::DType::U32).unwrap();
+    let loss = rnnlab::eval::loss(logits.as_tensor(), &labels, Some(&f["weight"])).unwrap();
+    close("loss", &loss.reshape(1).unwrap(), &f["loss"], 1e-6);
+    let g = loss.backward().unwrap();
+    close(
+        "grad_logits",
+        g.get(logits.as_tensor()).unwrap(),
+        &f["grad_logits"],
+        1e-6,
+    );
+    // Without weights it is the plain mean, as candle-nn's cross_entropy.
+    let plain = rnnlab::eval::loss(logits.as_tensor(), &labels, None).unwrap();
+    let ones = Tensor::ones(3, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let uniform = rnnlab::eval::loss(logits.as_tensor(), &labels, Some(&ones)).unwrap();
+    close("uniform weights", &plain, &uniform, 1e-6);
 }

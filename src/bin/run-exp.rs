@@ -1,5 +1,6 @@
 //! `run-exp CONFIG [--set a.b=v]... [--dry-run] [--resume RUN_DIR]`: train one experiment.
 //! `run-exp bench [--cells lstm,gru,rnn] [--batch 64] ...`: throughput, as torch_peer.py.
+//! `run-exp predict RUN_DIR --text "..."`, `run-exp eval RUN_DIR --data other.toml`.
 //! Exit codes: 0 completed, 1 failed while running, 2 bad input (config, data, paths: nothing
 //! written), 3 diverged (NaN/Inf loss; recorded in summary.json).
 
@@ -42,6 +43,76 @@ enum Command {
     Bench(BenchCli),
     /// Class probabilities for new texts from a run's best checkpoint (one JSON line per text).
     Predict(PredictCli),
+    /// Score a trained run on another dataset: the labeled splits a config's [data] names.
+    Eval(EvalCli),
+}
+
+#[derive(clap::Args)]
+struct EvalCli {
+    /// A run folder (results/<experiment>/run-NNN).
+    run_dir: PathBuf,
+    /// A config whose [data] section names the dataset (source "file" or "hub"; other
+    /// sections are ignored). Text is processed with the run's own tokenizer and vocabulary.
+    #[arg(long)]
+    data: PathBuf,
+    /// Override a key of that config, e.g. --set data.test=other.tsv (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Which weights: "best" (default) or "last".
+    #[arg(long, default_value = "best")]
+    weights: String,
+}
+
+fn eval(a: EvalCli) -> ExitCode {
+    let fail = |e: rnnlab::Error| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+    };
+    let Some(weights) = weights_file(&a.weights) else {
+        return ExitCode::from(2);
+    };
+    let other = match Config::load_for_scoring(&a.data, &a.set) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let run = match checkpoint::load_run(&a.run_dir, weights, &candle_core::Device::Cpu) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    match rnnlab::predict::score(&run, &other.data) {
+        Ok(scored) => {
+            for (split, n, s) in scored {
+                eprintln!(
+                    "{split} ({n} examples): loss {:.4} acc {:.4} macro-F1 {:.4}\n{}",
+                    s.loss,
+                    s.acc,
+                    s.macro_f1,
+                    s.confusion_markdown(&run.classes)
+                );
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "run_dir": a.run_dir, "data": a.data, "split": split, "examples": n,
+                        "classes": run.classes, "scores": s,
+                    })
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// `--weights best|last` as a checkpoint file name (None: reported, exit 2).
+fn weights_file(w: &str) -> Option<&'static str> {
+    match w {
+        "best" => Some(checkpoint::BEST),
+        "last" => Some(checkpoint::LAST),
+        other => {
+            eprintln!("error: --weights {other}: expected \"best\" or \"last\"");
+            None
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -64,13 +135,8 @@ fn predict(p: PredictCli) -> ExitCode {
         eprintln!("error: {e:#}");
         ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
     };
-    let weights = match p.weights.as_str() {
-        "best" => checkpoint::BEST,
-        "last" => checkpoint::LAST,
-        other => {
-            eprintln!("error: --weights {other}: expected \"best\" or \"last\"");
-            return ExitCode::from(2);
-        }
+    let Some(weights) = weights_file(&p.weights) else {
+        return ExitCode::from(2);
     };
     let mut texts = p.text;
     if let Some(f) = &p.file {
@@ -233,6 +299,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Bench(b)) => return bench(b),
         Some(Command::Predict(p)) => return predict(p),
+        Some(Command::Eval(a)) => return eval(a),
         None => {}
     }
     let config_path = match (&cli.config, &cli.resume) {

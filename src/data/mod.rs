@@ -3,12 +3,14 @@
 //! (vocabulary, class names) comes from here and is saved with the run.
 
 pub mod batch;
+pub mod hub;
 pub mod synthetic;
 pub mod table;
 pub mod text;
+pub mod vectors;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -16,6 +18,7 @@ use rand::SeedableRng;
 
 use crate::config::{Data, Source};
 use crate::error::{Error, Result};
+use table::{Spec, Table};
 use text::Vocab;
 
 /// Token-id sequences and their class ids.
@@ -33,13 +36,6 @@ impl Split {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
-
-    fn truncate(mut self, max_len: usize) -> Split {
-        for s in &mut self.inputs {
-            s.truncate(max_len);
-        }
-        self
-    }
 }
 
 pub struct Dataset {
@@ -47,8 +43,11 @@ pub struct Dataset {
     pub valid: Split,
     pub test: Option<Split>,
     pub vocab: Vocab,
-    /// Class names by id (string labels in sorted order, or "0", "1", ...).
+    /// Class names by id (`data.class_names`, string labels in sorted order, or "0", "1", ...).
     pub classes: Vec<String>,
+    /// What a user should know about how the data was read (carved validation, skipped rows,
+    /// an unlabeled test split), printed at the start of a run.
+    pub notes: Vec<String>,
 }
 
 /// Builds the dataset a config asks for. `seed` makes generation and splits repeatable.
@@ -64,6 +63,7 @@ pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
                     .then(|| synthetic::sentiment(cfg.num_test, seed.wrapping_mul(3) + 3, &vocab)),
                 vocab,
                 classes: vec!["negative".into(), "positive".into()],
+                notes: Vec::new(),
             }
         }
         Source::DelayedRecall => {
@@ -75,104 +75,170 @@ pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
                 test: (cfg.num_test > 0).then(|| gen(cfg.num_test, seed.wrapping_mul(3) + 3)),
                 vocab: synthetic::recall_vocab(cfg.num_classes, cfg.vocab_size),
                 classes: (0..cfg.num_classes).map(|c| c.to_string()).collect(),
+                notes: Vec::new(),
             }
         }
-        Source::File => load_files(cfg, seed)?,
+        Source::File | Source::Hub => return load_tables(cfg, seed),
+    };
+    let cut = |s: Split| Split {
+        inputs: s
+            .inputs
+            .into_iter()
+            .map(|ids| text::truncate(ids, cfg.max_len, cfg.truncation_side))
+            .collect(),
+        labels: s.labels,
     };
     Ok(Dataset {
-        train: ds.train.truncate(cfg.max_len),
-        valid: ds.valid.truncate(cfg.max_len),
-        test: ds.test.map(|s| s.truncate(cfg.max_len)),
+        train: cut(ds.train),
+        valid: cut(ds.valid),
+        test: ds.test.map(cut),
         ..ds
     })
 }
 
+/// A table's rows tokenized.
 struct Tokenized {
-    path: std::path::PathBuf,
+    table: Table,
     docs: Vec<Vec<String>>,
-    labels: Vec<(String, usize)>,
 }
 
-fn read(cfg: &Data, path: &Path) -> Result<Tokenized> {
-    let rows = table::read_table(
-        path,
-        cfg.format,
-        cfg.header,
-        &cfg.text_column,
-        &cfg.label_column,
+impl Tokenized {
+    fn labels(&self) -> impl Iterator<Item = &str> + '_ {
+        self.table.rows.iter().map(|r| r.label.as_str())
+    }
+
+    /// Integer labels all negative (the hub's -1 for an unlabeled test split).
+    fn unlabeled(&self) -> bool {
+        self.labels().all(|l| l.parse::<i64>().is_ok_and(|v| v < 0))
+    }
+}
+
+/// The local path of a split's file: as given (file) or through the hub cache (hub).
+fn locate(cfg: &Data, file: &Path) -> Result<PathBuf> {
+    match (cfg.source, cfg.repo.as_deref()) {
+        (Source::Hub, Some(repo)) => hub::fetch(repo, &cfg.revision, file),
+        _ => Ok(file.to_path_buf()),
+    }
+}
+
+fn read(cfg: &Data, file: &Path) -> Result<Tokenized> {
+    let path = locate(cfg, file)?;
+    // Hub files are parquet whatever `format` says for local files.
+    let format = match cfg.source {
+        Source::Hub => None,
+        _ => cfg.format,
+    };
+    let table = table::read_table(
+        &path,
+        Spec {
+            format,
+            header: cfg.header,
+            text_column: &cfg.text_column,
+            label_column: &cfg.label_column,
+            skip_bad_rows: cfg.skip_bad_rows,
+        },
     )?;
-    Ok(Tokenized {
-        path: path.to_path_buf(),
-        docs: rows
-            .iter()
-            .map(|r| text::tokenize(&r.text, cfg.lowercase))
-            .collect(),
-        labels: rows.into_iter().map(|r| (r.label, r.line)).collect(),
-    })
+    let docs = table
+        .rows
+        .iter()
+        .map(|r| text::tokens(&r.text, cfg))
+        .collect();
+    Ok(Tokenized { table, docs })
 }
 
-fn load_files(cfg: &Data, seed: u64) -> Result<Dataset> {
-    let train_path = cfg.train.as_deref().ok_or_else(|| Error::Config {
+/// Moves a seeded `fraction` of `train`'s rows into a new validation split.
+fn carve(train: Tokenized, fraction: f64, seed: u64) -> (Tokenized, Tokenized) {
+    let n = train.docs.len();
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x05ee_d5a1));
+    let n_val = ((n as f64 * fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let mut keep = vec![true; n];
+    for &i in &idx[..n_val] {
+        keep[i] = false;
+    }
+    let empty = |t: &Table| Tokenized {
+        table: Table {
+            rows: Vec::new(),
+            skipped: Vec::new(),
+            ..t.clone_meta()
+        },
+        docs: Vec::new(),
+    };
+    let (mut tr, mut val) = (empty(&train.table), empty(&train.table));
+    for (i, (d, r)) in train.docs.into_iter().zip(train.table.rows).enumerate() {
+        let dst = if keep[i] { &mut tr } else { &mut val };
+        dst.docs.push(d);
+        dst.table.rows.push(r);
+    }
+    tr.table.skipped = train.table.skipped;
+    (tr, val)
+}
+
+fn load_tables(cfg: &Data, seed: u64) -> Result<Dataset> {
+    let train_file = cfg.train.as_deref().ok_or_else(|| Error::Config {
         location: "config".into(),
         key: "data.train".into(),
-        msg: "source = \"file\" needs a train file".into(),
+        msg: "needs a train file".into(),
     })?;
-    let mut train = read(cfg, train_path)?;
-    let valid = match &cfg.valid {
-        Some(p) => read(cfg, p)?,
+    let mut notes = Vec::new();
+    let train = read(cfg, train_file)?;
+    let (train, valid) = match &cfg.valid {
+        Some(p) => (train, read(cfg, p)?),
         None => {
-            // Seeded carve-out of val_fraction of train.
-            let n = train.docs.len();
-            let mut idx: Vec<usize> = (0..n).collect();
-            idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x05ee_d5a1));
-            let n_val = ((n as f64 * cfg.val_fraction).round() as usize).clamp(1, n - 1);
-            let mut keep = vec![true; n];
-            for &i in &idx[..n_val] {
-                keep[i] = false;
-            }
-            let mut val = Tokenized {
-                path: train.path.clone(),
-                docs: Vec::new(),
-                labels: Vec::new(),
-            };
-            let mut tr = Tokenized {
-                path: train.path.clone(),
-                docs: Vec::new(),
-                labels: Vec::new(),
-            };
-            for (i, (d, l)) in train.docs.into_iter().zip(train.labels).enumerate() {
-                let dst = if keep[i] { &mut tr } else { &mut val };
-                dst.docs.push(d);
-                dst.labels.push(l);
-            }
-            train = tr;
-            val
+            let (tr, val) = carve(train, cfg.val_fraction, seed);
+            notes.push(format!(
+                "validation: {} rows carved from train (val_fraction {}, seed {seed})",
+                val.docs.len(),
+                cfg.val_fraction
+            ));
+            (tr, val)
         }
     };
-    let test = cfg.test.as_deref().map(|p| read(cfg, p)).transpose()?;
+    for (name, split) in [("train", &train), ("valid", &valid)] {
+        if split.unlabeled() {
+            return Err(split.table.error(
+                0,
+                format!("every {name} label is negative (an unlabeled split); {name} needs labels"),
+            ));
+        }
+    }
+    let mut test = cfg.test.as_deref().map(|p| read(cfg, p)).transpose()?;
+    if test.as_ref().is_some_and(Tokenized::unlabeled) {
+        notes.push(format!(
+            "test: {} has no labels (every label is negative, as the hub's -1); test metrics are skipped",
+            test.as_ref().map(|t| t.table.path.display().to_string()).unwrap_or_default()
+        ));
+        test = None;
+    }
+    for split in [Some(&train), Some(&valid), test.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        if !split.table.skipped.is_empty() {
+            let (at, why) = &split.table.skipped[0];
+            notes.push(format!(
+                "{}: skipped {} malformed rows (first: {}: {why})",
+                split.table.path.display(),
+                split.table.skipped.len(),
+                if split.table.format == crate::config::Format::Parquet {
+                    format!("row {at}")
+                } else {
+                    format!("line {at}")
+                }
+            ));
+        }
+    }
 
     let vocab = Vocab::build(&train.docs, cfg.min_freq, cfg.max_vocab);
-    let all = [Some(&train), Some(&valid), test.as_ref()];
-    let classes = class_names(all.iter().flatten().copied())?;
+    let all: Vec<&Tokenized> = [Some(&train), Some(&valid), test.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (classes, kind) = class_names(&all, cfg.class_names.as_deref())?;
     let encode = |t: &Tokenized| -> Split {
         Split {
-            inputs: t
-                .docs
-                .iter()
-                .map(|d| {
-                    let ids = vocab.encode(d);
-                    if ids.is_empty() {
-                        vec![text::PAD]
-                    } else {
-                        ids
-                    }
-                })
-                .collect(),
-            labels: t
-                .labels
-                .iter()
-                .map(|(l, _)| classes.iter().position(|c| c == l).unwrap_or(0) as u32)
-                .collect(),
+            inputs: t.docs.iter().map(|d| vocab.encode_tokens(d, cfg)).collect(),
+            labels: t.labels().map(|l| class_id(&classes, &kind, l)).collect(),
         }
     };
     Ok(Dataset {
@@ -181,49 +247,162 @@ fn load_files(cfg: &Data, seed: u64) -> Result<Dataset> {
         test: test.as_ref().map(encode),
         vocab,
         classes,
+        notes,
     })
 }
 
-/// Integer labels are class ids 0..=max; any other label set is mapped in sorted order.
-fn class_names<'a>(splits: impl Iterator<Item = &'a Tokenized> + Clone) -> Result<Vec<String>> {
-    let first = splits
-        .clone()
-        .next()
-        .map(|s| s.path.clone())
-        .unwrap_or_default();
+/// How raw labels map to class ids (checked by `class_names`).
+enum Labels {
+    /// Integer labels are the ids.
+    Ids,
+    /// String labels, by position in the class names.
+    Names,
+}
+
+fn class_id(classes: &[String], labels: &Labels, l: &str) -> u32 {
+    match labels {
+        Labels::Ids => l.parse().unwrap_or(0),
+        Labels::Names => classes.iter().position(|c| c == l).unwrap_or(0) as u32,
+    }
+}
+
+/// Class names by id. Integer labels are class ids 0..=max (named by `given` when set);
+/// string labels are mapped in the order of `given`, else sorted.
+fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<String>, Labels)> {
+    let first = &splits[0].table;
     let all_int = splits
-        .clone()
-        .all(|s| s.labels.iter().all(|(l, _)| l.parse::<i64>().is_ok()));
+        .iter()
+        .all(|s| s.labels().all(|l| l.parse::<i64>().is_ok()));
     if all_int {
         let mut max = 0i64;
         for s in splits {
-            for (l, line) in &s.labels {
-                let v: i64 = l.parse().unwrap_or(-1);
+            for r in &s.table.rows {
+                let v: i64 = r.label.parse().unwrap_or(-1);
                 if v < 0 {
-                    return Err(Error::data(
-                        &s.path,
-                        *line,
-                        format!("label {l} is not a class id (integer labels must be >= 0; an unlabeled split?)"),
+                    return Err(s.table.error(
+                        r.at,
+                        format!(
+                            "label {} is not a class id (integer labels must be >= 0)",
+                            r.label
+                        ),
                     ));
+                }
+                if let Some(names) = given {
+                    if v as usize >= names.len() {
+                        return Err(s.table.error(
+                            r.at,
+                            format!(
+                                "label {v} has no name: data.class_names has {} names",
+                                names.len()
+                            ),
+                        ));
+                    }
                 }
                 max = max.max(v);
             }
         }
+        if let Some(names) = given {
+            return Ok((names.to_vec(), Labels::Ids));
+        }
         if max == 0 {
-            return Err(Error::data(
-                &first,
-                0,
-                "every label is 0: need at least 2 classes",
-            ));
+            return Err(first.error(0, "every label is 0: need at least 2 classes"));
         }
-        Ok((0..=max).map(|c| c.to_string()).collect())
+        Ok(((0..=max).map(|c| c.to_string()).collect(), Labels::Ids))
     } else {
-        let set: BTreeSet<&str> = splits
-            .flat_map(|s| s.labels.iter().map(|(l, _)| l.as_str()))
-            .collect();
-        if set.len() < 2 {
-            return Err(Error::data(&first, 0, "need at least 2 distinct labels"));
+        let set: BTreeSet<&str> = splits.iter().flat_map(|s| s.labels()).collect();
+        if let Some(names) = given {
+            for s in splits {
+                if let Some(r) = s.table.rows.iter().find(|r| !names.contains(&r.label)) {
+                    return Err(s.table.error(
+                        r.at,
+                        format!("label \"{}\" is not in data.class_names {names:?}", r.label),
+                    ));
+                }
+            }
+            return Ok((names.to_vec(), Labels::Names));
         }
-        Ok(set.into_iter().map(str::to_string).collect())
+        if set.len() < 2 {
+            return Err(first.error(0, "need at least 2 distinct labels"));
+        }
+        Ok((set.into_iter().map(str::to_string).collect(), Labels::Names))
     }
+}
+
+/// Splits by name ("train", "valid", "test").
+pub type NamedSplits = Vec<(&'static str, Split)>;
+
+/// The labeled splits `other` names (train, valid, test: whichever it gives), read as a trained
+/// run sees text: the run's tokenizer, lowercase, max_len and truncation settings, its
+/// vocabulary, and its class names (integer labels are ids below their count; string labels
+/// must be among them). Returns the splits by name and notes (unlabeled splits skipped).
+pub fn load_for_run(
+    other: &Data,
+    run: &Data,
+    vocab: &Vocab,
+    classes: &[String],
+) -> Result<(NamedSplits, Vec<String>)> {
+    let cfg = Data {
+        tokenizer: run.tokenizer,
+        lowercase: run.lowercase,
+        max_len: run.max_len,
+        truncation_side: run.truncation_side,
+        ..other.clone()
+    };
+    if !matches!(cfg.source, Source::File | Source::Hub) {
+        return Err(Error::Config {
+            location: "--data".into(),
+            key: "data.source".into(),
+            msg: "eval reads tables: source must be \"file\" or \"hub\"".into(),
+        });
+    }
+    let (mut out, mut notes) = (Vec::new(), Vec::new());
+    for (name, file) in [
+        ("train", &cfg.train),
+        ("valid", &cfg.valid),
+        ("test", &cfg.test),
+    ] {
+        let Some(file) = file else { continue };
+        let t = read(&cfg, file)?;
+        if t.unlabeled() {
+            notes.push(format!(
+                "{name}: {} has no labels; skipped",
+                t.table.path.display()
+            ));
+            continue;
+        }
+        let mut labels = Vec::with_capacity(t.table.rows.len());
+        for r in &t.table.rows {
+            let id = match r.label.parse::<i64>() {
+                Ok(v) if v >= 0 && (v as usize) < classes.len() => v as u32,
+                _ => match classes.iter().position(|c| *c == r.label) {
+                    Some(i) => i as u32,
+                    None => {
+                        return Err(t.table.error(
+                            r.at,
+                            format!(
+                                "label \"{}\" is not one of the run's classes {classes:?}",
+                                r.label
+                            ),
+                        ))
+                    }
+                },
+            };
+            labels.push(id);
+        }
+        let inputs = t
+            .docs
+            .iter()
+            .map(|d| vocab.encode_tokens(d, &cfg))
+            .collect();
+        out.push((name, Split { inputs, labels }));
+    }
+    if out.is_empty() {
+        return Err(Error::Config {
+            location: "--data".into(),
+            key: "data.test".into(),
+            msg: "names no labeled split to score (give data.test, data.valid or data.train)"
+                .into(),
+        });
+    }
+    Ok((out, notes))
 }

@@ -1,120 +1,316 @@
-//! Labelled text tables (TSV, CSV) for `source = "file"`: one row per example, a text column
-//! and a label column chosen by header name or index. Every malformed row is an error that
-//! names file and line. TSV fields are taken verbatim (GLUE's SST-2 has bare quotes in text);
-//! CSV follows RFC 4180 quoting within a line.
+//! Labelled tables for `source = "file"` and `"hub"`: one row per example, a text column and a
+//! label column chosen by name or index. TSV and CSV are read line by line here so that every
+//! malformed row can be named by its line (TSV fields are taken verbatim, GLUE's SST-2 has bare
+//! quotes in text; CSV follows RFC 4180 quoting within a line); JSONL is one JSON object per
+//! line (serde_json); parquet is read with polars, and its rows are named by row number.
+//! A malformed row is an error, or with `skip_bad_rows` skipped and counted.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::{Column, Format};
 use crate::error::{Error, Result};
 
-/// One example as read: text, raw label, 1-based line number.
+/// One example as read: text, raw label (integers as written, e.g. "1" or "-1"), and where it
+/// came from (1-based line, or row for parquet).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub text: String,
     pub label: String,
-    pub line: usize,
+    pub at: usize,
+}
+
+/// How to read a table.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec<'a> {
+    pub format: Option<Format>,
+    pub header: bool,
+    pub text_column: &'a Column,
+    pub label_column: &'a Column,
+    pub skip_bad_rows: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub path: PathBuf,
+    pub format: Format,
+    pub rows: Vec<Row>,
+    /// (line or row, reason) of each malformed row skipped under `skip_bad_rows`.
+    pub skipped: Vec<(usize, String)>,
+}
+
+impl Table {
+    /// The same file and format, no rows.
+    pub fn clone_meta(&self) -> Table {
+        Table {
+            path: self.path.clone(),
+            format: self.format,
+            rows: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+
+    /// An error about the row at `at` (a line, or a parquet row number).
+    pub fn error(&self, at: usize, msg: impl Into<String>) -> Error {
+        located(&self.path, self.format, at, msg.into())
+    }
+}
+
+fn located(path: &Path, format: Format, at: usize, msg: String) -> Error {
+    match format {
+        Format::Parquet if at > 0 => Error::data(path, 0, format!("row {at}: {msg}")),
+        _ => Error::data(path, at, msg),
+    }
 }
 
 pub fn format_of(path: &Path, format: Option<Format>) -> Result<Format> {
     if let Some(f) = format {
         return Ok(f);
     }
-    match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("tsv") => Ok(Format::Tsv),
-        Some(e) if e.eq_ignore_ascii_case("csv") => Ok(Format::Csv),
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("tsv") => Ok(Format::Tsv),
+        Some("csv") => Ok(Format::Csv),
+        Some("parquet") => Ok(Format::Parquet),
+        Some("jsonl") | Some("ndjson") => Ok(Format::Jsonl),
         _ => Err(Error::data(
             path,
             0,
-            "cannot tell the format from the extension; set data.format = \"tsv\" or \"csv\"",
+            "cannot tell the format from the extension; set data.format = \"tsv\", \"csv\", \"parquet\" or \"jsonl\"",
         )),
     }
 }
 
-pub fn read_table(
-    path: &Path,
-    format: Option<Format>,
-    header: bool,
-    text_column: &Column,
-    label_column: &Column,
-) -> Result<Vec<Row>> {
-    let format = format_of(path, format)?;
+pub fn read_table(path: &Path, spec: Spec) -> Result<Table> {
+    let format = format_of(path, spec.format)?;
+    let mut table = Table {
+        path: path.to_path_buf(),
+        format,
+        rows: Vec::new(),
+        skipped: Vec::new(),
+    };
+    // Each candidate row: Ok(row) or Err((at, reason)) for a malformed one.
+    let candidates = match format {
+        Format::Tsv | Format::Csv => delimited(path, format, &spec)?,
+        Format::Jsonl => jsonl(path, &spec)?,
+        Format::Parquet => parquet(path, &spec)?,
+    };
+    for c in candidates {
+        match c {
+            Ok(row) => table.rows.push(row),
+            Err((at, reason)) if spec.skip_bad_rows => table.skipped.push((at, reason)),
+            Err((at, reason)) => {
+                return Err(table.error(
+                    at,
+                    format!("{reason} (set data.skip_bad_rows = true to skip such rows)"),
+                ))
+            }
+        }
+    }
+    if table.rows.is_empty() {
+        return Err(Error::data(path, 0, "no data rows"));
+    }
+    Ok(table)
+}
+
+type Candidate = std::result::Result<Row, (usize, String)>;
+
+fn row(text: &str, label: String, at: usize) -> Candidate {
+    if label.is_empty() {
+        return Err((at, "empty label".into()));
+    }
+    Ok(Row {
+        text: text.to_string(),
+        label,
+        at,
+    })
+}
+
+fn delimited(path: &Path, format: Format, spec: &Spec) -> Result<Vec<Candidate>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut lines = text
         .lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
-    let split = |line_no: usize, line: &str| -> Result<Vec<String>> {
+    let split = |line: &str| -> std::result::Result<Vec<String>, String> {
         match format {
-            Format::Tsv => Ok(line.split('\t').map(str::to_string).collect()),
-            Format::Csv => split_csv(line).map_err(|m| Error::data(path, line_no, m)),
+            Format::Csv => split_csv(line),
+            _ => Ok(line.split('\t').map(str::to_string).collect()),
         }
     };
-    let names = if header {
+    let names = if spec.header {
         match lines.next() {
-            Some((n, l)) => split(n, l)?,
+            Some((n, l)) => split(l).map_err(|m| Error::data(path, n, m))?,
             None => return Err(Error::data(path, 1, "empty file: expected a header line")),
         }
     } else {
         Vec::new()
     };
-    let index = |col: &Column, key: &str| -> Result<usize> {
-        match col {
-            Column::Index(i) => Ok(*i),
-            Column::Name(n) if header => {
-                names.iter().position(|h| h.trim() == n).ok_or_else(|| {
-                    Error::data(
-                        path,
-                        1,
-                        format!("data.{key} = \"{n}\" is not a column; the header has {names:?}"),
-                    )
-                })
+    let names: Vec<&str> = names.iter().map(|n| n.trim()).collect();
+    let ti = column_index(
+        path,
+        spec.text_column,
+        "text_column",
+        spec.header.then_some(&names),
+    )?;
+    let li = column_index(
+        path,
+        spec.label_column,
+        "label_column",
+        spec.header.then_some(&names),
+    )?;
+    let need = ti.max(li) + 1;
+    let kind = if format == Format::Tsv {
+        "tab-separated"
+    } else {
+        "comma-separated"
+    };
+    Ok(lines
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(n, line)| {
+            let fields = split(line).map_err(|m| (n, m))?;
+            if fields.len() < need {
+                return Err((
+                    n,
+                    format!(
+                        "expected at least {need} {kind} fields, found {}",
+                        fields.len()
+                    ),
+                ));
             }
-            Column::Name(n) => Err(Error::data(
+            row(&fields[ti], fields[li].trim().to_string(), n)
+        })
+        .collect())
+}
+
+/// A column's index: by number, or by name among `names` (None: the table has no names).
+fn column_index(path: &Path, col: &Column, key: &str, names: Option<&Vec<&str>>) -> Result<usize> {
+    match (col, names) {
+        (Column::Index(i), _) => Ok(*i),
+        (Column::Name(n), Some(names)) => names.iter().position(|h| h == n).ok_or_else(|| {
+            Error::data(
                 path,
                 1,
-                format!("data.{key} = \"{n}\" names a column but header = false; give an index"),
+                format!("data.{key} = \"{n}\" is not a column; the columns are {names:?}"),
+            )
+        }),
+        (Column::Name(n), None) => Err(Error::data(
+            path,
+            1,
+            format!("data.{key} = \"{n}\" names a column but header = false; give an index"),
+        )),
+    }
+}
+
+fn jsonl(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let field = |col: &Column, key: &str| -> Result<String> {
+        match col {
+            Column::Name(n) => Ok(n.clone()),
+            Column::Index(_) => Err(Error::data(
+                path,
+                0,
+                format!("data.{key}: JSONL fields are named; give the field name"),
             )),
         }
     };
-    let ti = index(text_column, "text_column")?;
-    let li = index(label_column, "label_column")?;
-    let need = ti.max(li) + 1;
-    let mut rows = Vec::new();
-    for (n, line) in lines {
-        if line.trim().is_empty() {
-            continue;
+    let (tf, lf) = (
+        field(spec.text_column, "text_column")?,
+        field(spec.label_column, "label_column")?,
+    );
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let n = i + 1;
+            let obj: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| (n, format!("not JSON: {e}")))?;
+            let text = match obj.get(&tf) {
+                Some(serde_json::Value::String(t)) => t.as_str(),
+                Some(other) => {
+                    return Err((n, format!("field \"{tf}\" is {other}, expected a string")))
+                }
+                None => return Err((n, format!("no field \"{tf}\""))),
+            };
+            let label = match obj.get(&lf) {
+                Some(serde_json::Value::String(l)) => l.trim().to_string(),
+                Some(serde_json::Value::Number(x)) if x.is_i64() => x.to_string(),
+                Some(other) => {
+                    return Err((
+                        n,
+                        format!("field \"{lf}\" is {other}, expected an integer or a string"),
+                    ))
+                }
+                None => return Err((n, format!("no field \"{lf}\""))),
+            };
+            row(text, label, n)
+        })
+        .collect())
+}
+
+fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
+    use polars::prelude::{DataType, ParquetReader, SerReader};
+    let bad = |msg: String| Error::data(path, 0, msg);
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let df = ParquetReader::new(file)
+        .finish()
+        .map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
+    let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
+    let ti = column_index(path, spec.text_column, "text_column", Some(&names))?;
+    let li = column_index(path, spec.label_column, "label_column", Some(&names))?;
+    let pick = |i: usize, key: &str| {
+        df.columns()
+            .get(i)
+            .map(|c| c.as_materialized_series().clone())
+            .ok_or_else(|| {
+                bad(format!(
+                    "data.{key} = {i}: the file has {} columns",
+                    names.len()
+                ))
+            })
+    };
+    let (texts, labels) = (pick(ti, "text_column")?, pick(li, "label_column")?);
+    let texts = texts.str().map_err(|_| {
+        bad(format!(
+            "text column \"{}\" holds {}, expected strings",
+            names[ti],
+            texts.dtype()
+        ))
+    })?;
+    let labels: Vec<Option<String>> = match labels.dtype() {
+        DataType::String => labels
+            .str()
+            .map_err(|e| bad(e.to_string()))?
+            .iter()
+            .map(|l| l.map(|l| l.trim().to_string()))
+            .collect(),
+        dt if dt.is_integer() => labels
+            .cast(&DataType::Int64)
+            .and_then(|s| s.i64().cloned())
+            .map_err(|e| bad(e.to_string()))?
+            .iter()
+            .map(|l| l.map(|l| l.to_string()))
+            .collect(),
+        dt => {
+            return Err(bad(format!(
+                "label column \"{}\" holds {dt}, expected integers or strings",
+                names[li]
+            )))
         }
-        let fields = split(n, line)?;
-        if fields.len() < need {
-            return Err(Error::data(
-                path,
-                n,
-                format!(
-                    "expected at least {need} {} fields, found {}",
-                    if format == Format::Tsv {
-                        "tab-separated"
-                    } else {
-                        "comma-separated"
-                    },
-                    fields.len()
-                ),
-            ));
-        }
-        let label = fields[li].trim().to_string();
-        if label.is_empty() {
-            return Err(Error::data(path, n, "empty label"));
-        }
-        rows.push(Row {
-            text: fields[ti].clone(),
-            label,
-            line: n,
-        });
-    }
-    if rows.is_empty() {
-        return Err(Error::data(path, 0, "no data rows"));
-    }
-    Ok(rows)
+    };
+    Ok(texts
+        .iter()
+        .zip(labels)
+        .enumerate()
+        .map(|(i, (t, l))| match (t, l) {
+            (Some(t), Some(l)) => row(t, l, i + 1),
+            (None, _) => Err((i + 1, "missing text".to_string())),
+            (_, None) => Err((i + 1, "missing label".to_string())),
+        })
+        .collect())
 }
 
 fn split_csv(line: &str) -> std::result::Result<Vec<String>, String> {
@@ -172,25 +368,45 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("t.tsv");
         std::fs::write(&p, "sentence\tlabel\ngood \"film\"\t1\nbad\t0\n").unwrap();
-        let rows = read_table(
-            &p,
-            None,
-            true,
-            &Column::Name("sentence".into()),
-            &Column::Name("label".into()),
-        )
-        .unwrap();
+        let (sentence, label) = (
+            Column::Name("sentence".into()),
+            Column::Name("label".into()),
+        );
+        let spec = Spec {
+            format: None,
+            header: true,
+            text_column: &sentence,
+            label_column: &label,
+            skip_bad_rows: false,
+        };
+        let rows = read_table(&p, spec).unwrap().rows;
         assert_eq!(rows[0].text, "good \"film\"");
-        assert_eq!(rows[1].line, 3);
+        assert_eq!(rows[1].at, 3);
         let p = dir.join("t.csv");
         std::fs::write(&p, "pos,\"nice, fun\"\nneg\n").unwrap();
-        let err = read_table(&p, None, false, &Column::Index(1), &Column::Index(0)).unwrap_err();
+        let (one, zero) = (Column::Index(1), Column::Index(0));
+        let spec = Spec {
+            header: false,
+            text_column: &one,
+            label_column: &zero,
+            ..spec
+        };
+        let err = read_table(&p, spec).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
-                "{}:2: expected at least 2 comma-separated fields, found 1",
+                "{}:2: expected at least 2 comma-separated fields, found 1 (set data.skip_bad_rows = true to skip such rows)",
                 p.display()
             )
         );
+        let t = read_table(
+            &p,
+            Spec {
+                skip_bad_rows: true,
+                ..spec
+            },
+        )
+        .unwrap();
+        assert_eq!((t.rows.len(), t.skipped.len(), t.skipped[0].0), (1, 1, 2));
     }
 }

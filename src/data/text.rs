@@ -7,10 +7,43 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{Data, Tokenizer, TruncationSide};
 use crate::error::{Error, Result};
 
 pub const PAD: u32 = 0;
 pub const UNK: u32 = 1;
+
+/// Tokens of `text` under the data config's tokenizer, lowercase and truncation settings:
+/// the one pipeline training, evaluation and `predict` share. Never empty (an empty text is
+/// one `<pad>`-free `<unk>`... see `Vocab::encode_text`).
+pub fn tokens(text: &str, data: &Data) -> Vec<String> {
+    match data.tokenizer {
+        Tokenizer::Word => tokenize(text, data.lowercase),
+        Tokenizer::Char => text
+            .chars()
+            .map(|c| {
+                if data.lowercase {
+                    c.to_lowercase().collect()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Cuts `ids` to `max_len`, keeping the start ("right") or the end ("left").
+pub fn truncate(mut ids: Vec<u32>, max_len: usize, side: TruncationSide) -> Vec<u32> {
+    if ids.len() > max_len {
+        match side {
+            TruncationSide::Right => ids.truncate(max_len),
+            TruncationSide::Left => {
+                ids.drain(..ids.len() - max_len);
+            }
+        }
+    }
+    ids
+}
 
 /// Words are runs of letters, digits and apostrophes; every other non-space character is a
 /// token of its own ("isn't good." -> ["isn't", "good", "."]).
@@ -96,6 +129,21 @@ impl Vocab {
         toks.iter().map(|t| self.id(t)).collect()
     }
 
+    /// Ids of `text` as a run sees it: tokenized, mapped, truncated (`data.max_len`,
+    /// `data.truncation_side`); an empty text is one `<pad>` step.
+    pub fn encode_text(&self, text: &str, data: &Data) -> Vec<u32> {
+        self.encode_tokens(&tokens(text, data), data)
+    }
+
+    pub fn encode_tokens(&self, toks: &[String], data: &Data) -> Vec<u32> {
+        let ids = truncate(self.encode(toks), data.max_len, data.truncation_side);
+        if ids.is_empty() {
+            vec![PAD]
+        } else {
+            ids
+        }
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_string(&self.itos).map_err(|e| Error::Checkpoint {
             path: path.into(),
@@ -125,6 +173,25 @@ mod tests {
             vec!["it", "isn't", "good", ",", "really", "!"]
         );
         assert_eq!(tokenize("A b", false), vec!["A", "b"]);
+    }
+
+    #[test]
+    fn char_mode_and_truncation_sides() {
+        let data = Data {
+            tokenizer: Tokenizer::Char,
+            ..Data::default()
+        };
+        assert_eq!(tokens("Ab c", &data), vec!["a", "b", " ", "c"]);
+        let ids = vec![1, 2, 3, 4, 5];
+        assert_eq!(
+            truncate(ids.clone(), 3, TruncationSide::Right),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            truncate(ids.clone(), 3, TruncationSide::Left),
+            vec![3, 4, 5]
+        );
+        assert_eq!(truncate(ids, 9, TruncationSide::Left).len(), 5);
     }
 
     #[test]

@@ -276,6 +276,55 @@ impl EventWriter {
         )
     }
 
+    /// A PNG image (TensorBoard's Images tab).
+    pub fn image(
+        &mut self,
+        tag: &str,
+        step: usize,
+        png: &[u8],
+        width: u32,
+        height: u32,
+    ) -> io::Result<()> {
+        self.summary(
+            step,
+            Value {
+                tag: tag.into(),
+                image: Some(Image {
+                    height: height as i32,
+                    width: width as i32,
+                    colorspace: 3,
+                    encoded_image_string: png.to_vec(),
+                }),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Markdown text (TensorBoard's Text tab: the `text` plugin reads a string tensor).
+    pub fn text(&mut self, tag: &str, step: usize, markdown: &str) -> io::Result<()> {
+        self.summary(
+            step,
+            Value {
+                tag: tag.into(),
+                tensor: Some(TensorProto {
+                    dtype: 7,
+                    tensor_shape: Some(TensorShapeProto { dim: Vec::new() }),
+                    string_val: vec![markdown.as_bytes().to_vec()],
+                    ..Default::default()
+                }),
+                metadata: Some(SummaryMetadata {
+                    plugin_data: Some(PluginData {
+                        plugin_name: "text".into(),
+                        content: Vec::new(),
+                    }),
+                    data_class: 2,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()?;
         self.out.get_ref().sync_data()

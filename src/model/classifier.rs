@@ -38,6 +38,8 @@ pub struct Classifier {
     /// head_weight: [classes, directions * hidden]
     head_weight: Tensor,
     head_bias: Tensor,
+    /// `model.freeze_embeddings`: `emb.weight` gets no gradient and no update.
+    pub frozen_embedding: bool,
 }
 
 /// Forward-pass output: logits [batch, classes], when asked the gradient-flow handle, and
@@ -107,7 +109,25 @@ impl Classifier {
             dropout: cfg.dropout,
             head_weight,
             head_bias,
+            frozen_embedding: cfg.freeze_embeddings,
         })
+    }
+
+    /// Overwrites embedding rows (pretrained vectors): `rows[i] = (token id, vector)`.
+    pub fn set_embedding_rows(&self, rows: &[(u32, Vec<f32>)]) -> Result<()> {
+        let Some(var) = self.params.get("emb.weight") else {
+            return Ok(());
+        };
+        let (vocab, e) = var.as_tensor().dims2()?;
+        let mut w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        for (id, v) in rows {
+            let id = *id as usize;
+            if id < vocab && v.len() == e {
+                w[id * e..(id + 1) * e].copy_from_slice(v);
+            }
+        }
+        var.set(&Tensor::from_vec(w, (vocab, e), var.device())?)?;
+        Ok(())
     }
 
     /// inputs: ids [batch, seq] (u32) or features [batch, seq, dim] -> [batch, seq, emb].
@@ -183,6 +203,9 @@ impl Classifier {
         let (FrontEnd::Embedding(w), Some(looked)) = (&self.front, &fwd.tokens) else {
             return Ok(None);
         };
+        if self.frozen_embedding {
+            return Ok(None);
+        }
         let (vocab, e) = w.dims2()?;
         let Some(rows) = store.get(looked.rows.as_tensor()) else {
             return Ok(Some(w.zeros_like()?));

@@ -75,6 +75,14 @@ impl Params {
         self.vars.iter()
     }
 
+    /// The device the parameters live on (CPU for an empty store).
+    pub fn device(&self) -> candle_core::Device {
+        self.iter()
+            .next()
+            .map(|(_, v)| v.device().clone())
+            .unwrap_or(candle_core::Device::Cpu)
+    }
+
     pub fn len(&self) -> usize {
         self.vars.len()
     }

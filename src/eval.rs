@@ -1,0 +1,242 @@
+//! Evaluation: loss, accuracy, confusion matrix, per-class precision / recall / F1 and
+//! macro-F1 over a split (no dropout, no graph kept), and the confusion matrix drawn as a
+//! heatmap for TensorBoard's Images tab (plotters into an RGB buffer, PNG-encoded).
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::data::{batch, Split};
+use crate::error::Result;
+use crate::model::classifier::Classifier;
+use crate::model::stack::RunOpts;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scores {
+    pub loss: f64,
+    pub acc: f64,
+    pub macro_f1: f64,
+    /// Per class, in class-id order.
+    pub precision: Vec<f64>,
+    pub recall: Vec<f64>,
+    pub f1: Vec<f64>,
+    /// Examples per true class.
+    pub support: Vec<usize>,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl Scores {
+    /// From a confusion matrix and the mean loss. Precision, recall and F1 of a class with no
+    /// predictions / no examples are 0 (scikit-learn's zero_division=0).
+    pub fn from_confusion(confusion: Vec<Vec<usize>>, loss: f64) -> Scores {
+        let k = confusion.len();
+        let n: usize = confusion.iter().flatten().sum();
+        let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        let support: Vec<usize> = confusion.iter().map(|r| r.iter().sum()).collect();
+        let predicted: Vec<usize> = (0..k)
+            .map(|c| confusion.iter().map(|r| r[c]).sum())
+            .collect();
+        let precision: Vec<f64> = (0..k)
+            .map(|c| ratio(confusion[c][c], predicted[c]))
+            .collect();
+        let recall: Vec<f64> = (0..k).map(|c| ratio(confusion[c][c], support[c])).collect();
+        let f1: Vec<f64> = precision
+            .iter()
+            .zip(&recall)
+            .map(|(p, r)| {
+                if p + r == 0.0 {
+                    0.0
+                } else {
+                    2.0 * p * r / (p + r)
+                }
+            })
+            .collect();
+        let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
+        Scores {
+            loss,
+            acc: ratio(correct, n),
+            macro_f1: f1.iter().sum::<f64>() / k.max(1) as f64,
+            precision,
+            recall,
+            f1,
+            support,
+            confusion,
+        }
+    }
+
+    /// The confusion matrix as a Markdown table (TensorBoard's Text tab, and the terminal).
+    pub fn confusion_markdown(&self, classes: &[String]) -> String {
+        let mut s = String::from("| true \\ predicted |");
+        for c in classes {
+            s.push_str(&format!(" {c} |"));
+        }
+        s.push_str(" recall |\n|---|");
+        s.push_str(&"---|".repeat(classes.len() + 1));
+        s.push('\n');
+        for (i, row) in self.confusion.iter().enumerate() {
+            s.push_str(&format!("| **{}** |", classes[i]));
+            for v in row {
+                s.push_str(&format!(" {v} |"));
+            }
+            s.push_str(&format!(" {:.4} |\n", self.recall[i]));
+        }
+        s.push_str("| precision |");
+        for p in &self.precision {
+            s.push_str(&format!(" {p:.4} |"));
+        }
+        s.push_str(&format!(" macro-F1 {:.4} |\n", self.macro_f1));
+        s
+    }
+}
+
+/// Scores of `model` on `split`. `weights` are per-class loss weights (None: plain mean).
+pub fn evaluate(
+    model: &Classifier,
+    split: &Split,
+    classes: usize,
+    batch_size: usize,
+    device: &Device,
+    weights: Option<&Tensor>,
+) -> Result<Scores> {
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    // Weighted like training: sum(w_y * nll) / sum(w_y).
+    let (mut loss_num, mut loss_den) = (0f64, 0f64);
+    for idx in batch::plan(split, batch_size, None) {
+        let b = batch::make(split, &idx, device)?;
+        let logits = model
+            .forward(
+                &b.ids,
+                RunOpts {
+                    lengths: Some(&b.lengths),
+                    ..Default::default()
+                },
+            )?
+            .logits
+            .detach();
+        loss_num += per_example_loss(&logits, &b.labels, weights)?
+            .sum_all()?
+            .to_scalar::<f32>()? as f64;
+        loss_den += match weights {
+            Some(w) => w
+                .index_select(&b.labels, 0)?
+                .sum_all()?
+                .to_scalar::<f32>()? as f64,
+            None => idx.len() as f64,
+        };
+        let pred = logits.argmax(1)?.to_vec1::<u32>()?;
+        for (p, y) in pred.iter().zip(b.labels.to_vec1::<u32>()?) {
+            confusion[y as usize][*p as usize] += 1;
+        }
+    }
+    let loss = if loss_den > 0.0 {
+        loss_num / loss_den
+    } else {
+        0.0
+    };
+    Ok(Scores::from_confusion(confusion, loss))
+}
+
+/// Cross-entropy per example, each scaled by its class weight when weights are given.
+fn per_example_loss(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, 1)?;
+    let nll = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+    Ok(match weights {
+        Some(w) => (nll * w.index_select(labels, 0)?)?,
+        None => nll,
+    })
+}
+
+/// PyTorch's `cross_entropy(logits, labels, weight=w)`: sum(w_y * nll) / sum(w_y); the plain
+/// mean without weights.
+pub fn loss(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match weights {
+        None => candle_nn::loss::cross_entropy(logits, labels)?,
+        Some(w) => {
+            let num = per_example_loss(logits, labels, Some(w))?.sum_all()?;
+            let den = w.index_select(labels, 0)?.sum_all()?;
+            (num / den)?
+        }
+    })
+}
+
+/// The confusion matrix as a PNG heatmap: one square per (true row, predicted column), shaded
+/// by the row-normalised count (white 0 -> dark blue 1), so each row reads as that class's
+/// recall spread. Exact counts are in the Text tab and summary.json.
+pub fn confusion_png(confusion: &[Vec<usize>]) -> Result<(Vec<u8>, u32, u32)> {
+    use plotters::prelude::*;
+    let k = confusion.len().max(1) as u32;
+    let cell = (256 / k).clamp(8, 64);
+    let (w, h) = (cell * k, cell * k);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let area = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        for (i, row) in confusion.iter().enumerate() {
+            let total: usize = row.iter().sum();
+            for (j, &v) in row.iter().enumerate() {
+                let f = if total == 0 {
+                    0.0
+                } else {
+                    v as f64 / total as f64
+                };
+                let shade = |from: f64, to: f64| (from + (to - from) * f).round() as u8;
+                let color = RGBColor(shade(255.0, 8.0), shade(255.0, 48.0), shade(255.0, 107.0));
+                let (x, y) = ((j as u32 * cell) as i32, (i as u32 * cell) as i32);
+                area.draw(&Rectangle::new(
+                    [(x, y), (x + cell as i32 - 1, y + cell as i32 - 1)],
+                    color.filled(),
+                ))
+                .map_err(|e| {
+                    candle_core::Error::Msg(format!("drawing the confusion matrix: {e}"))
+                })?;
+            }
+        }
+        area.present()
+            .map_err(|e| candle_core::Error::Msg(format!("drawing the confusion matrix: {e}")))?;
+    }
+    let mut png = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut png, w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| candle_core::Error::Msg(format!("encoding PNG: {e}")))?;
+        writer
+            .write_image_data(&rgb)
+            .map_err(|e| candle_core::Error::Msg(format!("encoding PNG: {e}")))?;
+    }
+    Ok((png, w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_match_scikit_learn_definitions() {
+        // true 0: 3 right, 1 called 1; true 1: 2 called 0, 4 right; true 2: none predicted.
+        let s = Scores::from_confusion(vec![vec![3, 1, 0], vec![2, 4, 0], vec![1, 0, 0]], 0.5);
+        assert_eq!(s.support, vec![4, 6, 1]);
+        assert!((s.acc - 7.0 / 11.0).abs() < 1e-12);
+        assert!((s.precision[0] - 0.5).abs() < 1e-12);
+        assert!((s.recall[1] - 4.0 / 6.0).abs() < 1e-12);
+        assert_eq!((s.precision[2], s.recall[2], s.f1[2]), (0.0, 0.0, 0.0));
+        let f0 = 2.0 * 0.5 * 0.75 / 1.25;
+        let f1 = 2.0 * 0.8 * (4.0 / 6.0) / (0.8 + 4.0 / 6.0);
+        assert!((s.macro_f1 - (f0 + f1) / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn heatmap_is_a_png_of_the_right_size() {
+        let (png, w, h) = confusion_png(&[vec![5, 0], vec![1, 4]]).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        assert_eq!((w, h), (128, 128));
+        let dec = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = dec.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut buf).unwrap();
+        // Top-left cell (row 0, col 0) is 100%: dark; top-right (0%) white.
+        assert_eq!(&buf[0..3], &[8, 48, 107]);
+        assert_eq!(&buf[(127 * 3)..(127 * 3 + 3)], &[255, 255, 255]);
+    }
+}
