@@ -1,14 +1,17 @@
-//! `run-exp predict`: a trained run's best checkpoint applied to new texts, with the run's own
-//! tokenizer settings, vocabulary and class names.
+//! Using a trained run: `run-exp predict` (class probabilities for new texts) and `run-exp eval`
+//! (scores on another dataset), both with the run's own tokenizer settings, vocabulary and
+//! class names.
+
+use std::path::Path;
 
 use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::checkpoint::LoadedRun;
-use crate::config::Data;
-use crate::data::load_for_run;
+use crate::config::{Column, Data};
 use crate::data::text::PAD;
-use crate::error::Result;
+use crate::data::{load_for_run, table};
+use crate::error::{Error, Result};
 use crate::eval::{evaluate, Scores};
 use crate::model::classifier::probabilities;
 use crate::model::stack::RunOpts;
@@ -81,4 +84,35 @@ pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<(&'static str, usize, S
             Ok((name, split.len(), s))
         })
         .collect()
+}
+
+/// Texts of `file`: a table's text column (`column`, else the run's `data.text_column`; the run's
+/// `header` setting for TSV/CSV), or one text per line for any other file.
+pub fn texts_in(file: &Path, column: Option<&str>, data: &Data) -> Result<Vec<String>> {
+    let Ok(format) = table::format_of(file, None) else {
+        let s = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        return Ok(s
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect());
+    };
+    let column = match column {
+        Some(c) => match c.parse::<usize>() {
+            Ok(i) => Column::Index(i),
+            Err(_) => Column::Name(c.to_string()),
+        },
+        None => data.text_column.clone(),
+    };
+    let t = table::read_table(
+        file,
+        table::Spec {
+            format: Some(format),
+            header: data.header,
+            text_column: &column,
+            label_column: None,
+            skip_bad_rows: false,
+        },
+    )?;
+    Ok(t.rows.into_iter().map(|r| r.text).collect())
 }

@@ -367,6 +367,26 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         }
     }
 
+    // --file: a table's text column gives the same predictions as --text.
+    let table = dir.join("texts.csv");
+    let mut csv = String::from("id,sentence\n");
+    for (i, t) in texts.iter().enumerate() {
+        csv.push_str(&format!("{i},\"{t}\"\n"));
+    }
+    std::fs::write(&table, csv).unwrap();
+    let o = run_exp(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--file",
+        table.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let from_table: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(from_table, lines);
+
     // `run-exp eval` on the validation split written out as a JSONL table with class-name
     // labels scores what training scored at the best epoch.
     let table = dir.join("valid.jsonl");
@@ -665,4 +685,91 @@ fn sst2_preset_from_a_hub_cache_end_to_end() {
         "{err}"
     );
     assert!(!dir.join("none").exists());
+}
+
+/// Pretrained vectors initialise the rows of the words the file has; frozen, the whole table
+/// (those rows and the random rest) ends training unchanged; not frozen, it moves.
+#[test]
+fn pretrained_vectors_initialise_and_freeze_the_embedding() {
+    let dir = temp_dir("vectors");
+    let mut rows = String::from("sentence\tlabel\n");
+    for i in 0..200 {
+        let (w, y) = if i % 2 == 0 { ("good", 1) } else { ("bad", 0) };
+        rows.push_str(&format!("a {w} film number {}\t{y}\n", i % 7));
+    }
+    let table = dir.join("t.tsv");
+    std::fs::write(&table, rows).unwrap();
+    let vectors = dir.join("vectors.txt");
+    std::fs::write(
+        &vectors,
+        "good 0.5 0.25 -1 2\nbad -0.5 1 0 0.125\nunseen 9 9 9 9\n",
+    )
+    .unwrap();
+    let config = dir.join("v.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[experiment]\nname = \"v\"\nout_dir = {:?}\n[data]\nsource = \"file\"\ntrain = {:?}\n\
+             [model]\nembedding_dim = 4\nhidden_size = 8\nembeddings = {:?}\n[train]\nepochs = 2\nlr = 1e-2\n",
+            dir.join("results").to_str().unwrap(),
+            table.to_str().unwrap(),
+            vectors.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let emb_after = |freeze: bool| {
+        let o = run_exp(&[
+            config.to_str().unwrap(),
+            "--set",
+            &format!("model.freeze_embeddings={freeze}"),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("embeddings: 2 of 12 vocabulary words found"),
+            "{}",
+            stderr(&o)
+        );
+        let runs = std::fs::read_dir(dir.join("results/v")).unwrap().count();
+        let run = dir.join(format!("results/v/run-{runs:03}"));
+        let loaded = load_run(&run, checkpoint::LAST, &Device::Cpu).unwrap();
+        let w: Vec<Vec<f32>> = loaded
+            .model
+            .params
+            .get("emb.weight")
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        (w, loaded)
+    };
+    let (frozen, loaded) = emb_after(true);
+    let vocab = &loaded.vocab;
+    assert_eq!(
+        frozen[vocab.id("good") as usize],
+        vec![0.5, 0.25, -1.0, 2.0]
+    );
+    assert_eq!(
+        frozen[vocab.id("bad") as usize],
+        vec![-0.5, 1.0, 0.0, 0.125]
+    );
+    let (trained, _) = emb_after(false);
+    assert_ne!(
+        trained[vocab.id("good") as usize],
+        vec![0.5, 0.25, -1.0, 2.0]
+    );
+    // Frozen, the table is exactly the seeded init with the file's rows written in.
+    let cfg = &loaded.config;
+    let init = rnnlab::model::classifier::Classifier::new(
+        &cfg.model,
+        rnnlab::model::classifier::Input::Tokens { vocab: vocab.len() },
+        2,
+        cfg.experiment.seed,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let v = rnnlab::data::vectors::load(&vectors, vocab, 4).unwrap();
+    init.set_embedding_rows(&v.rows).unwrap();
+    let want: Vec<Vec<f32>> = init.params.get("emb.weight").unwrap().to_vec2().unwrap();
+    assert_eq!(frozen, want);
+    let film = vocab.id("film") as usize;
+    assert_ne!(trained[film], want[film]);
 }

@@ -122,9 +122,13 @@ struct PredictCli {
     /// A text to classify (repeatable).
     #[arg(long)]
     text: Vec<String>,
-    /// A file with one text per line.
+    /// A file of texts: one per line, or a table (.tsv, .csv, .parquet, .jsonl) whose text
+    /// column is the run's `data.text_column` or `--column`.
     #[arg(long)]
     file: Option<PathBuf>,
+    /// The text column of a --file table, by name or 0-based index.
+    #[arg(long)]
+    column: Option<String>,
     /// Which weights: "best" (default) or "last".
     #[arg(long, default_value = "best")]
     weights: String,
@@ -138,25 +142,21 @@ fn predict(p: PredictCli) -> ExitCode {
     let Some(weights) = weights_file(&p.weights) else {
         return ExitCode::from(2);
     };
+    let run = match checkpoint::load_run(&p.run_dir, weights, &candle_core::Device::Cpu) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
     let mut texts = p.text;
     if let Some(f) = &p.file {
-        match std::fs::read_to_string(f) {
-            Ok(s) => texts.extend(
-                s.lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .map(str::to_string),
-            ),
-            Err(e) => return fail(rnnlab::Error::io(f, e)),
+        match rnnlab::predict::texts_in(f, p.column.as_deref(), &run.config.data) {
+            Ok(t) => texts.extend(t),
+            Err(e) => return fail(e),
         }
     }
     if texts.is_empty() {
         eprintln!("error: nothing to predict: give --text \"...\" or --file FILE");
         return ExitCode::from(2);
     }
-    let run = match checkpoint::load_run(&p.run_dir, weights, &candle_core::Device::Cpu) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
     match rnnlab::predict::predict(&run, &texts) {
         Ok(preds) => {
             for pr in preds {

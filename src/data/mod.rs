@@ -134,7 +134,7 @@ fn read(cfg: &Data, file: &Path) -> Result<Tokenized> {
             format,
             header: cfg.header,
             text_column: &cfg.text_column,
-            label_column: &cfg.label_column,
+            label_column: Some(&cfg.label_column),
             skip_bad_rows: cfg.skip_bad_rows,
         },
     )?;

@@ -25,7 +25,8 @@ pub struct Spec<'a> {
     pub format: Option<Format>,
     pub header: bool,
     pub text_column: &'a Column,
-    pub label_column: &'a Column,
+    /// None: texts only (`predict --file` on a table); rows get an empty label.
+    pub label_column: Option<&'a Column>,
     pub skip_bad_rows: bool,
 }
 
@@ -117,8 +118,10 @@ pub fn read_table(path: &Path, spec: Spec) -> Result<Table> {
 
 type Candidate = std::result::Result<Row, (usize, String)>;
 
-fn row(text: &str, label: String, at: usize) -> Candidate {
-    if label.is_empty() {
+fn row(text: &str, label: Option<String>, at: usize) -> Candidate {
+    let labeled = label.is_some();
+    let label = label.unwrap_or_default();
+    if labeled && label.is_empty() {
         return Err((at, "empty label".into()));
     }
     Ok(Row {
@@ -155,13 +158,11 @@ fn delimited(path: &Path, format: Format, spec: &Spec) -> Result<Vec<Candidate>>
         "text_column",
         spec.header.then_some(&names),
     )?;
-    let li = column_index(
-        path,
-        spec.label_column,
-        "label_column",
-        spec.header.then_some(&names),
-    )?;
-    let need = ti.max(li) + 1;
+    let li = spec
+        .label_column
+        .map(|c| column_index(path, c, "label_column", spec.header.then_some(&names)))
+        .transpose()?;
+    let need = ti.max(li.unwrap_or(0)) + 1;
     let kind = if format == Format::Tsv {
         "tab-separated"
     } else {
@@ -180,7 +181,7 @@ fn delimited(path: &Path, format: Format, spec: &Spec) -> Result<Vec<Candidate>>
                     ),
                 ));
             }
-            row(&fields[ti], fields[li].trim().to_string(), n)
+            row(&fields[ti], li.map(|i| fields[i].trim().to_string()), n)
         })
         .collect())
 }
@@ -216,10 +217,11 @@ fn jsonl(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
             )),
         }
     };
-    let (tf, lf) = (
-        field(spec.text_column, "text_column")?,
-        field(spec.label_column, "label_column")?,
-    );
+    let tf = field(spec.text_column, "text_column")?;
+    let lf = spec
+        .label_column
+        .map(|c| field(c, "label_column"))
+        .transpose()?;
     Ok(text
         .lines()
         .enumerate()
@@ -235,7 +237,10 @@ fn jsonl(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
                 }
                 None => return Err((n, format!("no field \"{tf}\""))),
             };
-            let label = match obj.get(&lf) {
+            let Some(lf) = &lf else {
+                return row(text, None, n);
+            };
+            let label = match obj.get(lf) {
                 Some(serde_json::Value::String(l)) => l.trim().to_string(),
                 Some(serde_json::Value::Number(x)) if x.is_i64() => x.to_string(),
                 Some(other) => {
@@ -246,7 +251,7 @@ fn jsonl(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
                 }
                 None => return Err((n, format!("no field \"{lf}\""))),
             };
-            row(text, label, n)
+            row(text, Some(label), n)
         })
         .collect())
 }
@@ -260,7 +265,10 @@ fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
         .map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
     let names: Vec<&str> = df.get_column_names().iter().map(|s| s.as_str()).collect();
     let ti = column_index(path, spec.text_column, "text_column", Some(&names))?;
-    let li = column_index(path, spec.label_column, "label_column", Some(&names))?;
+    let li = spec
+        .label_column
+        .map(|c| column_index(path, c, "label_column", Some(&names)))
+        .transpose()?;
     let pick = |i: usize, key: &str| {
         df.columns()
             .get(i)
@@ -272,7 +280,7 @@ fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
                 ))
             })
     };
-    let (texts, labels) = (pick(ti, "text_column")?, pick(li, "label_column")?);
+    let texts = pick(ti, "text_column")?;
     let texts = texts.str().map_err(|_| {
         bad(format!(
             "text column \"{}\" holds {}, expected strings",
@@ -280,6 +288,18 @@ fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
             texts.dtype()
         ))
     })?;
+    // Per row: None = texts only; Some(None) = a missing label.
+    let Some(li) = li else {
+        return Ok(texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t {
+                Some(t) => row(t, None, i + 1),
+                None => Err((i + 1, "missing text".to_string())),
+            })
+            .collect());
+    };
+    let labels = pick(li, "label_column")?;
     let labels: Vec<Option<String>> = match labels.dtype() {
         DataType::String => labels
             .str()
@@ -306,7 +326,7 @@ fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
         .zip(labels)
         .enumerate()
         .map(|(i, (t, l))| match (t, l) {
-            (Some(t), Some(l)) => row(t, l, i + 1),
+            (Some(t), Some(l)) => row(t, Some(l), i + 1),
             (None, _) => Err((i + 1, "missing text".to_string())),
             (_, None) => Err((i + 1, "missing label".to_string())),
         })
@@ -376,7 +396,7 @@ mod tests {
             format: None,
             header: true,
             text_column: &sentence,
-            label_column: &label,
+            label_column: Some(&label),
             skip_bad_rows: false,
         };
         let rows = read_table(&p, spec).unwrap().rows;
@@ -388,7 +408,7 @@ mod tests {
         let spec = Spec {
             header: false,
             text_column: &one,
-            label_column: &zero,
+            label_column: Some(&zero),
             ..spec
         };
         let err = read_table(&p, spec).unwrap_err();
