@@ -341,7 +341,7 @@ fn log_scores(
     tb.image(&format!("{split}/confusion_matrix"), step, &png, w, h)
         .map_err(io)?;
     tb.text(
-        &format!("{split}/confusion_matrix"),
+        &format!("{split}/confusion_table"),
         step,
         &s.confusion_markdown(classes),
     )

@@ -276,6 +276,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         "val/precision/negative",
         "val/recall/positive",
         "val/confusion_matrix",
+        "val/confusion_table",
         "test/acc",
         "test/loss",
         "test/macro_f1",
