@@ -64,10 +64,6 @@ struct EvalCli {
 }
 
 fn eval(a: EvalCli) -> ExitCode {
-    let fail = |e: rnnlab::Error| {
-        eprintln!("error: {e:#}");
-        ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
-    };
     let Some(weights) = weights_file(&a.weights) else {
         return ExitCode::from(2);
     };
@@ -103,6 +99,12 @@ fn eval(a: EvalCli) -> ExitCode {
     }
 }
 
+/// Reports an error; exit 2 for bad input, 1 otherwise.
+fn fail(e: rnnlab::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+}
+
 /// `--weights best|last` as a checkpoint file name (None: reported, exit 2).
 fn weights_file(w: &str) -> Option<&'static str> {
     match w {
@@ -135,10 +137,6 @@ struct PredictCli {
 }
 
 fn predict(p: PredictCli) -> ExitCode {
-    let fail = |e: rnnlab::Error| {
-        eprintln!("error: {e:#}");
-        ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
-    };
     let Some(weights) = weights_file(&p.weights) else {
         return ExitCode::from(2);
     };
@@ -324,10 +322,7 @@ fn main() -> ExitCode {
     let prepared = match prepared {
         Ok(Some(p)) => p,
         Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
-        }
+        Err(e) => return fail(e),
     };
     match train::run(prepared, cli.resume.as_deref()) {
         Ok(s) => {
