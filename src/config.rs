@@ -200,7 +200,8 @@ pub struct Data {
     pub lowercase: bool,
     /// Tokens seen fewer times in train become `<unk>`. Default 1.
     pub min_freq: usize,
-    /// Keep at most this many tokens (most frequent first); absent = all.
+    /// Keep at most this many tokens (most frequent first); absent = all. Also `max_size`.
+    #[serde(alias = "max_size")]
     pub max_vocab: Option<usize>,
 }
 

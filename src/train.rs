@@ -129,6 +129,8 @@ pub struct Summary {
     pub test_macro_f1: Option<f64>,
     /// Per-class precision / recall / F1 / support and the confusion matrix on test.
     pub test_scores: Option<Scores>,
+    /// The same on validation, best epoch's weights.
+    pub val_scores: Option<Scores>,
     /// Class names by id, and training examples per class.
     pub classes: Vec<String>,
     pub train_class_counts: Vec<usize>,
@@ -256,7 +258,7 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
                 &dir,
                 Status::Failed,
                 &st,
-                None,
+                (None, None),
                 Some(format!("{e:#}")),
                 false,
                 elapsed,
@@ -269,20 +271,26 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
         }
     };
     // Test metrics of the best epoch's weights.
-    let test = match (&data.test, state.best_epoch) {
-        (Some(test), Some(_)) => {
+    // The best epoch's weights: validation scores in full, and the test split.
+    let (val, test) = match state.best_epoch {
+        Some(_) => {
             model.params.load(&dir.join(checkpoint::BEST))?;
-            let k = data.classes.len();
-            Some(eval::evaluate(
-                &model,
-                test,
-                k,
-                config.train.batch_size,
-                &device,
-                weights.as_ref(),
-            )?)
+            let score = |split| {
+                eval::evaluate(
+                    &model,
+                    split,
+                    data.classes.len(),
+                    config.train.batch_size,
+                    &device,
+                    weights.as_ref(),
+                )
+            };
+            (
+                Some(score(&data.valid)?),
+                data.test.as_ref().map(score).transpose()?,
+            )
         }
-        _ => None,
+        None => (None, None),
     };
     if let Some(scores) = &test {
         let mut tb = EventWriter::create(&dir).map_err(|e| Error::io(&dir, e))?;
@@ -302,7 +310,7 @@ pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
         &dir,
         status,
         &state,
-        test,
+        (val, test),
         reason,
         stopped_early,
         elapsed,
@@ -355,7 +363,7 @@ fn summary(
     dir: &Path,
     status: Status,
     st: &State,
-    test: Option<Scores>,
+    (val, test): (Option<Scores>, Option<Scores>),
     reason: Option<String>,
     stopped_early: bool,
     elapsed: f64,
@@ -377,6 +385,7 @@ fn summary(
         test_acc: test.as_ref().map(|t| t.acc),
         test_macro_f1: test.as_ref().map(|t| t.macro_f1),
         test_scores: test,
+        val_scores: val,
         classes: data.classes.clone(),
         train_class_counts: class_counts(data),
         stopped_early,
