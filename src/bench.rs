@@ -69,14 +69,15 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
         ..Train::default()
     };
     let mut opt = Optimizer::new(&train);
-    let run = || RunOpts {
+    let run = |no_grad: bool| RunOpts {
         reference: args.reference,
+        no_grad,
         ..Default::default()
     };
     let mut phases = Phases::default();
     let mut step = |phases: Option<&mut Phases>| -> Result<()> {
         let t0 = Instant::now();
-        let fwd = model.forward(&x, run())?;
+        let fwd = model.forward(&x, run(false))?;
         let loss = candle_nn::loss::cross_entropy(&fwd.logits, &y)?;
         loss.to_scalar::<f32>()?;
         let t1 = Instant::now();
@@ -104,7 +105,7 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
     let infer = |n: usize| -> Result<()> {
         for _ in 0..n {
             model
-                .forward(&x, run())?
+                .forward(&x, run(true))?
                 .logits
                 .to_dtype(candle_core::DType::F32)?
                 .sum_all()?

@@ -108,6 +108,7 @@ pub fn evaluate(
                 &b.ids,
                 RunOpts {
                     lengths: Some(&b.lengths),
+                    no_grad: true,
                     ..Default::default()
                 },
             )?

@@ -48,6 +48,7 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
                 &ids,
                 RunOpts {
                     lengths: Some(&lengths),
+                    no_grad: true,
                     ..Default::default()
                 },
             )?

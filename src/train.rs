@@ -480,6 +480,7 @@ fn fit(
                     dropout_rng: Some(&mut rng),
                     probe: log_now && cfg.log.grad_flow,
                     reference: false,
+                    no_grad: false,
                 },
             )?;
             let loss = eval::loss(&fwd.logits, &b.labels, class_weights)?;

@@ -282,3 +282,30 @@ fn fused_op_matches_reference_on_a_threaded_batch() {
         }
     }
 }
+
+/// Inference mode (no_grad: nothing saved for backward, no graph) gives the same logits.
+#[test]
+fn no_grad_forward_matches_training_forward() {
+    let (b, t) = (9, 7);
+    let mut rng = StdRng::seed_from_u64(11);
+    let lengths: Vec<usize> = (0..b).map(|_| rng.random_range(1..=t)).collect();
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(1..20u32)).collect();
+    let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
+    for cell in CELLS {
+        let m = model(cell, Readout::Mean, true, 2);
+        let with_graph = m
+            .forward(&ids, opts(Some(&lengths), 0, false, false))
+            .unwrap();
+        let inference = RunOpts {
+            no_grad: true,
+            ..opts(Some(&lengths), 0, false, false)
+        };
+        let without = m.forward(&ids, inference).unwrap();
+        assert_eq!(
+            max_diff(&with_graph.logits, &without.logits),
+            0.0,
+            "{cell:?}"
+        );
+        assert!(without.tokens.is_none());
+    }
+}

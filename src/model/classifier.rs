@@ -152,6 +152,7 @@ impl Classifier {
     /// logits: [batch, classes]. `opts.dropout_rng` = Some switches on training-mode dropout.
     pub fn forward(&self, inputs: &Tensor, mut opts: RunOpts) -> Result<Forward> {
         let (xs, tokens) = match &self.front {
+            FrontEnd::Embedding(_) if opts.no_grad => (self.embed(inputs)?.detach(), None),
             FrontEnd::Embedding(_) => {
                 let rows = Var::from_tensor(&self.embed(inputs)?.detach())?;
                 let ids = inputs.flatten_all()?;
@@ -172,6 +173,7 @@ impl Classifier {
                 dropout_rng: opts.dropout_rng.as_deref_mut(),
                 probe: opts.probe,
                 reference: opts.reference,
+                no_grad: opts.no_grad,
             },
         )?;
         let mut feat = readout(

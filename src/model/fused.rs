@@ -72,6 +72,8 @@ pub struct Recurrence {
     pub flow: Option<FlowSink>,
     /// Gate activations from forward, [batch, seq, 4 * hidden] (lstm, gru), for backward.
     saved: Mutex<Vec<f32>>,
+    /// Save the gate activations (false: inference, no backward will run).
+    keep_for_backward: bool,
 }
 
 impl Recurrence {
@@ -93,6 +95,7 @@ impl Recurrence {
             window_start,
             flow,
             saved: Mutex::new(Vec::new()),
+            keep_for_backward: true,
         }
     }
 
@@ -136,10 +139,16 @@ impl Recurrence {
         let h = self.hidden;
         let g = self.kind.gates() * h;
         let s = Recurrence::slots(self.kind) * h;
-        let sv = Recurrence::saved_slots(self.kind) * h;
+        // Nothing is saved when no backward will run (`keep_for_backward`).
+        let sv = if saved.is_empty() {
+            0
+        } else {
+            Recurrence::saved_slots(self.kind) * h
+        };
         let mut hcur = vec![0f32; b * h];
         let mut ccur = vec![0f32; b * h];
         let mut hh = vec![0f32; b * g];
+        let mut scratch = vec![0f32; h];
         for tt in self.order(t) {
             // hh = h @ W_hh^T, with W_hh^T laid out row-major ([hidden, gates*hidden]) so the
             // gemm reads it in place instead of repacking 4·H² floats every step.
@@ -193,7 +202,9 @@ impl Recurrence {
                             oh[j] = og[j] * tanh(c);
                         }
                         hrow.copy_from_slice(oh);
-                        saved[at * sv..][..sv].copy_from_slice(pre);
+                        if sv > 0 {
+                            saved[at * sv..][..sv].copy_from_slice(pre);
+                        }
                     }
                     CellKind::Gru => {
                         let (rz, hn) = pre.split_at_mut(2 * h);
@@ -205,9 +216,12 @@ impl Recurrence {
                         }
                         let (r, z) = rz.split_at(h);
                         let xn = &x[2 * h..];
-                        let keep = &mut saved[at * sv..][..sv];
-                        let (krz, rest) = keep.split_at_mut(2 * h);
-                        let (kn, khn) = rest.split_at_mut(h);
+                        // n goes straight into the saved activations, or into scratch.
+                        let kn: &mut [f32] = if sv > 0 {
+                            &mut saved[at * sv + 2 * h..][..h]
+                        } else {
+                            &mut scratch[..]
+                        };
                         let (xn, r, z, hn) = (&xn[..h], &r[..h], &z[..h], &hn[..h]);
                         let (kn, o, hrow) = (&mut kn[..h], &mut o[..h], &mut hrow[..h]);
                         for j in 0..h {
@@ -216,8 +230,11 @@ impl Recurrence {
                             o[j] = n + z[j] * (hrow[j] - n);
                         }
                         hrow.copy_from_slice(o);
-                        krz.copy_from_slice(rz);
-                        khn.copy_from_slice(hn);
+                        if sv > 0 {
+                            let keep = &mut saved[at * sv..][..sv];
+                            keep[..2 * h].copy_from_slice(rz);
+                            keep[3 * h..].copy_from_slice(hn);
+                        }
                     }
                 }
             }
@@ -625,7 +642,12 @@ impl CustomOp2 for Recurrence {
         let h = self.hidden;
         let g = self.kind.gates() * h;
         let s = Recurrence::slots(self.kind) * h;
-        let sv = Recurrence::saved_slots(self.kind) * h;
+        // Saved gate activations per step; none when no backward will run.
+        let sv = if self.keep_for_backward {
+            Recurrence::saved_slots(self.kind) * h
+        } else {
+            0
+        };
         let xs = cpu_slice(s1, l1, "x")?;
         let pk = Packed::split(cpu_slice(s2, l2, "parameters")?, g, inp, h)?;
         if self.lengths.len() != b {
@@ -866,7 +888,13 @@ impl CustomOp2 for Recurrence {
 
 /// Runs the op for one direction of one layer. x: [batch, seq, input] ->
 /// [batch, seq, slots*hidden].
-pub fn run(op: Recurrence, x: &Tensor, cell: &super::cell::Cell) -> candle_core::Result<Tensor> {
+/// `no_grad`: no backward will follow; the op saves nothing for it and records no graph.
+pub fn run(
+    mut op: Recurrence,
+    x: &Tensor,
+    cell: &super::cell::Cell,
+    no_grad: bool,
+) -> candle_core::Result<Tensor> {
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     let packed = Tensor::cat(
         &[
@@ -877,6 +905,12 @@ pub fn run(op: Recurrence, x: &Tensor, cell: &super::cell::Cell) -> candle_core:
         ],
         0,
     )?;
+    let (x, packed) = if no_grad {
+        op.keep_for_backward = false;
+        (x.detach(), packed.detach())
+    } else {
+        (x, packed)
+    };
     let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(op));
     x.apply_op2_arc(&packed, op)
 }

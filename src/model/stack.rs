@@ -42,6 +42,9 @@ pub struct RunOpts<'a> {
     pub probe: bool,
     /// Use the composed-candle-ops reference implementation instead of the fused CPU op.
     pub reference: bool,
+    /// Evaluation / inference: no backward will follow, so the fused op keeps no gate
+    /// activations for it (less memory traffic) and the graph is not recorded.
+    pub no_grad: bool,
 }
 
 /// Where the per-step gradient norms come from after backward.
@@ -146,7 +149,7 @@ impl Stack {
             for (d, cell) in layer.iter().enumerate() {
                 let probe = opts.probe && top && d == 0;
                 let run = if fused {
-                    run_fused(cell, &input, &masks, d == 1, probe)?
+                    run_fused(cell, &input, &masks, d == 1, probe, opts.no_grad)?
                 } else {
                     run_direction(cell, &input, &masks, d == 1, probe, &device)?
                 };
@@ -267,6 +270,7 @@ fn run_fused(
     masks: &StepMasks,
     reverse: bool,
     probe: bool,
+    no_grad: bool,
 ) -> Result<DirectionRun> {
     let (b, t, _) = xs.dims3()?;
     let h = cell.hidden;
@@ -284,7 +288,7 @@ fn run_fused(
         },
         sink.clone(),
     );
-    let res = fused::run(op, xs, cell)?;
+    let res = fused::run(op, xs, cell, no_grad)?;
     let slots = Recurrence::slots(cell.kind) * h;
     // Final state: each row's last valid step (forward) or step 0 (backward).
     let rows: Vec<u32> = masks
