@@ -175,30 +175,31 @@ impl Recurrence {
                         hrow.copy_from_slice(pre);
                     }
                     CellKind::Lstm => {
-                        // One pass: pre-activations in, gates (kept in `pre` for backward),
-                        // c and h out. Exact-length views, so the loop vectorizes.
-                        let (pi, rest) = pre.split_at_mut(h);
-                        let (pf, rest) = rest.split_at_mut(h);
-                        let (pg, po) = rest.split_at_mut(h);
-                        let (xi, rest) = x.split_at(h);
-                        let (xf, rest) = rest.split_at(h);
-                        let (xg, xo) = rest.split_at(h);
+                        for (p, xv) in pre.iter_mut().zip(x) {
+                            *p += xv;
+                        }
+                        let (ifo, rest) = pre.split_at_mut(2 * h);
+                        let (gg, og) = rest.split_at_mut(h);
+                        for v in ifo.iter_mut() {
+                            *v = sigmoid(*v);
+                        }
+                        for v in og.iter_mut() {
+                            *v = sigmoid(*v);
+                        }
+                        for v in gg.iter_mut() {
+                            *v = tanh(*v);
+                        }
+                        let (i, f) = ifo.split_at(h);
                         let crow = &mut ccur[row * h..][..h];
                         let (oh, oc) = o.split_at_mut(h);
-                        let (pi, pf, pg, po) =
-                            (&mut pi[..h], &mut pf[..h], &mut pg[..h], &mut po[..h]);
-                        let (xi, xf, xg, xo) = (&xi[..h], &xf[..h], &xg[..h], &xo[..h]);
-                        let (oc, oh) = (&mut oc[..h], &mut oh[..h]);
+                        // Exact-length views: no bounds checks, so the loop vectorizes.
+                        let (i, f, gg, og) = (&i[..h], &f[..h], &gg[..h], &og[..h]);
+                        let (crow, oc, oh) = (&mut crow[..h], &mut oc[..h], &mut oh[..h]);
                         for j in 0..h {
-                            let i = sigmoid(pi[j] + xi[j]);
-                            let f = sigmoid(pf[j] + xf[j]);
-                            let gg = tanh(pg[j] + xg[j]);
-                            let og = sigmoid(po[j] + xo[j]);
-                            (pi[j], pf[j], pg[j], po[j]) = (i, f, gg, og);
-                            let c = f * crow[j] + i * gg;
+                            let c = f[j] * crow[j] + i[j] * gg[j];
                             crow[j] = c;
                             oc[j] = c;
-                            oh[j] = og * tanh(c);
+                            oh[j] = og[j] * tanh(c);
                         }
                         hrow.copy_from_slice(oh);
                         if sv > 0 {
@@ -383,29 +384,16 @@ impl Recurrence {
         flow
     }
 
-    /// `fwd_rows_body` with denormals flushed, compiled for AVX-512 or AVX2+FMA when the CPU
-    /// has them (the gate loops then run 16 or 8 lanes wide), else for the baseline target.
+    /// `fwd_rows_body` with denormals flushed, compiled for AVX2+FMA when the CPU has them
+    /// (the gate loops then run 8 lanes wide), else for the baseline target.
     fn fwd_rows(&self, chunk: FwdChunk) {
         let _ftz = FlushDenormals::new();
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the feature was detected on this CPU just above.
-                return unsafe { self.fwd_rows_avx512(chunk) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features were detected on this CPU just above.
-                return unsafe { self.fwd_rows_avx2(chunk) };
-            }
+            // SAFETY: the features were detected on this CPU just above.
+            return unsafe { self.fwd_rows_avx2(chunk) };
         }
-        self.fwd_rows_body(chunk)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn fwd_rows_avx512(&self, chunk: FwdChunk) {
         self.fwd_rows_body(chunk)
     }
 
@@ -419,24 +407,11 @@ impl Recurrence {
     fn bwd_rows(&self, chunk: BwdChunk) -> Vec<f64> {
         let _ftz = FlushDenormals::new();
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the feature was detected on this CPU just above.
-                return unsafe { self.bwd_rows_avx512(chunk) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features were detected on this CPU just above.
-                return unsafe { self.bwd_rows_avx2(chunk) };
-            }
+            // SAFETY: the features were detected on this CPU just above.
+            return unsafe { self.bwd_rows_avx2(chunk) };
         }
-        self.bwd_rows_body(chunk)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn bwd_rows_avx512(&self, chunk: BwdChunk) -> Vec<f64> {
         self.bwd_rows_body(chunk)
     }
 
