@@ -47,10 +47,36 @@ enum Command {
     Eval(EvalCli),
 }
 
+/// A trained run and which of its checkpoints to load.
 #[derive(clap::Args)]
-struct EvalCli {
+struct RunCli {
     /// A run folder (results/<experiment>/run-NNN).
     run_dir: PathBuf,
+    /// Which weights: the best epoch's or the last.
+    #[arg(long, value_enum, default_value_t = Weights::Best)]
+    weights: Weights,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Weights {
+    Best,
+    Last,
+}
+
+impl RunCli {
+    fn load(&self) -> rnnlab::Result<checkpoint::LoadedRun> {
+        let file = match self.weights {
+            Weights::Best => checkpoint::BEST,
+            Weights::Last => checkpoint::LAST,
+        };
+        checkpoint::load_run(&self.run_dir, file, &candle_core::Device::Cpu)
+    }
+}
+
+#[derive(clap::Args)]
+struct EvalCli {
+    #[command(flatten)]
+    run: RunCli,
     /// A config whose [data] section names the dataset (source "file" or "hub"; other
     /// sections are ignored). Text is processed with the run's own tokenizer and vocabulary.
     #[arg(long)]
@@ -58,20 +84,14 @@ struct EvalCli {
     /// Override a key of that config, e.g. --set data.test=other.tsv (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
-    /// Which weights: "best" (default) or "last".
-    #[arg(long, default_value = "best")]
-    weights: String,
 }
 
 fn eval(a: EvalCli) -> ExitCode {
-    let Some(weights) = weights_file(&a.weights) else {
-        return ExitCode::from(2);
-    };
     let other = match Config::load_for_scoring(&a.data, &a.set) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let run = match checkpoint::load_run(&a.run_dir, weights, &candle_core::Device::Cpu) {
+    let run = match a.run.load() {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -88,7 +108,7 @@ fn eval(a: EvalCli) -> ExitCode {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "run_dir": a.run_dir, "data": a.data, "split": split, "examples": n,
+                        "run_dir": a.run.run_dir, "data": a.data, "split": split, "examples": n,
                         "classes": run.classes, "scores": s,
                     })
                 );
@@ -105,22 +125,10 @@ fn fail(e: rnnlab::Error) -> ExitCode {
     ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
 }
 
-/// `--weights best|last` as a checkpoint file name (None: reported, exit 2).
-fn weights_file(w: &str) -> Option<&'static str> {
-    match w {
-        "best" => Some(checkpoint::BEST),
-        "last" => Some(checkpoint::LAST),
-        other => {
-            eprintln!("error: --weights {other}: expected \"best\" or \"last\"");
-            None
-        }
-    }
-}
-
 #[derive(clap::Args)]
 struct PredictCli {
-    /// A run folder (results/<experiment>/run-NNN).
-    run_dir: PathBuf,
+    #[command(flatten)]
+    run: RunCli,
     /// A text to classify (repeatable).
     #[arg(long)]
     text: Vec<String>,
@@ -131,16 +139,10 @@ struct PredictCli {
     /// The text column of a --file table, by name or 0-based index.
     #[arg(long)]
     column: Option<String>,
-    /// Which weights: "best" (default) or "last".
-    #[arg(long, default_value = "best")]
-    weights: String,
 }
 
 fn predict(p: PredictCli) -> ExitCode {
-    let Some(weights) = weights_file(&p.weights) else {
-        return ExitCode::from(2);
-    };
-    let run = match checkpoint::load_run(&p.run_dir, weights, &candle_core::Device::Cpu) {
+    let run = match p.run.load() {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
