@@ -29,7 +29,8 @@ impl Vectors {
 }
 
 pub fn load(path: &Path, vocab: &Vocab, dim: usize) -> Result<Vectors> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| Error::data(path, 0, format!("model.embeddings: cannot open: {e}")))?;
     let mut out = Vectors::default();
     let mut seen = vec![false; vocab.len()];
     for (i, line) in BufReader::new(file).lines().enumerate() {
