@@ -151,7 +151,8 @@ fn carve(train: Tokenized, fraction: f64, seed: u64) -> (Tokenized, Tokenized) {
     let n = train.docs.len();
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x05ee_d5a1));
-    let n_val = ((n as f64 * fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    // At least one row each side (`load_tables` rejects n < 2).
+    let n_val = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
     let mut keep = vec![true; n];
     for &i in &idx[..n_val] {
         keep[i] = false;
@@ -184,6 +185,12 @@ fn load_tables(cfg: &Data, seed: u64) -> Result<Dataset> {
     let train = read(cfg, train_file)?;
     let (train, valid) = match &cfg.valid {
         Some(p) => (train, read(cfg, p)?),
+        None if train.docs.len() < 2 => {
+            return Err(train.table.error(
+                0,
+                "one row cannot be split into train and validation (give data.valid)",
+            ))
+        }
         None => {
             let (tr, val) = carve(train, cfg.val_fraction, seed);
             notes.push(format!(
