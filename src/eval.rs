@@ -114,16 +114,9 @@ pub fn evaluate(
             )?
             .logits
             .detach();
-        loss_num += per_example_loss(&logits, &b.labels, weights)?
-            .sum_all()?
-            .to_scalar::<f32>()? as f64;
-        loss_den += match weights {
-            Some(w) => w
-                .index_select(&b.labels, 0)?
-                .sum_all()?
-                .to_scalar::<f32>()? as f64,
-            None => idx.len() as f64,
-        };
+        let (num, den) = nll_sums(&logits, &b.labels, weights)?;
+        loss_num += num.to_scalar::<f32>()? as f64;
+        loss_den += den.to_scalar::<f32>()? as f64;
         let pred = logits.argmax(1)?.to_vec1::<u32>()?;
         for (p, y) in pred.iter().zip(b.labels.to_vec1::<u32>()?) {
             confusion[y as usize][*p as usize] += 1;
@@ -137,13 +130,24 @@ pub fn evaluate(
     Ok(Scores::from_confusion(confusion, loss))
 }
 
-/// Cross-entropy per example, each scaled by its class weight when weights are given.
-fn per_example_loss(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
+/// Summed cross-entropy of a batch and the sum of its weights: sum(w_y * nll) and sum(w_y)
+/// with class weights, sum(nll) and the batch size without.
+fn nll_sums(
+    logits: &Tensor,
+    labels: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
     let logp = candle_nn::ops::log_softmax(logits, 1)?;
     let nll = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
     Ok(match weights {
-        Some(w) => (nll * w.index_select(labels, 0)?)?,
-        None => nll,
+        Some(w) => {
+            let wy = w.index_select(labels, 0)?;
+            ((nll * &wy)?.sum_all()?, wy.sum_all()?)
+        }
+        None => {
+            let n = Tensor::new(labels.dim(0)? as f32, logits.device())?;
+            (nll.sum_all()?, n)
+        }
     })
 }
 
@@ -152,9 +156,8 @@ fn per_example_loss(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) 
 pub fn loss(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Result<Tensor> {
     Ok(match weights {
         None => candle_nn::loss::cross_entropy(logits, labels)?,
-        Some(w) => {
-            let num = per_example_loss(logits, labels, Some(w))?.sum_all()?;
-            let den = w.index_select(labels, 0)?.sum_all()?;
+        Some(_) => {
+            let (num, den) = nll_sums(logits, labels, weights)?;
             (num / den)?
         }
     })

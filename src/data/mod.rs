@@ -157,15 +157,11 @@ fn carve(train: Tokenized, fraction: f64, seed: u64) -> (Tokenized, Tokenized) {
     for &i in &idx[..n_val] {
         keep[i] = false;
     }
-    let empty = |t: &Table| Tokenized {
-        table: Table {
-            rows: Vec::new(),
-            skipped: Vec::new(),
-            ..t.clone_meta()
-        },
+    let empty = || Tokenized {
+        table: train.table.clone_meta(),
         docs: Vec::new(),
     };
-    let (mut tr, mut val) = (empty(&train.table), empty(&train.table));
+    let (mut tr, mut val) = (empty(), empty());
     for (i, (d, r)) in train.docs.into_iter().zip(train.table.rows).enumerate() {
         let dst = if keep[i] { &mut tr } else { &mut val };
         dst.docs.push(d);
