@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::stack::{dropout, Flow, RunOpts, Stack};
+use super::stack::{dropout, Flow, RunOpts, Stack, StackOut};
 use super::Params;
 use crate::config::{Model, Readout};
 use crate::error::Result;
@@ -176,13 +176,7 @@ impl Classifier {
                 no_grad: opts.no_grad,
             },
         )?;
-        let mut feat = readout(
-            &out.out,
-            &lengths,
-            self.readout,
-            self.rnn.hidden,
-            self.rnn.bidirectional,
-        )?;
+        let mut feat = readout(&out, &lengths, self.readout, self.rnn.bidirectional)?;
         if self.dropout > 0.0 {
             if let Some(rng) = opts.dropout_rng.as_deref_mut() {
                 feat = dropout(&feat, self.dropout, rng)?;
@@ -229,43 +223,26 @@ impl Classifier {
     }
 }
 
-/// Many-to-one readout over valid steps. out: [batch, seq, dirs*hidden] (zero at padding)
-/// -> [batch, dirs*hidden].
-pub fn readout(
-    out: &Tensor,
-    lengths: &[usize],
-    how: Readout,
-    hidden: usize,
-    bidirectional: bool,
-) -> Result<Tensor> {
-    let (b, t, d) = out.dims3()?;
-    let device = out.device();
+/// Many-to-one readout over valid steps of the stack's output ([batch, seq, dirs*hidden],
+/// zero at padding) -> [batch, dirs*hidden].
+pub fn readout(out: &StackOut, lengths: &[usize], how: Readout, bidirectional: bool) -> Result<Tensor> {
+    let (b, t, d) = out.out.dims3()?;
+    let device = out.out.device();
     Ok(match how {
         Readout::Last => {
-            // Forward direction at each sequence's last valid step; backward at step 0.
-            let flat = out.reshape((b * t, d))?;
-            let last: Vec<u32> = lengths
-                .iter()
-                .enumerate()
-                .map(|(r, &n)| (r * t + n - 1) as u32)
-                .collect();
-            let fwd = flat
-                .index_select(&Tensor::new(last, device)?, 0)?
-                .narrow(1, 0, hidden)?;
-            if bidirectional {
-                let first: Vec<u32> = (0..b).map(|r| (r * t) as u32).collect();
-                let bwd = flat
-                    .index_select(&Tensor::new(first, device)?, 0)?
-                    .narrow(1, hidden, hidden)?;
-                Tensor::cat(&[fwd, bwd], 1)?
-            } else {
-                fwd
-            }
+            // The top layer's final states: the forward direction at each sequence's last
+            // valid step, the backward direction at step 0 (no copy of the whole output).
+            let n = out.h_n.dim(0)?;
+            let dirs = if bidirectional { 2 } else { 1 };
+            let top = (n - dirs..n)
+                .map(|i| out.h_n.get(i))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            Tensor::cat(&top, 1)?
         }
         Readout::Mean => {
             let n: Vec<f32> = lengths.iter().map(|&n| n as f32).collect();
             let n = Tensor::from_vec(n, (b, 1), device)?;
-            out.sum(1)?.broadcast_div(&n)?
+            out.out.sum(1)?.broadcast_div(&n)?
         }
         Readout::Max => {
             let mask: Vec<u8> = lengths
@@ -274,7 +251,7 @@ pub fn readout(
                 .collect();
             let mask = Tensor::from_vec(mask, (b, t, 1), device)?.broadcast_as((b, t, d))?;
             let neg = Tensor::full(f32::NEG_INFINITY, (b, t, d), device)?;
-            mask.where_cond(out, &neg)?.max(1)?
+            mask.where_cond(&out.out, &neg)?.max(1)?
         }
     })
 }

@@ -760,6 +760,8 @@ impl CustomOp2 for Recurrence {
         let gru = self.kind == CellKind::Gru;
         // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
         // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
+        // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
+        // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
         let mut dxp = vec![0f32; b * t * g];
         let mut dhh = if gru {
             vec![0f32; b * t * g]
@@ -767,22 +769,31 @@ impl CustomOp2 for Recurrence {
             Vec::new()
         };
         let mut hprev = vec![0f32; b * t * h];
+        let mut dx = vec![0f32; b * t * inp];
+        let plen = g * inp + g * h + 2 * g;
         let chunks = row_chunks(b);
         let par = chunks.len() == 1;
         let mut flow = vec![0f64; t];
+        let mut dpacked = vec![0f32; plen];
         std::thread::scope(|scope| {
             let mut handles = Vec::new();
-            let (mut dxp_rest, mut dhh_rest, mut hprev_rest) =
-                (dxp.as_mut_slice(), dhh.as_mut_slice(), hprev.as_mut_slice());
+            let (mut dxp_rest, mut dhh_rest, mut hprev_rest, mut dx_rest) = (
+                dxp.as_mut_slice(),
+                dhh.as_mut_slice(),
+                hprev.as_mut_slice(),
+                dx.as_mut_slice(),
+            );
             let saved = &saved;
             for (i, &(r0, nb)) in chunks.iter().enumerate() {
-                let (dx, rest) = std::mem::take(&mut dxp_rest).split_at_mut(nb * t * g);
+                let (dxp_c, rest) = std::mem::take(&mut dxp_rest).split_at_mut(nb * t * g);
                 dxp_rest = rest;
                 let (dq, rest) =
                     std::mem::take(&mut dhh_rest).split_at_mut(if gru { nb * t * g } else { 0 });
                 dhh_rest = rest;
                 let (hp, rest) = std::mem::take(&mut hprev_rest).split_at_mut(nb * t * h);
                 hprev_rest = rest;
+                let (dx_c, rest) = std::mem::take(&mut dx_rest).split_at_mut(nb * t * inp);
+                dx_rest = rest;
                 let rows = Rows {
                     lengths: &self.lengths[r0..r0 + nb],
                     window_start: self.window_start.as_deref().map(|w| &w[r0..r0 + nb]),
@@ -790,89 +801,70 @@ impl CustomOp2 for Recurrence {
                     dout: &dout[r0 * t * s..(r0 + nb) * t * s],
                     saved: &saved[r0 * t * sv..(r0 + nb) * t * sv],
                 };
+                let x_c = &xs[r0 * t * inp..(r0 + nb) * t * inp];
+                let w_ih = pk.w_ih;
                 let mut work = move || {
-                    self.bwd_rows(BwdChunk {
+                    let flow = self.bwd_rows(BwdChunk {
                         rows,
                         t,
                         whh,
-                        dxp: dx,
+                        dxp: dxp_c,
                         dhh: dq,
                         hprev: hp,
                         par,
-                    })
+                    });
+                    // This chunk's share of the parameter gradients (summed over chunks
+                    // below) and its rows of dx, each one gemm over its rows and steps.
+                    let mut part = vec![0f32; plen];
+                    let dg: &[f32] = if gru { dq } else { dxp_c };
+                    let k = nb * t;
+                    {
+                        let (dw_ih, rest) = part.split_at_mut(g * inp);
+                        let (dw_hh, rest) = rest.split_at_mut(g * h);
+                        let (db_ih, db_hh) = rest.split_at_mut(g);
+                        // dW_ih = dxp^T x: [g, k] @ [k, input].
+                        mm(dw_ih, (g, inp, k), dxp_c, (1, g), x_c, (inp, 1), false, par);
+                        // dW_hh = dG^T h_prev: [g, k] @ [k, hidden].
+                        mm(dw_hh, (g, h, k), dg, (1, g), hp, (h, 1), false, par);
+                        for row in dxp_c.chunks_exact(g) {
+                            for (a, v) in db_ih.iter_mut().zip(row) {
+                                *a += v;
+                            }
+                        }
+                        if gru {
+                            for row in dq.chunks_exact(g) {
+                                for (a, v) in db_hh.iter_mut().zip(row) {
+                                    *a += v;
+                                }
+                            }
+                        } else {
+                            db_hh.copy_from_slice(db_ih);
+                        }
+                    }
+                    // dx = dxp W_ih: [k, g] @ [g, input].
+                    mm(dx_c, (k, inp, g), dxp_c, (g, 1), w_ih, (inp, 1), false, par);
+                    (flow, part)
                 };
                 if i + 1 == chunks.len() {
-                    for (f, v) in flow.iter_mut().zip(work()) {
-                        *f += v;
-                    }
+                    handles.push(Ok(work()));
                 } else {
-                    handles.push(scope.spawn(work));
+                    handles.push(Err(scope.spawn(work)));
                 }
             }
             for handle in handles {
-                if let Ok(part) = handle.join() {
-                    for (f, v) in flow.iter_mut().zip(part) {
-                        *f += v;
-                    }
+                let (part_flow, part) = match handle {
+                    Ok(done) => done,
+                    // A panic in a chunk is a bug: pass it on rather than lose the chunk.
+                    Err(running) => running.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                };
+                for (f, v) in flow.iter_mut().zip(part_flow) {
+                    *f += v;
                 }
-            }
-        });
-        // Parameter gradients, each one gemm over all rows and steps, packed like the input.
-        let dg = if gru { &dhh } else { &dxp };
-        let mut dpacked = vec![0f32; g * inp + g * h + 2 * g];
-        {
-            let (dw_ih, rest) = dpacked.split_at_mut(g * inp);
-            let (dw_hh, rest) = rest.split_at_mut(g * h);
-            let (db_ih, db_hh) = rest.split_at_mut(g);
-            // dW_ih = dxp^T x: [g, b*t] @ [b*t, input].
-            mm(
-                dw_ih,
-                (g, inp, b * t),
-                &dxp,
-                (1, g),
-                xs,
-                (inp, 1),
-                false,
-                true,
-            );
-            // dW_hh = dG^T h_prev: [g, b*t] @ [b*t, hidden].
-            mm(
-                dw_hh,
-                (g, h, b * t),
-                dg,
-                (1, g),
-                &hprev,
-                (h, 1),
-                false,
-                true,
-            );
-            for row in dxp.chunks_exact(g) {
-                for (a, v) in db_ih.iter_mut().zip(row) {
+                for (a, v) in dpacked.iter_mut().zip(part) {
                     *a += v;
                 }
             }
-            if gru {
-                for row in dhh.chunks_exact(g) {
-                    for (a, v) in db_hh.iter_mut().zip(row) {
-                        *a += v;
-                    }
-                }
-            } else {
-                db_hh.copy_from_slice(db_ih);
-            }
-        }
-        // dx = dxp W_ih: [b*t, g] @ [g, input].
-        let mut dx = vec![0f32; b * t * inp];
-        mm(
-            &mut dx,
-            (b * t, inp, g),
-            &dxp,
-            (g, 1),
-            pk.w_ih,
-            (inp, 1),
-            false,
-            true,
-        );
+        });
         if let Some(sink) = &self.flow {
             if let Ok(mut f) = sink.lock() {
                 *f = flow.into_iter().map(f64::sqrt).collect();
