@@ -123,7 +123,7 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
         "peer": format!("rnnlab-{}{}", env!("CARGO_PKG_VERSION"), if args.reference { "-reference" } else { "" }),
         "cell": format!("{cell:?}").to_lowercase(),
         "batch": args.batch, "seq": args.seq, "emb": args.emb, "hidden": args.hidden,
-        "threads": candle_core::utils::get_num_threads(),
+        "threads": crate::device::cpu_threads(),
         "train_samples_per_s": (samples / train_s * 10.0).round() / 10.0,
         "infer_samples_per_s": (samples / infer_s * 10.0).round() / 10.0,
         "train_time_pct": {"forward": pct(phases.forward), "backward": pct(phases.backward), "optimizer": pct(phases.optimizer)},

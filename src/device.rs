@@ -58,3 +58,11 @@ fn open_cuda(n: usize) -> Result<Device> {
         Error::Device(format!("cuda:{n} is not usable: {cause}"))
     })
 }
+
+/// CPU threads for our own parallel loops and gemms: candle's count, read once. candle
+/// recomputes it on every call (without RAYON_NUM_THREADS it reads the CPU list from /proc),
+/// and the recurrence asks for every gemm of every step.
+pub fn cpu_threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| candle_core::utils::get_num_threads().max(1))
+}

@@ -278,7 +278,7 @@ impl InplaceOp2 for HostStep<'_> {
         let (m, v) = &mut *moments;
         let (r, flags) = (self.rule, self.flags);
         // Two or more threads for the large tensors (the embedding); the loop is memory-bound.
-        let threads = candle_core::utils::get_num_threads().max(1);
+        let threads = crate::device::cpu_threads();
         let chunk = p.len().div_ceil(threads).max(1 << 16);
         std::thread::scope(|scope| {
             let parts = p
