@@ -24,17 +24,120 @@ use crate::config::{CellKind, Nonlinearity};
 /// Per-step ‖∂L/∂h_t‖ (norm over the batch), written by backward when asked for.
 pub type FlowSink = Arc<Mutex<Vec<f64>>>;
 
-/// One chunk of batch rows for forward: xp, out and saved hold just these rows; wt is
-/// W_hh^T in `pack_panels` panels.
-struct FwdChunk<'a> {
-    lengths: &'a [usize],
+/// One forward worker's share: batch rows r0..r0+nb and hidden units u0..u0+hk (all units
+/// when the batch is split between threads, all rows when the units are). xp, wt and bhh
+/// hold just its gate columns (gate q, unit j at q*hk + j; wt in `pack_panels` panels); out,
+/// saved and the two h buffers are shared by all workers.
+struct FwdPart<'a> {
+    r0: usize,
+    nb: usize,
+    u0: usize,
+    hk: usize,
     t: usize,
     xp: &'a [f32],
     wt: &'a [f32],
     bhh: &'a [f32],
-    out: &'a mut [f32],
-    saved: &'a mut [f32],
+    /// [batch, seq, slots * hidden].
+    out: Shared<'a>,
+    /// [batch, seq, saved_slots * hidden], or empty when nothing is saved.
+    saved: Shared<'a>,
+    /// [batch, hidden] each: h_{t-1} and h_t, swapping roles every step.
+    hbuf: [Shared<'a>; 2],
+    /// Present when the units are split: all workers finish a step before any starts the next.
+    barrier: Option<&'a StepBarrier>,
     par: bool,
+}
+
+/// A buffer several forward workers write at once, each only at its own rows × units, and
+/// read across workers only after a `StepBarrier`.
+#[derive(Clone, Copy)]
+struct Shared<'a> {
+    ptr: *mut f32,
+    len: usize,
+    _buf: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: workers touch disjoint parts between barriers (see `Shared::part`).
+unsafe impl Send for Shared<'_> {}
+unsafe impl Sync for Shared<'_> {}
+
+impl<'a> Shared<'a> {
+    fn new(buf: &'a mut [f32]) -> Shared<'a> {
+        Shared {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _buf: std::marker::PhantomData,
+        }
+    }
+
+    /// `n` floats from `start` to write.
+    /// SAFETY: no other thread reads or writes them until the next barrier.
+    unsafe fn part(&self, start: usize, n: usize) -> &'a mut [f32] {
+        assert!(start + n <= self.len, "recurrence: shared buffer overrun");
+        std::slice::from_raw_parts_mut(self.ptr.add(start), n)
+    }
+
+    /// `n` floats from `start` to read.
+    /// SAFETY: no thread writes them until the next barrier.
+    unsafe fn read(&self, start: usize, n: usize) -> &'a [f32] {
+        assert!(start + n <= self.len, "recurrence: shared buffer overrun");
+        std::slice::from_raw_parts(self.ptr.add(start), n)
+    }
+}
+
+/// The per-step rendezvous of workers that split the hidden units: a generation counter,
+/// spun on briefly (a step takes tens of microseconds), then waited on with yields so an
+/// oversubscribed machine is not burnt. A worker that panics poisons it, so the others
+/// stop instead of waiting forever.
+struct StepBarrier {
+    workers: usize,
+    arrived: std::sync::atomic::AtomicUsize,
+    generation: std::sync::atomic::AtomicUsize,
+    poisoned: std::sync::atomic::AtomicBool,
+}
+
+impl StepBarrier {
+    fn new(workers: usize) -> StepBarrier {
+        StepBarrier {
+            workers,
+            arrived: 0.into(),
+            generation: 0.into(),
+            poisoned: false.into(),
+        }
+    }
+
+    fn wait(&self) {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+        let gen = self.generation.load(Acquire);
+        if self.arrived.fetch_add(1, AcqRel) + 1 == self.workers {
+            self.arrived.store(0, Relaxed);
+            self.generation.store(gen + 1, Release);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Acquire) == gen {
+            if self.poisoned.load(Relaxed) {
+                panic!("recurrence: another worker failed");
+            }
+            if spins < 20_000 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Poisons the barrier if its worker unwinds.
+struct PoisonOnPanic<'a>(Option<&'a StepBarrier>);
+
+impl Drop for PoisonOnPanic<'_> {
+    fn drop(&mut self) {
+        if let (Some(b), true) = (self.0, std::thread::panicking()) {
+            b.poisoned.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// One chunk of batch rows for backward: its read-only view (`rows`) and its slices of the
@@ -121,122 +224,90 @@ impl Recurrence {
         (0..t).map(move |s| if rev { t - 1 - s } else { s })
     }
 
-    /// Forward over a contiguous chunk of batch rows (all of their steps). xp, out and saved
-    /// hold just these rows; wt is W_hh^T in `pack_panels` panels.
-    #[inline(always)]
-    fn fwd_rows_body(&self, chunk: FwdChunk) {
-        let FwdChunk {
-            lengths,
+    /// One worker's forward over all steps (see `FwdPart`).
+    fn fwd_part(&self, part: FwdPart) {
+        let _ftz = FlushDenormals::new();
+        let _poison = PoisonOnPanic(part.barrier);
+        let FwdPart {
+            r0,
+            nb,
+            u0,
+            hk,
             t,
             xp,
             wt,
             bhh,
             out,
             saved,
+            hbuf,
+            barrier,
             par,
-        } = chunk;
-        let b = lengths.len();
+        } = part;
         let h = self.hidden;
-        let g = self.kind.gates() * h;
+        let gk = self.kind.gates() * hk;
         let s = Recurrence::slots(self.kind) * h;
         // Nothing is saved when no backward will run (`keep_for_backward`).
-        let sv = if saved.is_empty() {
+        let sv = if saved.len == 0 {
             0
         } else {
             Recurrence::saved_slots(self.kind) * h
         };
-        let mut hcur = vec![0f32; b * h];
-        let mut ccur = vec![0f32; b * h];
-        let mut hh = vec![0f32; b * g];
-        let mut scratch = vec![0f32; h];
-        for tt in self.order(t) {
-            // hh = h @ W_hh^T, W_hh^T packed once per forward in panels the gemm reads in
-            // place (no repacking of gates·H² floats every step).
-            step_mm(&mut hh, (b, g, h), &hcur, wt, par);
-            for row in 0..b {
-                if tt >= lengths[row] {
+        let mut hh = vec![0f32; nb * gk];
+        let mut c = vec![0f32; nb * hk];
+        let mut scratch = vec![0f32; hk];
+        for (step, tt) in self.order(t).enumerate() {
+            let (cur, next) = (hbuf[step % 2], hbuf[(step + 1) % 2]);
+            // SAFETY: during a step h_{t-1} (`cur`) is only read; writes go to `next`.
+            let hprev = unsafe { cur.read(r0 * h, nb * h) };
+            // hh = h_{t-1} @ W_hh^T for this worker's gate columns.
+            step_mm(&mut hh, (nb, gk, h), hprev, wt, par);
+            for row in 0..nb {
+                let r = r0 + row;
+                if tt >= self.lengths[r] {
                     continue;
                 }
-                let at = row * t + tt;
-                let x = &xp[at * g..][..g];
-                let pre = &mut hh[row * g..][..g];
-                let o = &mut out[at * s..][..s];
-                let hrow = &mut hcur[row * h..][..h];
-                // Simple loops over equal-length slices, so that they vectorize.
-                match self.kind {
-                    CellKind::Rnn => {
-                        for (p, xv) in pre.iter_mut().zip(x) {
-                            *p = match self.nonlinearity {
-                                Nonlinearity::Tanh => tanh(*p + xv),
-                                Nonlinearity::Relu => (*p + xv).max(0.0),
-                            };
-                        }
-                        o.copy_from_slice(pre);
-                        hrow.copy_from_slice(pre);
-                    }
-                    CellKind::Lstm => {
-                        for (p, xv) in pre.iter_mut().zip(x) {
-                            *p += xv;
-                        }
-                        let (ifo, rest) = pre.split_at_mut(2 * h);
-                        let (gg, og) = rest.split_at_mut(h);
-                        for v in ifo.iter_mut() {
-                            *v = sigmoid(*v);
-                        }
-                        for v in og.iter_mut() {
-                            *v = sigmoid(*v);
-                        }
-                        for v in gg.iter_mut() {
-                            *v = tanh(*v);
-                        }
-                        let (i, f) = ifo.split_at(h);
-                        let crow = &mut ccur[row * h..][..h];
-                        let (oh, oc) = o.split_at_mut(h);
-                        // Exact-length views: no bounds checks, so the loop vectorizes.
-                        let (i, f, gg, og) = (&i[..h], &f[..h], &gg[..h], &og[..h]);
-                        let (crow, oc, oh) = (&mut crow[..h], &mut oc[..h], &mut oh[..h]);
-                        for j in 0..h {
-                            let c = f[j] * crow[j] + i[j] * gg[j];
-                            crow[j] = c;
-                            oc[j] = c;
-                            oh[j] = og[j] * tanh(c);
-                        }
-                        hrow.copy_from_slice(oh);
-                        if sv > 0 {
-                            saved[at * sv..][..sv].copy_from_slice(pre);
-                        }
-                    }
-                    CellKind::Gru => {
-                        let (rz, hn) = pre.split_at_mut(2 * h);
-                        for ((p, xv), bv) in rz.iter_mut().zip(x).zip(bhh) {
-                            *p = sigmoid(*p + xv + bv);
-                        }
-                        for (p, bv) in hn.iter_mut().zip(&bhh[2 * h..]) {
-                            *p += bv;
-                        }
-                        let (r, z) = rz.split_at(h);
-                        let xn = &x[2 * h..];
-                        // n goes straight into the saved activations, or into scratch.
-                        let kn: &mut [f32] = if sv > 0 {
-                            &mut saved[at * sv + 2 * h..][..h]
-                        } else {
-                            &mut scratch[..]
-                        };
-                        let (xn, r, z, hn) = (&xn[..h], &r[..h], &z[..h], &hn[..h]);
-                        let (kn, o, hrow) = (&mut kn[..h], &mut o[..h], &mut hrow[..h]);
-                        for j in 0..h {
-                            let n = tanh(xn[j] + r[j] * hn[j]);
-                            kn[j] = n;
-                            o[j] = n + z[j] * (hrow[j] - n);
-                        }
-                        hrow.copy_from_slice(o);
-                        if sv > 0 {
-                            let keep = &mut saved[at * sv..][..sv];
-                            keep[..2 * h].copy_from_slice(rz);
-                            keep[3 * h..].copy_from_slice(hn);
-                        }
+                let at = r * t + tt;
+                // SAFETY (all `part` calls below): row r's units u0..u0+hk of out, saved and
+                // `next` belong to this worker alone.
+                let h_out = unsafe { out.part(at * s + u0, hk) };
+                let c_out: &mut [f32] = match self.kind {
+                    CellKind::Lstm => unsafe { out.part(at * s + h + u0, hk) },
+                    _ => &mut [],
+                };
+                // The GRU's n goes straight into the saved activations, or into scratch.
+                let n_out: &mut [f32] = match self.kind {
+                    CellKind::Gru if sv > 0 => unsafe { saved.part(at * sv + 2 * h + u0, hk) },
+                    _ => &mut scratch,
+                };
+                let pre = &mut hh[row * gk..][..gk];
+                gates(
+                    self.kind,
+                    self.nonlinearity,
+                    pre,
+                    &xp[(row * t + tt) * gk..][..gk],
+                    bhh,
+                    &hprev[row * h + u0..][..hk],
+                    &mut c[row * hk..][..hk],
+                    h_out,
+                    c_out,
+                    n_out,
+                );
+                unsafe { next.part(r * h + u0, hk) }.copy_from_slice(h_out);
+                // Activations for backward: lstm i f g o; gru r z (n above) hn.
+                let keep: &[usize] = match self.kind {
+                    CellKind::Lstm => &[0, 1, 2, 3],
+                    CellKind::Gru => &[0, 1, 3],
+                    CellKind::Rnn => &[],
+                };
+                if sv > 0 {
+                    for (k, &q) in keep.iter().enumerate() {
+                        unsafe { saved.part(at * sv + q * h + u0, hk) }
+                            .copy_from_slice(&pre[k * hk..][..hk]);
                     }
                 }
+            }
+            if let Some(b) = barrier {
+                b.wait();
             }
         }
     }
@@ -354,26 +425,8 @@ impl Recurrence {
         flow
     }
 
-    /// `fwd_rows_body` with denormals flushed, compiled for AVX2+FMA when the CPU has them
-    /// (the gate loops then run 8 lanes wide), else for the baseline target.
-    fn fwd_rows(&self, chunk: FwdChunk) {
-        let _ftz = FlushDenormals::new();
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were detected on this CPU just above.
-            return unsafe { self.fwd_rows_avx2(chunk) };
-        }
-        self.fwd_rows_body(chunk)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn fwd_rows_avx2(&self, chunk: FwdChunk) {
-        self.fwd_rows_body(chunk)
-    }
-
-    /// `bwd_rows_body`, run like `fwd_rows`.
+    /// `bwd_rows_body` with denormals flushed, compiled for AVX2+FMA when the CPU has them,
+    /// else for the baseline target.
     fn bwd_rows(&self, chunk: BwdChunk) -> Vec<f64> {
         let _ftz = FlushDenormals::new();
         #[cfg(target_arch = "x86_64")]
@@ -521,6 +574,84 @@ kernel! {
     }
 }
 
+kernel! {
+    /// One row's gate math at one step, over a worker's hk units: `pre` = h_{t-1} W_hh^T (its
+    /// gate columns, gate-major), `x` = the row's input projection (biases folded in, except
+    /// the GRU's b_hh, given in `bhh`). Writes h_t to `h_out`, the LSTM's c_t to `c` and
+    /// `c_out`, the GRU's n to `n_out`, and leaves the activations backward needs in `pre`
+    /// (lstm: i f g o; gru: r z hn).
+    #[allow(clippy::too_many_arguments)]
+    fn gates(
+        kind: CellKind,
+        nonlinearity: Nonlinearity,
+        pre: &mut [f32],
+        x: &[f32],
+        bhh: &[f32],
+        h_prev: &[f32],
+        c: &mut [f32],
+        h_out: &mut [f32],
+        c_out: &mut [f32],
+        n_out: &mut [f32],
+    ) {
+        let hk = h_out.len();
+        // Simple loops over exact-length slices, so that they vectorize.
+        match kind {
+            CellKind::Rnn => {
+                let (pre, x, h_out) = (&mut pre[..hk], &x[..hk], &mut h_out[..hk]);
+                for j in 0..hk {
+                    let v = pre[j] + x[j];
+                    h_out[j] = match nonlinearity {
+                        Nonlinearity::Tanh => tanh(v),
+                        Nonlinearity::Relu => v.max(0.0),
+                    };
+                }
+            }
+            CellKind::Lstm => {
+                for (p, xv) in pre.iter_mut().zip(x) {
+                    *p += xv;
+                }
+                let (ifo, rest) = pre.split_at_mut(2 * hk);
+                let (gg, og) = rest.split_at_mut(hk);
+                for v in ifo.iter_mut() {
+                    *v = sigmoid(*v);
+                }
+                for v in og.iter_mut() {
+                    *v = sigmoid(*v);
+                }
+                for v in gg.iter_mut() {
+                    *v = tanh(*v);
+                }
+                let (i, f) = ifo.split_at(hk);
+                let (i, f, gg, og) = (&i[..hk], &f[..hk], &gg[..hk], &og[..hk]);
+                let (c, c_out, h_out) = (&mut c[..hk], &mut c_out[..hk], &mut h_out[..hk]);
+                for j in 0..hk {
+                    let cj = f[j] * c[j] + i[j] * gg[j];
+                    c[j] = cj;
+                    c_out[j] = cj;
+                    h_out[j] = og[j] * tanh(cj);
+                }
+            }
+            CellKind::Gru => {
+                let (rz, hn) = pre.split_at_mut(2 * hk);
+                for ((p, xv), bv) in rz.iter_mut().zip(x).zip(bhh) {
+                    *p = sigmoid(*p + xv + bv);
+                }
+                for (p, bv) in hn.iter_mut().zip(&bhh[2 * hk..]) {
+                    *p += bv;
+                }
+                let (r, z) = rz.split_at(hk);
+                let (xn, r, z, hn) = (&x[2 * hk..3 * hk], &r[..hk], &z[..hk], &hn[..hk]);
+                let (n_out, h_prev, h_out) = (&mut n_out[..hk], &h_prev[..hk], &mut h_out[..hk]);
+                for j in 0..hk {
+                    let n = tanh(xn[j] + r[j] * hn[j]);
+                    n_out[j] = n;
+                    h_out[j] = n + z[j] * (h_prev[j] - n);
+                }
+            }
+        }
+    }
+}
+
 /// exp with Cephes' single-precision polynomial after range reduction (relative error
 /// ~1e-7), branch-free so the gate loops vectorize; libm's expf/tanhf were a fifth of the
 /// training time.
@@ -557,7 +688,7 @@ fn tanh(x: f32) -> f32 {
 }
 
 fn parallelism(m: usize, n: usize, k: usize, allow: bool) -> Parallelism {
-    let threads = candle_core::utils::get_num_threads();
+    let threads = crate::device::cpu_threads();
     // Below ~2 MFLOP a gemm is done before a second thread has started.
     if allow && threads > 1 && m * n * k >= 1 << 20 {
         Parallelism::Rayon(threads)
@@ -602,12 +733,43 @@ impl Drop for FlushDenormals {
     }
 }
 
+/// W_hh larger than this stays out of one core's L2 (2 MB on this machine, and the step's h
+/// and gates need room too): the forward then splits the hidden units between threads, each
+/// keeping its share of W_hh resident, instead of splitting the batch.
+const UNIT_SPLIT_BYTES: usize = 1 << 20;
+
+/// Hidden units split into one run per thread, on multiples of 16 where the size allows.
+/// Returns (first unit, units) pairs.
+fn unit_chunks(h: usize, threads: usize) -> Vec<(usize, usize)> {
+    let threads = threads.min(h).max(1);
+    let edge = |i: usize| {
+        let e = h * i / threads;
+        if i == threads || h < 16 * threads {
+            e
+        } else {
+            (e + 8) / 16 * 16
+        }
+    };
+    (0..threads)
+        .map(|i| (edge(i), edge(i + 1) - edge(i)))
+        .filter(|&(_, n)| n > 0)
+        .collect()
+}
+
+/// The rows of a gate-major matrix ([gates * h, width]) for units u0..u0+hk of each gate.
+fn gate_rows(m: &[f32], width: usize, h: usize, gates: usize, u0: usize, hk: usize) -> Vec<f32> {
+    (0..gates)
+        .flat_map(|q| &m[(q * h + u0) * width..][..hk * width])
+        .copied()
+        .collect()
+}
+
 /// Batch rows split into one contiguous chunk per thread: each chunk runs the whole sequence
 /// on its own core with no synchronisation per step (the grain that suits few cores).
 /// Returns (first row, rows) pairs.
 fn row_chunks(b: usize) -> Vec<(usize, usize)> {
     const MIN_ROWS: usize = 8;
-    let threads = candle_core::utils::get_num_threads()
+    let threads = crate::device::cpu_threads()
         .min(b / MIN_ROWS)
         .max(1);
     let base = b / threads;
@@ -810,52 +972,83 @@ impl CustomOp2 for Recurrence {
             CellKind::Gru => pk.b_ih.to_vec(),
             _ => pk.b_ih.iter().zip(pk.b_hh).map(|(a, c)| a + c).collect(),
         };
-        let (bx, w_ih) = (&bx, pk.w_ih);
         let mut out = vec![0f32; b * t * s];
         let mut saved = vec![0f32; b * t * sv];
-        let wt = &pack_panels(whh, g, h);
-        let chunks = row_chunks(b);
-        let par = chunks.len() == 1;
+        let mut hbufs = [vec![0f32; b * h], vec![0f32; b * h]];
+        // (first row, rows, first unit, units) per worker.
+        let threads = crate::device::cpu_threads();
+        let split_units = threads > 1 && g * h * 4 > UNIT_SPLIT_BYTES;
+        let parts: Vec<(usize, usize, usize, usize)> = if split_units {
+            unit_chunks(h, threads)
+                .into_iter()
+                .map(|(u0, hk)| (0, b, u0, hk))
+                .collect()
+        } else {
+            row_chunks(b)
+                .into_iter()
+                .map(|(r0, nb)| (r0, nb, 0, h))
+                .collect()
+        };
+        let par = !split_units && parts.len() == 1;
+        let barrier = StepBarrier::new(parts.len());
+        let (out_sh, saved_sh) = (Shared::new(&mut out), Shared::new(&mut saved));
+        let [h0, h1] = &mut hbufs;
+        let hbuf = [Shared::new(h0), Shared::new(h1)];
+        let gates_n = self.kind.gates();
+        let (bx, w_ih) = (&bx, pk.w_ih);
         std::thread::scope(|scope| {
-            let (mut out_rest, mut saved_rest) = (out.as_mut_slice(), saved.as_mut_slice());
-            for (i, &(r0, nb)) in chunks.iter().enumerate() {
-                let (o, rest) = std::mem::take(&mut out_rest).split_at_mut(nb * t * s);
-                out_rest = rest;
-                let (sv_rows, rest) = std::mem::take(&mut saved_rest).split_at_mut(nb * t * sv);
-                saved_rest = rest;
+            let mut handles = Vec::new();
+            for (i, &(r0, nb, u0, hk)) in parts.iter().enumerate() {
                 let x_rows = &xs[r0 * t * inp..(r0 + nb) * t * inp];
-                let lengths = &self.lengths[r0..r0 + nb];
-                let mut work = move || {
-                    // This chunk's input projection, all steps in one gemm: x W_ih^T + bias.
-                    let mut xp = vec![0f32; nb * t * g];
-                    for row in xp.chunks_exact_mut(g) {
-                        row.copy_from_slice(bx);
+                let barrier = split_units.then_some(&barrier);
+                let work = move || {
+                    let gk = gates_n * hk;
+                    // This worker's rows of W_ih, W_hh and the biases (all of them when
+                    // the units are not split).
+                    let w_ih = gate_rows(w_ih, inp, h, gates_n, u0, hk);
+                    let wt = pack_panels(&gate_rows(whh, h, h, gates_n, u0, hk), gk, h);
+                    let bias = gate_rows(bx, 1, h, gates_n, u0, hk);
+                    let bhh = gate_rows(bhh, 1, h, gates_n, u0, hk);
+                    // Its input projection, all steps in one gemm: x W_ih^T + bias.
+                    let mut xp = vec![0f32; nb * t * gk];
+                    for row in xp.chunks_exact_mut(gk) {
+                        row.copy_from_slice(&bias);
                     }
                     mm(
                         &mut xp,
-                        (nb * t, g, inp),
+                        (nb * t, gk, inp),
                         x_rows,
                         (inp, 1),
-                        w_ih,
+                        &w_ih,
                         (1, inp),
                         true,
                         par,
                     );
-                    self.fwd_rows(FwdChunk {
-                        lengths,
+                    self.fwd_part(FwdPart {
+                        r0,
+                        nb,
+                        u0,
+                        hk,
                         t,
                         xp: &xp,
-                        wt,
-                        bhh,
-                        out: o,
-                        saved: sv_rows,
+                        wt: &wt,
+                        bhh: &bhh,
+                        out: out_sh,
+                        saved: saved_sh,
+                        hbuf,
+                        barrier,
                         par,
                     })
                 };
-                if i + 1 == chunks.len() {
+                if i + 1 == parts.len() {
                     work();
                 } else {
-                    scope.spawn(work);
+                    handles.push(scope.spawn(work));
+                }
+            }
+            for handle in handles {
+                if let Err(e) = handle.join() {
+                    std::panic::resume_unwind(e);
                 }
             }
         });
