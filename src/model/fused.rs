@@ -36,6 +36,8 @@ struct FwdPart<'a> {
     t: usize,
     xp: &'a [f32],
     wt: &'a [f32],
+    /// Input-side bias: b_ih + b_hh (gru: b_ih; its b_hh is inside r's product).
+    bx: &'a [f32],
     bhh: &'a [f32],
     /// [batch, seq, slots * hidden].
     out: Shared<'a>,
@@ -66,6 +68,18 @@ impl<'a> Shared<'a> {
         Shared {
             ptr: buf.as_mut_ptr(),
             len: buf.len(),
+            _buf: std::marker::PhantomData,
+        }
+    }
+
+    /// Room for `n` floats in `buf` (emptied), not zeroed: the workers write every element,
+    /// and only then does the caller `set_len(n)`.
+    fn uninit(buf: &'a mut Vec<f32>, n: usize) -> Shared<'a> {
+        buf.clear();
+        buf.reserve_exact(n);
+        Shared {
+            ptr: buf.as_mut_ptr(),
+            len: n,
             _buf: std::marker::PhantomData,
         }
     }
@@ -236,6 +250,7 @@ impl Recurrence {
             t,
             xp,
             wt,
+            bx,
             bhh,
             out,
             saved,
@@ -263,10 +278,19 @@ impl Recurrence {
             step_mm(&mut hh, (nb, gk, h), hprev, wt, par);
             for row in 0..nb {
                 let r = r0 + row;
+                let at = r * t + tt;
                 if tt >= self.lengths[r] {
+                    // Padding: zeros in this worker's share of the outputs.
+                    for slot in 0..Recurrence::slots(self.kind) {
+                        unsafe { out.part(at * s + slot * h + u0, hk) }.fill(0.0);
+                    }
+                    if sv > 0 {
+                        for q in 0..Recurrence::saved_slots(self.kind) {
+                            unsafe { saved.part(at * sv + q * h + u0, hk) }.fill(0.0);
+                        }
+                    }
                     continue;
                 }
-                let at = r * t + tt;
                 // SAFETY (all `part` calls below): row r's units u0..u0+hk of out, saved and
                 // `next` belong to this worker alone.
                 let h_out = unsafe { out.part(at * s + u0, hk) };
@@ -285,6 +309,7 @@ impl Recurrence {
                     self.nonlinearity,
                     pre,
                     &xp[(row * t + tt) * gk..][..gk],
+                    bx,
                     bhh,
                     &hprev[row * h + u0..][..hk],
                     &mut c[row * hk..][..hk],
@@ -576,8 +601,8 @@ kernel! {
 
 kernel! {
     /// One row's gate math at one step, over a worker's hk units: `pre` = h_{t-1} W_hh^T (its
-    /// gate columns, gate-major), `x` = the row's input projection (biases folded in, except
-    /// the GRU's b_hh, given in `bhh`). Writes h_t to `h_out`, the LSTM's c_t to `c` and
+    /// gate columns, gate-major), `x` = the row's input projection, `bx` the input-side
+    /// bias (b_ih + b_hh; the GRU's b_hh is in `bhh`). Writes h_t to `h_out`, the LSTM's c_t to `c` and
     /// `c_out`, the GRU's n to `n_out`, and leaves the activations backward needs in `pre`
     /// (lstm: i f g o; gru: r z hn).
     #[allow(clippy::too_many_arguments)]
@@ -586,6 +611,7 @@ kernel! {
         nonlinearity: Nonlinearity,
         pre: &mut [f32],
         x: &[f32],
+        bx: &[f32],
         bhh: &[f32],
         h_prev: &[f32],
         c: &mut [f32],
@@ -597,9 +623,9 @@ kernel! {
         // Simple loops over exact-length slices, so that they vectorize.
         match kind {
             CellKind::Rnn => {
-                let (pre, x, h_out) = (&mut pre[..hk], &x[..hk], &mut h_out[..hk]);
+                let (pre, x, bx, h_out) = (&mut pre[..hk], &x[..hk], &bx[..hk], &mut h_out[..hk]);
                 for j in 0..hk {
-                    let v = pre[j] + x[j];
+                    let v = pre[j] + x[j] + bx[j];
                     h_out[j] = match nonlinearity {
                         Nonlinearity::Tanh => tanh(v),
                         Nonlinearity::Relu => v.max(0.0),
@@ -607,8 +633,8 @@ kernel! {
                 }
             }
             CellKind::Lstm => {
-                for (p, xv) in pre.iter_mut().zip(x) {
-                    *p += xv;
+                for ((p, xv), bv) in pre.iter_mut().zip(x).zip(bx) {
+                    *p += xv + bv;
                 }
                 let (ifo, rest) = pre.split_at_mut(2 * hk);
                 let (gg, og) = rest.split_at_mut(hk);
@@ -633,17 +659,18 @@ kernel! {
             }
             CellKind::Gru => {
                 let (rz, hn) = pre.split_at_mut(2 * hk);
-                for ((p, xv), bv) in rz.iter_mut().zip(x).zip(bhh) {
-                    *p = sigmoid(*p + xv + bv);
+                for (((p, xv), bv), bh) in rz.iter_mut().zip(x).zip(bx).zip(bhh) {
+                    *p = sigmoid(*p + xv + bv + bh);
                 }
                 for (p, bv) in hn.iter_mut().zip(&bhh[2 * hk..]) {
                     *p += bv;
                 }
                 let (r, z) = rz.split_at(hk);
-                let (xn, r, z, hn) = (&x[2 * hk..3 * hk], &r[..hk], &z[..hk], &hn[..hk]);
+                let (xn, bn) = (&x[2 * hk..3 * hk], &bx[2 * hk..3 * hk]);
+                let (r, z, hn) = (&r[..hk], &z[..hk], &hn[..hk]);
                 let (n_out, h_prev, h_out) = (&mut n_out[..hk], &h_prev[..hk], &mut h_out[..hk]);
                 for j in 0..hk {
-                    let n = tanh(xn[j] + r[j] * hn[j]);
+                    let n = tanh(xn[j] + bn[j] + r[j] * hn[j]);
                     n_out[j] = n;
                     h_out[j] = n + z[j] * (h_prev[j] - n);
                 }
@@ -756,12 +783,24 @@ fn unit_chunks(h: usize, threads: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// The rows of a gate-major matrix ([gates * h, width]) for units u0..u0+hk of each gate.
-fn gate_rows(m: &[f32], width: usize, h: usize, gates: usize, u0: usize, hk: usize) -> Vec<f32> {
-    (0..gates)
-        .flat_map(|q| &m[(q * h + u0) * width..][..hk * width])
-        .copied()
-        .collect()
+/// The rows of a gate-major matrix ([gates * h, width]) for units u0..u0+hk of each gate
+/// (the matrix itself when that is all of them).
+fn gate_rows(
+    m: &[f32],
+    width: usize,
+    h: usize,
+    gates: usize,
+    u0: usize,
+    hk: usize,
+) -> std::borrow::Cow<'_, [f32]> {
+    if u0 == 0 && hk == h {
+        return m.into();
+    }
+    let mut rows = Vec::with_capacity(gates * hk * width);
+    for q in 0..gates {
+        rows.extend_from_slice(&m[(q * h + u0) * width..][..hk * width]);
+    }
+    rows.into()
 }
 
 /// Batch rows split into one contiguous chunk per thread: each chunk runs the whole sequence
@@ -798,6 +837,56 @@ fn mm(
     par: bool,
 ) {
     mm_strided(dst, n, (m, n, k), a, a_strides, b, b_strides, accumulate, par)
+}
+
+/// a[m, k] @ b[k, n] as a new row-major buffer, written by the gemm without zeroing it first.
+fn mm_new(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    (a_rs, a_cs): (usize, usize),
+    b: &[f32],
+    (b_rs, b_cs): (usize, usize),
+    par: bool,
+) -> Vec<f32> {
+    if m == 0 || n == 0 || k == 0 {
+        return vec![0f32; m * n];
+    }
+    assert!(
+        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+        "gemm: lhs out of bounds"
+    );
+    assert!(
+        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "gemm: rhs out of bounds"
+    );
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: the asserts keep the kernel's reads inside a and b; with read_dst = false the
+    // gemm writes all m * n elements of dst (row-major, row stride n) without reading any.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(m, n, k, par),
+        );
+        dst.set_len(m * n);
+    }
+    dst
 }
 
 /// `mm` into a dst whose rows are `dst_rs` apart (a block of columns of a wider matrix).
@@ -966,14 +1055,13 @@ impl CustomOp2 for Recurrence {
         }
         let whh = pk.w_hh;
         let bhh = pk.b_hh;
-        // Bias folded into the input projection: b_ih (+ b_hh, except for the GRU whose r
+        // Input-side bias, added in the gate math: b_ih (+ b_hh, except for the GRU whose r
         // multiplies W_hn h + b_hn).
         let bx: Vec<f32> = match self.kind {
             CellKind::Gru => pk.b_ih.to_vec(),
             _ => pk.b_ih.iter().zip(pk.b_hh).map(|(a, c)| a + c).collect(),
         };
-        let mut out = vec![0f32; b * t * s];
-        let mut saved = vec![0f32; b * t * sv];
+        let (mut out, mut saved) = (Vec::new(), Vec::new());
         let mut hbufs = [vec![0f32; b * h], vec![0f32; b * h]];
         // (first row, rows, first unit, units) per worker.
         let threads = crate::device::cpu_threads();
@@ -991,7 +1079,10 @@ impl CustomOp2 for Recurrence {
         };
         let par = !split_units && parts.len() == 1;
         let barrier = StepBarrier::new(parts.len());
-        let (out_sh, saved_sh) = (Shared::new(&mut out), Shared::new(&mut saved));
+        let (out_sh, saved_sh) = (
+            Shared::uninit(&mut out, b * t * s),
+            Shared::uninit(&mut saved, b * t * sv),
+        );
         let [h0, h1] = &mut hbufs;
         let hbuf = [Shared::new(h0), Shared::new(h1)];
         let gates_n = self.kind.gates();
@@ -1007,23 +1098,11 @@ impl CustomOp2 for Recurrence {
                     // the units are not split).
                     let w_ih = gate_rows(w_ih, inp, h, gates_n, u0, hk);
                     let wt = pack_panels(&gate_rows(whh, h, h, gates_n, u0, hk), gk, h);
-                    let bias = gate_rows(bx, 1, h, gates_n, u0, hk);
+                    let bx = gate_rows(bx, 1, h, gates_n, u0, hk);
                     let bhh = gate_rows(bhh, 1, h, gates_n, u0, hk);
-                    // Its input projection, all steps in one gemm: x W_ih^T + bias.
-                    let mut xp = vec![0f32; nb * t * gk];
-                    for row in xp.chunks_exact_mut(gk) {
-                        row.copy_from_slice(&bias);
-                    }
-                    mm(
-                        &mut xp,
-                        (nb * t, gk, inp),
-                        x_rows,
-                        (inp, 1),
-                        &w_ih,
-                        (1, inp),
-                        true,
-                        par,
-                    );
+                    // Its input projection, all steps in one gemm: x W_ih^T (the bias is
+                    // added in the gate math).
+                    let xp = mm_new((nb * t, gk, inp), x_rows, (inp, 1), &w_ih, (1, inp), par);
                     self.fwd_part(FwdPart {
                         r0,
                         nb,
@@ -1032,6 +1111,7 @@ impl CustomOp2 for Recurrence {
                         t,
                         xp: &xp,
                         wt: &wt,
+                        bx: &bx,
                         bhh: &bhh,
                         out: out_sh,
                         saved: saved_sh,
@@ -1052,6 +1132,12 @@ impl CustomOp2 for Recurrence {
                 }
             }
         });
+        // SAFETY: the workers wrote every element of both (each row × step × unit once:
+        // valid steps by the gate math, padding with zeros), and none panicked.
+        unsafe {
+            out.set_len(b * t * s);
+            saved.set_len(b * t * sv);
+        }
         if let Ok(mut keep) = self.saved.lock() {
             *keep = saved;
         }
