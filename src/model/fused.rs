@@ -363,18 +363,21 @@ impl Recurrence {
         for tt in self.order(t).rev() {
             for row in 0..b {
                 let len = rows.lengths[row];
-                if tt >= len {
-                    continue;
-                }
+                let at = row * t + tt;
                 let dh_row = &mut dh[row * h..][..h];
                 let dc_row = &mut dc[row * h..][..h];
-                if rows.window_start.is_some_and(|w| tt < w[row]) {
-                    // Before the truncated-BPTT window: detached, nothing flows further back.
+                if tt >= len || rows.window_start.is_some_and(|w| tt < w[row]) {
+                    // Padding, or before the truncated-BPTT window (detached: nothing flows
+                    // further back): zeros in this step's rows of the buffers.
+                    dxp[at * g..][..g].fill(0.0);
+                    if gru {
+                        dhh[at * g..][..g].fill(0.0);
+                    }
+                    hprev[at * h..][..h].fill(0.0);
                     dh_row.fill(0.0);
                     dc_row.fill(0.0);
                     continue;
                 }
-                let at = row * t + tt;
                 let o = &rows.out[at * s..][..s];
                 let d_o = &rows.dout[at * s..][..s];
                 let keep = &rows.saved[at * sv..][..sv];
@@ -382,8 +385,9 @@ impl Recurrence {
                     .prev(tt, len)
                     .map(|p| &rows.out[(row * t + p) * s..][..s]);
                 let hp = &mut hprev[at * h..][..h];
-                if let Some(p) = prev {
-                    hp.copy_from_slice(&p[..h]);
+                match prev {
+                    Some(p) => hp.copy_from_slice(&p[..h]),
+                    None => hp.fill(0.0),
                 }
                 let dx = &mut dxp[at * g..][..g];
                 // dh_row becomes the total ∂L/∂h_t (carried + direct).
@@ -1184,14 +1188,16 @@ impl CustomOp2 for Recurrence {
         // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
         // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
         // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
-        let mut dxp = vec![0f32; b * t * g];
-        let mut dhh = if gru {
-            vec![0f32; b * t * g]
-        } else {
-            Vec::new()
-        };
-        let mut hprev = vec![0f32; b * t * h];
-        let mut dx = vec![0f32; b * t * inp];
+        // Written once by the chunks, every element (never zeroed first); h_prev per step for
+        // dW_hh; dx, the op's input gradient.
+        let (mut dxp, mut dhh, mut hprev, mut dx) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let gq = if gru { g } else { 0 };
+        let bufs = [
+            Shared::uninit(&mut dxp, b * t * g),
+            Shared::uninit(&mut dhh, b * t * gq),
+            Shared::uninit(&mut hprev, b * t * h),
+            Shared::uninit(&mut dx, b * t * inp),
+        ];
         let plen = g * inp + g * h + 2 * g;
         let chunks = row_chunks(b);
         let par = chunks.len() == 1;
@@ -1199,23 +1205,19 @@ impl CustomOp2 for Recurrence {
         let mut dpacked = vec![0f32; plen];
         std::thread::scope(|scope| {
             let mut handles = Vec::new();
-            let (mut dxp_rest, mut dhh_rest, mut hprev_rest, mut dx_rest) = (
-                dxp.as_mut_slice(),
-                dhh.as_mut_slice(),
-                hprev.as_mut_slice(),
-                dx.as_mut_slice(),
-            );
             let saved = &saved;
             for (i, &(r0, nb)) in chunks.iter().enumerate() {
-                let (dxp_c, rest) = std::mem::take(&mut dxp_rest).split_at_mut(nb * t * g);
-                dxp_rest = rest;
-                let (dq, rest) =
-                    std::mem::take(&mut dhh_rest).split_at_mut(if gru { nb * t * g } else { 0 });
-                dhh_rest = rest;
-                let (hp, rest) = std::mem::take(&mut hprev_rest).split_at_mut(nb * t * h);
-                hprev_rest = rest;
-                let (dx_c, rest) = std::mem::take(&mut dx_rest).split_at_mut(nb * t * inp);
-                dx_rest = rest;
+                let [dxp_sh, dhh_sh, hprev_sh, dx_sh] = bufs;
+                // SAFETY: the chunks' row ranges are disjoint; each chunk writes all of its
+                // rows of the four buffers before reading any.
+                let (dxp_c, dq, hp, dx_c) = unsafe {
+                    (
+                        dxp_sh.part(r0 * t * g, nb * t * g),
+                        dhh_sh.part(r0 * t * gq, nb * t * gq),
+                        hprev_sh.part(r0 * t * h, nb * t * h),
+                        dx_sh.part(r0 * t * inp, nb * t * inp),
+                    )
+                };
                 let rows = Rows {
                     lengths: &self.lengths[r0..r0 + nb],
                     window_start: self.window_start.as_deref().map(|w| &w[r0..r0 + nb]),
@@ -1287,6 +1289,13 @@ impl CustomOp2 for Recurrence {
                 }
             }
         });
+        // SAFETY: every chunk wrote all of its rows of the four buffers, and none panicked.
+        unsafe {
+            dxp.set_len(b * t * g);
+            dhh.set_len(b * t * gq);
+            hprev.set_len(b * t * h);
+            dx.set_len(b * t * inp);
+        }
         if let Some(sink) = &self.flow {
             if let Ok(mut f) = sink.lock() {
                 *f = flow.into_iter().map(f64::sqrt).collect();
