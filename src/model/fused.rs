@@ -486,9 +486,16 @@ impl Recurrence {
 /// Defines a gate kernel: a function over slices, never inlined (so its slice arguments are
 /// known not to alias and its loop vectorizes; inlined into the big per-step function, the
 /// LSTM backward loop over eleven slices stayed scalar), its body compiled for AVX2+FMA when
-/// the CPU has them (8 lanes), else for the baseline target.
+/// the CPU has them (8 lanes), else for the baseline target. `wide` before `fn` adds an
+/// AVX-512 build (16 lanes) where the CPU has it, for the kernels it measured faster in.
 macro_rules! kernel {
-    ($(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    (wide $(#[$m:meta])* fn $($rest:tt)*) => {
+        kernel!(@emit true, $(#[$m])* fn $($rest)*);
+    };
+    ($(#[$m:meta])* fn $($rest:tt)*) => {
+        kernel!(@emit false, $(#[$m])* fn $($rest)*);
+    };
+    (@emit $wide:literal, $(#[$m:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
         #[inline(never)]
         fn $name($($arg: $ty),*) $(-> $ret)? {
@@ -496,6 +503,14 @@ macro_rules! kernel {
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if $wide && std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the feature was detected on this CPU just above.
+                    return unsafe { avx512($($arg),*) };
+                }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
@@ -604,6 +619,7 @@ kernel! {
 }
 
 kernel! {
+    wide
     /// One row's gate math at one step, over a worker's hk units: `pre` = h_{t-1} W_hh^T (its
     /// gate columns, gate-major), `x` = the row's input projection, `bx` the input-side
     /// bias (b_ih + b_hh; the GRU's b_hh is in `bhh`). Writes h_t to `h_out`, the LSTM's c_t to `c` and
