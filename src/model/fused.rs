@@ -971,15 +971,24 @@ fn mm_strided(
 const PANEL: usize = 64;
 
 /// W_hh ([g, h], row-major) as W_hh^T in panels of `PANEL` columns: panel c0 holds columns
-/// c0.. (width w) as [h, w] row-major, at offset c0 * h.
+/// c0.. (width w) as [h, w] row-major, at offset c0 * h. Transposed in 16x16 tiles, so that
+/// reads and writes stay within a few cache lines.
 fn pack_panels(whh: &[f32], g: usize, h: usize) -> Vec<f32> {
+    const TILE: usize = 16;
     let mut packed = vec![0f32; g * h];
     for c0 in (0..g).step_by(PANEL) {
         let w = PANEL.min(g - c0);
         let panel = &mut packed[c0 * h..][..w * h];
-        for (i, row) in whh[c0 * h..][..w * h].chunks_exact(h).enumerate() {
-            for (k, &v) in row.iter().enumerate() {
-                panel[k * w + i] = v;
+        let rows = &whh[c0 * h..][..w * h];
+        for i0 in (0..w).step_by(TILE) {
+            for k0 in (0..h).step_by(TILE) {
+                let kw = TILE.min(h - k0);
+                for i in i0..(i0 + TILE).min(w) {
+                    let src = &rows[i * h + k0..][..kw];
+                    for (dst, &v) in panel[k0 * w + i..].iter_mut().step_by(w).zip(src) {
+                        *dst = v;
+                    }
+                }
             }
         }
     }
