@@ -605,6 +605,18 @@ kernel! {
 }
 
 kernel! {
+    /// sum += each row of `rows` ([_, sum.len()], row-major): the bias gradients.
+    fn sum_rows(sum: &mut [f32], rows: &[f32]) {
+        let n = sum.len();
+        for row in rows.chunks_exact(n) {
+            for (a, v) in sum.iter_mut().zip(&row[..n]) {
+                *a += v;
+            }
+        }
+    }
+}
+
+kernel! {
     /// Σ v², in 8 independent f32 lanes (a single running sum is one long dependency chain).
     fn sum_squares(v: &[f32]) -> f32 {
         let mut lanes = [0f32; 8];
@@ -907,6 +919,63 @@ fn mm_new(
         dst.set_len(m * n);
     }
     dst
+}
+
+/// dst[m, n] = a^T @ b for row-major a [k, m] and b [k, n] (the weight gradients, dG^T X).
+/// The gemm writes a column-major result, transposed into dst afterwards: ~25% faster here
+/// than a row-major dst, for which the crate swaps the operands and packs all of `a`.
+fn mm_tn(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: &[f32], b: &[f32], par: bool) {
+    assert!(dst.len() >= m * n, "gemm: dst too small");
+    if m == 0 || n == 0 || k == 0 {
+        dst[..m * n].fill(0.0);
+        return;
+    }
+    assert!(a.len() >= k * m && b.len() >= k * n, "gemm: operand out of bounds");
+    let mut col = Vec::with_capacity(m * n);
+    // SAFETY: the asserts keep the kernel's reads inside a and b; with read_dst = false the
+    // gemm writes all m * n elements of col (column-major, column stride m), reading none.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            col.as_mut_ptr(),
+            m as isize,
+            1,
+            false,
+            a.as_ptr(),
+            m as isize,
+            1,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(m, n, k, par),
+        );
+        col.set_len(m * n);
+    }
+    transpose(&col, (n, m), dst);
+}
+
+/// dst [cols, rows] = src [rows, cols]^T, both row-major, in 16x16 tiles.
+fn transpose(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f32]) {
+    const TILE: usize = 16;
+    let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            let cw = TILE.min(cols - c0);
+            for r in r0..(r0 + TILE).min(rows) {
+                let from = &src[r * cols + c0..][..cw];
+                for (d, &v) in dst[c0 * rows + r..].iter_mut().step_by(rows).zip(from) {
+                    *d = v;
+                }
+            }
+        }
+    }
 }
 
 /// `mm` into a dst whose rows are `dst_rs` apart (a block of columns of a wider matrix).
@@ -1272,20 +1341,12 @@ impl CustomOp2 for Recurrence {
                         let (dw_hh, rest) = rest.split_at_mut(g * h);
                         let (db_ih, db_hh) = rest.split_at_mut(g);
                         // dW_ih = dxp^T x: [g, k] @ [k, input].
-                        mm(dw_ih, (g, inp, k), dxp_c, (1, g), x_c, (inp, 1), false, par);
+                        mm_tn(dw_ih, (g, inp, k), dxp_c, x_c, par);
                         // dW_hh = dG^T h_prev: [g, k] @ [k, hidden].
-                        mm(dw_hh, (g, h, k), dg, (1, g), hp, (h, 1), false, par);
-                        for row in dxp_c.chunks_exact(g) {
-                            for (a, v) in db_ih.iter_mut().zip(row) {
-                                *a += v;
-                            }
-                        }
+                        mm_tn(dw_hh, (g, h, k), dg, hp, par);
+                        sum_rows(db_ih, dxp_c);
                         if gru {
-                            for row in dq.chunks_exact(g) {
-                                for (a, v) in db_hh.iter_mut().zip(row) {
-                                    *a += v;
-                                }
-                            }
+                            sum_rows(db_hh, dq);
                         } else {
                             db_hh.copy_from_slice(db_ih);
                         }
