@@ -479,8 +479,7 @@ fn fit(
                     tbptt: t.tbptt,
                     dropout_rng: Some(&mut rng),
                     probe: log_now && cfg.log.grad_flow,
-                    reference: false,
-                    no_grad: false,
+                    ..Default::default()
                 },
             )?;
             let loss = eval::loss(&fwd.logits, &b.labels, class_weights)?;

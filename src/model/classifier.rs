@@ -174,6 +174,7 @@ impl Classifier {
                 probe: opts.probe,
                 reference: opts.reference,
                 no_grad: opts.no_grad,
+                final_only: self.readout == Readout::Last,
             },
         )?;
         let mut feat = readout(&out, &lengths, self.readout, self.rnn.bidirectional)?;
@@ -226,8 +227,12 @@ impl Classifier {
 /// Many-to-one readout over valid steps of the stack's output ([batch, seq, dirs*hidden],
 /// zero at padding) -> [batch, dirs*hidden].
 pub fn readout(out: &StackOut, lengths: &[usize], how: Readout, bidirectional: bool) -> Result<Tensor> {
-    let (b, t, d) = out.out.dims3()?;
-    let device = out.out.device();
+    let seq = || {
+        out.out
+            .as_ref()
+            .ok_or_else(|| candle_core::Error::Msg("readout: the stack kept no per-step output".into()))
+    };
+    let device = out.h_n.device();
     Ok(match how {
         Readout::Last => {
             // The top layer's final states: the forward direction at each sequence's last
@@ -240,18 +245,20 @@ pub fn readout(out: &StackOut, lengths: &[usize], how: Readout, bidirectional: b
             Tensor::cat(&top, 1)?
         }
         Readout::Mean => {
+            let b = lengths.len();
             let n: Vec<f32> = lengths.iter().map(|&n| n as f32).collect();
             let n = Tensor::from_vec(n, (b, 1), device)?;
-            out.out.sum(1)?.broadcast_div(&n)?
+            seq()?.sum(1)?.broadcast_div(&n)?
         }
         Readout::Max => {
+            let (b, t, d) = seq()?.dims3()?;
             let mask: Vec<u8> = lengths
                 .iter()
                 .flat_map(|&n| (0..t).map(move |s| (s < n) as u8))
                 .collect();
             let mask = Tensor::from_vec(mask, (b, t, 1), device)?.broadcast_as((b, t, d))?;
             let neg = Tensor::full(f32::NEG_INFINITY, (b, t, d), device)?;
-            mask.where_cond(&out.out, &neg)?.max(1)?
+            mask.where_cond(seq()?, &neg)?.max(1)?
         }
     })
 }

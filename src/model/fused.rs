@@ -172,8 +172,27 @@ struct Rows<'a> {
     lengths: &'a [usize],
     window_start: Option<&'a [usize]>,
     out: &'a [f32],
-    dout: &'a [f32],
+    dout: Dout<'a>,
     saved: &'a [f32],
+}
+
+/// The gradient backward receives.
+#[derive(Clone, Copy)]
+enum Dout<'a> {
+    /// Of every step's output: [rows, seq, slots * hidden].
+    Steps(&'a [f32]),
+    /// Of each row's final state only (`final_only`): [rows, slots * hidden].
+    Final(&'a [f32]),
+}
+
+impl<'a> Dout<'a> {
+    /// Rows r0..r0+nb.
+    fn rows(self, r0: usize, nb: usize, t: usize, s: usize) -> Dout<'a> {
+        match self {
+            Dout::Steps(d) => Dout::Steps(&d[r0 * t * s..(r0 + nb) * t * s]),
+            Dout::Final(d) => Dout::Final(&d[r0 * s..(r0 + nb) * s]),
+        }
+    }
 }
 
 pub struct Recurrence {
@@ -187,8 +206,13 @@ pub struct Recurrence {
     /// Truncated BPTT: no gradient reaches steps before `window_start[row]`.
     pub window_start: Option<Vec<usize>>,
     pub flow: Option<FlowSink>,
+    /// Return only each row's final state ([batch, slots * hidden]: the forward direction's
+    /// last valid step, the reverse direction's step 0) instead of every step's output.
+    pub final_only: bool,
     /// Gate activations from forward, [batch, seq, 4 * hidden] (lstm, gru), for backward.
     saved: Mutex<Vec<f32>>,
+    /// Every step's output when `final_only` (backward needs the states), kept here.
+    kept_out: Mutex<Vec<f32>>,
     /// Save the gate activations (false: inference, no backward will run).
     keep_for_backward: bool,
 }
@@ -211,7 +235,9 @@ impl Recurrence {
             reverse,
             window_start,
             flow,
+            final_only: false,
             saved: Mutex::new(Vec::new()),
+            kept_out: Mutex::new(Vec::new()),
             keep_for_backward: true,
         }
     }
@@ -360,6 +386,7 @@ impl Recurrence {
         let mut dc = vec![0f32; b * h];
         let mut flow = vec![0f64; t];
         let zeros = vec![0f32; h];
+        let zeros_s = vec![0f32; s];
         for tt in self.order(t).rev() {
             for row in 0..b {
                 let len = rows.lengths[row];
@@ -379,7 +406,11 @@ impl Recurrence {
                     continue;
                 }
                 let o = &rows.out[at * s..][..s];
-                let d_o = &rows.dout[at * s..][..s];
+                let d_o: &[f32] = match rows.dout {
+                    Dout::Steps(d) => &d[at * s..][..s],
+                    Dout::Final(d) if tt == self.final_step(len) => &d[row * s..][..s],
+                    Dout::Final(_) => &zeros_s,
+                };
                 let keep = &rows.saved[at * sv..][..sv];
                 let prev = self
                     .prev(tt, len)
@@ -471,6 +502,15 @@ impl Recurrence {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn bwd_rows_avx2(&self, chunk: BwdChunk) -> Vec<f64> {
         self.bwd_rows_body(chunk)
+    }
+
+    /// The step that holds a row's final state.
+    fn final_step(&self, len: usize) -> usize {
+        if self.reverse {
+            0
+        } else {
+            len - 1
+        }
     }
 
     /// The step whose state feeds step `tt` in row `row`, if any.
@@ -1239,7 +1279,19 @@ impl CustomOp2 for Recurrence {
         if let Ok(mut keep) = self.saved.lock() {
             *keep = saved;
         }
-        Ok((CpuStorage::F32(out), Shape::from((b, t, s))))
+        if !self.final_only {
+            return Ok((CpuStorage::F32(out), Shape::from((b, t, s))));
+        }
+        let mut last = Vec::with_capacity(b * s);
+        for (r, &len) in self.lengths.iter().enumerate() {
+            last.extend_from_slice(&out[(r * t + self.final_step(len)) * s..][..s]);
+        }
+        if self.keep_for_backward {
+            if let Ok(mut keep) = self.kept_out.lock() {
+                *keep = out;
+            }
+        }
+        Ok((CpuStorage::F32(last), Shape::from((b, s))))
     }
 
     fn bwd(
@@ -1266,10 +1318,21 @@ impl CustomOp2 for Recurrence {
         let (p_st, p_l) = packed.storage_and_layout();
         let pk = Packed::split(storage_slice(&p_st, p_l, "parameters")?, g, inp, h)?;
         let whh = pk.w_hh;
+        let kept = match self.kept_out.lock() {
+            Ok(mut keep) => std::mem::take(&mut *keep),
+            Err(_) => candle_core::bail!("rnnlab recurrence: kept outputs unavailable"),
+        };
         let (out_st, out_l) = res.storage_and_layout();
-        let out = storage_slice(&out_st, out_l, "output")?;
         let (dout_st, dout_l) = grad_res.storage_and_layout();
         let dout = storage_slice(&dout_st, dout_l, "output gradient")?;
+        let (out, dout) = if self.final_only {
+            if kept.len() != b * t * s {
+                candle_core::bail!("rnnlab recurrence: backward ran twice or before forward");
+            }
+            (&kept[..], Dout::Final(dout))
+        } else {
+            (storage_slice(&out_st, out_l, "output")?, Dout::Steps(dout))
+        };
         let saved = match self.saved.lock() {
             Ok(mut keep) => std::mem::take(&mut *keep),
             Err(_) => candle_core::bail!("rnnlab recurrence: saved activations unavailable"),
@@ -1316,7 +1379,7 @@ impl CustomOp2 for Recurrence {
                     lengths: &self.lengths[r0..r0 + nb],
                     window_start: self.window_start.as_deref().map(|w| &w[r0..r0 + nb]),
                     out: &out[r0 * t * s..(r0 + nb) * t * s],
-                    dout: &dout[r0 * t * s..(r0 + nb) * t * s],
+                    dout: dout.rows(r0, nb, t, s),
                     saved: &saved[r0 * t * sv..(r0 + nb) * t * sv],
                 };
                 let x_c = &xs[r0 * t * inp..(r0 + nb) * t * inp];

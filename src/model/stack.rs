@@ -45,6 +45,10 @@ pub struct RunOpts<'a> {
     /// Evaluation / inference: no backward will follow, so the fused op keeps no gate
     /// activations for it (less memory traffic) and the graph is not recorded.
     pub no_grad: bool,
+    /// The caller reads only the final states (`StackOut::h_n`, `c_n`), not the top layer's
+    /// per-step output: the fused op then hands just those to the graph, so backward builds
+    /// no [batch, seq, hidden] gradients for the steps nothing reads.
+    pub final_only: bool,
 }
 
 /// Where the per-step gradient norms come from after backward.
@@ -56,8 +60,9 @@ pub enum Flow {
 }
 
 pub struct StackOut {
-    /// out: [batch, seq, directions * hidden], top layer, zero at padded steps.
-    pub out: Tensor,
+    /// out: [batch, seq, directions * hidden], top layer, zero at padded steps; None when
+    /// `RunOpts::final_only` let the fused op skip it.
+    pub out: Option<Tensor>,
     /// h_n: [layers * directions, batch, hidden] at each sequence's last valid step.
     pub h_n: Tensor,
     /// c_n: same shape as h_n, LSTM only.
@@ -143,13 +148,15 @@ impl Stack {
         let mut input = xs.clone();
         let fused = !opts.reference && fused::available(xs);
         let (mut h_n, mut c_n, mut flow) = (Vec::new(), Vec::new(), None);
+        let mut top_out = None;
         for (l, layer) in self.cells.iter().enumerate() {
             let top = l + 1 == self.num_layers;
             let mut outs = Vec::new();
             for (d, cell) in layer.iter().enumerate() {
                 let probe = opts.probe && top && d == 0;
                 let run = if fused {
-                    run_fused(cell, &input, &masks, d == 1, probe, opts.no_grad)?
+                    let final_only = opts.final_only && top;
+                    run_fused(cell, &input, &masks, d == 1, probe, opts.no_grad, final_only)?
                 } else {
                     run_direction(cell, &input, &masks, d == 1, probe, &device)?
                 };
@@ -162,8 +169,13 @@ impl Stack {
                 }
                 outs.push(run.out);
             }
+            let Some(outs) = outs.into_iter().collect::<Option<Vec<_>>>() else {
+                // Final states only (top layer).
+                top_out = None;
+                continue;
+            };
             input = if outs.len() == 1 {
-                outs.remove(0)
+                outs[0].clone()
             } else {
                 Tensor::cat(&outs, 2)?
             };
@@ -172,9 +184,10 @@ impl Stack {
                     input = dropout(&input, self.dropout, rng)?;
                 }
             }
+            top_out = Some(input.clone());
         }
         Ok(StackOut {
-            out: input,
+            out: top_out,
             h_n: Tensor::stack(&h_n, 0)?,
             c_n: if c_n.is_empty() {
                 None
@@ -257,8 +270,8 @@ impl StepMasks {
 }
 
 struct DirectionRun {
-    /// [batch, seq, hidden]
-    out: Tensor,
+    /// [batch, seq, hidden]; None when only the final state was asked for.
+    out: Option<Tensor>,
     last: State,
     flow: Option<Flow>,
 }
@@ -271,11 +284,12 @@ fn run_fused(
     reverse: bool,
     probe: bool,
     no_grad: bool,
+    final_only: bool,
 ) -> Result<DirectionRun> {
     let (b, t, _) = xs.dims3()?;
     let h = cell.hidden;
     let sink: Option<FlowSink> = probe.then(|| Arc::new(Mutex::new(Vec::new())));
-    let op = Recurrence::new(
+    let mut op = Recurrence::new(
         cell.kind,
         cell.nonlinearity,
         h,
@@ -288,7 +302,25 @@ fn run_fused(
         },
         sink.clone(),
     );
+    op.final_only = final_only;
     let res = fused::run(op, xs, cell, no_grad)?;
+    let state = |last: &Tensor| -> Result<State> {
+        Ok(State {
+            h: last.narrow(1, 0, h)?,
+            c: match cell.kind {
+                CellKind::Lstm => Some(last.narrow(1, h, h)?),
+                _ => None,
+            },
+        })
+    };
+    if final_only {
+        // res: [batch, slots * hidden], each row's final state.
+        return Ok(DirectionRun {
+            out: None,
+            last: state(&res)?,
+            flow: sink.map(Flow::Sink),
+        });
+    }
     let slots = Recurrence::slots(cell.kind) * h;
     // Final state: each row's last valid step (forward) or step 0 (backward).
     let rows: Vec<u32> = masks
@@ -301,14 +333,8 @@ fn run_fused(
         .reshape((b * t, slots))?
         .index_select(&Tensor::new(rows, xs.device())?, 0)?;
     Ok(DirectionRun {
-        out: res.narrow(2, 0, h)?,
-        last: State {
-            h: last.narrow(1, 0, h)?,
-            c: match cell.kind {
-                CellKind::Lstm => Some(last.narrow(1, h, h)?),
-                _ => None,
-            },
-        },
+        out: Some(res.narrow(2, 0, h)?),
+        last: state(&last)?,
         flow: sink.map(Flow::Sink),
     })
 }
@@ -383,7 +409,7 @@ fn run_direction(
     }
     let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
     Ok(DirectionRun {
-        out: Tensor::stack(&outs, 1)?,
+        out: Some(Tensor::stack(&outs, 1)?),
         last: state,
         flow: probe.then_some(Flow::Probes(probes)),
     })
