@@ -291,8 +291,9 @@ fn no_grad_forward_matches_training_forward() {
     let lengths: Vec<usize> = (0..b).map(|_| rng.random_range(1..=t)).collect();
     let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(1..20u32)).collect();
     let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
-    for cell in CELLS {
-        let m = model(cell, Readout::Mean, true, 2);
+    // Last: only the final states leave the op (and inference stores no other step).
+    for (cell, readout) in CELLS.iter().flat_map(|&c| [(c, Readout::Mean), (c, Readout::Last)]) {
+        let m = model(cell, readout, true, 2);
         let with_graph = m
             .forward(&ids, opts(Some(&lengths), 0, false, false))
             .unwrap();
@@ -301,11 +302,13 @@ fn no_grad_forward_matches_training_forward() {
             ..opts(Some(&lengths), 0, false, false)
         };
         let without = m.forward(&ids, inference).unwrap();
+        let reference = m.forward(&ids, opts(Some(&lengths), 0, false, true)).unwrap();
         assert_eq!(
             max_diff(&with_graph.logits, &without.logits),
             0.0,
-            "{cell:?}"
+            "{cell:?} {readout:?}"
         );
+        assert!(max_diff(&reference.logits, &without.logits) < 1e-5, "{cell:?} {readout:?}");
         assert!(without.tokens.is_none());
     }
 }

@@ -39,8 +39,10 @@ struct FwdPart<'a> {
     /// Input-side bias: b_ih + b_hh (gru: b_ih; its b_hh is inside r's product).
     bx: &'a [f32],
     bhh: &'a [f32],
-    /// [batch, seq, slots * hidden].
+    /// [batch, seq, slots * hidden]; with `finals`, [batch, slots * hidden].
     out: Shared<'a>,
+    /// `out` holds only each row's final state (inference with `final_only`).
+    finals: bool,
     /// [batch, seq, saved_slots * hidden], or empty when nothing is saved.
     saved: Shared<'a>,
     /// [batch, hidden] each: h_{t-1} and h_t, swapping roles every step.
@@ -279,6 +281,7 @@ impl Recurrence {
             bx,
             bhh,
             out,
+            finals,
             saved,
             hbuf,
             barrier,
@@ -296,6 +299,8 @@ impl Recurrence {
         let mut hh = vec![0f32; nb * gk];
         let mut c = vec![0f32; nb * hk];
         let mut scratch = vec![0f32; hk];
+        // A step's h and c when only the final states are kept.
+        let (mut h_step, mut c_step) = (vec![0f32; hk], vec![0f32; hk]);
         for (step, tt) in self.order(t).enumerate() {
             let (cur, next) = (hbuf[step % 2], hbuf[(step + 1) % 2]);
             // SAFETY: during a step h_{t-1} (`cur`) is only read; writes go to `next`.
@@ -305,7 +310,11 @@ impl Recurrence {
             for row in 0..nb {
                 let r = r0 + row;
                 let at = r * t + tt;
-                if tt >= self.lengths[r] {
+                let len = self.lengths[r];
+                if tt >= len {
+                    if finals {
+                        continue;
+                    }
                     // Padding: zeros in this worker's share of the outputs.
                     for slot in 0..Recurrence::slots(self.kind) {
                         unsafe { out.part(at * s + slot * h + u0, hk) }.fill(0.0);
@@ -319,10 +328,12 @@ impl Recurrence {
                 }
                 // SAFETY (all `part` calls below): row r's units u0..u0+hk of out, saved and
                 // `next` belong to this worker alone.
-                let h_out = unsafe { out.part(at * s + u0, hk) };
-                let c_out: &mut [f32] = match self.kind {
-                    CellKind::Lstm => unsafe { out.part(at * s + h + u0, hk) },
-                    _ => &mut [],
+                let (h_out, c_out): (&mut [f32], &mut [f32]) = match (finals, self.kind) {
+                    (true, _) => (&mut h_step, &mut c_step),
+                    (false, CellKind::Lstm) => unsafe {
+                        (out.part(at * s + u0, hk), out.part(at * s + h + u0, hk))
+                    },
+                    (false, _) => (unsafe { out.part(at * s + u0, hk) }, &mut []),
                 };
                 // The GRU's n goes straight into the saved activations, or into scratch.
                 let n_out: &mut [f32] = match self.kind {
@@ -344,6 +355,12 @@ impl Recurrence {
                     n_out,
                 );
                 unsafe { next.part(r * h + u0, hk) }.copy_from_slice(h_out);
+                if finals && tt == self.final_step(len) {
+                    unsafe { out.part(r * s + u0, hk) }.copy_from_slice(h_out);
+                    if self.kind == CellKind::Lstm {
+                        unsafe { out.part(r * s + h + u0, hk) }.copy_from_slice(c_out);
+                    }
+                }
                 // Activations for backward: lstm i f g o; gru r z (n above) hn.
                 let keep: &[usize] = match self.kind {
                     CellKind::Lstm => &[0, 1, 2, 3],
@@ -1217,8 +1234,11 @@ impl CustomOp2 for Recurrence {
         };
         let par = !split_units && parts.len() == 1;
         let barrier = StepBarrier::new(parts.len());
+        // Inference that reads only the final states never stores the other steps.
+        let finals = self.final_only && !self.keep_for_backward;
+        let out_len = if finals { b * s } else { b * t * s };
         let (out_sh, saved_sh) = (
-            Shared::uninit(&mut out, b * t * s),
+            Shared::uninit(&mut out, out_len),
             Shared::uninit(&mut saved, b * t * sv),
         );
         let [h0, h1] = &mut hbufs;
@@ -1252,6 +1272,7 @@ impl CustomOp2 for Recurrence {
                         bx: &bx,
                         bhh: &bhh,
                         out: out_sh,
+                        finals,
                         saved: saved_sh,
                         hbuf,
                         barrier,
@@ -1271,13 +1292,17 @@ impl CustomOp2 for Recurrence {
             }
         });
         // SAFETY: the workers wrote every element of both (each row × step × unit once:
-        // valid steps by the gate math, padding with zeros), and none panicked.
+        // valid steps by the gate math, padding with zeros; with `finals`, each row × unit
+        // at its final step, always a valid one), and none panicked.
         unsafe {
-            out.set_len(b * t * s);
+            out.set_len(out_len);
             saved.set_len(b * t * sv);
         }
         if let Ok(mut keep) = self.saved.lock() {
             *keep = saved;
+        }
+        if finals {
+            return Ok((CpuStorage::F32(out), Shape::from((b, s))));
         }
         if !self.final_only {
             return Ok((CpuStorage::F32(out), Shape::from((b, t, s))));
