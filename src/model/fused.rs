@@ -306,7 +306,7 @@ impl Recurrence {
             // SAFETY: during a step h_{t-1} (`cur`) is only read; writes go to `next`.
             let hprev = unsafe { cur.read(r0 * h, nb * h) };
             // hh = h_{t-1} @ W_hh^T for this worker's gate columns.
-            step_mm(&mut hh, (nb, gk, h), hprev, wt, par);
+            step_mm(&mut hh, (nb, gk, h), hprev, wt, step % 2 == 1, par);
             for row in 0..nb {
                 let r = r0 + row;
                 let at = r * t + tt;
@@ -1121,9 +1121,25 @@ fn pack_panels(whh: &[f32], g: usize, h: usize) -> Vec<f32> {
     packed
 }
 
-/// hh[b, g] = h[b, hid] @ W_hh^T, W_hh^T given as `pack_panels` panels.
-fn step_mm(hh: &mut [f32], (b, g, hid): (usize, usize, usize), h: &[f32], panels: &[f32], par: bool) {
-    for c0 in (0..g).step_by(PANEL) {
+/// hh[b, g] = h[b, hid] @ W_hh^T, W_hh^T given as `pack_panels` panels. `backwards` walks
+/// the panels last to first: alternating the direction every step means the panels read
+/// last (still in cache) are read first next time, where a fixed order evicts each panel
+/// just before its turn once W_hh^T outgrows the L2.
+fn step_mm(
+    hh: &mut [f32],
+    (b, g, hid): (usize, usize, usize),
+    h: &[f32],
+    panels: &[f32],
+    backwards: bool,
+    par: bool,
+) {
+    let starts = (0..g).step_by(PANEL);
+    let order: Box<dyn Iterator<Item = usize>> = if backwards {
+        Box::new(starts.rev())
+    } else {
+        Box::new(starts)
+    };
+    for c0 in order {
         let w = PANEL.min(g - c0);
         mm_strided(
             &mut hh[c0..],
