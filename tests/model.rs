@@ -292,7 +292,10 @@ fn no_grad_forward_matches_training_forward() {
     let ids: Vec<u32> = (0..b * t).map(|_| rng.random_range(1..20u32)).collect();
     let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
     // Last: only the final states leave the op (and inference stores no other step).
-    for (cell, readout) in CELLS.iter().flat_map(|&c| [(c, Readout::Mean), (c, Readout::Last)]) {
+    for (cell, readout) in CELLS
+        .iter()
+        .flat_map(|&c| [(c, Readout::Mean), (c, Readout::Last)])
+    {
         let m = model(cell, readout, true, 2);
         let with_graph = m
             .forward(&ids, opts(Some(&lengths), 0, false, false))
@@ -302,13 +305,18 @@ fn no_grad_forward_matches_training_forward() {
             ..opts(Some(&lengths), 0, false, false)
         };
         let without = m.forward(&ids, inference).unwrap();
-        let reference = m.forward(&ids, opts(Some(&lengths), 0, false, true)).unwrap();
+        let reference = m
+            .forward(&ids, opts(Some(&lengths), 0, false, true))
+            .unwrap();
         assert_eq!(
             max_diff(&with_graph.logits, &without.logits),
             0.0,
             "{cell:?} {readout:?}"
         );
-        assert!(max_diff(&reference.logits, &without.logits) < 1e-5, "{cell:?} {readout:?}");
+        assert!(
+            max_diff(&reference.logits, &without.logits) < 1e-5,
+            "{cell:?} {readout:?}"
+        );
         assert!(without.tokens.is_none());
     }
 }
@@ -350,7 +358,11 @@ fn fused_op_matches_reference_with_hidden_units_split() {
             let (lf, gf) = run(false);
             let (lr, gr) = run(true);
             let what = format!("{cell:?} bidir={bidir} tbptt={tbptt}");
-            assert!(max_diff(&lf, &lr) < 1e-5, "{what}: logits differ by {}", max_diff(&lf, &lr));
+            assert!(
+                max_diff(&lf, &lr) < 1e-5,
+                "{what}: logits differ by {}",
+                max_diff(&lf, &lr)
+            );
             for ((name, a), (_, b)) in gf.iter().zip(&gr) {
                 let d = max_diff(a, b);
                 assert!(d < 1e-5, "{what}: grad {name} differs by {d}");

@@ -226,11 +226,16 @@ impl Classifier {
 
 /// Many-to-one readout over valid steps of the stack's output ([batch, seq, dirs*hidden],
 /// zero at padding) -> [batch, dirs*hidden].
-pub fn readout(out: &StackOut, lengths: &[usize], how: Readout, bidirectional: bool) -> Result<Tensor> {
+pub fn readout(
+    out: &StackOut,
+    lengths: &[usize],
+    how: Readout,
+    bidirectional: bool,
+) -> Result<Tensor> {
     let seq = || {
-        out.out
-            .as_ref()
-            .ok_or_else(|| candle_core::Error::Msg("readout: the stack kept no per-step output".into()))
+        out.out.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg("readout: the stack kept no per-step output".into())
+        })
     };
     let device = out.h_n.device();
     Ok(match how {

@@ -1,18 +1,20 @@
 //! The fast CPU path: one direction of one recurrent layer over the whole sequence as a single
 //! candle custom op with its own backward. It takes the layer input and the parameters packed
-//! as `[W_ih, W_hh, b_ih, b_hh]`, and splits the batch rows into one chunk per thread; each
-//! chunk runs its input projection for all steps as one gemm, then per step one `h @ W_hh^T`
-//! gemm into a preallocated buffer and one vectorized pass of gate arithmetic. Backward is the
-//! mirror image: per step one fused pass and one `dG @ W_hh` gemm, then one gemm each for dW_ih,
-//! dW_hh and dx over all steps; ∂L/∂h_t for every step falls out as a by-product and feeds the
-//! gradient-flow diagnostics.
+//! as `[W_ih, W_hh, b_ih, b_hh]`. Forward splits the work between threads by batch rows, or,
+//! when W_hh does not fit half an L2, by hidden units (one barrier per step); each worker runs
+//! its input projection for all steps as one gemm, then per step one `h @ W_hh^T` gemm over
+//! W_hh^T packed in panels and one vectorized gate kernel. Backward is the mirror image, by
+//! batch rows: per step one gate kernel and one `dG @ W_hh` gemm, then each chunk's share of
+//! dW_ih, dW_hh and its rows of dx, one gemm each; ∂L/∂h_t for every step falls out as a
+//! by-product and feeds the gradient-flow diagnostics.
 //!
 //! The op's output is what the rest of the graph reads: h for every step ([batch, seq, hidden]),
-//! and for the LSTM also c ([batch, seq, 2 * hidden], h then c). The gate activations backward
-//! needs (lstm: i, f, g, o; gru: r, z, n, hn = W_hn h_prev + b_hn) stay inside the op, so no
-//! gradient buffer is ever allocated for them. Everything is zero at padded steps. Semantics
-//! match `cell.rs` + `stack.rs` exactly (lengths, reverse direction, truncated BPTT windows);
-//! the tests compare the two.
+//! and for the LSTM also c ([batch, seq, 2 * hidden], h then c), or with `final_only` just each
+//! row's final state ([batch, slots * hidden]). The gate activations backward needs (lstm: i,
+//! f, g, o; gru: r, z, n, hn = W_hn h_prev + b_hn) stay inside the op, so no gradient buffer is
+//! ever allocated for them. Everything is zero at padded steps. Semantics match `cell.rs` +
+//! `stack.rs` exactly (lengths, reverse direction, truncated BPTT windows); the tests compare
+//! the two.
 
 use std::sync::{Arc, Mutex};
 
@@ -468,7 +470,18 @@ impl Recurrence {
                         let (dg, dout_g) = rest.split_at_mut(h);
                         let c_prev = prev.map_or(&zeros[..h], |p| &p[h..2 * h]);
                         lstm_bwd(
-                            i, f, gg, og, &o[h..], &d_o[h..], c_prev, di, df, dg, dout_g, dh_row,
+                            i,
+                            f,
+                            gg,
+                            og,
+                            &o[h..],
+                            &d_o[h..],
+                            c_prev,
+                            di,
+                            df,
+                            dg,
+                            dout_g,
+                            dh_row,
                             dc_row,
                         );
                         dh_row.fill(0.0);
@@ -897,9 +910,7 @@ fn gate_rows(
 /// Returns (first row, rows) pairs.
 fn row_chunks(b: usize) -> Vec<(usize, usize)> {
     const MIN_ROWS: usize = 8;
-    let threads = crate::device::cpu_threads()
-        .min(b / MIN_ROWS)
-        .max(1);
+    let threads = crate::device::cpu_threads().min(b / MIN_ROWS).max(1);
     let base = b / threads;
     let extra = b % threads;
     let mut r0 = 0;
@@ -925,7 +936,17 @@ fn mm(
     accumulate: bool,
     par: bool,
 ) {
-    mm_strided(dst, n, (m, n, k), a, a_strides, b, b_strides, accumulate, par)
+    mm_strided(
+        dst,
+        n,
+        (m, n, k),
+        a,
+        a_strides,
+        b,
+        b_strides,
+        accumulate,
+        par,
+    )
 }
 
 /// a[m, k] @ b[k, n] as a new row-major buffer, written by the gemm without zeroing it first.
@@ -987,7 +1008,10 @@ fn mm_tn(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: &[f32], b: &[f32]
         dst[..m * n].fill(0.0);
         return;
     }
-    assert!(a.len() >= k * m && b.len() >= k * n, "gemm: operand out of bounds");
+    assert!(
+        a.len() >= k * m && b.len() >= k * n,
+        "gemm: operand out of bounds"
+    );
     let mut col = Vec::with_capacity(m * n);
     // SAFETY: the asserts keep the kernel's reads inside a and b; with read_dst = false the
     // gemm writes all m * n elements of col (column-major, column stride m), reading none.
@@ -1384,11 +1408,10 @@ impl CustomOp2 for Recurrence {
         let gru = self.kind == CellKind::Gru;
         // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
         // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
-        // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
-        // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
         // Written once by the chunks, every element (never zeroed first); h_prev per step for
         // dW_hh; dx, the op's input gradient.
-        let (mut dxp, mut dhh, mut hprev, mut dx) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut dxp, mut dhh, mut hprev, mut dx) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let gq = if gru { g } else { 0 };
         let bufs = [
             Shared::uninit(&mut dxp, b * t * g),
@@ -1469,7 +1492,9 @@ impl CustomOp2 for Recurrence {
                 let (part_flow, part) = match handle {
                     Ok(done) => done,
                     // A panic in a chunk is a bug: pass it on rather than lose the chunk.
-                    Err(running) => running.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                    Err(running) => running
+                        .join()
+                        .unwrap_or_else(|e| std::panic::resume_unwind(e)),
                 };
                 for (f, v) in flow.iter_mut().zip(part_flow) {
                     *f += v;

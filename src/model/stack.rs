@@ -156,7 +156,15 @@ impl Stack {
                 let probe = opts.probe && top && d == 0;
                 let run = if fused {
                     let final_only = opts.final_only && top;
-                    run_fused(cell, &input, &masks, d == 1, probe, opts.no_grad, final_only)?
+                    run_fused(
+                        cell,
+                        &input,
+                        &masks,
+                        d == 1,
+                        probe,
+                        opts.no_grad,
+                        final_only,
+                    )?
                 } else {
                     run_direction(cell, &input, &masks, d == 1, probe, &device)?
                 };
