@@ -241,6 +241,7 @@ fn fused_op_matches_reference_on_a_threaded_batch() {
     for cell in CELLS {
         for (bidir, layers, tbptt, readout) in [
             (false, 1, 0, Readout::Last),
+            (true, 2, 3, Readout::Last),
             (true, 2, 0, Readout::Mean),
             (false, 2, 4, Readout::Max),
         ] {
