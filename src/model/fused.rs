@@ -425,10 +425,10 @@ impl Recurrence {
                     continue;
                 }
                 let o = &rows.out[at * s..][..s];
-                let d_o: &[f32] = match rows.dout {
-                    Dout::Steps(d) => &d[at * s..][..s],
-                    Dout::Final(d) if tt == self.final_step(len) => &d[row * s..][..s],
-                    Dout::Final(_) => &zeros_s,
+                let (d_o, direct): (&[f32], bool) = match rows.dout {
+                    Dout::Steps(d) => (&d[at * s..][..s], true),
+                    Dout::Final(d) if tt == self.final_step(len) => (&d[row * s..][..s], true),
+                    Dout::Final(_) => (&zeros_s, false),
                 };
                 let keep = &rows.saved[at * sv..][..sv];
                 let prev = self
@@ -440,11 +440,15 @@ impl Recurrence {
                     None => hp.fill(0.0),
                 }
                 let dx = &mut dxp[at * g..][..g];
-                // dh_row becomes the total ∂L/∂h_t (carried + direct).
-                for (d, e) in dh_row.iter_mut().zip(&d_o[..h]) {
-                    *d += e;
+                // dh_row becomes the total ∂L/∂h_t (carried + direct, if any).
+                if direct {
+                    for (d, e) in dh_row.iter_mut().zip(&d_o[..h]) {
+                        *d += e;
+                    }
                 }
-                flow[tt] += sum_squares(dh_row) as f64;
+                if self.flow.is_some() {
+                    flow[tt] += sum_squares(dh_row) as f64;
+                }
                 match self.kind {
                     CellKind::Rnn => {
                         for ((d, &dht), &v) in dx.iter_mut().zip(dh_row.iter()).zip(o) {
