@@ -166,7 +166,10 @@ struct BwdChunk<'a> {
     whh: &'a [f32],
     dxp: &'a mut [f32],
     dhh: &'a mut [f32],
+    /// [rows * t, inp + hidden]: each step's input (filled by the caller) then h_prev,
+    /// written here; the right operand of the weight-gradient gemm.
     hprev: &'a mut [f32],
+    inp: usize,
     par: bool,
 }
 
@@ -383,7 +386,7 @@ impl Recurrence {
     }
 
     /// Backward over a contiguous chunk of batch rows; dxp, dhh and hprev hold just these
-    /// rows. Returns this chunk's per-step sums of (∂L/∂h_t)².
+    /// rows (hprev: see `BwdChunk`). Returns this chunk's per-step sums of (∂L/∂h_t)².
     #[inline(always)]
     fn bwd_rows_body(&self, chunk: BwdChunk) -> Vec<f64> {
         let BwdChunk {
@@ -393,6 +396,7 @@ impl Recurrence {
             dxp,
             dhh,
             hprev,
+            inp,
             par,
         } = chunk;
         let b = rows.lengths.len();
@@ -401,6 +405,7 @@ impl Recurrence {
         let s = Recurrence::slots(self.kind) * h;
         let sv = Recurrence::saved_slots(self.kind) * h;
         let gru = self.kind == CellKind::Gru;
+        let ld = inp + h;
         let mut dh = vec![0f32; b * h];
         let mut dc = vec![0f32; b * h];
         let mut flow = vec![0f64; t];
@@ -419,7 +424,7 @@ impl Recurrence {
                     if gru {
                         dhh[at * g..][..g].fill(0.0);
                     }
-                    hprev[at * h..][..h].fill(0.0);
+                    hprev[at * ld + inp..][..h].fill(0.0);
                     dh_row.fill(0.0);
                     dc_row.fill(0.0);
                     continue;
@@ -434,7 +439,7 @@ impl Recurrence {
                 let prev = self
                     .prev(tt, len)
                     .map(|p| &rows.out[(row * t + p) * s..][..s]);
-                let hp = &mut hprev[at * h..][..h];
+                let hp = &mut hprev[at * ld + inp..][..h];
                 match prev {
                     Some(p) => hp.copy_from_slice(&p[..h]),
                     None => hp.fill(0.0),
@@ -1004,21 +1009,25 @@ fn mm_new(
     dst
 }
 
-/// dst[m, n] = a^T @ b for row-major a [k, m] and b [k, n] (the weight gradients, dG^T X).
-/// The gemm writes a column-major result, transposed into dst afterwards: ~25% faster here
-/// than a row-major dst, for which the crate swaps the operands and packs all of `a`.
-fn mm_tn(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: &[f32], b: &[f32], par: bool) {
-    assert!(dst.len() >= m * n, "gemm: dst too small");
+/// a^T @ b for row-major a [k, m] and b [k, n] (rows `b_rs` apart): the weight gradients,
+/// dG^T X. Returned column-major ([n, m] row-major, `transpose` it): the gemm runs ~25% faster
+/// writing that than a row-major [m, n], for which the crate swaps the operands and packs all
+/// of `a`.
+fn mm_tn_cols(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    (b, b_rs): (&[f32], usize),
+    par: bool,
+) -> Vec<f32> {
     if m == 0 || n == 0 || k == 0 {
-        dst[..m * n].fill(0.0);
-        return;
+        return vec![0f32; m * n];
     }
     assert!(
-        a.len() >= k * m && b.len() >= k * n,
+        a.len() >= k * m && n <= b_rs && (k - 1) * b_rs + n <= b.len(),
         "gemm: operand out of bounds"
     );
     let mut col = Vec::with_capacity(m * n);
-    // SAFETY: the asserts keep the kernel's reads inside a and b; with read_dst = false the
+    // SAFETY: the assert keeps the kernel's reads inside a and b; with read_dst = false the
     // gemm writes all m * n elements of col (column-major, column stride m), reading none.
     unsafe {
         gemm::gemm(
@@ -1034,7 +1043,7 @@ fn mm_tn(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: &[f32], b: &[f32]
             1,
             b.as_ptr(),
             1,
-            n as isize,
+            b_rs as isize,
             0.0,
             1.0,
             false,
@@ -1044,7 +1053,7 @@ fn mm_tn(dst: &mut [f32], (m, n, k): (usize, usize, usize), a: &[f32], b: &[f32]
         );
         col.set_len(m * n);
     }
-    transpose(&col, (n, m), dst);
+    col
 }
 
 /// dst [cols, rows] = src [rows, cols]^T, both row-major, in 16x16 tiles.
@@ -1410,6 +1419,9 @@ impl CustomOp2 for Recurrence {
         if saved.len() != b * t * sv {
             candle_core::bail!("rnnlab recurrence: backward ran twice or before forward");
         }
+        if inp == 0 {
+            candle_core::bail!("rnnlab recurrence: the input has no features");
+        }
         let gru = self.kind == CellKind::Gru;
         // Gradients w.r.t. the pre-activations: of xp (dxp) and, for the GRU whose n gate
         // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
@@ -1418,10 +1430,12 @@ impl CustomOp2 for Recurrence {
         let (mut dxp, mut dhh, mut hprev, mut dx) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let gq = if gru { g } else { 0 };
+        // Each step's [x | h_prev]: one gemm gives dW_ih and dW_hh together (lstm, rnn).
+        let ld = inp + h;
         let bufs = [
             Shared::uninit(&mut dxp, b * t * g),
             Shared::uninit(&mut dhh, b * t * gq),
-            Shared::uninit(&mut hprev, b * t * h),
+            Shared::uninit(&mut hprev, b * t * ld),
             Shared::uninit(&mut dx, b * t * inp),
         ];
         let plen = g * inp + g * h + 2 * g;
@@ -1440,7 +1454,7 @@ impl CustomOp2 for Recurrence {
                     (
                         dxp_sh.part(r0 * t * g, nb * t * g),
                         dhh_sh.part(r0 * t * gq, nb * t * gq),
-                        hprev_sh.part(r0 * t * h, nb * t * h),
+                        hprev_sh.part(r0 * t * ld, nb * t * ld),
                         dx_sh.part(r0 * t * inp, nb * t * inp),
                     )
                 };
@@ -1454,6 +1468,9 @@ impl CustomOp2 for Recurrence {
                 let x_c = &xs[r0 * t * inp..(r0 + nb) * t * inp];
                 let w_ih = pk.w_ih;
                 let mut work = move || {
+                    for (xh, x) in hp.chunks_exact_mut(ld).zip(x_c.chunks_exact(inp)) {
+                        xh[..inp].copy_from_slice(x);
+                    }
                     let flow = self.bwd_rows(BwdChunk {
                         rows,
                         t,
@@ -1461,6 +1478,7 @@ impl CustomOp2 for Recurrence {
                         dxp: dxp_c,
                         dhh: dq,
                         hprev: hp,
+                        inp,
                         par,
                     });
                     // This chunk's share of the parameter gradients (summed over chunks
@@ -1472,10 +1490,18 @@ impl CustomOp2 for Recurrence {
                         let (dw_ih, rest) = part.split_at_mut(g * inp);
                         let (dw_hh, rest) = rest.split_at_mut(g * h);
                         let (db_ih, db_hh) = rest.split_at_mut(g);
-                        // dW_ih = dxp^T x: [g, k] @ [k, input].
-                        mm_tn(dw_ih, (g, inp, k), dxp_c, x_c, par);
-                        // dW_hh = dG^T h_prev: [g, k] @ [k, hidden].
-                        mm_tn(dw_hh, (g, h, k), dg, hp, par);
+                        // dW_ih = dxp^T x and dW_hh = dG^T h_prev: [g, k] @ [k, input | hidden],
+                        // one gemm when dG is dxp (lstm, rnn), two for the GRU.
+                        if gru {
+                            let cols = mm_tn_cols((g, inp, k), dxp_c, (hp, ld), par);
+                            transpose(&cols, (inp, g), dw_ih);
+                            let cols = mm_tn_cols((g, h, k), dg, (&hp[inp..], ld), par);
+                            transpose(&cols, (h, g), dw_hh);
+                        } else {
+                            let cols = mm_tn_cols((g, ld, k), dg, (hp, ld), par);
+                            transpose(&cols[..inp * g], (inp, g), dw_ih);
+                            transpose(&cols[inp * g..], (h, g), dw_hh);
+                        }
                         sum_rows(db_ih, dxp_c);
                         if gru {
                             sum_rows(db_hh, dq);
@@ -1513,7 +1539,7 @@ impl CustomOp2 for Recurrence {
         unsafe {
             dxp.set_len(b * t * g);
             dhh.set_len(b * t * gq);
-            hprev.set_len(b * t * h);
+            hprev.set_len(b * t * ld);
             dx.set_len(b * t * inp);
         }
         if let Some(sink) = &self.flow {
