@@ -744,19 +744,19 @@ kernel! {
                 }
             }
             CellKind::Lstm => {
-                for ((p, xv), bv) in pre.iter_mut().zip(x).zip(bx) {
-                    *p += xv + bv;
-                }
+                // i f (sigmoid), g (tanh), o (sigmoid), each with its input and bias added.
                 let (ifo, rest) = pre.split_at_mut(2 * hk);
                 let (gg, og) = rest.split_at_mut(hk);
-                for v in ifo.iter_mut() {
-                    *v = sigmoid(*v);
+                let (x_if, x_g, x_o) = (&x[..2 * hk], &x[2 * hk..3 * hk], &x[3 * hk..4 * hk]);
+                let (b_if, b_g, b_o) = (&bx[..2 * hk], &bx[2 * hk..3 * hk], &bx[3 * hk..4 * hk]);
+                for ((v, xv), bv) in ifo.iter_mut().zip(x_if).zip(b_if) {
+                    *v = sigmoid(*v + xv + bv);
                 }
-                for v in og.iter_mut() {
-                    *v = sigmoid(*v);
+                for ((v, xv), bv) in og.iter_mut().zip(x_o).zip(b_o) {
+                    *v = sigmoid(*v + xv + bv);
                 }
-                for v in gg.iter_mut() {
-                    *v = tanh(*v);
+                for ((v, xv), bv) in gg.iter_mut().zip(x_g).zip(b_g) {
+                    *v = tanh(*v + xv + bv);
                 }
                 let (i, f) = ifo.split_at(hk);
                 let (i, f, gg, og) = (&i[..hk], &f[..hk], &gg[..hk], &og[..hk]);
