@@ -4,7 +4,7 @@
 //! PyTorch; `head.weight`, `head.bias`.
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, Device, Storage, Tensor, Var, D};
+use candle_core::{Device, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -211,46 +211,15 @@ impl Classifier {
         if !w.device().is_cpu() {
             return Ok(Some(w.zeros_like()?.index_add(&looked.ids, &rows, 0)?));
         }
-        let rows = rows.contiguous()?;
-        let (storage, layout) = rows.storage_and_layout();
-        let rows = match (&*storage, layout.contiguous_offsets()) {
-            (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => &v[a..b],
-            _ => {
-                let e = candle_core::Error::Msg(
-                    "embedding gradient: rows must be contiguous f32".into(),
-                );
-                return Err(e.into());
-            }
-        };
+        let rows = rows.flatten_all()?.to_vec1::<f32>()?;
         let ids = looked.ids.to_vec1::<u32>()?;
-        // Each thread zero-fills and sums into its own range of vocabulary rows (the dense
-        // buffer is 10 MB at a 20k vocabulary: one thread writing it was serial time).
-        let n = vocab * e;
-        let mut dense: Vec<f32> = Vec::with_capacity(n);
-        let per = vocab.div_ceil(crate::device::cpu_threads()).max(1) * e;
-        std::thread::scope(|scope| {
-            for (k, part) in dense.spare_capacity_mut()[..n].chunks_mut(per).enumerate() {
-                let (ids, first) = (&ids, k * per / e);
-                scope.spawn(move || {
-                    for x in part.iter_mut() {
-                        x.write(0.0);
-                    }
-                    // SAFETY: every element of `part` was initialized just above.
-                    let part = unsafe { &mut *(part as *mut [_] as *mut [f32]) };
-                    let last = first + part.len() / e;
-                    for (&id, row) in ids.iter().zip(rows.chunks_exact(e)) {
-                        let id = id as usize;
-                        if (first..last).contains(&id) {
-                            for (o, r) in part[(id - first) * e..][..e].iter_mut().zip(row) {
-                                *o += r;
-                            }
-                        }
-                    }
-                });
+        let mut dense = vec![0f32; vocab * e];
+        for (id, row) in ids.iter().zip(rows.chunks_exact(e)) {
+            let out = &mut dense[*id as usize * e..][..e];
+            for (o, r) in out.iter_mut().zip(row) {
+                *o += r;
             }
-        });
-        // SAFETY: the threads above initialized all n elements (the chunks cover 0..n).
-        unsafe { dense.set_len(n) };
+        }
         Ok(Some(Tensor::from_vec(dense, (vocab, e), w.device())?))
     }
 }
