@@ -284,7 +284,7 @@ struct DirectionRun {
     flow: Option<Flow>,
 }
 
-/// One direction through the fused CPU op (see `fused.rs`).
+/// One direction through the fused CPU op (see `fused/`).
 fn run_fused(
     cell: &Cell,
     xs: &Tensor,
