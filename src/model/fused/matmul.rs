@@ -42,46 +42,26 @@ pub(super) fn mm(
 pub(super) fn mm_new(
     (m, n, k): (usize, usize, usize),
     a: &[f32],
-    (a_rs, a_cs): (usize, usize),
+    a_strides: (usize, usize),
     b: &[f32],
-    (b_rs, b_cs): (usize, usize),
+    b_strides: (usize, usize),
     par: bool,
 ) -> Vec<f32> {
     if m == 0 || n == 0 || k == 0 {
         return vec![0f32; m * n];
     }
-    assert!(
-        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
-        "gemm: lhs out of bounds"
-    );
-    assert!(
-        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
-        "gemm: rhs out of bounds"
-    );
     let mut dst = Vec::with_capacity(m * n);
-    // SAFETY: the asserts keep the kernel's reads inside a and b; with read_dst = false the
-    // gemm writes all m * n elements of dst (row-major, row stride n) without reading any.
+    // SAFETY: dst has room for m * n floats, written row-major (row stride n) and not read
+    // (read_dst = false), so all of them are initialized afterwards.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
+        gemm_raw(
+            (dst.as_mut_ptr(), m * n),
+            (n, 1),
             false,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(m, n, k, par),
+            (m, n, k),
+            (a, a_strides),
+            (b, b_strides),
+            par,
         );
         dst.set_len(m * n);
     }
@@ -101,38 +81,75 @@ pub(super) fn mm_tn_cols(
     if m == 0 || n == 0 || k == 0 {
         return vec![0f32; m * n];
     }
-    assert!(
-        a.len() >= k * m && n <= b_rs && (k - 1) * b_rs + n <= b.len(),
-        "gemm: operand out of bounds"
-    );
     let mut col = Vec::with_capacity(m * n);
-    // SAFETY: the assert keeps the kernel's reads inside a and b; with read_dst = false the
-    // gemm writes all m * n elements of col (column-major, column stride m), reading none.
+    // SAFETY: col has room for m * n floats, written column-major (column stride m) and not
+    // read (read_dst = false), so all of them are initialized afterwards.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            col.as_mut_ptr(),
-            m as isize,
-            1,
+        gemm_raw(
+            (col.as_mut_ptr(), m * n),
+            (1, m),
             false,
-            a.as_ptr(),
-            m as isize,
-            1,
-            b.as_ptr(),
-            1,
-            b_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(m, n, k, par),
+            (m, n, k),
+            (a, (1, m)),
+            (b, (b_rs, 1)),
+            par,
         );
         col.set_len(m * n);
     }
     col
+}
+
+/// dst (+)= a @ b through the `gemm` crate, every operand given by (row, column) strides;
+/// checks that every index the kernel touches lies inside a, b and dst's `len` floats.
+///
+/// # Safety
+/// `dst` must be valid for writes (and reads, with `accumulate`) of `len` floats and must not
+/// overlap `a` or `b`.
+unsafe fn gemm_raw(
+    (dst, len): (*mut f32, usize),
+    (d_rs, d_cs): (usize, usize),
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    (a, (a_rs, a_cs)): (&[f32], (usize, usize)),
+    (b, (b_rs, b_cs)): (&[f32], (usize, usize)),
+    par: bool,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * d_rs + (n - 1) * d_cs < len && (d_cs != 1 || n <= d_rs),
+        "gemm: dst too small"
+    );
+    assert!(
+        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
+        "gemm: lhs out of bounds"
+    );
+    assert!(
+        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
+        "gemm: rhs out of bounds"
+    );
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        d_cs as isize,
+        d_rs as isize,
+        accumulate,
+        a.as_ptr(),
+        a_cs as isize,
+        a_rs as isize,
+        b.as_ptr(),
+        b_cs as isize,
+        b_rs as isize,
+        if accumulate { 1.0 } else { 0.0 },
+        1.0,
+        false,
+        false,
+        false,
+        parallelism(m, n, k, par),
+    )
 }
 
 /// dst [cols, rows] = src [rows, cols]^T, both row-major, in 16x16 tiles.
@@ -159,50 +176,22 @@ pub(super) fn mm_strided(
     dst_rs: usize,
     (m, n, k): (usize, usize, usize),
     a: &[f32],
-    (a_rs, a_cs): (usize, usize),
+    a_strides: (usize, usize),
     b: &[f32],
-    (b_rs, b_cs): (usize, usize),
+    b_strides: (usize, usize),
     accumulate: bool,
     par: bool,
 ) {
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    assert!(
-        n <= dst_rs && (m - 1) * dst_rs + n <= dst.len(),
-        "gemm: dst too small"
-    );
-    assert!(
-        (m - 1) * a_rs + (k - 1) * a_cs < a.len(),
-        "gemm: lhs out of bounds"
-    );
-    assert!(
-        (k - 1) * b_rs + (n - 1) * b_cs < b.len(),
-        "gemm: rhs out of bounds"
-    );
-    // SAFETY: the asserts above keep every index the kernel touches inside the slices; dst
-    // does not alias a or b (distinct borrows).
+    // SAFETY: dst is a distinct borrow of its len floats, so it does not overlap a or b.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
+        gemm_raw(
+            (dst.as_mut_ptr(), dst.len()),
+            (dst_rs, 1),
             accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(m, n, k, par),
+            (m, n, k),
+            (a, a_strides),
+            (b, b_strides),
+            par,
         )
     }
 }
@@ -210,7 +199,7 @@ pub(super) fn mm_strided(
 /// Gate columns per panel of W_hh^T: the forward step's gemm reads W_hh^T as contiguous
 /// [hidden, PANEL] panels. As one row-major [hidden, gates*hidden] matrix its rows sit a
 /// power of two apart and land on the same cache sets: at hidden 512 the step's gemm ran at
-/// 57 GFLOP/s that way and ~120 from panels (examples measured on this machine).
+/// 57 GFLOP/s that way and ~120 from panels (measured on this machine).
 pub(super) const PANEL: usize = 64;
 
 /// W_hh ([g, h], row-major) as W_hh^T in panels of `PANEL` columns: panel c0 holds columns
