@@ -47,25 +47,7 @@ pub(super) fn mm_new(
     b_strides: (usize, usize),
     par: bool,
 ) -> Vec<f32> {
-    if m == 0 || n == 0 || k == 0 {
-        return vec![0f32; m * n];
-    }
-    let mut dst = Vec::with_capacity(m * n);
-    // SAFETY: dst has room for m * n floats, written row-major (row stride n) and not read
-    // (read_dst = false), so all of them are initialized afterwards.
-    unsafe {
-        gemm_raw(
-            (dst.as_mut_ptr(), m * n),
-            (n, 1),
-            false,
-            (m, n, k),
-            (a, a_strides),
-            (b, b_strides),
-            par,
-        );
-        dst.set_len(m * n);
-    }
-    dst
+    gemm_new((n, 1), (m, n, k), (a, a_strides), (b, b_strides), par)
 }
 
 /// a^T @ b for row-major a [k, m] and b [k, n] (rows `b_rs` apart): the weight gradients,
@@ -78,25 +60,41 @@ pub(super) fn mm_tn_cols(
     (b, b_rs): (&[f32], usize),
     par: bool,
 ) -> Vec<f32> {
+    gemm_new((1, m), (m, n, k), (a, (1, m)), (b, (b_rs, 1)), par)
+}
+
+/// a @ b into a new buffer laid out by `dst_strides` (row-major (n, 1) or column-major (1, m)),
+/// written by the gemm without zeroing it first.
+fn gemm_new(
+    dst_strides: (usize, usize),
+    (m, n, k): (usize, usize, usize),
+    a: (&[f32], (usize, usize)),
+    b: (&[f32], (usize, usize)),
+    par: bool,
+) -> Vec<f32> {
     if m == 0 || n == 0 || k == 0 {
         return vec![0f32; m * n];
     }
-    let mut col = Vec::with_capacity(m * n);
-    // SAFETY: col has room for m * n floats, written column-major (column stride m) and not
-    // read (read_dst = false), so all of them are initialized afterwards.
+    assert!(
+        dst_strides == (n, 1) || dst_strides == (1, m),
+        "gemm: a new buffer is dense row- or column-major"
+    );
+    let mut dst = Vec::with_capacity(m * n);
+    // SAFETY: dst has room for m * n floats; both layouts cover each of them once, and with
+    // read_dst = false the gemm writes them without reading, so all are initialized after.
     unsafe {
         gemm_raw(
-            (col.as_mut_ptr(), m * n),
-            (1, m),
+            (dst.as_mut_ptr(), m * n),
+            dst_strides,
             false,
             (m, n, k),
-            (a, (1, m)),
-            (b, (b_rs, 1)),
+            a,
+            b,
             par,
         );
-        col.set_len(m * n);
+        dst.set_len(m * n);
     }
-    col
+    dst
 }
 
 /// dst (+)= a @ b through the `gemm` crate, every operand given by (row, column) strides;
