@@ -13,31 +13,6 @@ pub(super) fn parallelism(m: usize, n: usize, k: usize, allow: bool) -> Parallel
     }
 }
 
-/// dst[m, n] (+)= a[m, k] @ b[k, n]; each operand given by its row and column strides.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn mm(
-    dst: &mut [f32],
-    (m, n, k): (usize, usize, usize),
-    a: &[f32],
-    a_strides: (usize, usize),
-    b: &[f32],
-    b_strides: (usize, usize),
-    accumulate: bool,
-    par: bool,
-) {
-    mm_strided(
-        dst,
-        n,
-        (m, n, k),
-        a,
-        a_strides,
-        b,
-        b_strides,
-        accumulate,
-        par,
-    )
-}
-
 /// a[m, k] @ b[k, n] as a new row-major buffer, written by the gemm without zeroing it first.
 pub(super) fn mm_new(
     (m, n, k): (usize, usize, usize),
@@ -167,9 +142,10 @@ pub(super) fn transpose(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f3
     }
 }
 
-/// `mm` into a dst whose rows are `dst_rs` apart (a block of columns of a wider matrix).
+/// dst[m, n] (+)= a[m, k] @ b[k, n], dst's rows `dst_rs` apart (n for a whole matrix, more
+/// for a block of columns of a wider one); a and b given by their row and column strides.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn mm_strided(
+pub(super) fn mm(
     dst: &mut [f32],
     dst_rs: usize,
     (m, n, k): (usize, usize, usize),
@@ -245,7 +221,7 @@ pub(super) fn step_mm(
     };
     for c0 in order {
         let w = PANEL.min(g - c0);
-        mm_strided(
+        mm(
             &mut hh[c0..],
             g,
             (b, w, hid),

@@ -417,6 +417,7 @@ impl Recurrence {
             let dg: &[f32] = if gru { dhh } else { dxp };
             mm(
                 &mut dh,
+                h,
                 (b, h, g),
                 &dg[tt * g..],
                 (t * g, 1),
@@ -784,7 +785,17 @@ impl CustomOp2 for Recurrence {
                         }
                     }
                     // dx = dxp W_ih: [k, g] @ [g, input].
-                    mm(dx_c, (k, inp, g), dxp_c, (g, 1), w_ih, (inp, 1), false, par);
+                    mm(
+                        dx_c,
+                        inp,
+                        (k, inp, g),
+                        dxp_c,
+                        (g, 1),
+                        w_ih,
+                        (inp, 1),
+                        false,
+                        par,
+                    );
                     (flow, part)
                 };
                 if i + 1 == chunks.len() {
