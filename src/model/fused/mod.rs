@@ -18,7 +18,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor};
 
 use crate::config::{CellKind, Nonlinearity};
 
@@ -26,6 +26,7 @@ mod kernels;
 mod matmul;
 mod split;
 
+pub(crate) use kernels::prefetch;
 use kernels::{gates, gru_bwd, lstm_bwd, sum_rows, sum_squares, FlushDenormals};
 use matmul::{mm, mm_new, mm_tn_cols, pack_panels, step_mm, transpose};
 use split::{
@@ -265,6 +266,12 @@ impl Recurrence {
                     n_out,
                 );
                 unsafe { next.part(r * h + u0, hk) }.copy_from_slice(h_out);
+                // The row's input projection for the next step, one page per row and step
+                // that the hardware prefetcher does not follow: fetched during this step.
+                if step + 1 < t {
+                    let nt = if self.reverse { tt - 1 } else { tt + 1 };
+                    prefetch(&xp[(row * t + nt) * gk..][..gk]);
+                }
                 if finals && tt == self.final_step(len) {
                     unsafe { out.part(r * s + u0, hk) }.copy_from_slice(h_out);
                     if self.kind == CellKind::Lstm {
@@ -500,6 +507,19 @@ impl<'a> Packed<'a> {
         let (w_ih, rest) = p.split_at(g * i);
         let (w_hh, rest) = rest.split_at(g * h);
         let (b_ih, b_hh) = rest.split_at(g);
+        Packed::from_parts([w_ih, w_hh, b_ih, b_hh], g, i, h)
+    }
+
+    /// W_ih [g, i], W_hh [g, h], b_ih [g], b_hh [g].
+    fn from_parts(
+        [w_ih, w_hh, b_ih, b_hh]: [&'a [f32]; 4],
+        g: usize,
+        i: usize,
+        h: usize,
+    ) -> candle_core::Result<Packed<'a>> {
+        if w_ih.len() != g * i || w_hh.len() != g * h || b_ih.len() != g || b_hh.len() != g {
+            candle_core::bail!("rnnlab recurrence: parameters do not match the cell");
+        }
         Ok(Packed {
             w_ih,
             w_hh,
@@ -509,20 +529,14 @@ impl<'a> Packed<'a> {
     }
 }
 
-impl CustomOp2 for Recurrence {
-    fn name(&self) -> &'static str {
-        "rnnlab-recurrence"
-    }
-
-    /// s1: x [batch, seq, input]; s2: the packed parameters `[W_ih, W_hh, b_ih, b_hh]`.
-    fn cpu_fwd(
+impl Recurrence {
+    /// The forward pass on CPU data: x [b, t, inp] and the cell's parameters.
+    fn forward_cpu(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        xs: &[f32],
+        (b, t, inp): (usize, usize, usize),
+        pk: Packed,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (b, t, inp) = l1.shape().dims3()?;
         let h = self.hidden;
         let g = self.kind.gates() * h;
         let s = Recurrence::slots(self.kind) * h;
@@ -532,8 +546,6 @@ impl CustomOp2 for Recurrence {
         } else {
             0
         };
-        let xs = cpu_slice(s1, l1, "x")?;
-        let pk = Packed::split(cpu_slice(s2, l2, "parameters")?, g, inp, h)?;
         if self.lengths.len() != b {
             candle_core::bail!("rnnlab recurrence: lengths do not match the batch");
         }
@@ -646,6 +658,60 @@ impl CustomOp2 for Recurrence {
             }
         }
         Ok((CpuStorage::F32(last), Shape::from((b, s))))
+    }
+}
+
+/// The op when no backward will follow: it reads the cell's parameters where they are
+/// instead of taking them as one concatenated input (which the gradient needs), saving a
+/// copy of every weight per call.
+struct Inference {
+    op: Recurrence,
+    /// W_ih, W_hh, b_ih, b_hh, contiguous.
+    params: [Tensor; 4],
+}
+
+impl CustomOp1 for Inference {
+    fn name(&self) -> &'static str {
+        "rnnlab-recurrence-inference"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = l.shape().dims3()?;
+        let guards = self.params.each_ref().map(|p| p.storage_and_layout());
+        let [w_ih, w_hh, b_ih, b_hh] = &guards;
+        let g = self.op.kind.gates() * self.op.hidden;
+        let pk = Packed::from_parts(
+            [
+                storage_slice(&w_ih.0, w_ih.1, "weight_ih")?,
+                storage_slice(&w_hh.0, w_hh.1, "weight_hh")?,
+                storage_slice(&b_ih.0, b_ih.1, "bias_ih")?,
+                storage_slice(&b_hh.0, b_hh.1, "bias_hh")?,
+            ],
+            g,
+            dims.2,
+            self.op.hidden,
+        )?;
+        self.op.forward_cpu(cpu_slice(s, l, "x")?, dims, pk)
+    }
+}
+
+impl CustomOp2 for Recurrence {
+    fn name(&self) -> &'static str {
+        "rnnlab-recurrence"
+    }
+
+    /// s1: x [batch, seq, input]; s2: the packed parameters `[W_ih, W_hh, b_ih, b_hh]`.
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (_, _, inp) = l1.shape().dims3()?;
+        let g = self.kind.gates() * self.hidden;
+        let pk = Packed::split(cpu_slice(s2, l2, "parameters")?, g, inp, self.hidden)?;
+        self.forward_cpu(cpu_slice(s1, l1, "x")?, l1.shape().dims3()?, pk)
     }
 
     fn bwd(
@@ -850,6 +916,20 @@ pub fn run(
     no_grad: bool,
 ) -> candle_core::Result<Tensor> {
     let x = x.to_dtype(DType::F32)?.contiguous()?;
+    if no_grad {
+        op.keep_for_backward = false;
+        let read = |p: &Tensor| p.detach().contiguous();
+        let op = Inference {
+            op,
+            params: [
+                read(&cell.weight_ih)?,
+                read(&cell.weight_hh)?,
+                read(&cell.bias_ih)?,
+                read(&cell.bias_hh)?,
+            ],
+        };
+        return x.detach().apply_op1_arc(Arc::new(Box::new(op)));
+    }
     let packed = Tensor::cat(
         &[
             cell.weight_ih.flatten_all()?,
@@ -859,12 +939,6 @@ pub fn run(
         ],
         0,
     )?;
-    let (x, packed) = if no_grad {
-        op.keep_for_backward = false;
-        (x.detach(), packed.detach())
-    } else {
-        (x, packed)
-    };
     let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(op));
     x.apply_op2_arc(&packed, op)
 }
