@@ -6,9 +6,10 @@ line and a ratio table. PyTorch runs only where it is importable: PEER_PYTHON (d
 
 usage: experiments/bench-vs-torch.py [--cells lstm,gru,rnn] [--batch 64] [--seq 64] [--emb 128]
        [--hidden 256] [--vocab 20000] [--classes 2] [--steps 30] [--threads 2] [--rounds 2]
-Each (cell, implementation) runs `--rounds` times, alternating rnnlab and PyTorch; the best
-round of each is reported (the machine is shared and noisy)."""
-import argparse, json, os, subprocess, sys
+Each (cell, implementation) runs `--rounds` times, alternating rnnlab and PyTorch; the table
+gives the median of the rounds for each throughput and the largest peak RSS (the machine is
+shared and noisy: a single round can be off by 10%)."""
+import argparse, json, os, statistics, subprocess, sys
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
@@ -50,7 +51,7 @@ def measure(cmd):
     line["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
     return line
 
-best = {}
+rounds = {}
 for cell in a.cells.split(","):
     for _ in range(a.rounds):
         runs = [("rnnlab", [exe, "bench", "--cells", cell] + shape)]
@@ -59,12 +60,16 @@ for cell in a.cells.split(","):
         for name, cmd in runs:
             line = measure(cmd)
             print(json.dumps(line), flush=True)
-            key = (cell, name)
-            if key not in best or line["train_samples_per_s"] > best[key]["train_samples_per_s"]:
-                best[key] = line
+            rounds.setdefault((cell, name), []).append(line)
+
+def summary(lines):
+    return {k: statistics.median(l[k] for l in lines) for k in ("train_samples_per_s", "infer_samples_per_s")} | \
+        {"peak_rss_mb": max(l["peak_rss_mb"] for l in lines)}
+
+best = {key: summary(lines) for key, lines in rounds.items()}
 
 print()
-print(f"batch {a.batch}, seq {a.seq}, emb {a.emb}, hidden {a.hidden}, threads {a.threads}; best of {a.rounds}")
+print(f"batch {a.batch}, seq {a.seq}, emb {a.emb}, hidden {a.hidden}, threads {a.threads}; median of {a.rounds} rounds")
 print("| cell | rnnlab train/s | torch train/s | ratio | rnnlab infer/s | torch infer/s | ratio | rnnlab RSS MiB | torch RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|")
 for cell in a.cells.split(","):
