@@ -8,7 +8,6 @@ use candle_core::{Device, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::fused::prefetch;
 use super::stack::{dropout, Flow, RunOpts, Stack, StackOut};
 use super::Params;
 use crate::config::{Model, Readout};
@@ -58,38 +57,6 @@ pub struct Forward {
 pub struct Looked {
     pub rows: Var,
     pub ids: Tensor,
-}
-
-/// The rows of `table` [vocab, e] at `ids` [n]. On the CPU a copy loop that asks for the row
-/// eight ids ahead while it copies this one: the rows are scattered over a table larger than
-/// the L2, and candle's index_select waited for each one in turn (300 µs of a 10.5 ms LSTM
-/// inference batch at the benchmark shape).
-fn lookup(table: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> {
-    const AHEAD: usize = 8;
-    let (vocab, e) = table.dims2()?;
-    if !table.device().is_cpu() || table.dtype() != candle_core::DType::F32 {
-        return table.index_select(ids, 0);
-    }
-    let ids = ids.to_vec1::<u32>()?;
-    if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-        candle_core::bail!("token id {bad} is outside the embedding table ({vocab} rows)");
-    }
-    let table = table.contiguous()?;
-    let (storage, layout) = table.storage_and_layout();
-    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(all)), Some((from, to))) =
-        (&*storage, layout.contiguous_offsets())
-    else {
-        candle_core::bail!("embedding table: expected contiguous f32 CPU storage");
-    };
-    let table = &all[from..to];
-    let mut rows = Vec::with_capacity(ids.len() * e);
-    for (i, &id) in ids.iter().enumerate() {
-        if let Some(&next) = ids.get(i + AHEAD) {
-            prefetch(&table[next as usize * e..][..e]);
-        }
-        rows.extend_from_slice(&table[id as usize * e..][..e]);
-    }
-    Tensor::from_vec(rows, (ids.len(), e), &Device::Cpu)
 }
 
 impl Classifier {
@@ -168,7 +135,8 @@ impl Classifier {
         Ok(match &self.front {
             FrontEnd::Embedding(w) => {
                 let (b, t) = inputs.dims2()?;
-                lookup(w, &inputs.flatten_all()?)?.reshape((b, t, ()))?
+                w.index_select(&inputs.flatten_all()?, 0)?
+                    .reshape((b, t, ()))?
             }
             FrontEnd::Dense(w, bias) => {
                 let (b, t, f) = inputs.dims3()?;

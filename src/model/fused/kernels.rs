@@ -269,7 +269,7 @@ pub(super) fn tanh(x: f32) -> f32 {
 
 /// Asks for `v`'s cache lines to be brought into L2 (no-op off x86_64).
 #[inline(always)]
-pub(crate) fn prefetch(v: &[f32]) {
+pub(super) fn prefetch(v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     for line in v.chunks(16) {
         // SAFETY: a prefetch is only a hint; the address is inside `v`.

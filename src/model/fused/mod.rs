@@ -26,8 +26,7 @@ mod kernels;
 mod matmul;
 mod split;
 
-pub(crate) use kernels::prefetch;
-use kernels::{gates, gru_bwd, lstm_bwd, sum_rows, sum_squares, FlushDenormals};
+use kernels::{gates, gru_bwd, lstm_bwd, prefetch, sum_rows, sum_squares, FlushDenormals};
 use matmul::{mm, mm_new, mm_tn_cols, pack_panels, step_mm, transpose};
 use split::{
     gate_rows, row_chunks, unit_chunks, PoisonOnPanic, Shared, StepBarrier, UNIT_SPLIT_BYTES,
