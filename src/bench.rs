@@ -30,6 +30,8 @@ pub struct BenchArgs {
     pub warmup: usize,
     /// Use the composed-ops reference implementation instead of the fused op.
     pub reference: bool,
+    /// Time inference only (training throughput and phases come out null).
+    pub infer_only: bool,
 }
 
 /// Seconds spent in each phase of the timed training steps.
@@ -94,14 +96,17 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
         }
         Ok(())
     };
-    for _ in 0..args.warmup {
-        step(None)?;
+    let mut train_s = None;
+    if !args.infer_only {
+        for _ in 0..args.warmup {
+            step(None)?;
+        }
+        let t = Instant::now();
+        for _ in 0..args.steps {
+            step(Some(&mut phases))?;
+        }
+        train_s = Some(t.elapsed().as_secs_f64());
     }
-    let t = Instant::now();
-    for _ in 0..args.steps {
-        step(Some(&mut phases))?;
-    }
-    let train_s = t.elapsed().as_secs_f64();
     let infer = |n: usize| -> Result<()> {
         for _ in 0..n {
             model
@@ -118,15 +123,17 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
     infer(args.steps)?;
     let infer_s = t.elapsed().as_secs_f64();
     let samples = (args.batch * args.steps) as f64;
-    let pct = |x: f64| (1000.0 * x / train_s).round() / 10.0;
     Ok(json!({
         "peer": format!("rnnlab-{}{}", env!("CARGO_PKG_VERSION"), if args.reference { "-reference" } else { "" }),
         "cell": format!("{cell:?}").to_lowercase(),
         "batch": args.batch, "seq": args.seq, "emb": args.emb, "hidden": args.hidden,
         "threads": crate::device::cpu_threads(),
-        "train_samples_per_s": (samples / train_s * 10.0).round() / 10.0,
+        "train_samples_per_s": train_s.map(|s| (samples / s * 10.0).round() / 10.0),
         "infer_samples_per_s": (samples / infer_s * 10.0).round() / 10.0,
-        "train_time_pct": {"forward": pct(phases.forward), "backward": pct(phases.backward), "optimizer": pct(phases.optimizer)},
+        "train_time_pct": train_s.map(|s| {
+            let pct = |x: f64| (1000.0 * x / s).round() / 10.0;
+            json!({"forward": pct(phases.forward), "backward": pct(phases.backward), "optimizer": pct(phases.optimizer)})
+        }),
         "peak_rss_mb": peak_rss_mb(),
         "device": format!("{device:?}"),
     }))

@@ -208,6 +208,9 @@ struct BenchCli {
     /// Time the composed-ops reference implementation instead of the fused op.
     #[arg(long)]
     reference: bool,
+    /// Skip training: time inference only (for profiling it).
+    #[arg(long)]
+    infer_only: bool,
 }
 
 fn bench(b: BenchCli) -> ExitCode {
@@ -257,6 +260,7 @@ fn bench(b: BenchCli) -> ExitCode {
         steps: b.steps,
         warmup: b.warmup,
         reference: b.reference,
+        infer_only: b.infer_only,
     };
     for &cell in &args.cells {
         match bench_cell(&args, cell, &device) {
