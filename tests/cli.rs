@@ -570,7 +570,10 @@ fn bench_prints_one_json_line_per_cell_in_the_peer_keys() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let l: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(l["train_samples_per_s"].is_null() && l["train_time_pct"].is_null(), "{l}");
+    assert!(
+        l["train_samples_per_s"].is_null() && l["train_time_pct"].is_null(),
+        "{l}"
+    );
     assert!(l["infer_samples_per_s"].as_f64().unwrap() > 0.0, "{l}");
     let o = run_exp(&["bench", "--cells", "transformer"]);
     assert_eq!(o.status.code(), Some(2));

@@ -38,8 +38,8 @@ pub(super) fn mm_tn_cols(
     gemm_new((1, m), (m, n, k), (a, (1, m)), (b, (b_rs, 1)), par)
 }
 
-/// a @ b into a new buffer laid out by `dst_strides` (row-major (n, 1) or column-major (1, m)),
-/// written by the gemm without zeroing it first.
+/// a @ b into a new buffer (from the scratch pool) laid out by `dst_strides` (row-major (n, 1)
+/// or column-major (1, m)), written by the gemm without zeroing it first.
 fn gemm_new(
     dst_strides: (usize, usize),
     (m, n, k): (usize, usize, usize),
@@ -54,7 +54,7 @@ fn gemm_new(
         dst_strides == (n, 1) || dst_strides == (1, m),
         "gemm: a new buffer is dense row- or column-major"
     );
-    let mut dst = Vec::with_capacity(m * n);
+    let mut dst = super::split::take(m * n);
     // SAFETY: dst has room for m * n floats; both layouts cover each of them once, and with
     // read_dst = false the gemm writes them without reading, so all are initialized after.
     unsafe {
@@ -181,7 +181,8 @@ pub(super) const PANEL: usize = 64;
 /// reads and writes stay within a few cache lines.
 pub(super) fn pack_panels(whh: &[f32], g: usize, h: usize) -> Vec<f32> {
     const TILE: usize = 16;
-    let mut packed = vec![0f32; g * h];
+    let mut packed = super::split::take(g * h);
+    packed.resize(g * h, 0.0);
     for c0 in (0..g).step_by(PANEL) {
         let w = PANEL.min(g - c0);
         let panel = &mut packed[c0 * h..][..w * h];

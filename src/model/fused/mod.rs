@@ -16,6 +16,7 @@
 //! `stack.rs` exactly (lengths, reverse direction, truncated BPTT windows); the tests compare
 //! the two.
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor};
@@ -29,7 +30,8 @@ mod split;
 use kernels::{gates, gru_bwd, lstm_bwd, prefetch, sum_rows, sum_squares, FlushDenormals};
 use matmul::{mm, mm_new, mm_tn_cols, pack_panels, step_mm, transpose};
 use split::{
-    gate_rows, row_chunks, unit_chunks, PoisonOnPanic, Shared, StepBarrier, UNIT_SPLIT_BYTES,
+    gate_rows, recycle, row_chunks, take, unit_chunks, PoisonOnPanic, Shared, StepBarrier,
+    UNIT_SPLIT_BYTES,
 };
 
 /// Per-step ‖∂L/∂h_t‖ (norm over the batch), written by backward when asked for.
@@ -556,7 +558,14 @@ impl Recurrence {
             CellKind::Gru => pk.b_ih.to_vec(),
             _ => pk.b_ih.iter().zip(pk.b_hh).map(|(a, c)| a + c).collect(),
         };
-        let (mut out, mut saved) = (Vec::new(), Vec::new());
+        // `saved` (and `out` when only final states leave the op) stay with the op until
+        // backward, which gives them back to the pool.
+        let mut saved = take(b * t * sv);
+        let mut out = if self.final_only && self.keep_for_backward {
+            take(b * t * s)
+        } else {
+            Vec::new()
+        };
         let mut hbufs = [vec![0f32; b * h], vec![0f32; b * h]];
         // (first row, rows, first unit, units) per worker.
         let threads = crate::device::cpu_threads();
@@ -595,7 +604,11 @@ impl Recurrence {
                     // This worker's rows of W_ih, W_hh and the biases (all of them when
                     // the units are not split).
                     let w_ih = gate_rows(w_ih, inp, h, gates_n, u0, hk);
-                    let wt = pack_panels(&gate_rows(whh, h, h, gates_n, u0, hk), gk, h);
+                    let whh_rows = gate_rows(whh, h, h, gates_n, u0, hk);
+                    let wt = pack_panels(&whh_rows, gk, h);
+                    if let Cow::Owned(v) = whh_rows {
+                        recycle(v);
+                    }
                     let bx = gate_rows(bx, 1, h, gates_n, u0, hk);
                     let bhh = gate_rows(bhh, 1, h, gates_n, u0, hk);
                     // Its input projection, all steps in one gemm: x W_ih^T (the bias is
@@ -617,7 +630,12 @@ impl Recurrence {
                         hbuf,
                         barrier,
                         par,
-                    })
+                    });
+                    recycle(xp);
+                    recycle(wt);
+                    if let Cow::Owned(v) = w_ih {
+                        recycle(v);
+                    }
                 };
                 if i + 1 == parts.len() {
                     work();
@@ -767,11 +785,15 @@ impl CustomOp2 for Recurrence {
         // multiplies W_hn h by r, separately of h @ W_hh^T + b_hh (dhh).
         // Written once by the chunks, every element (never zeroed first); h_prev per step for
         // dW_hh; dx, the op's input gradient.
-        let (mut dxp, mut dhh, mut hprev, mut dx) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let gq = if gru { g } else { 0 };
         // Each step's [x | h_prev]: one gemm gives dW_ih and dW_hh together (lstm, rnn).
         let ld = inp + h;
+        let (mut dxp, mut dhh, mut hprev, mut dx) = (
+            take(b * t * g),
+            take(b * t * gq),
+            take(b * t * ld),
+            Vec::new(),
+        );
         let bufs = [
             Shared::uninit(&mut dxp, b * t * g),
             Shared::uninit(&mut dhh, b * t * gq),
@@ -823,7 +845,8 @@ impl CustomOp2 for Recurrence {
                     });
                     // This chunk's share of the parameter gradients (summed over chunks
                     // below) and its rows of dx, each one gemm over its rows and steps.
-                    let mut part = vec![0f32; plen];
+                    let mut part = take(plen);
+                    part.resize(plen, 0.0);
                     let dg: &[f32] = if gru { dq } else { dxp_c };
                     let k = nb * t;
                     {
@@ -835,12 +858,15 @@ impl CustomOp2 for Recurrence {
                         if gru {
                             let cols = mm_tn_cols((g, inp, k), dxp_c, (hp, ld), par);
                             transpose(&cols, (inp, g), dw_ih);
+                            recycle(cols);
                             let cols = mm_tn_cols((g, h, k), dg, (&hp[inp..], ld), par);
                             transpose(&cols, (h, g), dw_hh);
+                            recycle(cols);
                         } else {
                             let cols = mm_tn_cols((g, ld, k), dg, (hp, ld), par);
                             transpose(&cols[..inp * g], (inp, g), dw_ih);
                             transpose(&cols[inp * g..], (h, g), dw_hh);
+                            recycle(cols);
                         }
                         sum_rows(db_ih, dxp_c);
                         if gru {
@@ -880,9 +906,10 @@ impl CustomOp2 for Recurrence {
                 for (f, v) in flow.iter_mut().zip(part_flow) {
                     *f += v;
                 }
-                for (a, v) in dpacked.iter_mut().zip(part) {
+                for (a, v) in dpacked.iter_mut().zip(&part) {
                     *a += v;
                 }
+                recycle(part);
             }
         });
         // SAFETY: every chunk wrote all of its rows of the four buffers, and none panicked.
@@ -896,6 +923,9 @@ impl CustomOp2 for Recurrence {
             if let Ok(mut f) = sink.lock() {
                 *f = flow.into_iter().map(f64::sqrt).collect();
             }
+        }
+        for v in [dxp, dhh, hprev, saved, kept] {
+            recycle(v);
         }
         let device = x.device();
         Ok((

@@ -1,6 +1,6 @@
 //! How the fused op divides its work between threads: batch-row chunks or hidden-unit runs,
-//! the buffers its workers share (each writing only its own rows × units) and the per-step
-//! barrier of workers that split the units.
+//! the buffers its workers share (each writing only its own rows × units), the pool its
+//! scratch buffers come from, and the per-step barrier of workers that split the units.
 
 /// A buffer several forward workers write at once, each only at its own rows × units, and
 /// read across workers only after a `StepBarrier`.
@@ -48,6 +48,48 @@ impl<'a> Shared<'a> {
     pub(super) unsafe fn read(&self, start: usize, n: usize) -> &'a [f32] {
         assert!(start + n <= self.len, "recurrence: shared buffer overrun");
         std::slice::from_raw_parts(self.ptr.add(start), n)
+    }
+}
+
+/// Scratch buffers kept between op calls. glibc maps every allocation of 32 MiB or more
+/// afresh and unmaps it when freed, so such a buffer comes back as new pages to fault in: at
+/// hidden 512, seq 256 that was 16k page faults per LSTM inference call and 14% of its CPU
+/// time in the kernel. Smaller buffers glibc recycles itself (pooling them too made training
+/// at the benchmark's first shape ~2% slower: the memory held here is memory malloc can't
+/// hand to candle).
+static POOL: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+/// Buffers kept at most (the largest ones), and the smallest worth keeping (32 MiB).
+const POOL_KEEP: usize = 8;
+const POOL_MIN_FLOATS: usize = 1 << 23;
+
+/// An empty buffer with room for `n` floats: the smallest pooled one that fits, else new.
+pub(super) fn take(n: usize) -> Vec<f32> {
+    if n >= POOL_MIN_FLOATS {
+        if let Ok(mut pool) = POOL.lock() {
+            let fit = (0..pool.len())
+                .filter(|&i| pool[i].capacity() >= n)
+                .min_by_key(|&i| pool[i].capacity());
+            if let Some(i) = fit {
+                return pool.swap_remove(i);
+            }
+        }
+    }
+    Vec::with_capacity(n)
+}
+
+/// Gives a scratch buffer back to the pool (dropping the smallest when it is full).
+pub(super) fn recycle(mut v: Vec<f32>) {
+    if v.capacity() < POOL_MIN_FLOATS {
+        return;
+    }
+    v.clear();
+    if let Ok(mut pool) = POOL.lock() {
+        pool.push(v);
+        if pool.len() > POOL_KEEP {
+            if let Some(i) = (0..pool.len()).min_by_key(|&i| pool[i].capacity()) {
+                pool.swap_remove(i);
+            }
+        }
     }
 }
 
@@ -142,7 +184,7 @@ pub(super) fn gate_rows(
     if u0 == 0 && hk == h {
         return m.into();
     }
-    let mut rows = Vec::with_capacity(gates * hk * width);
+    let mut rows = take(gates * hk * width);
     for q in 0..gates {
         rows.extend_from_slice(&m[(q * h + u0) * width..][..hk * width]);
     }
