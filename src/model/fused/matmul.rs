@@ -181,8 +181,7 @@ pub(super) const PANEL: usize = 64;
 /// reads and writes stay within a few cache lines.
 pub(super) fn pack_panels(whh: &[f32], g: usize, h: usize) -> Vec<f32> {
     const TILE: usize = 16;
-    let mut packed = super::split::take(g * h);
-    packed.resize(g * h, 0.0);
+    let mut packed = vec![0f32; g * h];
     for c0 in (0..g).step_by(PANEL) {
         let w = PANEL.min(g - c0);
         let panel = &mut packed[c0 * h..][..w * h];

@@ -16,7 +16,6 @@
 //! `stack.rs` exactly (lengths, reverse direction, truncated BPTT windows); the tests compare
 //! the two.
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor};
@@ -604,11 +603,7 @@ impl Recurrence {
                     // This worker's rows of W_ih, W_hh and the biases (all of them when
                     // the units are not split).
                     let w_ih = gate_rows(w_ih, inp, h, gates_n, u0, hk);
-                    let whh_rows = gate_rows(whh, h, h, gates_n, u0, hk);
-                    let wt = pack_panels(&whh_rows, gk, h);
-                    if let Cow::Owned(v) = whh_rows {
-                        recycle(v);
-                    }
+                    let wt = pack_panels(&gate_rows(whh, h, h, gates_n, u0, hk), gk, h);
                     let bx = gate_rows(bx, 1, h, gates_n, u0, hk);
                     let bhh = gate_rows(bhh, 1, h, gates_n, u0, hk);
                     // Its input projection, all steps in one gemm: x W_ih^T (the bias is
@@ -632,10 +627,6 @@ impl Recurrence {
                         par,
                     });
                     recycle(xp);
-                    recycle(wt);
-                    if let Cow::Owned(v) = w_ih {
-                        recycle(v);
-                    }
                 };
                 if i + 1 == parts.len() {
                     work();
@@ -845,8 +836,7 @@ impl CustomOp2 for Recurrence {
                     });
                     // This chunk's share of the parameter gradients (summed over chunks
                     // below) and its rows of dx, each one gemm over its rows and steps.
-                    let mut part = take(plen);
-                    part.resize(plen, 0.0);
+                    let mut part = vec![0f32; plen];
                     let dg: &[f32] = if gru { dq } else { dxp_c };
                     let k = nb * t;
                     {
@@ -858,15 +848,12 @@ impl CustomOp2 for Recurrence {
                         if gru {
                             let cols = mm_tn_cols((g, inp, k), dxp_c, (hp, ld), par);
                             transpose(&cols, (inp, g), dw_ih);
-                            recycle(cols);
                             let cols = mm_tn_cols((g, h, k), dg, (&hp[inp..], ld), par);
                             transpose(&cols, (h, g), dw_hh);
-                            recycle(cols);
                         } else {
                             let cols = mm_tn_cols((g, ld, k), dg, (hp, ld), par);
                             transpose(&cols[..inp * g], (inp, g), dw_ih);
                             transpose(&cols[inp * g..], (h, g), dw_hh);
-                            recycle(cols);
                         }
                         sum_rows(db_ih, dxp_c);
                         if gru {
@@ -906,10 +893,9 @@ impl CustomOp2 for Recurrence {
                 for (f, v) in flow.iter_mut().zip(part_flow) {
                     *f += v;
                 }
-                for (a, v) in dpacked.iter_mut().zip(&part) {
+                for (a, v) in dpacked.iter_mut().zip(part) {
                     *a += v;
                 }
-                recycle(part);
             }
         });
         // SAFETY: every chunk wrote all of its rows of the four buffers, and none panicked.

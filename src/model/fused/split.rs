@@ -184,7 +184,7 @@ pub(super) fn gate_rows(
     if u0 == 0 && hk == h {
         return m.into();
     }
-    let mut rows = take(gates * hk * width);
+    let mut rows = Vec::with_capacity(gates * hk * width);
     for q in 0..gates {
         rows.extend_from_slice(&m[(q * h + u0) * width..][..hk * width]);
     }
