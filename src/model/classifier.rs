@@ -161,6 +161,15 @@ impl Classifier {
             FrontEnd::Dense(..) => (self.embed(inputs)?, None),
         };
         let (b, t, _) = xs.dims3()?;
+        // The ids behind the embedded rows (CPU only: the fused op is CPU-only).
+        let ids = match &self.front {
+            FrontEnd::Embedding(_)
+                if inputs.device().is_cpu() && inputs.dtype() == candle_core::DType::U32 =>
+            {
+                Some(inputs.flatten_all()?.to_vec1::<u32>()?)
+            }
+            _ => None,
+        };
         let lengths: Vec<usize> = match opts.lengths {
             Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
             None => vec![t; b],
@@ -175,6 +184,7 @@ impl Classifier {
                 reference: opts.reference,
                 no_grad: opts.no_grad,
                 final_only: self.readout == Readout::Last,
+                tokens: ids.as_deref(),
             },
         )?;
         let mut feat = readout(&out, &lengths, self.readout, self.rnn.bidirectional)?;

@@ -49,6 +49,9 @@ pub struct RunOpts<'a> {
     /// per-step output: the fused op then hands just those to the graph, so backward builds
     /// no [batch, seq, hidden] gradients for the steps nothing reads.
     pub final_only: bool,
+    /// The token id behind each row and step of the input ([batch * seq], row-major) when it
+    /// is an embedding lookup: the fused op then projects each distinct token once.
+    pub tokens: Option<&'a [u32]>,
 }
 
 /// Where the per-step gradient norms come from after backward.
@@ -164,6 +167,7 @@ impl Stack {
                         probe,
                         opts.no_grad,
                         final_only,
+                        if l == 0 { opts.tokens } else { None },
                     )?
                 } else {
                     run_direction(cell, &input, &masks, d == 1, probe, &device)?
@@ -285,6 +289,7 @@ struct DirectionRun {
 }
 
 /// One direction through the fused CPU op (see `fused/`).
+#[allow(clippy::too_many_arguments)]
 fn run_fused(
     cell: &Cell,
     xs: &Tensor,
@@ -293,6 +298,7 @@ fn run_fused(
     probe: bool,
     no_grad: bool,
     final_only: bool,
+    tokens: Option<&[u32]>,
 ) -> Result<DirectionRun> {
     let (b, t, _) = xs.dims3()?;
     let h = cell.hidden;
@@ -311,6 +317,7 @@ fn run_fused(
         sink.clone(),
     );
     op.final_only = final_only;
+    op.tokens = tokens.map(<[u32]>::to_vec);
     let res = fused::run(op, xs, cell, no_grad)?;
     let state = |last: &Tensor| -> Result<State> {
         Ok(State {
