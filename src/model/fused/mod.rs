@@ -624,11 +624,12 @@ impl Recurrence {
         // distinct token (its first row of x), each worker computing a share of them before
         // any starts its steps; the workers then look their rows up. Otherwise each projects
         // its own rows. (With the units split, sharing the rows measured slower: GRU
-        // inference at hidden 512 −9%.)
+        // inference at hidden 512 −9%; and where a projected row is narrower than an input
+        // row, gathering costs more than it saves: RNN inference at hidden 64 −20%.)
         let distinct = self
             .tokens
             .as_deref()
-            .filter(|_| !split_units)
+            .filter(|_| !split_units && g >= inp)
             .and_then(|ids| Distinct::worth_it(ids, b * t));
         let n_d = distinct.as_ref().map_or(0, |d| d.first.len());
         let mut xp_d = take(n_d * g);
