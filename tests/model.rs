@@ -419,3 +419,55 @@ fn pooled_scratch_buffers_carry_nothing_between_calls() {
         }
     }
 }
+
+/// Inference reads the first layer's rows straight from the embedding table: with every token
+/// distinct (each worker gathers its own rows), with repeats (one projection per distinct
+/// token), and with the hidden units split; the logits equal the training-mode forward's (same
+/// op, rows looked up first) to the bit and the reference implementation's to 1e-5. An id
+/// outside the table is an error, not a crash.
+#[test]
+fn inference_from_the_embedding_table_matches_looked_up_rows() {
+    let (b, t) = (9, 7);
+    let mut rng = StdRng::seed_from_u64(21);
+    let lengths: Vec<usize> = (0..b).map(|_| rng.random_range(1..=t)).collect();
+    let mut unique: Vec<u32> = (0..(b * t) as u32).collect();
+    rand::seq::SliceRandom::shuffle(&mut unique[..], &mut rng);
+    let repeats: Vec<u32> = (0..b * t).map(|_| rng.random_range(0..12u32)).collect();
+    for cell in CELLS {
+        for (hidden, ids) in [(10, &unique), (10, &repeats), (520, &repeats)] {
+            let cfg = Model {
+                cell,
+                bidirectional: true,
+                embedding_dim: 8,
+                hidden_size: hidden,
+                ..Model::default()
+            };
+            let m = Classifier::new(&cfg, Input::Tokens { vocab: 80 }, 3, 4, &Device::Cpu).unwrap();
+            let ids = Tensor::from_vec(ids.clone(), (b, t), &Device::Cpu).unwrap();
+            let inference = RunOpts {
+                no_grad: true,
+                ..opts(Some(&lengths), 0, false, false)
+            };
+            let logits = m.forward(&ids, inference).unwrap().logits;
+            let rows = m
+                .forward(&ids, opts(Some(&lengths), 0, false, false))
+                .unwrap()
+                .logits;
+            let reference = m
+                .forward(&ids, opts(Some(&lengths), 0, false, true))
+                .unwrap()
+                .logits;
+            let what = format!("{cell:?} hidden {hidden}");
+            assert_eq!(max_diff(&logits, &rows), 0.0, "{what}");
+            assert!(max_diff(&logits, &reference) < 1e-5, "{what}");
+        }
+        let m = model(cell, Readout::Last, false, 1);
+        let bad = Tensor::new(&[[1u32, 2, 20]], &Device::Cpu).unwrap();
+        let inference = RunOpts {
+            no_grad: true,
+            ..Default::default()
+        };
+        let err = m.forward(&bad, inference).err().expect("id 20 of 20 rows");
+        assert!(err.to_string().contains("token id 20"), "{err}");
+    }
+}

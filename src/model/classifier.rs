@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::stack::{dropout, Flow, RunOpts, Stack, StackOut};
+use super::stack::{dropout, Flow, RunOpts, Stack, StackInput, StackOut};
 use super::Params;
 use crate::config::{Model, Readout};
 use crate::error::Result;
@@ -151,16 +151,30 @@ impl Classifier {
 
     /// logits: [batch, classes]. `opts.dropout_rng` = Some switches on training-mode dropout.
     pub fn forward(&self, inputs: &Tensor, mut opts: RunOpts) -> Result<Forward> {
-        let (xs, tokens) = match &self.front {
-            FrontEnd::Embedding(_) if opts.no_grad => (self.embed(inputs)?.detach(), None),
-            FrontEnd::Embedding(_) => {
-                let rows = Var::from_tensor(&self.embed(inputs)?.detach())?;
-                let ids = inputs.flatten_all()?;
-                (rows.as_tensor().clone(), Some(Looked { rows, ids }))
+        let (b, t) = (inputs.dim(0)?, inputs.dim(1)?);
+        // Inference looks the rows up inside the stack (the fused op reads them straight from
+        // the table); training keeps them as a variable for the embedding's gradient.
+        let (table, rows);
+        let (input, tokens) = match &self.front {
+            FrontEnd::Embedding(w) if opts.no_grad => {
+                table = w.detach();
+                let input = StackInput::Lookup {
+                    table: &table,
+                    ids: inputs,
+                };
+                (input, None)
             }
-            FrontEnd::Dense(..) => (self.embed(inputs)?, None),
+            FrontEnd::Embedding(_) => {
+                let var = Var::from_tensor(&self.embed(inputs)?.detach())?;
+                rows = var.as_tensor().clone();
+                let ids = inputs.flatten_all()?;
+                (StackInput::Rows(&rows), Some(Looked { rows: var, ids }))
+            }
+            FrontEnd::Dense(..) => {
+                rows = self.embed(inputs)?;
+                (StackInput::Rows(&rows), None)
+            }
         };
-        let (b, t, _) = xs.dims3()?;
         // The ids behind the embedded rows (CPU only: the fused op is CPU-only).
         let ids = match &self.front {
             FrontEnd::Embedding(_)
@@ -175,7 +189,7 @@ impl Classifier {
             None => vec![t; b],
         };
         let out = self.rnn.forward(
-            &xs,
+            input,
             RunOpts {
                 lengths: Some(&lengths),
                 tbptt: opts.tbptt,

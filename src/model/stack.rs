@@ -28,6 +28,21 @@ pub struct Stack {
     pub cells: Vec<Vec<Cell>>,
 }
 
+/// The first layer's input: the rows themselves ([batch, seq, input]), or an embedding table
+/// ([vocab, input]) and the token ids ([batch, seq], u32) to look up in it. In inference the
+/// fused op reads a lookup straight from the table; everywhere else the rows are gathered first.
+#[derive(Clone, Copy)]
+pub enum StackInput<'a> {
+    Rows(&'a Tensor),
+    Lookup { table: &'a Tensor, ids: &'a Tensor },
+}
+
+impl<'a> From<&'a Tensor> for StackInput<'a> {
+    fn from(rows: &'a Tensor) -> StackInput<'a> {
+        StackInput::Rows(rows)
+    }
+}
+
 /// What one forward pass needs beyond the input.
 #[derive(Default)]
 pub struct RunOpts<'a> {
@@ -139,17 +154,40 @@ impl Stack {
         self.hidden * self.directions()
     }
 
-    /// xs: [batch, seq, input].
-    pub fn forward(&self, xs: &Tensor, mut opts: RunOpts) -> Result<StackOut> {
-        let (b, t, _) = xs.dims3()?;
-        let device = xs.device().clone();
+    /// The input's rows (`&Tensor`, [batch, seq, input]) or where to look them up.
+    pub fn forward<'x>(
+        &self,
+        input: impl Into<StackInput<'x>>,
+        mut opts: RunOpts,
+    ) -> Result<StackOut> {
+        let input = input.into();
+        let (b, t, device) = match input {
+            StackInput::Rows(x) => (x.dim(0)?, x.dim(1)?, x.device().clone()),
+            StackInput::Lookup { ids, .. } => (ids.dim(0)?, ids.dim(1)?, ids.device().clone()),
+        };
         let lengths: Vec<usize> = match opts.lengths {
             Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
             None => vec![t; b],
         };
         let masks = StepMasks::new(&lengths, t, opts.tbptt, &device)?;
-        let mut input = xs.clone();
-        let fused = !opts.reference && fused::available(xs);
+        let fused = !opts.reference
+            && match input {
+                StackInput::Rows(x) => fused::available(x),
+                StackInput::Lookup { table, .. } => fused::available(table),
+            };
+        // A lookup the fused op reads itself (inference with the ids at hand): `input` is
+        // then the table for the first layer.
+        let from_table = matches!(input, StackInput::Lookup { .. })
+            && fused
+            && opts.no_grad
+            && opts.tokens.is_some();
+        let mut input = match input {
+            StackInput::Rows(x) => x.clone(),
+            StackInput::Lookup { table, .. } if from_table => table.clone(),
+            StackInput::Lookup { table, ids } => table
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, t, ()))?,
+        };
         let (mut h_n, mut c_n, mut flow) = (Vec::new(), Vec::new(), None);
         let mut top_out = None;
         for (l, layer) in self.cells.iter().enumerate() {
@@ -168,6 +206,7 @@ impl Stack {
                         opts.no_grad,
                         final_only,
                         if l == 0 { opts.tokens } else { None },
+                        l == 0 && from_table,
                     )?
                 } else {
                     run_direction(cell, &input, &masks, d == 1, probe, &device)?
@@ -299,8 +338,10 @@ fn run_fused(
     no_grad: bool,
     final_only: bool,
     tokens: Option<&[u32]>,
+    from_table: bool,
 ) -> Result<DirectionRun> {
-    let (b, t, _) = xs.dims3()?;
+    // xs: [batch, seq, input], or with `from_table` the embedding table that `tokens` index.
+    let (b, t) = (masks.lengths.len(), masks.t);
     let h = cell.hidden;
     let sink: Option<FlowSink> = probe.then(|| Arc::new(Mutex::new(Vec::new())));
     let mut op = Recurrence::new(
@@ -318,7 +359,11 @@ fn run_fused(
     );
     op.final_only = final_only;
     op.tokens = tokens.map(<[u32]>::to_vec);
-    let res = fused::run(op, xs, cell, no_grad)?;
+    let res = if from_table {
+        fused::run_from_table(op, xs, cell)?
+    } else {
+        fused::run(op, xs, cell, no_grad)?
+    };
     let state = |last: &Tensor| -> Result<State> {
         Ok(State {
             h: last.narrow(1, 0, h)?,
@@ -346,7 +391,7 @@ fn run_fused(
         .collect();
     let last = res
         .reshape((b * t, slots))?
-        .index_select(&Tensor::new(rows, xs.device())?, 0)?;
+        .index_select(&Tensor::new(rows, res.device())?, 0)?;
     Ok(DirectionRun {
         out: Some(res.narrow(2, 0, h)?),
         last: state(&last)?,

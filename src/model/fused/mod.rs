@@ -557,10 +557,11 @@ impl<'a> Packed<'a> {
 }
 
 impl Recurrence {
-    /// The forward pass on CPU data: x [b, t, inp] and the cell's parameters.
+    /// The forward pass on CPU data: x [b, t, inp] (or rows of a table) and the cell's
+    /// parameters.
     fn forward_cpu(
         &self,
-        xs: &[f32],
+        src: Source,
         (b, t, inp): (usize, usize, usize),
         pk: Packed,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
@@ -638,7 +639,6 @@ impl Recurrence {
         std::thread::scope(|scope| {
             let mut handles = Vec::new();
             for (i, &(r0, nb, u0, hk)) in parts.iter().enumerate() {
-                let x_rows = &xs[r0 * t * inp..(r0 + nb) * t * inp];
                 let barrier = split_units.then_some(&barrier);
                 let (distinct, projected, n_parts) = (distinct.as_ref(), &projected, parts.len());
                 let work = move || {
@@ -657,7 +657,7 @@ impl Recurrence {
                             let (d0, d1) = (n_d * i / n_parts, n_d * (i + 1) / n_parts);
                             let mut xd = Vec::with_capacity((d1 - d0) * inp);
                             for &p in &d.first[d0..d1] {
-                                xd.extend_from_slice(&xs[p * inp..][..inp]);
+                                xd.extend_from_slice(src.row(p, inp));
                             }
                             // SAFETY: rows d0..d1 are this worker's alone until the barrier,
                             // after which all only read.
@@ -673,7 +673,9 @@ impl Recurrence {
                         }
                         None => {
                             let w_ih = gate_rows(w_ih, inp, h, gates_n, u0, hk);
-                            own = mm_new((nb * t, gk, inp), x_rows, (inp, 1), &w_ih, (1, inp), par);
+                            let x_rows = src.rows(r0 * t, (r0 + nb) * t, inp);
+                            own =
+                                mm_new((nb * t, gk, inp), &x_rows, (inp, 1), &w_ih, (1, inp), par);
                             XRows {
                                 data: &own,
                                 slot: None,
@@ -776,6 +778,38 @@ impl Distinct {
     }
 }
 
+/// The layer input x: its rows ([batch, seq, input]), or an embedding table ([vocab, input])
+/// and the op's `tokens` (inference reads the rows straight from the table).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Rows(&'a [f32]),
+    Table(&'a [f32], &'a [u32]),
+}
+
+impl<'a> Source<'a> {
+    /// Row p (= row * seq + step) of x.
+    fn row(self, p: usize, inp: usize) -> &'a [f32] {
+        match self {
+            Source::Rows(x) => &x[p * inp..][..inp],
+            Source::Table(w, ids) => &w[ids[p] as usize * inp..][..inp],
+        }
+    }
+
+    /// Rows p0..p1 of x, contiguous (gathered from the table).
+    fn rows(self, p0: usize, p1: usize, inp: usize) -> std::borrow::Cow<'a, [f32]> {
+        match self {
+            Source::Rows(x) => x[p0 * inp..p1 * inp].into(),
+            Source::Table(..) => {
+                let mut v = Vec::with_capacity((p1 - p0) * inp);
+                for p in p0..p1 {
+                    v.extend_from_slice(self.row(p, inp));
+                }
+                v.into()
+            }
+        }
+    }
+}
+
 /// The op when no backward will follow: it reads the cell's parameters where they are
 /// instead of taking them as one concatenated input (which the gradient needs), saving a
 /// copy of every weight per call.
@@ -783,6 +817,8 @@ struct Inference {
     op: Recurrence,
     /// W_ih, W_hh, b_ih, b_hh, contiguous.
     params: [Tensor; 4],
+    /// The input is an embedding table, its rows picked by `op.tokens`.
+    table: bool,
 }
 
 impl CustomOp1 for Inference {
@@ -791,7 +827,24 @@ impl CustomOp1 for Inference {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dims = l.shape().dims3()?;
+        let data = cpu_slice(s, l, "x")?;
+        let (src, dims) = match (&self.op.tokens, self.table) {
+            (Some(ids), true) => {
+                let (vocab, inp) = l.shape().dims2()?;
+                let b = self.op.lengths.len();
+                if b == 0 || ids.len() % b != 0 {
+                    candle_core::bail!("rnnlab recurrence: token ids do not match the batch");
+                }
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    candle_core::bail!(
+                        "token id {id} is outside the embedding table ({vocab} rows)"
+                    );
+                }
+                (Source::Table(data, ids), (b, ids.len() / b, inp))
+            }
+            (None, true) => candle_core::bail!("rnnlab recurrence: a table input needs token ids"),
+            (_, false) => (Source::Rows(data), l.shape().dims3()?),
+        };
         let guards = self.params.each_ref().map(|p| p.storage_and_layout());
         let [w_ih, w_hh, b_ih, b_hh] = &guards;
         let g = self.op.kind.gates() * self.op.hidden;
@@ -806,7 +859,7 @@ impl CustomOp1 for Inference {
             dims.2,
             self.op.hidden,
         )?;
-        self.op.forward_cpu(cpu_slice(s, l, "x")?, dims, pk)
+        self.op.forward_cpu(src, dims, pk)
     }
 }
 
@@ -826,7 +879,11 @@ impl CustomOp2 for Recurrence {
         let (_, _, inp) = l1.shape().dims3()?;
         let g = self.kind.gates() * self.hidden;
         let pk = Packed::split(cpu_slice(s2, l2, "parameters")?, g, inp, self.hidden)?;
-        self.forward_cpu(cpu_slice(s1, l1, "x")?, l1.shape().dims3()?, pk)
+        self.forward_cpu(
+            Source::Rows(cpu_slice(s1, l1, "x")?),
+            l1.shape().dims3()?,
+            pk,
+        )
     }
 
     fn bwd(
@@ -1040,15 +1097,10 @@ pub fn run(
     let x = x.to_dtype(DType::F32)?.contiguous()?;
     if no_grad {
         op.keep_for_backward = false;
-        let read = |p: &Tensor| p.detach().contiguous();
         let op = Inference {
             op,
-            params: [
-                read(&cell.weight_ih)?,
-                read(&cell.weight_hh)?,
-                read(&cell.bias_ih)?,
-                read(&cell.bias_hh)?,
-            ],
+            params: inference_params(cell)?,
+            table: false,
         };
         return x.detach().apply_op1_arc(Arc::new(Box::new(op)));
     }
@@ -1064,6 +1116,35 @@ pub fn run(
     let op: Arc<Box<dyn CustomOp2 + Send + Sync>> = Arc::new(Box::new(op));
     x.apply_op2_arc(&packed, op)
 }
+/// Inference for one direction of a first layer whose input is an embedding lookup: the op
+/// reads the rows of `table` ([vocab, input]) named by `op.tokens` itself, so no
+/// [batch, seq, input] copy is made. Output as `run`'s.
+pub fn run_from_table(
+    mut op: Recurrence,
+    table: &Tensor,
+    cell: &super::cell::Cell,
+) -> candle_core::Result<Tensor> {
+    let table = table.to_dtype(DType::F32)?.contiguous()?;
+    op.keep_for_backward = false;
+    let op = Inference {
+        op,
+        params: inference_params(cell)?,
+        table: true,
+    };
+    table.detach().apply_op1_arc(Arc::new(Box::new(op)))
+}
+
+/// The cell's parameters as the inference op reads them.
+fn inference_params(cell: &super::cell::Cell) -> candle_core::Result<[Tensor; 4]> {
+    let read = |p: &Tensor| p.detach().contiguous();
+    Ok([
+        read(&cell.weight_ih)?,
+        read(&cell.weight_hh)?,
+        read(&cell.bias_ih)?,
+        read(&cell.bias_hh)?,
+    ])
+}
+
 /// True when the fused op can run on this tensor's device.
 pub fn available(t: &Tensor) -> bool {
     matches!(&*t.storage_and_layout().0, Storage::Cpu(_))
