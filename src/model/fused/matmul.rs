@@ -180,11 +180,23 @@ pub(super) const PANEL: usize = 64;
 /// c0.. (width w) as [h, w] row-major, at offset c0 * h. Transposed in 16x16 tiles, so that
 /// reads and writes stay within a few cache lines.
 pub(super) fn pack_panels(whh: &[f32], g: usize, h: usize) -> Vec<f32> {
-    const TILE: usize = 16;
     let mut packed = vec![0f32; g * h];
-    for c0 in (0..g).step_by(PANEL) {
+    pack_panels_into(whh, (g, h), 0..g, &mut packed);
+    packed
+}
+
+/// The panels of columns `cols` (from a multiple of `PANEL`) into `dst`, which holds just
+/// their part of `pack_panels`' layout (offsets (c0 - cols.start) * h).
+pub(super) fn pack_panels_into(
+    whh: &[f32],
+    (g, h): (usize, usize),
+    cols: std::ops::Range<usize>,
+    dst: &mut [f32],
+) {
+    const TILE: usize = 16;
+    for c0 in cols.clone().step_by(PANEL) {
         let w = PANEL.min(g - c0);
-        let panel = &mut packed[c0 * h..][..w * h];
+        let panel = &mut dst[(c0 - cols.start) * h..][..w * h];
         let rows = &whh[c0 * h..][..w * h];
         for i0 in (0..w).step_by(TILE) {
             for k0 in (0..h).step_by(TILE) {
@@ -198,7 +210,6 @@ pub(super) fn pack_panels(whh: &[f32], g: usize, h: usize) -> Vec<f32> {
             }
         }
     }
-    packed
 }
 
 /// hh[b, g] = h[b, hid] @ W_hh^T, W_hh^T given as `pack_panels` panels. `backwards` walks

@@ -27,7 +27,7 @@ mod matmul;
 mod split;
 
 use kernels::{gates, gru_bwd, lstm_bwd, prefetch, sum_rows, sum_squares, FlushDenormals};
-use matmul::{mm, mm_new, mm_tn_cols, pack_panels, step_mm, transpose};
+use matmul::{mm, mm_new, mm_tn_cols, pack_panels, pack_panels_into, step_mm, transpose, PANEL};
 use split::{
     gate_rows, recycle, row_chunks, take, unit_chunks, PoisonOnPanic, Shared, StepBarrier,
     UNIT_SPLIT_BYTES,
@@ -635,36 +635,63 @@ impl Recurrence {
         let n_d = distinct.as_ref().map_or(0, |d| d.first.len());
         let mut xp_d = take(n_d * g);
         let xp_d_sh = Shared::uninit(&mut xp_d, n_d * g);
-        let projected = StepBarrier::new(parts.len());
+        // With the batch split every worker needs all of W_hh^T: each packs a share of the
+        // panels into one copy.
+        let mut wt_all = Vec::new();
+        let wt_sh = Shared::uninit(&mut wt_all, if split_units { 0 } else { g * h });
+        // Row split: the shared W_hh^T (and distinct tokens' projection) are complete.
+        let ready = StepBarrier::new(parts.len());
         std::thread::scope(|scope| {
             let mut handles = Vec::new();
             for (i, &(r0, nb, u0, hk)) in parts.iter().enumerate() {
                 let barrier = split_units.then_some(&barrier);
-                let (distinct, projected, n_parts) = (distinct.as_ref(), &projected, parts.len());
+                let (distinct, ready, n_parts) = (distinct.as_ref(), &ready, parts.len());
                 let work = move || {
                     let gk = gates_n * hk;
-                    // This worker's rows of W_hh and the biases (all of them when the
-                    // units are not split).
-                    let wt = pack_panels(&gate_rows(whh, h, h, gates_n, u0, hk), gk, h);
+                    let _poison = PoisonOnPanic(Some(ready));
+                    // Its share (worker i of n_parts) of `len` things.
+                    let share = |len: usize| (len * i / n_parts, len * (i + 1) / n_parts);
+                    // W_hh^T: this worker's gate rows, or with the batch split its share of
+                    // the panels of the shared copy.
+                    let own_wt;
+                    if split_units {
+                        own_wt = pack_panels(&gate_rows(whh, h, h, gates_n, u0, hk), gk, h);
+                    } else {
+                        let (p0, p1) = share(g.div_ceil(PANEL));
+                        let cols = p0 * PANEL..(p1 * PANEL).min(g);
+                        // SAFETY: these panels are this worker's alone until `ready`, after
+                        // which all only read.
+                        let dst = unsafe { wt_sh.part(cols.start * h, cols.len() * h) };
+                        pack_panels_into(whh, (g, h), cols, dst);
+                        own_wt = Vec::new();
+                    }
                     let bx = gate_rows(bx, 1, h, gates_n, u0, hk);
                     let bhh = gate_rows(bhh, 1, h, gates_n, u0, hk);
                     // Its input projection, all steps in one gemm: x W_ih^T (the bias is
                     // added in the gate math); or its share of the distinct tokens'.
+                    if let Some(d) = distinct {
+                        let (d0, d1) = share(n_d);
+                        let mut xd = Vec::with_capacity((d1 - d0) * inp);
+                        for &p in &d.first[d0..d1] {
+                            xd.extend_from_slice(src.row(p, inp));
+                        }
+                        // SAFETY: rows d0..d1 are this worker's alone until `ready`.
+                        let dst = unsafe { xp_d_sh.part(d0 * g, (d1 - d0) * g) };
+                        let rows = (d1 - d0, g, inp);
+                        mm(dst, g, rows, &xd, (inp, 1), w_ih, (1, inp), false, par);
+                    }
+                    if !split_units {
+                        ready.wait();
+                    }
+                    // SAFETY: complete after `ready`, and only read from here on.
+                    let wt = if split_units {
+                        &own_wt[..]
+                    } else {
+                        unsafe { wt_sh.read(0, g * h) }
+                    };
                     let mut own = Vec::new();
                     let xp = match distinct {
                         Some(d) => {
-                            let _poison = PoisonOnPanic(Some(projected));
-                            let (d0, d1) = (n_d * i / n_parts, n_d * (i + 1) / n_parts);
-                            let mut xd = Vec::with_capacity((d1 - d0) * inp);
-                            for &p in &d.first[d0..d1] {
-                                xd.extend_from_slice(src.row(p, inp));
-                            }
-                            // SAFETY: rows d0..d1 are this worker's alone until the barrier,
-                            // after which all only read.
-                            let dst = unsafe { xp_d_sh.part(d0 * g, (d1 - d0) * g) };
-                            let rows = (d1 - d0, g, inp);
-                            mm(dst, g, rows, &xd, (inp, 1), w_ih, (1, inp), false, par);
-                            projected.wait();
                             XRows {
                                 // SAFETY: after the barrier nobody writes it.
                                 data: unsafe { xp_d_sh.read(0, n_d * g) },
@@ -689,7 +716,7 @@ impl Recurrence {
                         hk,
                         t,
                         xp,
-                        wt: &wt,
+                        wt,
                         bx: &bx,
                         bhh: &bhh,
                         out: out_sh,
