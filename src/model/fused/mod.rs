@@ -653,9 +653,8 @@ impl Recurrence {
                     let share = |len: usize| (len * i / n_parts, len * (i + 1) / n_parts);
                     // W_hh^T: this worker's gate rows, or with the batch split its share of
                     // the panels of the shared copy.
-                    let own_wt;
-                    if split_units {
-                        own_wt = pack_panels(&gate_rows(whh, h, h, gates_n, u0, hk), gk, h);
+                    let own_wt = if split_units {
+                        pack_panels(&gate_rows(whh, h, h, gates_n, u0, hk), gk, h)
                     } else {
                         let (p0, p1) = share(g.div_ceil(PANEL));
                         let cols = p0 * PANEL..(p1 * PANEL).min(g);
@@ -663,8 +662,8 @@ impl Recurrence {
                         // which all only read.
                         let dst = unsafe { wt_sh.part(cols.start * h, cols.len() * h) };
                         pack_panels_into(whh, (g, h), cols, dst);
-                        own_wt = Vec::new();
-                    }
+                        Vec::new()
+                    };
                     let bx = gate_rows(bx, 1, h, gates_n, u0, hk);
                     let bhh = gate_rows(bhh, 1, h, gates_n, u0, hk);
                     // Its input projection, all steps in one gemm: x W_ih^T (the bias is
