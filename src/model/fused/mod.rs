@@ -640,7 +640,7 @@ impl Recurrence {
         let mut wt_all = Vec::new();
         let wt_sh = Shared::uninit(&mut wt_all, if split_units { 0 } else { g * h });
         // Row split: the shared W_hh^T (and distinct tokens' projection) are complete.
-        let ready = StepBarrier::new(parts.len());
+        let ready = StepBarrier::spinning(parts.len(), 200);
         std::thread::scope(|scope| {
             let mut handles = Vec::new();
             for (i, &(r0, nb, u0, hk)) in parts.iter().enumerate() {

@@ -99,6 +99,8 @@ pub(super) fn recycle(mut v: Vec<f32>) {
 /// stop instead of waiting forever.
 pub(super) struct StepBarrier {
     workers: usize,
+    /// Spins before yielding.
+    spins: u32,
     arrived: std::sync::atomic::AtomicUsize,
     generation: std::sync::atomic::AtomicUsize,
     poisoned: std::sync::atomic::AtomicBool,
@@ -106,8 +108,16 @@ pub(super) struct StepBarrier {
 
 impl StepBarrier {
     pub(super) fn new(workers: usize) -> StepBarrier {
+        StepBarrier::spinning(workers, 20_000)
+    }
+
+    /// A barrier that yields after `spins` spins: for the one meeting per call, where the
+    /// worker just spawned may still be queued on the waiting thread's core (spinning there
+    /// only delays it).
+    pub(super) fn spinning(workers: usize, spins: u32) -> StepBarrier {
         StepBarrier {
             workers,
+            spins,
             arrived: 0.into(),
             generation: 0.into(),
             poisoned: false.into(),
@@ -127,7 +137,7 @@ impl StepBarrier {
             if self.poisoned.load(Relaxed) {
                 panic!("recurrence: another worker failed");
             }
-            if spins < 20_000 {
+            if spins < self.spins {
                 std::hint::spin_loop();
                 spins += 1;
             } else {
