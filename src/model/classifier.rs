@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::stack::{dropout, Flow, RunOpts, Stack, StackInput, StackOut};
+use super::stack::{dropout, lookup, Flow, RunOpts, Stack, StackInput, StackOut};
 use super::Params;
 use crate::config::{Model, Readout};
 use crate::error::Result;
@@ -133,11 +133,7 @@ impl Classifier {
     /// inputs: ids [batch, seq] (u32) or features [batch, seq, dim] -> [batch, seq, emb].
     pub fn embed(&self, inputs: &Tensor) -> Result<Tensor> {
         Ok(match &self.front {
-            FrontEnd::Embedding(w) => {
-                let (b, t) = inputs.dims2()?;
-                w.index_select(&inputs.flatten_all()?, 0)?
-                    .reshape((b, t, ()))?
-            }
+            FrontEnd::Embedding(w) => lookup(w, inputs)?,
             FrontEnd::Dense(w, bias) => {
                 let (b, t, f) = inputs.dims3()?;
                 inputs

@@ -43,6 +43,14 @@ impl<'a> From<&'a Tensor> for StackInput<'a> {
     }
 }
 
+/// The rows of `table` ([vocab, dim]) named by `ids` ([batch, seq]): [batch, seq, dim].
+pub fn lookup(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    Ok(table
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((b, t, ()))?)
+}
+
 /// What one forward pass needs beyond the input.
 #[derive(Default)]
 pub struct RunOpts<'a> {
@@ -184,9 +192,7 @@ impl Stack {
         let mut input = match input {
             StackInput::Rows(x) => x.clone(),
             StackInput::Lookup { table, .. } if from_table => table.clone(),
-            StackInput::Lookup { table, ids } => table
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((b, t, ()))?,
+            StackInput::Lookup { table, ids } => lookup(table, ids)?,
         };
         let (mut h_n, mut c_n, mut flow) = (Vec::new(), Vec::new(), None);
         let mut top_out = None;
