@@ -1,69 +1,299 @@
-//! The run folder's files and how a trained model is reloaded from them: the resolved config,
-//! the vocabulary and class names, parameters as safetensors under PyTorch names (best and
-//! last), the optimizer state and the resume point.
+//! The run folder as one crash-consistent unit. One process at a time holds it (an exclusive
+//! lock on `RUN/lock`); a checkpoint (weights, optimizer moments, best weights, the resume
+//! point) is built in a temporary folder and committed by one rename to
+//! `checkpoints/<seq>-step-<step>`, so the newest checkpoint is always whole and a resume can
+//! never mix weights of one step with the state of another. Everything else a run writes is
+//! cut back to the checkpoint on resume (`State::metrics_bytes`).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::data::text::Vocab;
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{replace_with_link, sync_dir, write_atomic};
 use crate::model::classifier::{Classifier, Input};
+use crate::model::Params;
 
 pub const CONFIG: &str = "config.toml";
 pub const VOCAB: &str = "vocab.json";
 pub const CLASSES: &str = "classes.json";
+/// Copies (hard links) of the newest checkpoint's weights, for other tools.
 pub const BEST: &str = "best.safetensors";
 pub const LAST: &str = "last.safetensors";
-pub const LAST_OPTIM: &str = "last.optim.safetensors";
-pub const STATE: &str = "checkpoint.json";
 pub const METRICS: &str = "metrics.jsonl";
 pub const SUMMARY: &str = "summary.json";
+pub const LOCK: &str = "lock";
+pub const CHECKPOINTS: &str = "checkpoints";
+/// Files inside one checkpoint folder.
+const MODEL: &str = "model.safetensors";
+const OPTIM: &str = "optim.safetensors";
+const STATE: &str = "state.json";
 
-/// Where training stands after the last completed epoch (checkpoint.json).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Where training stands at a checkpoint (`state.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct State {
-    /// Epochs completed.
-    pub epochs_done: usize,
     /// Optimizer steps taken.
     pub step: usize,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Batches of the epoch in progress already trained (a mid-epoch checkpoint); 0 at an
+    /// epoch's end. That epoch's batch order is seeded, so a resume skips exactly these.
+    pub batches_done: usize,
+    /// The epoch generator's position (shuffling and dropout) after those batches.
+    pub rng_word_pos: u128,
+    /// The epoch in progress so far: summed loss, correct predictions, examples.
+    pub epoch_loss_sum: f64,
+    pub epoch_correct: usize,
+    pub epoch_examples: usize,
     pub best_epoch: Option<usize>,
     pub best_val_acc: f64,
     pub best_val_loss: f64,
     /// Epochs since the monitored metric last improved (early stopping).
     pub bad_epochs: usize,
+    /// Training time and examples over the whole run, across resumes.
+    pub elapsed_s: f64,
+    pub samples: usize,
+    /// Length of metrics.jsonl at this checkpoint: a resume cuts the file back to it.
+    pub metrics_bytes: u64,
 }
 
-impl State {
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(STATE);
-        let json = serde_json::to_string_pretty(self).map_err(|e| Error::Checkpoint {
-            path: path.clone(),
-            msg: e.to_string(),
-        })?;
-        write_atomic(&path, json.as_bytes())
+/// A committed checkpoint.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub state: State,
+}
+
+impl Checkpoint {
+    pub fn model(&self) -> PathBuf {
+        self.dir.join(MODEL)
     }
 
-    pub fn load(dir: &Path) -> Result<State> {
-        let path = dir.join(STATE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-            path,
-            msg: e.to_string(),
+    pub fn optim(&self) -> PathBuf {
+        self.dir.join(OPTIM)
+    }
+
+    /// The best epoch's weights (absent before the first epoch ends).
+    pub fn best(&self) -> Option<PathBuf> {
+        let p = self.dir.join(BEST);
+        p.exists().then_some(p)
+    }
+}
+
+fn checkpoint_error(path: impl Into<PathBuf>, msg: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.into(),
+        msg: msg.into(),
+    }
+}
+
+/// `checkpoints/<seq>-step-<step>` -> seq.
+fn sequence_of(name: &str) -> Option<u64> {
+    let (seq, rest) = name.split_once('-')?;
+    rest.strip_prefix("step-")?;
+    seq.parse().ok()
+}
+
+/// Committed checkpoint folders, oldest first, by sequence number.
+fn committed(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let root = run.join(CHECKPOINTS);
+    let entries = match std::fs::read_dir(&root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&root, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(&root, e))?;
+        if let Some(seq) = sequence_of(&entry.file_name().to_string_lossy()) {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The newest committed checkpoint of a run folder, if any.
+pub fn newest(run: &Path) -> Result<Option<Checkpoint>> {
+    let Some((_, dir)) = committed(run)?.pop() else {
+        return Ok(None);
+    };
+    let path = dir.join(STATE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let state: State = serde_json::from_str(&text)
+        .map_err(|e| checkpoint_error(&path, format!("not a checkpoint state: {e}")))?;
+    Ok(Some(Checkpoint { dir, state }))
+}
+
+/// A run folder held by this process: the lock lasts until the value is dropped (or the
+/// process dies, however it dies).
+pub struct RunDir {
+    pub path: PathBuf,
+    _lock: File,
+}
+
+impl RunDir {
+    /// Creates `<parent>/run-NNN`, the first number not taken (never reuses a folder), and
+    /// locks it.
+    pub fn create(parent: &Path) -> Result<RunDir> {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        for n in 1.. {
+            let dir = parent.join(format!("run-{n:03}"));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return RunDir::open(&dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(Error::io(&dir, e)),
+            }
+        }
+        unreachable!("run numbers are unbounded")
+    }
+
+    /// Locks an existing run folder; a folder another process holds is an error naming its pid.
+    pub fn open(dir: &Path) -> Result<RunDir> {
+        if !dir.is_dir() {
+            return Err(checkpoint_error(dir, "is not a run folder"));
+        }
+        let path = dir.join(LOCK);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(checkpoint_error(
+                    dir,
+                    format!(
+                        "the run folder is in use by another run-exp ({}); wait for it to end or stop it",
+                        if holder.is_empty() { "pid unknown".to_string() } else { holder.to_string() }
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        let stamp = format!("pid {} on {host}", std::process::id());
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(stamp.as_bytes()))
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(RunDir {
+            path: dir.to_path_buf(),
+            _lock: file,
         })
+    }
+
+    /// Commits a checkpoint: the model, the optimizer moments, the best weights (`improved`:
+    /// the model is the new best; otherwise the previous checkpoint's best is kept) and
+    /// `state`, made visible by one rename. Then the top-level `last`/`best` links follow and
+    /// older checkpoints go.
+    pub fn commit(
+        &self,
+        params: &Params,
+        optim: &HashMap<String, Tensor>,
+        improved: bool,
+        state: &State,
+    ) -> Result<Checkpoint> {
+        let root = self.path.join(CHECKPOINTS);
+        std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+        let previous = newest(&self.path)?;
+        let tmp = crate::fsutil::temp_sibling(&root.join("checkpoint"));
+        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let build = || -> Result<()> {
+            params.save(&tmp.join(MODEL))?;
+            crate::model::save_tensors(optim, &tmp.join(OPTIM))?;
+            let best = tmp.join(BEST);
+            match (improved, previous.as_ref().and_then(Checkpoint::best)) {
+                (true, _) => replace_with_link(&tmp.join(MODEL), &best)?,
+                (false, Some(prev)) => replace_with_link(&prev, &best)?,
+                (false, None) => {}
+            }
+            let json = serde_json::to_string_pretty(state)
+                .map_err(|e| checkpoint_error(tmp.join(STATE), e.to_string()))?;
+            write_atomic(&tmp.join(STATE), json.as_bytes())?;
+            sync_dir(&tmp)
+        };
+        if let Err(e) = build() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        crate::stop::crash_point("commit", state.step);
+        let seq = committed(&self.path)?.last().map_or(1, |(s, _)| s + 1);
+        let dir = root.join(format!("{seq:06}-step-{}", state.step));
+        std::fs::rename(&tmp, &dir).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Error::io(&dir, e)
+        })?;
+        sync_dir(&root)?;
+        crate::stop::crash_point("committed", state.step);
+        let ckpt = Checkpoint {
+            dir,
+            state: state.clone(),
+        };
+        self.tidy(&ckpt)?;
+        Ok(ckpt)
+    }
+
+    /// Makes the run folder agree with its newest checkpoint `ckpt`: the top-level weight
+    /// links point at it, and older checkpoints and any unfinished temporary folder are gone.
+    pub fn tidy(&self, ckpt: &Checkpoint) -> Result<()> {
+        replace_with_link(&ckpt.model(), &self.path.join(LAST))?;
+        if let Some(best) = ckpt.best() {
+            replace_with_link(&best, &self.path.join(BEST))?;
+        }
+        let root = self.path.join(CHECKPOINTS);
+        let entries = std::fs::read_dir(&root).map_err(|e| Error::io(&root, e))?;
+        for entry in entries.flatten() {
+            let p = entry.path();
+            if p != ckpt.dir {
+                let _ = std::fs::remove_dir_all(&p);
+            }
+        }
+        // Temporary files of writers that died before their rename.
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let json = serde_json::to_string_pretty(value).map_err(|e| Error::Checkpoint {
-        path: path.into(),
-        msg: e.to_string(),
-    })?;
+    let json = serde_json::to_string_pretty(value)
+        .map_err(|e| checkpoint_error(path, e.to_string()))?;
     write_atomic(path, json.as_bytes())
+}
+
+pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| checkpoint_error(path, e.to_string()))
+}
+
+/// Which weights of a run to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// The best epoch's (by `train.monitor`).
+    Best,
+    /// The newest checkpoint's.
+    Last,
 }
 
 /// A trained model with everything needed to use it.
@@ -75,16 +305,12 @@ pub struct LoadedRun {
     pub model: Classifier,
 }
 
-/// Rebuilds the classifier from a run folder and loads `weights` (BEST or LAST).
-pub fn load_run(dir: &Path, weights: &str, device: &Device) -> Result<LoadedRun> {
+/// Rebuilds the classifier from a run folder and loads its best or last weights, refusing
+/// weights that hold a NaN or an infinity.
+pub fn load_run(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> {
     let config = Config::load(&dir.join(CONFIG), &[])?;
     let vocab = Vocab::load(&dir.join(VOCAB))?;
-    let classes_path = dir.join(CLASSES);
-    let text = std::fs::read_to_string(&classes_path).map_err(|e| Error::io(&classes_path, e))?;
-    let classes: Vec<String> = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
-        path: classes_path,
-        msg: e.to_string(),
-    })?;
+    let classes: Vec<String> = load_json(&dir.join(CLASSES))?;
     let model = Classifier::new(
         &config.model,
         Input::Tokens { vocab: vocab.len() },
@@ -92,7 +318,28 @@ pub fn load_run(dir: &Path, weights: &str, device: &Device) -> Result<LoadedRun>
         config.experiment.seed,
         device,
     )?;
-    model.params.load(&dir.join(weights))?;
+    let ckpt = newest(dir)?.ok_or_else(|| {
+        checkpoint_error(
+            dir,
+            "has no checkpoint yet (no epoch finished and no interrupted step was saved)",
+        )
+    })?;
+    let file = match weights {
+        Weights::Last => ckpt.model(),
+        Weights::Best => ckpt.best().ok_or_else(|| {
+            checkpoint_error(
+                &ckpt.dir,
+                "has no best weights yet (no epoch finished); use --weights last",
+            )
+        })?,
+    };
+    model.params.load(&file)?;
+    if let Some(name) = model.params.first_non_finite()? {
+        return Err(checkpoint_error(
+            &file,
+            format!("parameter {name} holds NaN or infinite values (the run diverged); these weights cannot predict"),
+        ));
+    }
     Ok(LoadedRun {
         dir: dir.to_path_buf(),
         config,
@@ -102,16 +349,8 @@ pub fn load_run(dir: &Path, weights: &str, device: &Device) -> Result<LoadedRun>
     })
 }
 
-pub fn load_optimizer_state(
-    dir: &Path,
-    device: &Device,
-) -> Result<HashMap<String, candle_core::Tensor>> {
-    let path = dir.join(LAST_OPTIM);
-    if !path.exists() {
-        return Ok(HashMap::new());
-    }
-    candle_core::safetensors::load(&path, device).map_err(|e| Error::Checkpoint {
-        path,
-        msg: e.to_string(),
-    })
+pub fn load_optimizer_state(ckpt: &Checkpoint, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let path = ckpt.optim();
+    candle_core::safetensors::load(&path, device)
+        .map_err(|e| checkpoint_error(path, format!("cannot read safetensors: {e}")))
 }

@@ -399,6 +399,9 @@ pub struct Train {
     pub monitor: Monitor,
     /// Stop when the training step count reaches this; absent = run all epochs.
     pub max_steps: Option<usize>,
+    /// Also checkpoint every this many steps inside an epoch (for long epochs: a kill then
+    /// loses at most this many steps); absent = at each epoch's end only.
+    pub checkpoint_every_steps: Option<usize>,
 }
 
 impl Default for Train {
@@ -426,6 +429,7 @@ impl Default for Train {
             patience: None,
             monitor: Monitor::ValAcc,
             max_steps: None,
+            checkpoint_every_steps: None,
         }
     }
 }
@@ -531,7 +535,9 @@ impl Config {
             let (location, key) = match e.span() {
                 Some(span) => {
                     let (line, col) = line_col(text, span.start);
-                    let key = key_at(text, span.start).unwrap_or_default();
+                    let key = key_at(text, span.start)
+                        .or_else(|| key_written_at(text, span.clone()))
+                        .unwrap_or_default();
                     (format!("{}:{line}:{col}", path.display()), key)
                 }
                 None => (path.display().to_string(), String::new()),
@@ -592,11 +598,27 @@ impl Config {
             &self.train,
             &self.log,
         );
-        if e.name.is_empty() || e.name.contains(['/', '\\']) || e.name.starts_with('.') {
+        if e.name.is_empty()
+            || e.name.contains(['/', '\\'])
+            || e.name.starts_with('.')
+            || e.name.chars().any(char::is_control)
+        {
             return bad(
                 "experiment.name",
-                "must be a non-empty folder name without '/'",
+                "must be a non-empty folder name without '/', a leading '.' or control characters",
             );
+        }
+        if e.name.len() > MAX_NAME_BYTES {
+            return bad(
+                "experiment.name",
+                format!(
+                    "is {} bytes long; a folder name may have at most {MAX_NAME_BYTES}",
+                    e.name.len()
+                ),
+            );
+        }
+        if e.out_dir.as_os_str().is_empty() {
+            return bad("experiment.out_dir", "must not be empty");
         }
         if let Err(msg) = crate::device::DeviceSpec::parse(&e.device) {
             return bad("experiment.device", msg);
@@ -632,10 +654,10 @@ impl Config {
                         },
                     );
                 }
-                if d.valid.is_none() && !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
+                if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
                     return bad(
                         "data.val_fraction",
-                        "must be in (0, 1) when no valid file is given",
+                        "must be in (0, 1) (the share of train held out when no valid file is given)",
                     );
                 }
             }
@@ -644,24 +666,30 @@ impl Config {
             if d.num_classes < 2 {
                 return bad("data.num_classes", "must be at least 2");
             }
-            if d.vocab_size < d.num_classes + 2 {
+            if d.vocab_size < d.num_classes.saturating_add(2) {
                 return bad(
                     "data.vocab_size",
                     format!(
                         "must be at least num_classes + 2 = {} (pad, classes, one distractor)",
-                        d.num_classes + 2
+                        d.num_classes.saturating_add(2)
                     ),
                 );
             }
-            if d.lag + 1 > d.max_len {
+            if d.lag.saturating_add(1) > d.max_len {
                 return bad(
                     "data.max_len",
                     format!(
                         "delayed-recall sequences have lag + 1 = {} steps; max_len must hold them",
-                        d.lag + 1
+                        d.lag.saturating_add(1)
                     ),
                 );
             }
+        }
+        if d.max_vocab == Some(0) {
+            return bad(
+                "data.max_vocab",
+                "must be at least 1 (remove the key to keep every token)",
+            );
         }
         if d.min_freq == 0 {
             return bad("data.min_freq", "must be at least 1");
@@ -697,6 +725,12 @@ impl Config {
                 return bad(
                     "train.class_weights",
                     "must be \"none\", \"balanced\" or a list of finite weights >= 0",
+                );
+            }
+            if w.iter().all(|v| *v == 0.0) {
+                return bad(
+                    "train.class_weights",
+                    "at least one weight must be > 0 (with every weight 0 the loss is 0/0)",
                 );
             }
         }
@@ -764,15 +798,109 @@ impl Config {
         if t.max_steps == Some(0) {
             return bad("train.max_steps", "must be at least 1");
         }
+        if t.checkpoint_every_steps == Some(0) {
+            return bad(
+                "train.checkpoint_every_steps",
+                "must be at least 1 (remove the key to checkpoint at epoch ends only)",
+            );
+        }
         if l.every_steps == 0 {
             return bad("log.every_steps", "must be at least 1");
         }
         Ok(())
     }
 
+    /// Relative file paths made absolute (against the working directory), so the run folder's
+    /// config works from anywhere (a `--resume` from another directory, a cluster job).
+    pub fn with_absolute_paths(mut self) -> Config {
+        let abs = |p: &mut PathBuf| {
+            if let Ok(a) = std::path::absolute(&*p) {
+                *p = a;
+            }
+        };
+        if self.data.source == Source::File {
+            for p in [&mut self.data.train, &mut self.data.valid, &mut self.data.test]
+                .into_iter()
+                .flatten()
+            {
+                abs(p);
+            }
+        }
+        if let Some(p) = &mut self.model.embeddings {
+            abs(p);
+        }
+        abs(&mut self.experiment.out_dir);
+        self
+    }
+
+    /// Keys whose value differs between `self` (what a resume asks for) and `saved` (what the
+    /// checkpoint was trained with) and that a resume may not change: anything but
+    /// [`RESUMABLE_KEYS`]. Both are compared with absolute paths.
+    pub fn unsafe_resume_changes(&self, saved: &Config) -> Vec<(String, String, String)> {
+        let flat = |c: &Config| {
+            let mut out = std::collections::BTreeMap::new();
+            if let Ok(t) = toml::Table::try_from(c.clone().with_absolute_paths()) {
+                flatten("", &toml::Value::Table(t), &mut out);
+            }
+            out
+        };
+        let (new, old) = (flat(self), flat(saved));
+        let keys: std::collections::BTreeSet<&String> = new.keys().chain(old.keys()).collect();
+        keys.into_iter()
+            .filter(|k| {
+                !RESUMABLE_KEYS
+                    .iter()
+                    .any(|r| *k == r || (r.ends_with('.') && k.starts_with(r)))
+            })
+            .filter(|k| new.get(*k) != old.get(*k))
+            .map(|k| {
+                let show = |m: &std::collections::BTreeMap<String, String>| {
+                    m.get(k).cloned().unwrap_or_else(|| "(unset)".into())
+                };
+                (k.clone(), show(&old), show(&new))
+            })
+            .collect()
+    }
+
     /// The resolved config as TOML, as saved in the run folder.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize: {e}\n"))
+    }
+}
+
+/// Longest `experiment.name` (a folder name; file systems allow 255 bytes).
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// What a resume may change: how long to train, when to stop and checkpoint, logging, and
+/// where and how fast to compute. ("log." is the whole section.) Everything else (model,
+/// data, optimizer, seed) would make the resumed run a different experiment.
+pub const RESUMABLE_KEYS: &[&str] = &[
+    "train.epochs",
+    "train.max_steps",
+    "train.patience",
+    "train.checkpoint_every_steps",
+    "experiment.threads",
+    "experiment.device",
+    "experiment.out_dir",
+    "log.",
+];
+
+/// Dotted keys of a TOML tree with their values as TOML text.
+fn flatten(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeMap<String, String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
     }
 }
 
@@ -857,6 +985,25 @@ fn key_span(text: &str, dotted: &str) -> Option<usize> {
         }
     }
     pos
+}
+
+/// The key as written at `span`, under the table header above it: for errors where the
+/// document does not parse as a table (a duplicate key), so `key_at` cannot walk it.
+fn key_written_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    let written = text.get(span.clone())?.trim().trim_matches(['"', '\'']);
+    if written.is_empty() || written.contains(['\n', '=']) {
+        return None;
+    }
+    let header = text.get(..span.start)?.lines().rev().find_map(|l| {
+        let l = l.trim();
+        l.strip_prefix('[')
+            .and_then(|l| l.split(']').next())
+            .map(|h| h.trim_matches(['[', ' ']).to_string())
+    });
+    Some(match header {
+        Some(h) if !h.is_empty() => format!("{h}.{written}"),
+        _ => written.to_string(),
+    })
 }
 
 /// The dotted key whose key or value covers byte offset `pos` (for serde errors).

@@ -40,6 +40,10 @@ pub enum Error {
     #[error("device: {0}")]
     Device(String),
 
+    /// SIGINT / SIGTERM (the signal number) arrived before training began.
+    #[error("interrupted by signal {0} before training began; nothing was written")]
+    Interrupted(i32),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

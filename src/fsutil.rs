@@ -1,16 +1,27 @@
-//! Writing results so that no half-written file survives: write to a temporary sibling, then
-//! rename over the target.
+//! Writing results so that no half-written file survives: write to a temporary sibling with a
+//! name no other process or thread uses, sync it, then rename it over the target. Every error
+//! names the file it was about.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
+static TEMPS: AtomicUsize = AtomicUsize::new(0);
+
+/// A sibling of `path` that no other writer picks: `.<name>.<pid>.<n>.tmp`.
+pub fn temp_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let n = TEMPS.fetch_add(1, Ordering::Relaxed);
+    path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = temp_sibling(path);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -20,5 +31,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
+    })
+}
+
+/// Makes a directory's entries (new names, renames) durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Points `link` at `target`'s contents: a hard link (a copy where the file system has none),
+/// swapped in by rename so `link` is never missing or half-written.
+pub fn replace_with_link(target: &Path, link: &Path) -> Result<()> {
+    let tmp = temp_sibling(link);
+    let made = std::fs::hard_link(target, &tmp)
+        .or_else(|_| std::fs::copy(target, &tmp).map(|_| ()))
+        .and_then(|()| std::fs::rename(&tmp, link));
+    made.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(link, e)
     })
 }

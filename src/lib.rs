@@ -12,11 +12,18 @@ pub mod eval;
 pub mod fsutil;
 pub mod grads;
 pub mod log;
+pub mod memory;
 pub mod model;
 pub mod optim;
 pub mod predict;
+pub mod stop;
 pub mod train;
 
 pub use config::Config;
 pub use error::{Error, Result};
 pub use model::classifier::Classifier;
+
+/// The generator of an epoch's shuffling and dropout: ChaCha12, the generator behind rand's
+/// `StdRng` (same seed, same stream), used directly because its position can be read into a
+/// checkpoint and restored, so a resume mid-epoch continues the exact stream.
+pub type EpochRng = rand_chacha::ChaCha12Rng;

@@ -436,21 +436,38 @@ impl Optimizer {
         out
     }
 
+    /// Restores the moments saved by [`Optimizer::state`]; a moment whose shape is not its
+    /// parameter's is a checkpoint error naming `path`.
     pub fn load_state(
         &mut self,
         steps: usize,
         mut state: HashMap<String, Tensor>,
         params: &Params,
-    ) {
+        path: &std::path::Path,
+    ) -> Result<()> {
         self.steps = steps;
-        for (name, _) in params.iter() {
+        for (name, var) in params.iter() {
+            let mut take = |key: String| -> Result<Option<Tensor>> {
+                match state.remove(&key) {
+                    Some(t) if t.dims() != var.dims() => Err(crate::Error::Checkpoint {
+                        path: path.into(),
+                        msg: format!(
+                            "{key} has shape {:?}, the parameter has {:?}",
+                            t.dims(),
+                            var.dims()
+                        ),
+                    }),
+                    t => Ok(t),
+                }
+            };
             let slot = Slot {
-                m: state.remove(&format!("{name}.m")),
-                v: state.remove(&format!("{name}.v")),
+                m: take(format!("{name}.m"))?,
+                v: take(format!("{name}.v"))?,
                 ..Slot::default()
             };
             self.slots.insert(name.clone(), slot);
         }
+        Ok(())
     }
 }
 

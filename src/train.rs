@@ -1,19 +1,21 @@
-//! Training: `prepare` checks everything a config can get wrong (device, data) before any file
-//! is written; `fit` is the whole epoch loop, top to bottom, in nanoGPT's order: lr for this
-//! step -> forward -> loss -> backward -> clip -> step -> log, then validate, checkpoint and
-//! decide whether to stop, once per epoch.
+//! Training: `prepare` checks everything a config can get wrong (device, data, memory) before
+//! any file is written; `open_new` / `open_resume` then take and check the run folder (a
+//! resume is checked whole, config, data and checkpoint, before it writes anything); `fit` is
+//! the whole epoch loop, top to bottom, in nanoGPT's order: lr for this step -> forward ->
+//! loss -> backward -> clip -> step -> log, then validate, checkpoint and decide whether to
+//! stop, once per epoch (and on a stop request or every `checkpoint_every_steps`).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::checkpoint::{self, State};
+use crate::checkpoint::{self, Checkpoint, RunDir, State};
 use crate::config::{ClassWeights, Config, Monitor, WeightRule};
+use crate::data::text::Vocab;
 use crate::data::vectors::{self, Vectors};
 use crate::data::{self, batch, Dataset};
 use crate::device::DeviceSpec;
@@ -23,9 +25,12 @@ use crate::grads;
 use crate::log::progress::epoch_bar;
 use crate::log::tensorboard::EventWriter;
 use crate::log::Metrics;
+use crate::memory;
 use crate::model::classifier::{Classifier, Input};
 use crate::model::stack::RunOpts;
 use crate::optim::{self, Optimizer};
+use crate::stop::Stop;
+use crate::EpochRng;
 
 /// A config with its device opened and its data loaded: nothing left that bad input can break.
 pub struct Prepared {
@@ -46,7 +51,14 @@ pub fn prepare(config: Config) -> Result<Prepared> {
     let device = DeviceSpec::parse(&config.experiment.device)
         .map_err(Error::Device)?
         .open()?;
+    let available = memory::available();
+    let generated = memory::synthetic_data_part(&config);
+    memory::check(generated.as_slice(), available)?;
     let data = data::load(&config.data, config.experiment.seed)?;
+    let longest = data.train.inputs.iter().map(Vec::len).max().unwrap_or(1);
+    let mut parts = memory::model_parts(&config, data.vocab.len(), data.classes.len(), longest);
+    parts.extend(generated);
+    memory::check(&parts, available)?;
     let vectors = match &config.model.embeddings {
         Some(p) => Some(vectors::load(p, &data.vocab, config.model.embedding_dim)?),
         None => None,
@@ -91,7 +103,19 @@ fn class_weights(config: &Config, data: &Dataset) -> Result<Option<Vec<f64>>> {
                     .collect(),
             ))
         }
-        ClassWeights::Given(w) if w.len() == k => Ok(Some(w.clone())),
+        ClassWeights::Given(w) if w.len() == k => {
+            let counts = class_counts(data);
+            if w.iter().zip(&counts).all(|(&wc, &n)| wc == 0.0 || n == 0) {
+                return Err(Error::Config {
+                    location: "config".into(),
+                    key: "train.class_weights".into(),
+                    msg: format!(
+                        "{w:?} gives weight 0 to every class with training examples (counts {counts:?}): the loss would be 0/0"
+                    ),
+                });
+            }
+            Ok(Some(w.clone()))
+        }
         ClassWeights::Given(w) => Err(Error::Config {
             location: "config".into(),
             key: "train.class_weights".into(),
@@ -104,12 +128,322 @@ fn class_weights(config: &Config, data: &Dataset) -> Result<Option<Vec<f64>>> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Completed,
     Diverged,
+    /// Stopped by SIGINT / SIGTERM after checkpointing; `--resume` continues it.
+    Interrupted,
     Failed,
+}
+
+/// A run folder taken for training, with every check done and the model ready: what is left
+/// can only fail while running.
+pub struct Ready {
+    prep: Prepared,
+    run: RunDir,
+    model: Classifier,
+    optimizer: Optimizer,
+    /// The checkpoint a resume continues from.
+    resumed: Option<Checkpoint>,
+}
+
+impl Ready {
+    pub fn dir(&self) -> &Path {
+        &self.run.path
+    }
+}
+
+fn build_model(prep: &Prepared) -> Result<Classifier> {
+    Classifier::new(
+        &prep.config.model,
+        Input::Tokens {
+            vocab: prep.data.vocab.len(),
+        },
+        prep.data.classes.len(),
+        prep.config.experiment.seed,
+        &prep.device,
+    )
+}
+
+/// Creates a new run folder under `<out_dir>/<name>/` and writes what describes it (the
+/// config with absolute paths, vocabulary, class names); on a failure the folder goes again.
+pub fn open_new(prep: Prepared) -> Result<Ready> {
+    let model = build_model(&prep)?;
+    if let (Some(v), Some(p)) = (&prep.vectors, &prep.config.model.embeddings) {
+        model.set_embedding_rows(&v.rows)?;
+        eprintln!("{}", v.report(&prep.data.vocab, p));
+    }
+    let cfg = &prep.config;
+    let run = RunDir::create(&cfg.experiment.out_dir.join(&cfg.experiment.name))?;
+    let describe = || -> Result<()> {
+        let config = cfg.clone().with_absolute_paths();
+        crate::fsutil::write_atomic(
+            &run.path.join(checkpoint::CONFIG),
+            config.to_toml().as_bytes(),
+        )?;
+        prep.data.vocab.save(&run.path.join(checkpoint::VOCAB))?;
+        checkpoint::save_json(&run.path.join(checkpoint::CLASSES), &prep.data.classes)
+    };
+    if let Err(e) = describe() {
+        let _ = std::fs::remove_dir_all(&run.path);
+        return Err(e);
+    }
+    let optimizer = Optimizer::new(&cfg.train);
+    Ok(Ready {
+        prep,
+        run,
+        model,
+        optimizer,
+        resumed: None,
+    })
+}
+
+/// A run folder to resume: locked, its newest checkpoint, and the config to continue with
+/// (`config`, else the folder's own, with `--set` overrides), checked against the one the
+/// checkpoint was trained with. Nothing is written.
+pub fn resume_config(
+    dir: &Path,
+    config: Option<&Path>,
+    overrides: &[String],
+) -> Result<(RunDir, Checkpoint, Config)> {
+    let run = RunDir::open(dir)?;
+    let summary_path = dir.join(checkpoint::SUMMARY);
+    if summary_path.exists() {
+        let s: serde_json::Value = checkpoint::load_json(&summary_path)?;
+        if s["status"] == "diverged" {
+            return Err(Error::Checkpoint {
+                path: dir.to_path_buf(),
+                msg: format!(
+                    "the run diverged ({}); resuming would repeat it: start a new run with other settings (e.g. a lower train.lr or train.clip_norm)",
+                    s["reason"].as_str().unwrap_or("non-finite values")
+                ),
+            });
+        }
+    }
+    let ckpt = checkpoint::newest(dir)?.ok_or_else(|| Error::Checkpoint {
+        path: dir.to_path_buf(),
+        msg: "has no checkpoint to resume from (no epoch finished); start a new run".into(),
+    })?;
+    let saved = Config::load(&dir.join(checkpoint::CONFIG), &[])?;
+    let wanted = match config {
+        Some(p) => Config::load(p, overrides)?,
+        None => Config::load(&dir.join(checkpoint::CONFIG), overrides)?,
+    };
+    if let Some((key, old, new)) = wanted.unsafe_resume_changes(&saved).into_iter().next() {
+        let location = overrides
+            .iter()
+            .find(|o| o.split_once('=').map(|(k, _)| k.trim()) == Some(key.as_str()))
+            .map(|o| format!("--set {o}"))
+            .or_else(|| config.map(|p| p.display().to_string()))
+            .unwrap_or_else(|| format!("--resume {}", dir.display()));
+        return Err(Error::Config {
+            location,
+            key: key.clone(),
+            msg: format!(
+                "cannot change when resuming (the checkpoint was trained with {key} = {old}, now {new}); a resume may change only {}; start a new run for this",
+                crate::config::RESUMABLE_KEYS
+                    .iter()
+                    .map(|k| if k.ends_with('.') { format!("{k}*") } else { k.to_string() })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    Ok((run, ckpt, wanted))
+}
+
+/// Checks that the data still reads as it did (vocabulary, classes), loads the checkpoint
+/// into a fresh model and optimizer, and only then writes: the new config (if a resumable
+/// key changed) and a tidy folder (older checkpoints and temporary files gone).
+pub fn open_resume(prep: Prepared, run: RunDir, ckpt: Checkpoint) -> Result<Ready> {
+    let dir = run.path.clone();
+    let saved_vocab = Vocab::load(&dir.join(checkpoint::VOCAB))?;
+    if saved_vocab.itos != prep.data.vocab.itos {
+        return Err(Error::Checkpoint {
+            path: dir.join(checkpoint::VOCAB),
+            msg: format!(
+                "the data now gives a different vocabulary ({} tokens, the run has {}): the data files changed since the run started",
+                prep.data.vocab.len(),
+                saved_vocab.len()
+            ),
+        });
+    }
+    let classes_path = dir.join(checkpoint::CLASSES);
+    let saved_classes: Vec<String> = checkpoint::load_json(&classes_path)?;
+    if saved_classes != prep.data.classes {
+        return Err(Error::Checkpoint {
+            path: classes_path,
+            msg: format!(
+                "the data now gives classes {:?}, the run has {saved_classes:?}",
+                prep.data.classes
+            ),
+        });
+    }
+    let model = build_model(&prep)?;
+    model.params.load(&ckpt.model())?;
+    let mut optimizer = Optimizer::new(&prep.config.train);
+    optimizer.load_state(
+        ckpt.state.step,
+        checkpoint::load_optimizer_state(&ckpt, &prep.device)?,
+        &model.params,
+        &ckpt.optim(),
+    )?;
+    // Checked: now write.
+    let saved = Config::load(&dir.join(checkpoint::CONFIG), &[])?;
+    let config = prep.config.clone().with_absolute_paths();
+    if config != saved.with_absolute_paths() {
+        crate::fsutil::write_atomic(&dir.join(checkpoint::CONFIG), config.to_toml().as_bytes())?;
+    }
+    run.tidy(&ckpt)?;
+    eprintln!(
+        "resuming {} from step {} (epoch {}{})",
+        dir.display(),
+        ckpt.state.step,
+        ckpt.state.epochs_done + 1,
+        if ckpt.state.batches_done > 0 {
+            format!(", batch {}", ckpt.state.batches_done + 1)
+        } else {
+            String::new()
+        }
+    );
+    Ok(Ready {
+        prep,
+        run,
+        model,
+        optimizer,
+        resumed: Some(ckpt),
+    })
+}
+
+/// Trains a ready run folder to the end (or divergence, or a stop request) and writes its
+/// summary.
+pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
+    let Ready {
+        prep,
+        run,
+        model,
+        mut optimizer,
+        resumed,
+    } = ready;
+    let Prepared {
+        config,
+        device,
+        data,
+        class_weights,
+        ..
+    } = prep;
+    for note in &data.notes {
+        eprintln!("{note}");
+    }
+    let counts = class_counts(&data);
+    eprintln!(
+        "classes (train examples): {}",
+        data.classes
+            .iter()
+            .zip(&counts)
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if let Some(w) = &class_weights {
+        eprintln!("class weights: {w:?}");
+    }
+    let dir = run.path.clone();
+    let weights = class_weights
+        .as_ref()
+        .map(|w| {
+            let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+            Tensor::new(w, &device)
+        })
+        .transpose()?;
+    let result = fit(
+        &config,
+        &device,
+        &data,
+        &model,
+        &mut optimizer,
+        &run,
+        resumed.as_ref(),
+        weights.as_ref(),
+        stop,
+    );
+    let f = match result {
+        Ok(f) => f,
+        Err(e) => {
+            // Record the failure, then report it: the summary never claims a finished run.
+            let st = checkpoint::newest(&dir)
+                .ok()
+                .flatten()
+                .map(|c| c.state)
+                .unwrap_or_default();
+            let s = summary(
+                &config,
+                &dir,
+                Status::Failed,
+                &st,
+                (None, None),
+                Some(format!("{e:#}")),
+                false,
+                &model,
+                &data,
+            );
+            let _ = checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s);
+            return Err(e);
+        }
+    };
+    // A completed run: the best epoch's weights in full on validation, and on the test split.
+    let best = match (f.status, &f.checkpoint) {
+        (Status::Completed, Some(c)) => c.best(),
+        _ => None,
+    };
+    let (val, test) = match best {
+        Some(best) => {
+            model.params.load(&best)?;
+            let score = |split| {
+                eval::evaluate(
+                    &model,
+                    split,
+                    data.classes.len(),
+                    config.train.batch_size,
+                    &device,
+                    weights.as_ref(),
+                )
+            };
+            (
+                Some(score(&data.valid)?),
+                data.test.as_ref().map(score).transpose()?,
+            )
+        }
+        None => (None, None),
+    };
+    if let Some(scores) = &test {
+        let mut tb = EventWriter::create(&dir)?;
+        log_scores(&mut tb, "test", f.state.step, scores, &data.classes)?;
+        tb.flush()?;
+        eprintln!(
+            "test (epoch {} weights): loss {:.4} acc {:.4} macro-F1 {:.4}\n{}",
+            f.state.best_epoch.unwrap_or(0),
+            scores.loss,
+            scores.acc,
+            scores.macro_f1,
+            scores.confusion_markdown(&data.classes)
+        );
+    }
+    let s = summary(
+        &config,
+        &dir,
+        f.status,
+        &f.state,
+        (val, test),
+        f.reason,
+        f.stopped_early,
+        &model,
+        &data,
+    );
+    checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s)?;
+    Ok(s)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,8 +469,9 @@ pub struct Summary {
     pub classes: Vec<String>,
     pub train_class_counts: Vec<usize>,
     pub stopped_early: bool,
-    /// Why the run did not complete (diverged or failed).
+    /// Why the run did not complete (diverged, interrupted or failed).
     pub reason: Option<String>,
+    /// Training time over the whole run, across resumes (up to its last checkpoint or end).
     pub elapsed_s: f64,
     pub train_samples_per_s: f64,
     pub parameters: usize,
@@ -152,176 +487,6 @@ fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
         .to_scalar::<f32>()? as usize)
 }
 
-/// Creates `<out_dir>/<name>/run-NNN`, the first number not taken (never reuses a folder).
-pub fn new_run_dir(config: &Config) -> Result<PathBuf> {
-    let parent = config.experiment.out_dir.join(&config.experiment.name);
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    for n in 1.. {
-        let dir = parent.join(format!("run-{n:03}"));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io(&dir, e)),
-        }
-    }
-    unreachable!("run numbers are unbounded")
-}
-
-/// Trains in a new run folder, or continues `resume` (a run folder) from its last checkpoint.
-pub fn run(prep: Prepared, resume: Option<&Path>) -> Result<Summary> {
-    let Prepared {
-        config,
-        device,
-        data,
-        vectors,
-        class_weights,
-    } = prep;
-    for note in &data.notes {
-        eprintln!("{note}");
-    }
-    let counts = class_counts(&data);
-    eprintln!(
-        "classes (train examples): {}",
-        data.classes
-            .iter()
-            .zip(&counts)
-            .map(|(c, n)| format!("{c} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if let Some(w) = &class_weights {
-        eprintln!("class weights: {w:?}");
-    }
-    let dir = match resume {
-        Some(d) => d.to_path_buf(),
-        None => new_run_dir(&config)?,
-    };
-    // The resolved config first (a resume may have changed it, e.g. more epochs).
-    crate::fsutil::write_atomic(&dir.join(checkpoint::CONFIG), config.to_toml().as_bytes())?;
-    data.vocab.save(&dir.join(checkpoint::VOCAB))?;
-    checkpoint::save_json(&dir.join(checkpoint::CLASSES), &data.classes)?;
-    let model = Classifier::new(
-        &config.model,
-        Input::Tokens {
-            vocab: data.vocab.len(),
-        },
-        data.classes.len(),
-        config.experiment.seed,
-        &device,
-    )?;
-    let mut optimizer = Optimizer::new(&config.train);
-    let state = match resume {
-        Some(d) => {
-            let st = State::load(d)?;
-            model.params.load(&d.join(checkpoint::LAST))?;
-            optimizer.load_state(
-                st.step,
-                checkpoint::load_optimizer_state(d, &device)?,
-                &model.params,
-            );
-            st
-        }
-        None => {
-            if let (Some(v), Some(p)) = (&vectors, &config.model.embeddings) {
-                model.set_embedding_rows(&v.rows)?;
-                eprintln!("{}", v.report(&data.vocab, p));
-            }
-            State::default()
-        }
-    };
-    let weights = class_weights
-        .as_ref()
-        .map(|w| {
-            let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-            Tensor::new(w, &device)
-        })
-        .transpose()?;
-    let started = Instant::now();
-    let result = fit(
-        &config,
-        &device,
-        &data,
-        &model,
-        &mut optimizer,
-        state,
-        &dir,
-        weights.as_ref(),
-    );
-    let elapsed = started.elapsed().as_secs_f64();
-    let (status, state, reason, stopped_early, samples) = match result {
-        Ok(f) => (f.status, f.state, f.reason, f.stopped_early, f.samples),
-        Err(e) => {
-            // Record the failure, then report it: the summary never claims a finished run.
-            let st = State::load(&dir).unwrap_or_default();
-            let s = summary(
-                &config,
-                &dir,
-                Status::Failed,
-                &st,
-                (None, None),
-                Some(format!("{e:#}")),
-                false,
-                elapsed,
-                0,
-                &model,
-                &data,
-            );
-            let _ = checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s);
-            return Err(e);
-        }
-    };
-    // Test metrics of the best epoch's weights.
-    // The best epoch's weights: validation scores in full, and the test split.
-    let (val, test) = match state.best_epoch {
-        Some(_) => {
-            model.params.load(&dir.join(checkpoint::BEST))?;
-            let score = |split| {
-                eval::evaluate(
-                    &model,
-                    split,
-                    data.classes.len(),
-                    config.train.batch_size,
-                    &device,
-                    weights.as_ref(),
-                )
-            };
-            (
-                Some(score(&data.valid)?),
-                data.test.as_ref().map(score).transpose()?,
-            )
-        }
-        None => (None, None),
-    };
-    if let Some(scores) = &test {
-        let mut tb = EventWriter::create(&dir).map_err(|e| Error::io(&dir, e))?;
-        log_scores(&mut tb, "test", state.step, scores, &data.classes)?;
-        tb.flush().map_err(|e| Error::io(&dir, e))?;
-        eprintln!(
-            "test (epoch {} weights): loss {:.4} acc {:.4} macro-F1 {:.4}\n{}",
-            state.best_epoch.unwrap_or(0),
-            scores.loss,
-            scores.acc,
-            scores.macro_f1,
-            scores.confusion_markdown(&data.classes)
-        );
-    }
-    let s = summary(
-        &config,
-        &dir,
-        status,
-        &state,
-        (val, test),
-        reason,
-        stopped_early,
-        elapsed,
-        samples,
-        &model,
-        &data,
-    );
-    checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s)?;
-    Ok(s)
-}
-
 /// `<split>/loss`, `/acc`, `/macro_f1`, `/precision/<class>`, `/recall/<class>` scalars and
 /// the confusion matrix as an image and a Markdown table.
 fn log_scores(
@@ -331,29 +496,20 @@ fn log_scores(
     s: &Scores,
     classes: &[String],
 ) -> Result<()> {
-    let dir = tb.path().to_path_buf();
-    let io = |e| Error::io(&dir, e);
-    tb.scalar(&format!("{split}/loss"), step, s.loss)
-        .map_err(io)?;
-    tb.scalar(&format!("{split}/acc"), step, s.acc)
-        .map_err(io)?;
-    tb.scalar(&format!("{split}/macro_f1"), step, s.macro_f1)
-        .map_err(io)?;
+    tb.scalar(&format!("{split}/loss"), step, s.loss)?;
+    tb.scalar(&format!("{split}/acc"), step, s.acc)?;
+    tb.scalar(&format!("{split}/macro_f1"), step, s.macro_f1)?;
     for (c, name) in classes.iter().enumerate() {
-        tb.scalar(&format!("{split}/precision/{name}"), step, s.precision[c])
-            .map_err(io)?;
-        tb.scalar(&format!("{split}/recall/{name}"), step, s.recall[c])
-            .map_err(io)?;
+        tb.scalar(&format!("{split}/precision/{name}"), step, s.precision[c])?;
+        tb.scalar(&format!("{split}/recall/{name}"), step, s.recall[c])?;
     }
     let (png, w, h) = eval::confusion_png(&s.confusion)?;
-    tb.image(&format!("{split}/confusion_matrix"), step, &png, w, h)
-        .map_err(io)?;
+    tb.image(&format!("{split}/confusion_matrix"), step, &png, w, h)?;
     tb.text(
         &format!("{split}/confusion_table"),
         step,
         &s.confusion_markdown(classes),
-    )
-    .map_err(io)?;
+    )?;
     Ok(())
 }
 
@@ -366,8 +522,6 @@ fn summary(
     (val, test): (Option<Scores>, Option<Scores>),
     reason: Option<String>,
     stopped_early: bool,
-    elapsed: f64,
-    samples: usize,
     model: &Classifier,
     data: &Dataset,
 ) -> Summary {
@@ -390,8 +544,8 @@ fn summary(
         train_class_counts: class_counts(data),
         stopped_early,
         reason,
-        elapsed_s: elapsed,
-        train_samples_per_s: samples as f64 / elapsed.max(1e-9),
+        elapsed_s: st.elapsed_s,
+        train_samples_per_s: st.samples as f64 / st.elapsed_s.max(1e-9),
         parameters: model.params.numel(),
         versions: versions(),
     }
@@ -422,12 +576,22 @@ pub fn versions() -> serde_json::Value {
 struct Fitted {
     status: Status,
     state: State,
+    /// The newest checkpoint (None: the run stopped before its first).
+    checkpoint: Option<Checkpoint>,
     reason: Option<String>,
     stopped_early: bool,
-    samples: usize,
 }
 
-/// The epoch loop. Writes events, metrics and checkpoints into `dir`.
+/// Why a step or an epoch end found the run diverged: a non-finite loss, gradient norm,
+/// validation loss or parameter.
+fn non_finite(what: &str, v: f64, epoch: usize, step: usize) -> Option<String> {
+    (!v.is_finite()).then(|| format!("{what} is {v} at epoch {epoch} step {step}"))
+}
+
+/// The epoch loop. Writes events, metrics and checkpoints into the run folder. Every step
+/// axis is the number of optimizer steps taken (a step's scalars are logged after its update,
+/// at 1, 2, ...; an epoch's at the count at its end), so a checkpoint at step S holds exactly
+/// what was logged at steps <= S, and a resume restarts TensorBoard's curves at S + 1.
 #[allow(clippy::too_many_arguments)]
 fn fit(
     cfg: &Config,
@@ -435,42 +599,110 @@ fn fit(
     data: &Dataset,
     model: &Classifier,
     optimizer: &mut Optimizer,
-    mut state: State,
-    dir: &Path,
+    run: &RunDir,
+    resumed: Option<&Checkpoint>,
     class_weights: Option<&Tensor>,
+    stop: &Stop,
 ) -> Result<Fitted> {
     let t = &cfg.train;
-    let io = |e| Error::io(dir, e);
-    let mut tb = EventWriter::create(dir).map_err(io)?;
-    let mut metrics = Metrics::create(&dir.join(checkpoint::METRICS))?;
+    let dir = &run.path;
+    let mut state = resumed.map(|c| c.state.clone()).unwrap_or_default();
+    let mut checkpoint = resumed.cloned();
+    let mut tb = EventWriter::create(dir)?;
+    let mut metrics = Metrics::open(
+        &dir.join(checkpoint::METRICS),
+        resumed.map(|c| c.state.metrics_bytes),
+    )?;
+    if resumed.is_some() {
+        tb.session_start(state.step + 1)?;
+    }
     let steps_per_epoch = data.train.len().div_ceil(t.batch_size);
     let total_steps = t
         .max_steps
         .unwrap_or(usize::MAX)
         .min(steps_per_epoch * t.epochs);
-    let mut samples = 0usize;
     let mut stopped_early = false;
-    let run_start = Instant::now();
+    let started = Instant::now();
+    let (elapsed_before, samples_before) = (state.elapsed_s, state.samples);
+    let mut samples = 0usize;
+    // Commits a checkpoint of the model, the optimizer and `state` (`improved`: the model is
+    // the new best), after bringing the run's totals and the metrics length up to date.
+    macro_rules! commit {
+        ($state:expr, $improved:expr) => {{
+            $state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+            $state.samples = samples_before + samples;
+            metrics.flush()?;
+            tb.flush()?;
+            $state.metrics_bytes = metrics.len();
+            checkpoint = Some(run.commit(
+                &model.params,
+                &optimizer.state(&model.params),
+                $improved,
+                &$state,
+            )?);
+        }};
+    }
+    macro_rules! finish {
+        ($status:expr, $reason:expr) => {{
+            state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
+            state.samples = samples_before + samples;
+            metrics.flush()?;
+            tb.flush()?;
+            return Ok(Fitted {
+                status: $status,
+                state,
+                checkpoint,
+                reason: $reason,
+                stopped_early,
+            });
+        }};
+    }
+    macro_rules! diverged {
+        ($reason:expr) => {{
+            let reason: String = $reason;
+            metrics.row(json!({"step": state.step, "epoch": state.epochs_done + 1, "split": "train", "diverged": true, "reason": &reason}))?;
+            finish!(Status::Diverged, Some(reason))
+        }};
+    }
+    macro_rules! interrupted {
+        ($sig:expr) => {{
+            let name = if $sig == signal_hook::consts::SIGTERM { "SIGTERM" } else { "SIGINT" };
+            eprintln!("{name}: checkpointed at step {}; continue with run-exp --resume {}", state.step, dir.display());
+            let reason = format!("{name} at step {}", state.step);
+            finish!(Status::Interrupted, Some(reason))
+        }};
+    }
 
     for epoch in state.epochs_done..t.epochs {
-        // One generator per epoch: shuffling and dropout repeat exactly, also after a resume.
-        let mut rng = StdRng::seed_from_u64(
+        // One generator per epoch: shuffling and dropout repeat exactly; a mid-epoch
+        // checkpoint records its position, so a resume continues the same stream.
+        let mut rng = EpochRng::seed_from_u64(
             cfg.experiment.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)),
         );
         let plan = batch::plan(&data.train, t.batch_size, Some(&mut rng));
+        if state.batches_done > 0 {
+            rng.set_word_pos(state.rng_word_pos);
+        }
         let bar = epoch_bar(cfg.log.progress, epoch, t.epochs, plan.len());
-        let (mut epoch_loss, mut epoch_correct, mut epoch_n) = (0f64, 0usize, 0usize);
+        bar.inc(state.batches_done as u64);
         let epoch_start = Instant::now();
+        let mut epoch_seen = 0usize;
         let mut last_grads = None;
 
-        for idx in &plan {
+        for idx in plan.iter().skip(state.batches_done) {
+            if let Some(sig) = stop.requested() {
+                bar.abandon();
+                state.rng_word_pos = rng.get_word_pos();
+                commit!(state, false);
+                interrupted!(sig);
+            }
             if state.step >= total_steps {
                 break;
             }
-            let step = state.step;
-            let lr = optim::lr_at(t, step, epoch, total_steps);
+            let index = state.step;
+            let lr = optim::lr_at(t, index, epoch, total_steps);
             let b = batch::make(&data.train, idx, device)?;
-            let log_now = step.is_multiple_of(cfg.log.every_steps);
+            let log_now = index.is_multiple_of(cfg.log.every_steps);
 
             let fwd = model.forward(
                 &b.ids,
@@ -484,19 +716,9 @@ fn fit(
             )?;
             let loss = eval::loss(&fwd.logits, &b.labels, class_weights)?;
             let loss_v = loss.to_scalar::<f32>()? as f64;
-            if !loss_v.is_finite() {
+            if let Some(reason) = non_finite("loss", loss_v, epoch + 1, index + 1) {
                 bar.abandon();
-                let reason = format!("loss is {loss_v} at epoch {} step {step}", epoch + 1);
-                metrics.row(json!({"step": step, "epoch": epoch + 1, "split": "train", "loss": null, "diverged": true}))?;
-                metrics.flush()?;
-                tb.flush().map_err(io)?;
-                return Ok(Fitted {
-                    status: Status::Diverged,
-                    state,
-                    reason: Some(reason),
-                    stopped_early: false,
-                    samples,
-                });
+                diverged!(reason);
             }
             let store = loss.backward()?;
             let mut g = grads::collect(model, &fwd, &store)?;
@@ -505,32 +727,36 @@ fn fit(
                 Some(max) => optim::clip_norm(&mut g, max)?,
                 None => (grads::global_norm(&g)?, false),
             };
+            // Before the update: the weights stay those of the last finite step.
+            if let Some(reason) = non_finite("gradient norm", norm, epoch + 1, index + 1) {
+                bar.abandon();
+                diverged!(reason);
+            }
             if let Some(v) = t.clip_value {
                 optim::clip_value(&mut g, v)?;
             }
             optimizer.step(&model.params, &g, lr)?;
 
             state.step += 1;
+            state.batches_done += 1;
             samples += idx.len();
-            epoch_loss += loss_v * idx.len() as f64;
-            epoch_correct += count_correct(&fwd.logits, &b.labels)?;
-            epoch_n += idx.len();
+            epoch_seen += idx.len();
+            state.epoch_loss_sum += loss_v * idx.len() as f64;
+            state.epoch_correct += count_correct(&fwd.logits, &b.labels)?;
+            state.epoch_examples += idx.len();
+            let step = state.step;
             if log_now {
-                tb.scalar("train/loss", step, loss_v).map_err(io)?;
-                tb.scalar("train/lr", step, lr).map_err(io)?;
-                tb.scalar("grad/global_norm", step, norm).map_err(io)?;
-                tb.scalar("grad/clipped", step, clipped as u8 as f64)
-                    .map_err(io)?;
+                tb.scalar("train/loss", step, loss_v)?;
+                tb.scalar("train/lr", step, lr)?;
+                tb.scalar("grad/global_norm", step, norm)?;
+                tb.scalar("grad/clipped", step, clipped as u8 as f64)?;
                 for (name, grad) in &g {
-                    tb.scalar(&format!("grad_norm/{name}"), step, grads::norm(grad)?)
-                        .map_err(io)?;
+                    tb.scalar(&format!("grad_norm/{name}"), step, grads::norm(grad)?)?;
                 }
                 if !flow.is_empty() {
-                    tb.curve("grad_flow/by_timestep", step, &flow).map_err(io)?;
-                    tb.scalar("grad_flow/first_step", step, flow[0])
-                        .map_err(io)?;
-                    tb.scalar("grad_flow/last_step", step, flow[flow.len() - 1])
-                        .map_err(io)?;
+                    tb.curve("grad_flow/by_timestep", step, &flow)?;
+                    tb.scalar("grad_flow/first_step", step, flow[0])?;
+                    tb.scalar("grad_flow/last_step", step, flow[flow.len() - 1])?;
                 }
                 metrics.row(json!({
                     "step": step, "epoch": epoch + 1, "split": "train", "loss": loss_v, "lr": lr,
@@ -538,14 +764,28 @@ fn fit(
                     "grad_flow": if flow.is_empty() { None } else { Some(&flow) },
                 }))?;
             }
-            let rate = epoch_n as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+            let rate = epoch_seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("loss {loss_v:.4} {rate:.0} samples/s"));
             bar.inc(1);
             last_grads = Some(g);
+            if crate::stop::test_hook(step) == Some("step") {
+                // As if killed with everything written so far on disk: the worst case.
+                metrics.flush()?;
+                tb.flush()?;
+                std::process::abort();
+            }
+            crate::stop::signal_point(step);
+            let mid_epoch = state.batches_done < plan.len() && step < total_steps;
+            if mid_epoch && t.checkpoint_every_steps.is_some_and(|k| step % k == 0) {
+                state.rng_word_pos = rng.get_word_pos();
+                commit!(state, false);
+            }
         }
         bar.finish_and_clear();
 
-        // End of epoch: validate, log, checkpoint, decide.
+        // End of epoch: validate, log, check, checkpoint, decide.
+        let e = epoch + 1;
+        let step = state.step;
         let val = eval::evaluate(
             model,
             &data.valid,
@@ -554,34 +794,31 @@ fn fit(
             device,
             class_weights,
         )?;
+        if let Some(reason) = non_finite("validation loss", val.loss, e, step) {
+            diverged!(reason);
+        }
+        if let Some(name) = model.params.first_non_finite()? {
+            diverged!(format!(
+                "parameter {name} holds NaN or infinite values at epoch {e} step {step}"
+            ));
+        }
         let (val_loss, val_acc) = (val.loss, val.acc);
-        let train_loss = epoch_loss / epoch_n.max(1) as f64;
-        let train_acc = epoch_correct as f64 / epoch_n.max(1) as f64;
-        let e = epoch + 1;
-        let step = state.step;
-        tb.scalar("train/acc", step, train_acc).map_err(io)?;
-        tb.scalar("train/epoch_loss", step, train_loss)
-            .map_err(io)?;
+        let train_loss = state.epoch_loss_sum / state.epoch_examples.max(1) as f64;
+        let train_acc = state.epoch_correct as f64 / state.epoch_examples.max(1) as f64;
+        tb.scalar("train/acc", step, train_acc)?;
+        tb.scalar("train/epoch_loss", step, train_loss)?;
         log_scores(&mut tb, "val", step, &val, &data.classes)?;
         let hist = cfg.log.histograms_every_epochs;
         if hist > 0 && e % hist == 0 {
             for (name, var) in model.params.iter() {
                 let w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-                tb.histogram(&format!("weights/{name}"), step, &w)
-                    .map_err(io)?;
+                tb.histogram(&format!("weights/{name}"), step, &w)?;
             }
             for (name, grad) in last_grads.iter().flatten() {
                 let v = grad.flatten_all()?.to_vec1::<f32>()?;
-                tb.histogram(&format!("grads/{name}"), step, &v)
-                    .map_err(io)?;
+                tb.histogram(&format!("grads/{name}"), step, &v)?;
             }
         }
-        metrics.row(json!({
-            "step": step, "epoch": e, "split": "epoch", "train_loss": train_loss, "train_acc": train_acc,
-            "val_loss": val_loss, "val_acc": val_acc, "val_macro_f1": val.macro_f1,
-            "val_precision": &val.precision, "val_recall": &val.recall, "val_confusion": &val.confusion,
-            "elapsed_s": run_start.elapsed().as_secs_f64(),
-        }))?;
         let improved = match (state.best_epoch, t.monitor) {
             (None, _) => true,
             (Some(_), Monitor::ValAcc) => val_acc > state.best_val_acc,
@@ -592,25 +829,31 @@ fn fit(
             state.best_val_acc = val_acc;
             state.best_val_loss = val_loss;
             state.bad_epochs = 0;
-            model.params.save(&dir.join(checkpoint::BEST))?;
         } else {
             state.bad_epochs += 1;
         }
         state.epochs_done = e;
-        model.params.save(&dir.join(checkpoint::LAST))?;
-        crate::model::save_tensors(
-            &optimizer.state(&model.params),
-            &dir.join(checkpoint::LAST_OPTIM),
-        )?;
-        state.save(dir)?;
-        metrics.flush()?;
-        tb.flush().map_err(io)?;
+        state.batches_done = 0;
+        state.rng_word_pos = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_correct = 0;
+        state.epoch_examples = 0;
+        metrics.row(json!({
+            "step": step, "epoch": e, "split": "epoch", "train_loss": train_loss, "train_acc": train_acc,
+            "val_loss": val_loss, "val_acc": val_acc, "val_macro_f1": val.macro_f1,
+            "val_precision": &val.precision, "val_recall": &val.recall, "val_confusion": &val.confusion,
+            "elapsed_s": elapsed_before + started.elapsed().as_secs_f64(),
+        }))?;
+        commit!(state, improved);
         eprintln!(
             "epoch {e}/{}: train loss {train_loss:.4} acc {train_acc:.4} | val loss {val_loss:.4} acc {val_acc:.4} macro-F1 {:.4}{}",
             t.epochs,
             val.macro_f1,
             if improved { " *" } else { "" }
         );
+        if let Some(sig) = stop.requested() {
+            interrupted!(sig);
+        }
         if t.patience.is_some_and(|p| state.bad_epochs >= p) {
             stopped_early = true;
             break;
@@ -619,11 +862,5 @@ fn fit(
             break;
         }
     }
-    Ok(Fitted {
-        status: Status::Completed,
-        state,
-        reason: None,
-        stopped_early,
-        samples,
-    })
+    finish!(Status::Completed, None)
 }

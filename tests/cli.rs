@@ -297,7 +297,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
 
     // Reload the best checkpoint: it scores the validation split exactly as the model did in
     // memory at its best epoch.
-    let loaded = load_run(&run, checkpoint::BEST, &Device::Cpu).unwrap();
+    let loaded = load_run(&run, checkpoint::Weights::Best, &Device::Cpu).unwrap();
     let data = rnnlab::data::load(&loaded.config.data, loaded.config.experiment.seed).unwrap();
     assert_eq!(data.vocab, loaded.vocab);
     let val = rnnlab::eval::evaluate(
@@ -754,7 +754,7 @@ fn pretrained_vectors_initialise_and_freeze_the_embedding() {
         );
         let runs = std::fs::read_dir(dir.join("results/v")).unwrap().count();
         let run = dir.join(format!("results/v/run-{runs:03}"));
-        let loaded = load_run(&run, checkpoint::LAST, &Device::Cpu).unwrap();
+        let loaded = load_run(&run, checkpoint::Weights::Last, &Device::Cpu).unwrap();
         let w: Vec<Vec<f32>> = loaded
             .model
             .params

@@ -98,7 +98,7 @@ fn malformed_rows_name_file_and_line() {
     assert_eq!(
         err.to_string(),
         format!(
-            "{}:3: expected at least 2 tab-separated fields, found 1 (set data.skip_bad_rows = true to skip such rows)",
+            "{}:3: expected 2 tab-separated fields (the header's count), found 1 (set data.skip_bad_rows = true to skip such rows)",
             path.display()
         )
     );
@@ -358,5 +358,122 @@ fn hub_source_reads_the_cache_and_skips_an_unlabeled_test_split() {
         msg.starts_with("hf://datasets/someone/tiny@main/data/other.parquet: not in the hub cache")
             && msg.contains("HF_HUB_OFFLINE=1"),
         "{msg}"
+    );
+}
+
+/// Issue 11's malformed files, each read as what it is or refused at its line.
+#[test]
+fn malformed_files_are_read_as_written_or_refused_at_their_line() {
+    let dir = temp_dir("malformed");
+    let load = |name: &str, bytes: &[u8], tweak: &dyn Fn(Data) -> Data| {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let valid = dir.join(format!("valid-{name}"));
+        std::fs::write(&valid, b"sentence\tlabel\nok\t0\nfine\t1\n").unwrap();
+        let cfg = Data {
+            valid: Some(valid),
+            ..file_cfg(&path)
+        };
+        (path.clone(), rnnlab::data::load(&tweak(cfg), 0))
+    };
+    let same = |c: Data| c;
+    let skip = |c: Data| Data {
+        skip_bad_rows: true,
+        ..c
+    };
+
+    // An extra tab: an error at its line (not a class named after the stray field) ...
+    let rows = b"sentence\tlabel\ngood\t1\nbad\t0\tstray\nfine\t0\n";
+    let (p, r) = load("extra.tsv", rows, &same);
+    let e = r.err().unwrap().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:3: expected 2 tab-separated fields (the header's count), found 3",
+            p.display()
+        )),
+        "{e}"
+    );
+    // ... or skipped and counted.
+    let (_, r) = load("extra.tsv", rows, &skip);
+    let ds = r.unwrap();
+    assert_eq!((ds.train.len(), ds.classes.clone()), (2, vec!["0".into(), "1".into()]));
+    assert!(ds.notes.iter().any(|n| n.contains("skipped 1 malformed rows (first: line 3")));
+
+    // 0 / 1 / 0.0 / 1.0 are two classes, not four.
+    let (_, r) = load("float.tsv", b"sentence\tlabel\na\t0\nb\t1.0\nc\t0.0\nd\t1\n", &same);
+    let ds = r.unwrap();
+    assert_eq!(ds.classes, vec!["0", "1"]);
+    assert_eq!(ds.train.labels, vec![0, 1, 0, 1]);
+    let (p, r) = load("half.tsv", b"sentence\tlabel\na\t0\nb\t0.5\n", &same);
+    let e = r.err().unwrap().to_string();
+    assert!(e.starts_with(&format!("{}:3: label 0.5 is not a class id", p.display())), "{e}");
+
+    // Every training label 1: class 0 has no example, an error; declared, a warning.
+    let (p, r) = load("ones.tsv", b"sentence\tlabel\na\t1\nb\t1\n", &same);
+    let e = r.err().unwrap().to_string();
+    assert!(
+        e.starts_with(&format!("{}: class \"0\" has no training example", p.display())),
+        "{e}"
+    );
+    let declared = |c: Data| Data {
+        class_names: Some(vec!["neg".into(), "pos".into()]),
+        ..c
+    };
+    let (_, r) = load("ones.tsv", b"sentence\tlabel\na\t1\nb\t1\n", &declared);
+    let ds = r.unwrap();
+    assert!(ds.notes.iter().any(|n| n.starts_with("warning: class \"neg\"")), "{:?}", ds.notes);
+
+    // A UTF-8 byte-order mark does not hide the first column's name.
+    let (_, r) = load("bom.tsv", b"\xEF\xBB\xBFsentence\tlabel\ngood\t1\nbad\t0\n", &same);
+    assert_eq!(r.unwrap().train.len(), 2);
+
+    // A Latin-1 byte: an error at its line, skippable.
+    let latin = b"sentence\tlabel\ngood\t1\ncaf\xe9 bad\t0\nbad\t0\n";
+    let (p, r) = load("latin.tsv", latin, &same);
+    let e = r.err().unwrap().to_string();
+    assert!(
+        e.starts_with(&format!("{}:3: column 0 is not UTF-8 (byte 0xE9", p.display())),
+        "{e}"
+    );
+    let (_, r) = load("latin.tsv", latin, &skip);
+    assert_eq!(r.unwrap().train.len(), 2);
+
+    // RFC 4180: a newline inside quotes is part of the text, and later lines keep their
+    // numbers.
+    let csv = b"sentence,label\n\"good,\nreally \"\"good\"\"\",1\nbad,0\nworse,0,extra\n";
+    let (p, r) = load("quoted.csv", csv, &same);
+    let e = r.err().unwrap().to_string();
+    assert!(
+        e.starts_with(&format!("{}:5: expected 2 comma-separated fields", p.display())),
+        "{e}"
+    );
+    let (_, r) = load("quoted.csv", csv, &skip);
+    let ds = r.unwrap();
+    assert_eq!(ds.train.len(), 2);
+    assert_eq!(ds.train.labels, vec![1, 0]);
+    // "good , really " good "" -> tokens good , really " good ": the newline was text.
+    assert_eq!(ds.train.inputs[0].len(), 6);
+}
+
+/// A carved validation split that misses a class is refused.
+#[test]
+fn carved_validation_must_hold_every_class() {
+    let dir = temp_dir("carve-classes");
+    let path = dir.join("t.tsv");
+    let mut rows = String::from("sentence\tlabel\n");
+    for i in 0..40 {
+        rows.push_str(&format!("word{i}\t0\n"));
+    }
+    rows.push_str("rare\t1\nrarer\t1\n");
+    // (Seed 0 carves two rows of class 0: validation gets no class 1.)
+    std::fs::write(&path, rows).unwrap();
+    let cfg = Data {
+        val_fraction: 0.05,
+        ..file_cfg(&path)
+    };
+    let e = rnnlab::data::load(&cfg, 0).err().unwrap().to_string();
+    assert!(
+        e.contains("hold no example of class \"1\"") && e.contains("raise data.val_fraction"),
+        "{e}"
     );
 }

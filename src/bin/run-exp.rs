@@ -1,8 +1,10 @@
 //! `run-exp CONFIG [--set a.b=v]... [--dry-run] [--resume RUN_DIR]`: train one experiment.
 //! `run-exp bench [--cells lstm,gru,rnn] [--batch 64] ...`: throughput, as torch_peer.py.
 //! `run-exp predict RUN_DIR --text "..."`, `run-exp eval RUN_DIR --data other.toml`.
-//! Exit codes: 0 completed, 1 failed while running, 2 bad input (config, data, paths: nothing
-//! written), 3 diverged (NaN/Inf loss; recorded in summary.json).
+//! Exit codes: 0 completed, 1 failed while running, 2 bad input (config, data, paths, a
+//! resume that may not go ahead: nothing written), 3 diverged (non-finite loss, gradient norm,
+//! validation loss or weights; recorded in summary.json), 130 / 143 interrupted by SIGINT /
+//! SIGTERM (checkpointed; `--resume` continues).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +13,7 @@ use clap::{Parser, Subcommand};
 use rnnlab::bench::{bench_cell, BenchArgs};
 use rnnlab::config::CellKind;
 use rnnlab::device::DeviceSpec;
+use rnnlab::stop::Stop;
 use rnnlab::train::{self, Status};
 use rnnlab::{checkpoint, Config};
 
@@ -65,11 +68,11 @@ enum Weights {
 
 impl RunCli {
     fn load(&self) -> rnnlab::Result<checkpoint::LoadedRun> {
-        let file = match self.weights {
-            Weights::Best => checkpoint::BEST,
-            Weights::Last => checkpoint::LAST,
+        let which = match self.weights {
+            Weights::Best => checkpoint::Weights::Best,
+            Weights::Last => checkpoint::Weights::Last,
         };
-        checkpoint::load_run(&self.run_dir, file, &candle_core::Device::Cpu)
+        checkpoint::load_run(&self.run_dir, which, &candle_core::Device::Cpu)
     }
 }
 
@@ -320,31 +323,51 @@ fn main() -> ExitCode {
         Some(Command::Eval(a)) => return eval(a),
         None => {}
     }
-    let config_path = match (&cli.config, &cli.resume) {
-        (Some(p), _) => p.clone(),
-        (None, Some(dir)) => dir.join(checkpoint::CONFIG),
-        (None, None) => {
-            eprintln!("error: give a config file, e.g. run-exp configs/lstm.toml (see --help)");
-            return ExitCode::from(2);
+    if cli.config.is_none() && cli.resume.is_none() {
+        eprintln!("error: give a config file, e.g. run-exp configs/lstm.toml (see --help)");
+        return ExitCode::from(2);
+    }
+    let stop = match Stop::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
+            return ExitCode::from(1);
         }
     };
-    // Everything that bad input can break happens here, before any file is written.
-    let prepared = Config::load(&config_path, &cli.set).and_then(|config| {
-        if cli.dry_run {
-            print!("{}", config.to_toml());
-            return Ok(None);
-        }
-        if let Some(dir) = &cli.resume {
-            checkpoint::State::load(dir)?;
-        }
-        train::prepare(config).map(Some)
-    });
-    let prepared = match prepared {
-        Ok(Some(p)) => p,
+    // Everything that bad input can break happens here, before any file is written (a new
+    // run's folder is created last, a resume's files are written only once all is checked).
+    let ready = match &cli.resume {
+        Some(dir) => train::resume_config(dir, cli.config.as_deref(), &cli.set).and_then(
+            |(run, ckpt, config)| {
+                if cli.dry_run {
+                    print!("{}", config.to_toml());
+                    return Ok(None);
+                }
+                let prep = train::prepare(config)?;
+                train::open_resume(prep, run, ckpt).map(Some)
+            },
+        ),
+        None => Config::load(&cli.config.clone().unwrap_or_default(), &cli.set).and_then(
+            |config| {
+                if cli.dry_run {
+                    print!("{}", config.to_toml());
+                    return Ok(None);
+                }
+                let prep = train::prepare(config)?;
+                if let Some(sig) = stop.requested() {
+                    return Err(rnnlab::Error::Interrupted(sig));
+                }
+                train::open_new(prep).map(Some)
+            },
+        ),
+    };
+    let ready = match ready {
+        Ok(Some(r)) => r,
         Ok(None) => return ExitCode::SUCCESS,
+        Err(rnnlab::Error::Interrupted(sig)) => return ExitCode::from(Stop::exit_code(sig)),
         Err(e) => return fail(e),
     };
-    match train::run(prepared, cli.resume.as_deref()) {
+    match train::run(ready, &stop) {
         Ok(s) => {
             let test = s
                 .test_acc
@@ -368,6 +391,9 @@ fn main() -> ExitCode {
                 Status::Diverged => {
                     eprintln!("error: diverged: {}", s.reason.unwrap_or_default());
                     ExitCode::from(3)
+                }
+                Status::Interrupted => {
+                    ExitCode::from(Stop::exit_code(stop.requested().unwrap_or(15)))
                 }
                 Status::Failed => ExitCode::from(1),
             }

@@ -2,7 +2,6 @@
 //! buckets so a batch wastes few padded steps.
 
 use candle_core::{Device, Tensor};
-use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
 use super::Split;
@@ -22,7 +21,11 @@ pub struct Batch {
 
 /// Index lists, one per batch. Training (`rng` given): shuffle, sort pools of
 /// `batch_size * 50` by length, cut, shuffle the batch order. Evaluation: sorted by length.
-pub fn plan(split: &Split, batch_size: usize, rng: Option<&mut StdRng>) -> Vec<Vec<usize>> {
+pub fn plan(
+    split: &Split,
+    batch_size: usize,
+    rng: Option<&mut crate::EpochRng>,
+) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..split.len()).collect();
     let len = |i: &usize| split.inputs[*i].len();
     let mut batches: Vec<Vec<usize>> = match rng {
@@ -66,13 +69,32 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
+    /// The epoch generator is rand's StdRng stream (runs before the switch reproduce), and
+    /// its saved position restores the stream exactly.
+    #[test]
+    fn epoch_rng_is_std_rng_and_resumes_from_its_position() {
+        use rand::{Rng, RngCore};
+        let mut a = crate::EpochRng::seed_from_u64(7);
+        let mut b = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..100 {
+            assert_eq!(a.next_u32(), b.next_u32());
+        }
+        let _: f64 = a.random();
+        let pos = a.get_word_pos();
+        let want: Vec<u32> = (0..50).map(|_| a.next_u32()).collect();
+        let mut c = crate::EpochRng::seed_from_u64(7);
+        c.set_word_pos(pos);
+        let got: Vec<u32> = (0..50).map(|_| c.next_u32()).collect();
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn plan_covers_every_example_once_and_buckets() {
         let split = Split {
             inputs: (0..1000).map(|i| vec![1; 1 + i % 37]).collect(),
             labels: vec![0; 1000],
         };
-        let mut rng = StdRng::seed_from_u64(0);
+        let mut rng = crate::EpochRng::seed_from_u64(0);
         let batches = plan(&split, 16, Some(&mut rng));
         let mut seen: Vec<usize> = batches.concat();
         seen.sort();

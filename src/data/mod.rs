@@ -107,9 +107,9 @@ impl Tokenized {
         self.table.rows.iter().map(|r| r.label.as_str())
     }
 
-    /// Integer labels all negative (the hub's -1 for an unlabeled test split).
+    /// Numeric labels all negative (the hub's -1 for an unlabeled test split).
     fn unlabeled(&self) -> bool {
-        self.labels().all(|l| l.parse::<i64>().is_ok_and(|v| v < 0))
+        self.labels().all(|l| number(l).is_some_and(|v| v < 0.0))
     }
 }
 
@@ -244,9 +244,19 @@ fn load_tables(cfg: &Data, seed: u64) -> Result<Dataset> {
             labels: t.labels().map(|l| class_id(&classes, &kind, l)).collect(),
         }
     };
+    let (train_split, valid_split) = (encode(&train), encode(&valid));
+    check_class_coverage(
+        cfg,
+        &classes,
+        &train,
+        &train_split.labels,
+        &valid,
+        &valid_split.labels,
+        &mut notes,
+    )?;
     Ok(Dataset {
-        train: encode(&train),
-        valid: encode(&valid),
+        train: train_split,
+        valid: valid_split,
         test: test.as_ref().map(encode),
         vocab,
         classes,
@@ -254,9 +264,14 @@ fn load_tables(cfg: &Data, seed: u64) -> Result<Dataset> {
     })
 }
 
+/// A label read as a number ("1", "1.0", "-1"), if it is one.
+fn number(label: &str) -> Option<f64> {
+    label.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
 /// How raw labels map to class ids (checked by `class_names`).
 enum Labels {
-    /// Integer labels are the ids.
+    /// Numeric labels are the ids ("1" and "1.0" are class 1).
     Ids,
     /// String labels, by position in the class names.
     Names,
@@ -264,28 +279,26 @@ enum Labels {
 
 fn class_id(classes: &[String], labels: &Labels, l: &str) -> u32 {
     match labels {
-        Labels::Ids => l.parse().unwrap_or(0),
+        Labels::Ids => number(l).unwrap_or(0.0) as u32,
         Labels::Names => classes.iter().position(|c| c == l).unwrap_or(0) as u32,
     }
 }
 
-/// Class names by id. Integer labels are class ids 0..=max (named by `given` when set);
-/// string labels are mapped in the order of `given`, else sorted.
+/// Class names by id. Numeric labels are class ids 0..=max, whole numbers (named by `given`
+/// when set); string labels are mapped in the order of `given`, else sorted.
 fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<String>, Labels)> {
     let first = &splits[0].table;
-    let all_int = splits
-        .iter()
-        .all(|s| s.labels().all(|l| l.parse::<i64>().is_ok()));
-    if all_int {
-        let mut max = 0i64;
+    let all_numeric = splits.iter().all(|s| s.labels().all(|l| number(l).is_some()));
+    if all_numeric {
+        let mut max = 0u32;
         for s in splits {
             for r in &s.table.rows {
-                let v: i64 = r.label.parse().unwrap_or(-1);
-                if v < 0 {
+                let v = number(&r.label).unwrap_or(-1.0);
+                if v < 0.0 || v.fract() != 0.0 || v > u32::MAX as f64 {
                     return Err(s.table.error(
                         r.at,
                         format!(
-                            "label {} is not a class id (integer labels must be >= 0)",
+                            "label {} is not a class id (numeric labels must be whole numbers >= 0)",
                             r.label
                         ),
                     ));
@@ -301,7 +314,7 @@ fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<S
                         ));
                     }
                 }
-                max = max.max(v);
+                max = max.max(v as u32);
             }
         }
         if let Some(names) = given {
@@ -329,6 +342,62 @@ fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<S
         }
         Ok((set.into_iter().map(str::to_string).collect(), Labels::Names))
     }
+}
+
+/// Every class needs a training example: one without is an error (a model cannot learn it,
+/// and an id range with a hole is usually a mislabeled file), unless `data.class_names`
+/// declares it, which makes it a warning. A carved validation split must hold every class
+/// that train has.
+fn check_class_coverage(
+    cfg: &Data,
+    classes: &[String],
+    train: &Tokenized,
+    train_ids: &[u32],
+    valid: &Tokenized,
+    valid_ids: &[u32],
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let count = |ids: &[u32]| {
+        let mut c = vec![0usize; classes.len()];
+        for &y in ids {
+            c[y as usize] += 1;
+        }
+        c
+    };
+    let (in_train, in_valid) = (count(train_ids), count(valid_ids));
+    for (c, name) in classes.iter().enumerate() {
+        if in_train[c] > 0 {
+            if in_valid[c] == 0 && cfg.valid.is_none() {
+                return Err(valid.table.error(
+                    0,
+                    format!(
+                        "the validation rows carved from train (val_fraction {}) hold no example of class \"{name}\" ({} in train); raise data.val_fraction or give data.valid",
+                        cfg.val_fraction, in_train[c]
+                    ),
+                ));
+            }
+            continue;
+        }
+        if cfg.class_names.is_some() {
+            notes.push(format!(
+                "warning: class \"{name}\" (declared in data.class_names) has no training example"
+            ));
+            continue;
+        }
+        let seen: Vec<&String> = classes
+            .iter()
+            .zip(&in_train)
+            .filter(|(_, &n)| n > 0)
+            .map(|(c, _)| c)
+            .collect();
+        return Err(train.table.error(
+            0,
+            format!(
+                "class \"{name}\" has no training example (train labels: {seen:?}); fix the labels, or declare every class with data.class_names to train anyway"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Splits by name ("train", "valid", "test").
@@ -375,8 +444,10 @@ pub fn load_for_run(
         }
         let mut labels = Vec::with_capacity(t.table.rows.len());
         for r in &t.table.rows {
-            let id = match r.label.parse::<i64>() {
-                Ok(v) if v >= 0 && (v as usize) < classes.len() => v as u32,
+            let id = match number(&r.label) {
+                Some(v) if v >= 0.0 && v.fract() == 0.0 && (v as usize) < classes.len() => {
+                    v as u32
+                }
                 _ => match classes.iter().position(|c| *c == r.label) {
                     Some(i) => i as u32,
                     None => {

@@ -1,9 +1,12 @@
 //! Labelled tables for `source = "file"` and `"hub"`: one row per example, a text column and a
-//! label column chosen by name or index. TSV and CSV are read line by line here so that every
-//! malformed row can be named by its line (TSV fields are taken verbatim, GLUE's SST-2 has bare
-//! quotes in text; CSV follows RFC 4180 quoting within a line); JSONL is one JSON object per
-//! line (serde_json); parquet is read with polars, and its rows are named by row number.
-//! A malformed row is an error, or with `skip_bad_rows` skipped and counted.
+//! label column chosen by name or index. TSV and CSV are read with the `csv` crate (CSV with
+//! RFC 4180 quoting, newlines inside quotes included; TSV fields verbatim, as GLUE's SST-2 has
+//! bare quotes in text), which tells the line each record starts on, so every malformed row
+//! (a field count unlike the header's, bytes that are not UTF-8) is named by its line; a UTF-8
+//! byte-order mark is dropped. (polars' CSV reader names no line and cannot skip a ragged
+//! row.) JSONL is one JSON object per line (serde_json); parquet is read with polars, and its
+//! rows are named by row number. A malformed row is an error, or with `skip_bad_rows` skipped
+//! and counted.
 
 use std::path::{Path, PathBuf};
 
@@ -131,59 +134,111 @@ fn row(text: &str, label: Option<String>, at: usize) -> Candidate {
     })
 }
 
+/// The file's bytes without a UTF-8 byte-order mark.
+fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    Ok(bytes)
+}
+
+/// A field as text, or why it is not UTF-8 (for the row's error).
+fn utf8(field: &[u8], column: usize) -> std::result::Result<&str, String> {
+    std::str::from_utf8(field).map_err(|e| {
+        let at = e.valid_up_to();
+        format!(
+            "column {column} is not UTF-8 (byte 0x{:02X} at offset {at}; re-encode the file as UTF-8)",
+            field[at]
+        )
+    })
+}
+
 fn delimited(path: &Path, format: Format, spec: &Spec) -> Result<Vec<Candidate>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)));
-    let split = |line: &str| -> std::result::Result<Vec<String>, String> {
-        match format {
-            Format::Csv => split_csv(line),
-            _ => Ok(line.split('\t').map(str::to_string).collect()),
-        }
+    let bytes = read_bytes(path)?;
+    let (sep, kind) = match format {
+        Format::Tsv => (b'\t', "tab-separated"),
+        _ => (b',', "comma-separated"),
     };
-    let names = if spec.header {
-        match lines.next() {
-            Some((n, l)) => split(l).map_err(|m| Error::data(path, n, m))?,
-            None => return Err(Error::data(path, 1, "empty file: expected a header line")),
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(sep)
+        .quoting(format == Format::Csv)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes.as_slice());
+    let mut records = reader.byte_records().map(|r| {
+        r.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line() as usize);
+            Error::data(path, line, e.to_string())
+        })
+    });
+    let mut names: Vec<String> = Vec::new();
+    if spec.header {
+        let Some(header) = records.next().transpose()? else {
+            return Err(Error::data(path, 1, "empty file: expected a header line"));
+        };
+        let line = header.position().map_or(1, |p| p.line() as usize);
+        for (i, f) in header.iter().enumerate() {
+            names.push(
+                utf8(f, i)
+                    .map_err(|m| Error::data(path, line, format!("header: {m}")))?
+                    .trim()
+                    .to_string(),
+            );
         }
-    } else {
-        Vec::new()
-    };
-    let names: Vec<&str> = names.iter().map(|n| n.trim()).collect();
+    }
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let ti = column_index(
         path,
         spec.text_column,
         "text_column",
-        spec.header.then_some(&names),
+        spec.header.then_some(&name_refs),
     )?;
     let li = spec
         .label_column
-        .map(|c| column_index(path, c, "label_column", spec.header.then_some(&names)))
+        .map(|c| column_index(path, c, "label_column", spec.header.then_some(&name_refs)))
         .transpose()?;
     let need = ti.max(li.unwrap_or(0)) + 1;
-    let kind = if format == Format::Tsv {
-        "tab-separated"
-    } else {
-        "comma-separated"
-    };
-    Ok(lines
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(n, line)| {
-            let fields = split(line).map_err(|m| (n, m))?;
-            if fields.len() < need {
-                return Err((
-                    n,
-                    format!(
-                        "expected at least {need} {kind} fields, found {}",
-                        fields.len()
-                    ),
-                ));
+    // Every row has the header's field count (without a header: the first row's).
+    let mut width = spec.header.then_some(names.len());
+    let mut out = Vec::new();
+    for record in records {
+        let record = record?;
+        let n = record.position().map_or(0, |p| p.line() as usize);
+        if record.len() == 1 && record[0].iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let expected = *width.get_or_insert(record.len());
+        if record.len() != expected || record.len() < need {
+            let what = if spec.header { "the header's" } else { "the first row's" };
+            out.push(Err((
+                n,
+                format!(
+                    "expected {} {kind} fields ({what} count), found {}",
+                    expected.max(need),
+                    record.len()
+                ),
+            )));
+            continue;
+        }
+        let text = match utf8(&record[ti], ti) {
+            Ok(t) => t,
+            Err(m) => {
+                out.push(Err((n, m)));
+                continue;
             }
-            row(&fields[ti], li.map(|i| fields[i].trim().to_string()), n)
-        })
-        .collect())
+        };
+        let label = match li.map(|i| utf8(&record[i], i).map(|l| l.trim().to_string())) {
+            Some(Err(m)) => {
+                out.push(Err((n, m)));
+                continue;
+            }
+            Some(Ok(l)) => Some(l),
+            None => None,
+        };
+        out.push(row(text, label, n));
+    }
+    Ok(out)
 }
 
 /// A column's index: by number, or by name among `names` (None: the table has no names).
@@ -206,7 +261,7 @@ fn column_index(path: &Path, col: &Column, key: &str, names: Option<&Vec<&str>>)
 }
 
 fn jsonl(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let bytes = read_bytes(path)?;
     let field = |col: &Column, key: &str| -> Result<String> {
         match col {
             Column::Name(n) => Ok(n.clone()),
@@ -222,12 +277,22 @@ fn jsonl(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
         .label_column
         .map(|c| field(c, "label_column"))
         .transpose()?;
-    Ok(text
-        .lines()
+    Ok(bytes
+        .split(|&b| b == b'\n')
         .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
         .map(|(i, line)| {
             let n = i + 1;
+            let line = std::str::from_utf8(line).map_err(|e| {
+                (
+                    n,
+                    format!(
+                        "not UTF-8 (byte 0x{:02X} at offset {}; re-encode the file as UTF-8)",
+                        line[e.valid_up_to()],
+                        e.valid_up_to()
+                    ),
+                )
+            })?;
             let obj: serde_json::Value =
                 serde_json::from_str(line).map_err(|e| (n, format!("not JSON: {e}")))?;
             let text = match obj.get(&tf) {
@@ -242,11 +307,11 @@ fn jsonl(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
             };
             let label = match obj.get(lf) {
                 Some(serde_json::Value::String(l)) => l.trim().to_string(),
-                Some(serde_json::Value::Number(x)) if x.is_i64() => x.to_string(),
+                Some(serde_json::Value::Number(x)) => x.to_string(),
                 Some(other) => {
                     return Err((
                         n,
-                        format!("field \"{lf}\" is {other}, expected an integer or a string"),
+                        format!("field \"{lf}\" is {other}, expected a number or a string"),
                     ))
                 }
                 None => return Err((n, format!("no field \"{lf}\""))),
@@ -314,6 +379,13 @@ fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
             .iter()
             .map(|l| l.map(|l| l.to_string()))
             .collect(),
+        dt if dt.is_float() => labels
+            .cast(&DataType::Float64)
+            .and_then(|s| s.f64().cloned())
+            .map_err(|e| bad(e.to_string()))?
+            .iter()
+            .map(|l| l.map(|l| l.to_string()))
+            .collect(),
         dt => {
             return Err(bad(format!(
                 "label column \"{}\" holds {dt}, expected integers or strings",
@@ -333,54 +405,9 @@ fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
         .collect())
 }
 
-fn split_csv(line: &str) -> std::result::Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut at_start = true;
-    while let Some(c) = chars.next() {
-        if quoted {
-            if c == '"' {
-                if chars.peek() == Some(&'"') {
-                    chars.next();
-                    cur.push('"');
-                } else {
-                    quoted = false;
-                }
-            } else {
-                cur.push(c);
-            }
-        } else if c == '"' && at_start {
-            quoted = true;
-            at_start = false;
-        } else if c == ',' {
-            fields.push(std::mem::take(&mut cur));
-            at_start = true;
-        } else {
-            cur.push(c);
-            at_start = false;
-        }
-    }
-    if quoted {
-        return Err("unterminated quoted field".into());
-    }
-    fields.push(cur);
-    Ok(fields)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_quotes() {
-        assert_eq!(
-            split_csv(r#"a,"b, ""c""",d"#).unwrap(),
-            vec!["a", "b, \"c\"", "d"]
-        );
-        assert!(split_csv(r#"a,"b"#).is_err());
-    }
 
     #[test]
     fn reads_by_name_and_index_and_reports_bad_rows() {
@@ -415,7 +442,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "{}:2: expected at least 2 comma-separated fields, found 1 (set data.skip_bad_rows = true to skip such rows)",
+                "{}:2: expected 2 comma-separated fields (the first row's count), found 1 (set data.skip_bad_rows = true to skip such rows)",
                 p.display()
             )
         );

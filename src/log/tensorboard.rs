@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::Message;
 
+use crate::error::{Error, Result};
+
 #[derive(Clone, PartialEq, Message)]
 pub struct Event {
     #[prost(double, tag = "1")]
@@ -21,6 +23,19 @@ pub struct Event {
     pub file_version: Option<String>,
     #[prost(message, optional, tag = "5")]
     pub summary: Option<Summary>,
+    #[prost(message, optional, tag = "7")]
+    pub session_log: Option<SessionLog>,
+}
+
+/// tensorflow's SessionLog: status 1 = START (a restart: purge later steps).
+#[derive(Clone, PartialEq, Message)]
+pub struct SessionLog {
+    #[prost(int32, tag = "1")]
+    pub status: i32,
+    #[prost(string, tag = "2")]
+    pub checkpoint_path: String,
+    #[prost(string, tag = "3")]
+    pub msg: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -145,7 +160,7 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Creates `dir/events.out.tfevents.<secs>.<host>.<pid>.<n>`; fails rather than truncate.
-    pub fn create(dir: &Path) -> io::Result<EventWriter> {
+    pub fn create(dir: &Path) -> Result<EventWriter> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
@@ -159,7 +174,8 @@ impl EventWriter {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(&path)?;
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
         let mut w = EventWriter {
             out: BufWriter::new(file),
             path,
@@ -168,7 +184,7 @@ impl EventWriter {
             wall_time: now(),
             step: 0,
             file_version: Some("brain.Event:2".into()),
-            summary: None,
+            ..Default::default()
         })?;
         Ok(w)
     }
@@ -177,25 +193,45 @@ impl EventWriter {
         &self.path
     }
 
-    pub fn write(&mut self, event: &Event) -> io::Result<()> {
+    /// One TFRecord; an error (a full disk, say) names the event file.
+    pub fn write(&mut self, event: &Event) -> Result<()> {
         let data = event.encode_to_vec();
         let len = (data.len() as u64).to_le_bytes();
-        self.out.write_all(&len)?;
-        self.out.write_all(&masked_crc(&len).to_le_bytes())?;
-        self.out.write_all(&data)?;
-        self.out.write_all(&masked_crc(&data).to_le_bytes())
+        let mut record = Vec::with_capacity(data.len() + 16);
+        record.extend_from_slice(&len);
+        record.extend_from_slice(&masked_crc(&len).to_le_bytes());
+        record.extend_from_slice(&data);
+        record.extend_from_slice(&masked_crc(&data).to_le_bytes());
+        self.out
+            .write_all(&record)
+            .map_err(|e| Error::io(&self.path, e))
     }
 
-    fn summary(&mut self, step: usize, value: Value) -> io::Result<()> {
+    /// A `SessionLog(START)` at `step`: TensorBoard's event loader then drops every point at
+    /// `step` or later that it read before (what a process killed after its last checkpoint
+    /// left behind), so a resumed run shows one curve, not two.
+    pub fn session_start(&mut self, step: usize) -> Result<()> {
         self.write(&Event {
             wall_time: now(),
             step: step as i64,
-            file_version: None,
-            summary: Some(Summary { value: vec![value] }),
+            session_log: Some(SessionLog {
+                status: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
         })
     }
 
-    pub fn scalar(&mut self, tag: &str, step: usize, v: f64) -> io::Result<()> {
+    fn summary(&mut self, step: usize, value: Value) -> Result<()> {
+        self.write(&Event {
+            wall_time: now(),
+            step: step as i64,
+            summary: Some(Summary { value: vec![value] }),
+            ..Default::default()
+        })
+    }
+
+    pub fn scalar(&mut self, tag: &str, step: usize, v: f64) -> Result<()> {
         self.summary(
             step,
             Value {
@@ -207,7 +243,7 @@ impl EventWriter {
     }
 
     /// A histogram of `values` in 30 equal-width buckets between their min and max.
-    pub fn histogram(&mut self, tag: &str, step: usize, values: &[f32]) -> io::Result<()> {
+    pub fn histogram(&mut self, tag: &str, step: usize, values: &[f32]) -> Result<()> {
         let finite: Vec<f64> = values
             .iter()
             .map(|&v| v as f64)
@@ -246,7 +282,7 @@ impl EventWriter {
 
     /// A curve drawn as a histogram: bucket i spans [i, i+1) and holds `heights[i]` (used for
     /// the per-timestep gradient flow, so TensorBoard's histogram view shows norm vs. step).
-    pub fn curve(&mut self, tag: &str, step: usize, heights: &[f64]) -> io::Result<()> {
+    pub fn curve(&mut self, tag: &str, step: usize, heights: &[f64]) -> Result<()> {
         if heights.is_empty() {
             return Ok(());
         }
@@ -284,7 +320,7 @@ impl EventWriter {
         png: &[u8],
         width: u32,
         height: u32,
-    ) -> io::Result<()> {
+    ) -> Result<()> {
         self.summary(
             step,
             Value {
@@ -301,7 +337,7 @@ impl EventWriter {
     }
 
     /// Markdown text (TensorBoard's Text tab: the `text` plugin reads a string tensor).
-    pub fn text(&mut self, tag: &str, step: usize, markdown: &str) -> io::Result<()> {
+    pub fn text(&mut self, tag: &str, step: usize, markdown: &str) -> Result<()> {
         self.summary(
             step,
             Value {
@@ -325,9 +361,11 @@ impl EventWriter {
         )
     }
 
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()
+    pub fn flush(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_data())
+            .map_err(|e| Error::io(&self.path, e))
     }
 }
 

@@ -96,6 +96,19 @@ impl Params {
         self.vars.values().map(|v| v.elem_count()).sum()
     }
 
+    /// The first parameter (by name) holding a NaN or an infinity.
+    pub fn first_non_finite(&self) -> Result<Option<&str>> {
+        for (name, var) in &self.vars {
+            let t = var.as_tensor();
+            // x - x is 0 for every finite x and NaN otherwise; a sum cannot overflow.
+            let s = t.sub(t)?.sum_all()?.to_scalar::<f32>()?;
+            if !s.is_finite() {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         let map: HashMap<String, Tensor> = self
             .vars
@@ -139,9 +152,16 @@ impl Params {
     }
 }
 
-/// Writes tensors as safetensors through a temporary file (no half-written checkpoint).
+/// Writes tensors as safetensors through a temporary file (no half-written checkpoint); an
+/// error (a full disk, say) names the file.
 pub fn save_tensors(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(map, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    let tmp = crate::fsutil::temp_sibling(path);
+    let written = candle_core::safetensors::save(map, &tmp)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }

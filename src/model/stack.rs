@@ -59,7 +59,7 @@ pub struct RunOpts<'a> {
     /// Truncated BPTT window (steps); 0 = full BPTT.
     pub tbptt: usize,
     /// Some = training mode: dropout masks drawn from this generator.
-    pub dropout_rng: Option<&'a mut StdRng>,
+    pub dropout_rng: Option<&'a mut crate::EpochRng>,
     /// Measure ∂L/∂h_t for every step of the top layer's forward direction (gradient flow),
     /// read after backward with `grads::flow`.
     pub probe: bool,
@@ -257,7 +257,7 @@ impl Stack {
 }
 
 /// Inverted dropout with a mask from a seeded generator (candle's CPU RNG cannot be seeded).
-pub fn dropout(xs: &Tensor, p: f64, rng: &mut StdRng) -> Result<Tensor> {
+pub fn dropout(xs: &Tensor, p: f64, rng: &mut crate::EpochRng) -> Result<Tensor> {
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
     let mask: Vec<f32> = (0..xs.elem_count())

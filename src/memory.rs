@@ -1,0 +1,205 @@
+//! What a run will need in memory, estimated from its config (and, once loaded, its data's
+//! vocabulary and longest sequence) before anything is allocated or written, checked against
+//! what the machine has available. A config that cannot fit is refused with the estimate and
+//! the key to change, instead of an abort halfway through writing a run folder.
+
+use crate::config::{CellKind, Config, OptimizerKind, Source};
+use crate::error::{Error, Result};
+
+const F32: f64 = 4.0;
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// One part of the estimate: bytes, what it is, and the config key that sizes it most.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub bytes: f64,
+    pub what: String,
+    pub key: &'static str,
+}
+
+/// Parameters of the classifier the config builds (f64: absurd sizes must not overflow).
+pub fn parameters(cfg: &Config, vocab: usize, classes: usize) -> f64 {
+    let m = &cfg.model;
+    let (e, h) = (m.embedding_dim as f64, m.hidden_size as f64);
+    let dirs = if m.bidirectional { 2.0 } else { 1.0 };
+    let gates = m.cell.gates() as f64;
+    let mut n = vocab as f64 * e;
+    for layer in 0..m.num_layers {
+        let input = if layer == 0 { e } else { h * dirs };
+        n += dirs * (gates * h * (input + h) + 2.0 * gates * h);
+    }
+    n + classes as f64 * (h * dirs + 1.0)
+}
+
+/// The model's share: parameters, their gradients, the optimizer's moments, and one batch's
+/// saved activations (the fused op keeps gate activations, states, the input projection and,
+/// in backward, their gradients, for every step of every layer and direction).
+pub fn model_parts(cfg: &Config, vocab: usize, classes: usize, longest: usize) -> Vec<Part> {
+    let m = &cfg.model;
+    let n = parameters(cfg, vocab, classes);
+    let moments = match cfg.train.optimizer {
+        OptimizerKind::Adam | OptimizerKind::Adamw => 2.0,
+        OptimizerKind::Rmsprop => 1.0 + (cfg.train.momentum > 0.0) as u8 as f64,
+        OptimizerKind::Sgd => (cfg.train.momentum > 0.0) as u8 as f64,
+    };
+    let (h, e) = (m.hidden_size as f64, m.embedding_dim as f64);
+    let dirs = if m.bidirectional { 2.0 } else { 1.0 };
+    let gates = m.cell.gates() as f64;
+    let state = if m.cell == CellKind::Lstm { 2.0 } else { 1.0 };
+    let rows = cfg.train.batch_size as f64 * longest.min(cfg.data.max_len).max(1) as f64;
+    let per_row: f64 = (0..m.num_layers)
+        .map(|l| {
+            let input = if l == 0 { e } else { h * dirs };
+            dirs * (3.0 * gates * h + (state + 2.0) * h + input)
+        })
+        .sum::<f64>()
+        + e;
+    // The embedding table or the recurrent weights, whichever holds most parameters.
+    let param_key = if vocab as f64 * e > n / 2.0 {
+        "data.max_vocab"
+    } else {
+        "model.hidden_size"
+    };
+    vec![
+        Part {
+            bytes: n * F32 * (2.0 + moments),
+            what: format!(
+                "{} parameters with gradients and {} optimizer moments",
+                fmt_count(n),
+                moments
+            ),
+            key: param_key,
+        },
+        Part {
+            bytes: rows * per_row * F32,
+            what: format!(
+                "activations of one batch ({} x {} steps)",
+                cfg.train.batch_size,
+                longest.min(cfg.data.max_len)
+            ),
+            key: "train.batch_size",
+        },
+    ]
+}
+
+/// The built-in sources' generated sequences (known before generating them).
+pub fn synthetic_data_part(cfg: &Config) -> Option<Part> {
+    let d = &cfg.data;
+    let tokens = match d.source {
+        Source::SyntheticSentiment => 17,
+        Source::DelayedRecall => d.lag.saturating_add(1),
+        Source::File | Source::Hub => return None,
+    }
+    .min(d.max_len) as f64;
+    let seqs = d.num_train as f64 + d.num_valid as f64 + d.num_test as f64;
+    // Ids, a Vec header and allocator overhead per sequence, and the label.
+    Some(Part {
+        bytes: seqs * (tokens * 4.0 + 24.0 + 16.0 + 4.0),
+        what: format!("{} generated sequences", fmt_count(seqs)),
+        key: "data.num_train",
+    })
+}
+
+/// Bytes this process may still allocate: MemAvailable, capped by a cgroup v2 limit.
+pub fn available() -> Option<f64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let mut avail = kib * 1024.0;
+    let cg = |f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+    };
+    if let (Some(max), Some(cur)) = (cg("memory.max"), cg("memory.current")) {
+        avail = avail.min((max - cur).max(0.0));
+    }
+    Some(avail)
+}
+
+/// Refuses (a config error naming the key to change) when `parts` exceed `available` bytes.
+pub fn check(parts: &[Part], available: Option<f64>) -> Result<()> {
+    let Some(avail) = available else {
+        return Ok(());
+    };
+    let total: f64 = parts.iter().map(|p| p.bytes).sum();
+    if total <= avail {
+        return Ok(());
+    }
+    let Some(worst) = parts.iter().max_by(|a, b| a.bytes.total_cmp(&b.bytes)) else {
+        return Ok(());
+    };
+    let detail = parts
+        .iter()
+        .map(|p| format!("{} {}", fmt_bytes(p.bytes), p.what))
+        .collect::<Vec<_>>()
+        .join(" + ");
+    Err(Error::Config {
+        location: "memory check".into(),
+        key: worst.key.into(),
+        msg: format!(
+            "this run needs an estimated {} ({detail}) but the machine has {} available; lower {}",
+            fmt_bytes(total),
+            fmt_bytes(avail),
+            worst.key
+        ),
+    })
+}
+
+fn fmt_bytes(b: f64) -> String {
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.0} MiB", b / (1u64 << 20) as f64)
+    }
+}
+
+fn fmt_count(n: f64) -> String {
+    if n >= 1e9 {
+        format!("{:.1e}", n)
+    } else {
+        format!("{}", n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_count_matches_the_pytorch_formula() {
+        // nn.Embedding(100, 8) + nn.LSTM(8, 16) + nn.Linear(16, 2):
+        // 800 + 4*16*(8+16) + 2*4*16 + 2*16 + 2 = 800 + 1536 + 128 + 34.
+        let mut cfg = Config::default();
+        cfg.model.embedding_dim = 8;
+        cfg.model.hidden_size = 16;
+        assert_eq!(parameters(&cfg, 100, 2), 2498.0);
+        cfg.model.bidirectional = true;
+        cfg.model.num_layers = 2;
+        cfg.model.cell = CellKind::Gru;
+        // Layer 0: 2 * (3*16*(8+16) + 2*48); layer 1: 2 * (3*16*(32+16) + 96); head 2*(32+1).
+        assert_eq!(
+            parameters(&cfg, 100, 2),
+            800.0 + 2.0 * (1152.0 + 96.0) + 2.0 * (2304.0 + 96.0) + 66.0
+        );
+    }
+
+    #[test]
+    fn refuses_what_cannot_fit_and_names_the_key() {
+        let mut cfg = Config::default();
+        cfg.model.hidden_size = 10_000_000;
+        let parts = model_parts(&cfg, 100, 2, 20);
+        let e = check(&parts, Some(8.0 * GIB)).unwrap_err().to_string();
+        assert!(e.contains("model.hidden_size") && e.contains("GiB"), "{e}");
+        let cfg = Config::default();
+        assert!(check(&model_parts(&cfg, 100, 2, 20), Some(8.0 * GIB)).is_ok());
+    }
+}
