@@ -277,8 +277,8 @@ impl RunDir {
 }
 
 pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let json = serde_json::to_string_pretty(value)
-        .map_err(|e| checkpoint_error(path, e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(value).map_err(|e| checkpoint_error(path, e.to_string()))?;
     write_atomic(path, json.as_bytes())
 }
 

@@ -819,9 +819,13 @@ impl Config {
             }
         };
         if self.data.source == Source::File {
-            for p in [&mut self.data.train, &mut self.data.valid, &mut self.data.test]
-                .into_iter()
-                .flatten()
+            for p in [
+                &mut self.data.train,
+                &mut self.data.valid,
+                &mut self.data.test,
+            ]
+            .into_iter()
+            .flatten()
             {
                 abs(p);
             }

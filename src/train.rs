@@ -666,8 +666,16 @@ fn fit(
     }
     macro_rules! interrupted {
         ($sig:expr) => {{
-            let name = if $sig == signal_hook::consts::SIGTERM { "SIGTERM" } else { "SIGINT" };
-            eprintln!("{name}: checkpointed at step {}; continue with run-exp --resume {}", state.step, dir.display());
+            let name = if $sig == signal_hook::consts::SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+            eprintln!(
+                "{name}: checkpointed at step {}; continue with run-exp --resume {}",
+                state.step,
+                dir.display()
+            );
             let reason = format!("{name} at step {}", state.step);
             finish!(Status::Interrupted, Some(reason))
         }};
@@ -776,7 +784,10 @@ fn fit(
             }
             crate::stop::signal_point(step);
             let mid_epoch = state.batches_done < plan.len() && step < total_steps;
-            if mid_epoch && t.checkpoint_every_steps.is_some_and(|k| step % k == 0) {
+            if mid_epoch
+                && t.checkpoint_every_steps
+                    .is_some_and(|k| step.is_multiple_of(k))
+            {
                 state.rng_word_pos = rng.get_word_pos();
                 commit!(state, false);
             }

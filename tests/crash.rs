@@ -224,7 +224,10 @@ fn crashes_at_chosen_points_then_resume_equal_a_straight_run() {
 fn sigterm_writes_an_interrupted_summary_and_a_mid_epoch_checkpoint() {
     let dir = temp_dir("sigterm");
     let cfg = config(&dir, "out");
-    let o = run_exp_env(&[cfg.to_str().unwrap()], &[("RNNLAB_TEST_CRASH", "sigterm:30")]);
+    let o = run_exp_env(
+        &[cfg.to_str().unwrap()],
+        &[("RNNLAB_TEST_CRASH", "sigterm:30")],
+    );
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
     let run = run_dir(&dir.join("out"));
@@ -421,7 +424,10 @@ fn divergence_of_any_kind_exits_3_keeps_finite_weights_and_predict_refuses_non_f
     let o = run_exp(&["predict", run.to_str().unwrap(), "--text", "good"]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("head.bias") && err.contains("NaN or infinite"), "{err}");
+    assert!(
+        err.contains("head.bias") && err.contains("NaN or infinite"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -450,13 +456,22 @@ fn bad_paths_names_and_values_exit_2() {
     let cfg = config(&dir, "out");
     let c = cfg.to_str().unwrap();
     std::fs::write(dir.join("a-file"), "x").unwrap();
-    let under_file = format!("experiment.out_dir={:?}", dir.join("a-file/sub").to_str().unwrap());
+    let under_file = format!(
+        "experiment.out_dir={:?}",
+        dir.join("a-file/sub").to_str().unwrap()
+    );
     let long = format!("experiment.name={}", "n".repeat(300));
     for (set, want) in [
         (under_file.as_str(), "a-file"),
         (long.as_str(), "experiment.name: is 300 bytes long"),
-        ("experiment.name=\"a\\u0000b\"", "experiment.name: must be a non-empty folder name"),
-        ("train.class_weights=[0, 0]", "train.class_weights: at least one weight must be > 0"),
+        (
+            "experiment.name=\"a\\u0000b\"",
+            "experiment.name: must be a non-empty folder name",
+        ),
+        (
+            "train.class_weights=[0, 0]",
+            "train.class_weights: at least one weight must be > 0",
+        ),
         ("data.max_vocab=0", "data.max_vocab: must be at least 1"),
     ] {
         let o = run_exp(&[c, "--set", set]);
@@ -465,7 +480,11 @@ fn bad_paths_names_and_values_exit_2() {
         assert!(err.contains(want), "{set}: {err}");
     }
     // A duplicate key names itself.
-    std::fs::write(dir.join("dup.toml"), "[train]\nlr = 0.1\nepochs = 2\nlr = 0.2\n").unwrap();
+    std::fs::write(
+        dir.join("dup.toml"),
+        "[train]\nlr = 0.1\nepochs = 2\nlr = 0.2\n",
+    )
+    .unwrap();
     let o = run_exp(&[dir.join("dup.toml").to_str().unwrap()]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -494,5 +513,8 @@ fn a_failed_write_names_the_file() {
         err.contains(".safetensors") || err.contains("metrics.jsonl") || err.contains("events.out"),
         "{err}"
     );
-    assert!(err.contains("too large") || err.contains("No space"), "{err}");
+    assert!(
+        err.contains("too large") || err.contains("No space"),
+        "{err}"
+    );
 }

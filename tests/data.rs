@@ -397,23 +397,39 @@ fn malformed_files_are_read_as_written_or_refused_at_their_line() {
     // ... or skipped and counted.
     let (_, r) = load("extra.tsv", rows, &skip);
     let ds = r.unwrap();
-    assert_eq!((ds.train.len(), ds.classes.clone()), (2, vec!["0".into(), "1".into()]));
-    assert!(ds.notes.iter().any(|n| n.contains("skipped 1 malformed rows (first: line 3")));
+    assert_eq!(
+        (ds.train.len(), ds.classes.clone()),
+        (2, vec!["0".into(), "1".into()])
+    );
+    assert!(ds
+        .notes
+        .iter()
+        .any(|n| n.contains("skipped 1 malformed rows (first: line 3")));
 
     // 0 / 1 / 0.0 / 1.0 are two classes, not four.
-    let (_, r) = load("float.tsv", b"sentence\tlabel\na\t0\nb\t1.0\nc\t0.0\nd\t1\n", &same);
+    let (_, r) = load(
+        "float.tsv",
+        b"sentence\tlabel\na\t0\nb\t1.0\nc\t0.0\nd\t1\n",
+        &same,
+    );
     let ds = r.unwrap();
     assert_eq!(ds.classes, vec!["0", "1"]);
     assert_eq!(ds.train.labels, vec![0, 1, 0, 1]);
     let (p, r) = load("half.tsv", b"sentence\tlabel\na\t0\nb\t0.5\n", &same);
     let e = r.err().unwrap().to_string();
-    assert!(e.starts_with(&format!("{}:3: label 0.5 is not a class id", p.display())), "{e}");
+    assert!(
+        e.starts_with(&format!("{}:3: label 0.5 is not a class id", p.display())),
+        "{e}"
+    );
 
     // Every training label 1: class 0 has no example, an error; declared, a warning.
     let (p, r) = load("ones.tsv", b"sentence\tlabel\na\t1\nb\t1\n", &same);
     let e = r.err().unwrap().to_string();
     assert!(
-        e.starts_with(&format!("{}: class \"0\" has no training example", p.display())),
+        e.starts_with(&format!(
+            "{}: class \"0\" has no training example",
+            p.display()
+        )),
         "{e}"
     );
     let declared = |c: Data| Data {
@@ -422,10 +438,20 @@ fn malformed_files_are_read_as_written_or_refused_at_their_line() {
     };
     let (_, r) = load("ones.tsv", b"sentence\tlabel\na\t1\nb\t1\n", &declared);
     let ds = r.unwrap();
-    assert!(ds.notes.iter().any(|n| n.starts_with("warning: class \"neg\"")), "{:?}", ds.notes);
+    assert!(
+        ds.notes
+            .iter()
+            .any(|n| n.starts_with("warning: class \"neg\"")),
+        "{:?}",
+        ds.notes
+    );
 
     // A UTF-8 byte-order mark does not hide the first column's name.
-    let (_, r) = load("bom.tsv", b"\xEF\xBB\xBFsentence\tlabel\ngood\t1\nbad\t0\n", &same);
+    let (_, r) = load(
+        "bom.tsv",
+        b"\xEF\xBB\xBFsentence\tlabel\ngood\t1\nbad\t0\n",
+        &same,
+    );
     assert_eq!(r.unwrap().train.len(), 2);
 
     // A Latin-1 byte: an error at its line, skippable.
@@ -433,7 +459,10 @@ fn malformed_files_are_read_as_written_or_refused_at_their_line() {
     let (p, r) = load("latin.tsv", latin, &same);
     let e = r.err().unwrap().to_string();
     assert!(
-        e.starts_with(&format!("{}:3: column 0 is not UTF-8 (byte 0xE9", p.display())),
+        e.starts_with(&format!(
+            "{}:3: column 0 is not UTF-8 (byte 0xE9",
+            p.display()
+        )),
         "{e}"
     );
     let (_, r) = load("latin.tsv", latin, &skip);
@@ -445,7 +474,10 @@ fn malformed_files_are_read_as_written_or_refused_at_their_line() {
     let (p, r) = load("quoted.csv", csv, &same);
     let e = r.err().unwrap().to_string();
     assert!(
-        e.starts_with(&format!("{}:5: expected 2 comma-separated fields", p.display())),
+        e.starts_with(&format!(
+            "{}:5: expected 2 comma-separated fields",
+            p.display()
+        )),
         "{e}"
     );
     let (_, r) = load("quoted.csv", csv, &skip);

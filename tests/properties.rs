@@ -11,31 +11,82 @@ use rnnlab::data::table::{read_table, Spec};
 use rnnlab::Config;
 
 const KEYS: &[(&str, &[&str])] = &[
-    ("experiment", &["name", "seed", "device", "out_dir", "threads"]),
+    (
+        "experiment",
+        &["name", "seed", "device", "out_dir", "threads"],
+    ),
     (
         "data",
         &[
-            "source", "preset", "max_len", "num_train", "num_valid", "lag", "num_classes",
-            "vocab_size", "train", "valid", "val_fraction", "format", "header", "text_column",
-            "label_column", "class_names", "skip_bad_rows", "tokenizer", "min_freq", "max_vocab",
+            "source",
+            "preset",
+            "max_len",
+            "num_train",
+            "num_valid",
+            "lag",
+            "num_classes",
+            "vocab_size",
+            "train",
+            "valid",
+            "val_fraction",
+            "format",
+            "header",
+            "text_column",
+            "label_column",
+            "class_names",
+            "skip_bad_rows",
+            "tokenizer",
+            "min_freq",
+            "max_vocab",
         ],
     ),
     (
         "model",
         &[
-            "cell", "nonlinearity", "embedding_dim", "hidden_size", "num_layers",
-            "bidirectional", "dropout", "readout", "forget_bias", "embeddings",
+            "cell",
+            "nonlinearity",
+            "embedding_dim",
+            "hidden_size",
+            "num_layers",
+            "bidirectional",
+            "dropout",
+            "readout",
+            "forget_bias",
+            "embeddings",
         ],
     ),
     (
         "train",
         &[
-            "epochs", "class_weights", "batch_size", "optimizer", "lr", "weight_decay",
-            "momentum", "nesterov", "betas", "eps", "clip_norm", "tbptt", "schedule",
-            "warmup_steps", "patience", "monitor", "max_steps", "checkpoint_every_steps",
+            "epochs",
+            "class_weights",
+            "batch_size",
+            "optimizer",
+            "lr",
+            "weight_decay",
+            "momentum",
+            "nesterov",
+            "betas",
+            "eps",
+            "clip_norm",
+            "tbptt",
+            "schedule",
+            "warmup_steps",
+            "patience",
+            "monitor",
+            "max_steps",
+            "checkpoint_every_steps",
         ],
     ),
-    ("log", &["every_steps", "histograms_every_epochs", "grad_flow", "progress"]),
+    (
+        "log",
+        &[
+            "every_steps",
+            "histograms_every_epochs",
+            "grad_flow",
+            "progress",
+        ],
+    ),
     ("bogus", &["x"]),
 ];
 
@@ -62,7 +113,12 @@ fn value() -> impl Strategy<Value = String> {
 }
 
 fn document() -> impl Strategy<Value = String> {
-    let line = (0..KEYS.len(), any::<prop::sample::Index>(), value(), any::<u8>());
+    let line = (
+        0..KEYS.len(),
+        any::<prop::sample::Index>(),
+        value(),
+        any::<u8>(),
+    );
     prop::collection::vec(line, 0..10).prop_map(|lines| {
         let mut out = String::new();
         for (s, k, v, shape) in lines {
@@ -80,8 +136,13 @@ fn document() -> impl Strategy<Value = String> {
 }
 
 fn set_line() -> impl Strategy<Value = String> {
-    (0..KEYS.len(), any::<prop::sample::Index>(), value(), any::<bool>()).prop_map(
-        |(s, k, v, dotted)| {
+    (
+        0..KEYS.len(),
+        any::<prop::sample::Index>(),
+        value(),
+        any::<bool>(),
+    )
+        .prop_map(|(s, k, v, dotted)| {
             let (section, keys) = KEYS[s];
             let key = keys[k.index(keys.len())];
             if dotted {
@@ -89,8 +150,7 @@ fn set_line() -> impl Strategy<Value = String> {
             } else {
                 format!("{key}{v}")
             }
-        },
-    )
+        })
 }
 
 fn check(r: rnnlab::Result<Config>) {

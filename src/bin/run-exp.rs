@@ -347,8 +347,8 @@ fn main() -> ExitCode {
                 train::open_resume(prep, run, ckpt).map(Some)
             },
         ),
-        None => Config::load(&cli.config.clone().unwrap_or_default(), &cli.set).and_then(
-            |config| {
+        None => {
+            Config::load(&cli.config.clone().unwrap_or_default(), &cli.set).and_then(|config| {
                 if cli.dry_run {
                     print!("{}", config.to_toml());
                     return Ok(None);
@@ -358,8 +358,8 @@ fn main() -> ExitCode {
                     return Err(rnnlab::Error::Interrupted(sig));
                 }
                 train::open_new(prep).map(Some)
-            },
-        ),
+            })
+        }
     };
     let ready = match ready {
         Ok(Some(r)) => r,

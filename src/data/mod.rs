@@ -288,7 +288,9 @@ fn class_id(classes: &[String], labels: &Labels, l: &str) -> u32 {
 /// when set); string labels are mapped in the order of `given`, else sorted.
 fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<String>, Labels)> {
     let first = &splits[0].table;
-    let all_numeric = splits.iter().all(|s| s.labels().all(|l| number(l).is_some()));
+    let all_numeric = splits
+        .iter()
+        .all(|s| s.labels().all(|l| number(l).is_some()));
     if all_numeric {
         let mut max = 0u32;
         for s in splits {
@@ -445,9 +447,7 @@ pub fn load_for_run(
         let mut labels = Vec::with_capacity(t.table.rows.len());
         for r in &t.table.rows {
             let id = match number(&r.label) {
-                Some(v) if v >= 0.0 && v.fract() == 0.0 && (v as usize) < classes.len() => {
-                    v as u32
-                }
+                Some(v) if v >= 0.0 && v.fract() == 0.0 && (v as usize) < classes.len() => v as u32,
                 _ => match classes.iter().position(|c| *c == r.label) {
                     Some(i) => i as u32,
                     None => {

@@ -210,7 +210,11 @@ fn delimited(path: &Path, format: Format, spec: &Spec) -> Result<Vec<Candidate>>
         }
         let expected = *width.get_or_insert(record.len());
         if record.len() != expected || record.len() < need {
-            let what = if spec.header { "the header's" } else { "the first row's" };
+            let what = if spec.header {
+                "the header's"
+            } else {
+                "the first row's"
+            };
             out.push(Err((
                 n,
                 format!(
