@@ -297,6 +297,11 @@ pub fn open_resume(prep: Prepared, run: RunDir, ckpt: Checkpoint) -> Result<Read
         crate::fsutil::write_atomic(&dir.join(checkpoint::CONFIG), config.to_toml().as_bytes())?;
     }
     run.tidy(&ckpt)?;
+    // The summary described the process that ended; this one writes its own.
+    let summary = dir.join(checkpoint::SUMMARY);
+    if summary.exists() {
+        std::fs::remove_file(&summary).map_err(|e| Error::io(&summary, e))?;
+    }
     eprintln!(
         "resuming {} from step {} (epoch {}{})",
         dir.display(),

@@ -254,9 +254,14 @@ fn sigterm_writes_an_interrupted_summary_and_a_mid_epoch_checkpoint() {
     assert!(!snapshot(&run)
         .keys()
         .any(|p| p.to_string_lossy().ends_with(".tmp")));
-    // The summary's time covers both processes.
+    // A resumed process that dies leaves no stale summary claiming the earlier state.
+    let r = run.to_str().unwrap();
+    let o = run_exp_env(&["--resume", r], &[("RNNLAB_TEST_CRASH", "step:40")]);
+    assert_eq!(o.status.code(), None, "{}", stderr(&o));
+    assert!(!run.join(checkpoint::SUMMARY).exists());
+    // The summary's time covers every process.
     let first = s["elapsed_s"].as_f64().unwrap();
-    let o = run_exp(&["--resume", run.to_str().unwrap()]);
+    let o = run_exp(&["--resume", r]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(summary(&run)["elapsed_s"].as_f64().unwrap() > first);
 }
@@ -517,4 +522,68 @@ fn a_failed_write_names_the_file() {
         err.contains("too large") || err.contains("No space"),
         "{err}"
     );
+}
+
+/// Real signals from outside at moments the test does not choose (once a few metrics rows
+/// are on disk): `kill -9` and `kill -TERM`, then `--resume`, end where the straight run ends.
+#[test]
+fn real_kills_at_unchosen_moments_then_resume_equal_a_straight_run() {
+    let dir = temp_dir("real-kill");
+    let longer = |out: &str| {
+        let cfg = config(&dir, out);
+        let text = std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("num_train = 800", "num_train = 6400")
+            .replace("hidden_size = 16", "hidden_size = 64");
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let cfg = longer("straight");
+    let o = run_exp(&[cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let straight = run_dir(&dir.join("straight"));
+    for (name, signal, code) in [("kill9", "-KILL", None), ("term", "-TERM", Some(143))] {
+        let cfg = longer(name);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+            .arg(&cfg)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for the first epoch's rows, then signal.
+        let t0 = std::time::Instant::now();
+        loop {
+            let rows = std::fs::read_dir(dir.join(name).join("tiny"))
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("metrics.jsonl")).ok())
+                .map_or(0, |t| t.lines().count());
+            if rows >= 60 || t0.elapsed().as_secs() > 60 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args([signal, &pid]).status();
+        let status = child.wait().unwrap();
+        let run = run_dir(&dir.join(name));
+        // (The signal lands about step 120 of the run's 600.)
+        assert_eq!(status.code(), code, "{name}");
+        let o = run_exp(&["--resume", run.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+        assert!(
+            std::fs::read(run.join(checkpoint::LAST)).unwrap()
+                == std::fs::read(straight.join(checkpoint::LAST)).unwrap(),
+            "{name}: final weights differ from the straight run's"
+        );
+        assert_eq!(
+            metrics(&run).keys().collect::<Vec<_>>(),
+            metrics(&straight).keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        assert_eq!(
+            tb_curve(&run, "train/loss"),
+            tb_curve(&straight, "train/loss"),
+            "{name}"
+        );
+    }
 }
