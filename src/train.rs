@@ -662,10 +662,11 @@ fn fit(
             });
         }};
     }
+    // `$step`: the step whose update (or the epoch end whose check) found non-finite values.
     macro_rules! diverged {
-        ($reason:expr) => {{
+        ($step:expr, $reason:expr) => {{
             let reason: String = $reason;
-            metrics.row(json!({"step": state.step, "epoch": state.epochs_done + 1, "split": "train", "diverged": true, "reason": &reason}))?;
+            metrics.row(json!({"step": $step, "epoch": state.epochs_done + 1, "split": "diverged", "reason": &reason}))?;
             finish!(Status::Diverged, Some(reason))
         }};
     }
@@ -731,7 +732,7 @@ fn fit(
             let loss_v = loss.to_scalar::<f32>()? as f64;
             if let Some(reason) = non_finite("loss", loss_v, epoch + 1, index + 1) {
                 bar.abandon();
-                diverged!(reason);
+                diverged!(index + 1, reason);
             }
             let store = loss.backward()?;
             let mut g = grads::collect(model, &fwd, &store)?;
@@ -743,7 +744,7 @@ fn fit(
             // Before the update: the weights stay those of the last finite step.
             if let Some(reason) = non_finite("gradient norm", norm, epoch + 1, index + 1) {
                 bar.abandon();
-                diverged!(reason);
+                diverged!(index + 1, reason);
             }
             if let Some(v) = t.clip_value {
                 optim::clip_value(&mut g, v)?;
@@ -811,12 +812,13 @@ fn fit(
             class_weights,
         )?;
         if let Some(reason) = non_finite("validation loss", val.loss, e, step) {
-            diverged!(reason);
+            diverged!(step, reason);
         }
         if let Some(name) = model.params.first_non_finite()? {
-            diverged!(format!(
-                "parameter {name} holds NaN or infinite values at epoch {e} step {step}"
-            ));
+            diverged!(
+                step,
+                format!("parameter {name} holds NaN or infinite values at epoch {e} step {step}")
+            );
         }
         let (val_loss, val_acc) = (val.loss, val.acc);
         let train_loss = state.epoch_loss_sum / state.epoch_examples.max(1) as f64;

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Reads a run folder's TensorBoard event files with TensorBoard's own EventAccumulator and
-checks the tags rnnlab documents. usage: python tests/check_events.py RUN_DIR
+checks the tags rnnlab documents, and that every scalar curve has one point per step (after a
+crash and --resume, the SessionLog(START) event must have made TensorBoard drop what the killed
+process logged after its checkpoint). usage: python tests/check_events.py RUN_DIR
 (needs `pip install tensorboard`; the Rust suite parses the files itself and does not need it)."""
 import sys
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -23,4 +25,8 @@ print(f"{len(scalars)} scalar tags, {len(histos)} histogram tags; train/loss {le
       f"first {loss[0]:.4f} last {loss[-1]:.4f}; val/acc {[round(e.value, 4) for e in acc.Scalars('val/acc')]}")
 if missing:
     sys.exit(f"missing tags: {sorted(missing)}")
+for tag in sorted(scalars):
+    steps = [e.step for e in acc.Scalars(tag)]
+    if steps != sorted(set(steps)):
+        sys.exit(f"{tag}: steps repeat or go back: {steps}")
 print("ok")

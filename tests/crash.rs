@@ -164,11 +164,21 @@ fn straight_run(dir: &Path) -> PathBuf {
 
 /// A run crashed by `crash` (RNNLAB_TEST_CRASH), then resumed, must end where the straight
 /// run ends: same final and best weights, same metrics rows, one TensorBoard curve.
-fn crash_then_resume(dir: &Path, straight: &Path, name: &str, crash: &str, want_code: Option<i32>) {
+/// `resume_from`: the step the newest checkpoint must hold after the crash.
+fn crash_then_resume(
+    dir: &Path,
+    straight: &Path,
+    name: &str,
+    crash: &str,
+    want_code: Option<i32>,
+    resume_from: usize,
+) {
     let cfg = config(dir, name);
     let o = run_exp_env(&[cfg.to_str().unwrap()], &[("RNNLAB_TEST_CRASH", crash)]);
     assert_eq!(o.status.code(), want_code, "{crash}: {}", stderr(&o));
     let run = run_dir(&dir.join(name));
+    let ckpt = checkpoint::newest(&run).unwrap().unwrap();
+    assert_eq!(ckpt.state.step, resume_from, "{crash}: resume point");
     let o = run_exp(&["--resume", run.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{crash}: {}", stderr(&o));
     for f in [checkpoint::LAST, checkpoint::BEST] {
@@ -207,17 +217,25 @@ fn crash_then_resume(dir: &Path, straight: &Path, name: &str, crash: &str, want_
 fn crashes_at_chosen_points_then_resume_equal_a_straight_run() {
     let dir = temp_dir("kill");
     let straight = straight_run(&dir);
-    // Checkpoints fall at steps 7, 14, 21, 25 (epoch end), 32, ...
-    // kill -9 mid-epoch, 5 steps after a checkpoint (rows and events beyond it on disk).
-    crash_then_resume(&dir, &straight, "abort-mid-epoch", "step:40", None);
+    // Checkpoints fall at steps 7, 14, 21, 25 (epoch end), 28, 35, 42, 49, 50 (epoch end), ...
+    // kill -9 mid-epoch, 5 steps after a mid-epoch checkpoint (rows and events beyond it on
+    // disk).
+    crash_then_resume(&dir, &straight, "abort-mid-epoch", "step:40", None, 35);
     // kill -9 inside a commit: the checkpoint at step 50 (an epoch end) written, not renamed.
-    crash_then_resume(&dir, &straight, "abort-in-commit", "commit:50", None);
+    crash_then_resume(&dir, &straight, "abort-in-commit", "commit:50", None, 49);
     // ... and renamed, with the folder's links and older checkpoints not yet tidied.
-    crash_then_resume(&dir, &straight, "abort-after-commit", "committed:21", None);
+    crash_then_resume(
+        &dir,
+        &straight,
+        "abort-after-commit",
+        "committed:21",
+        None,
+        21,
+    );
     // SIGTERM (Slurm's warning) and SIGINT between two checkpoints: exit 143 / 130,
     // checkpointed at that very step.
-    crash_then_resume(&dir, &straight, "sigterm", "sigterm:30", Some(143));
-    crash_then_resume(&dir, &straight, "sigint", "sigint:3", Some(130));
+    crash_then_resume(&dir, &straight, "sigterm", "sigterm:30", Some(143), 30);
+    crash_then_resume(&dir, &straight, "sigint", "sigint:3", Some(130), 3);
 }
 
 #[test]

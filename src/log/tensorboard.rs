@@ -160,14 +160,29 @@ pub struct EventWriter {
 
 impl EventWriter {
     /// Creates `dir/events.out.tfevents.<secs>.<host>.<pid>.<n>`; fails rather than truncate.
+    /// TensorBoard reads a folder's event files in name order (and never goes back), so the
+    /// name must sort after every file already there: `<secs>` is the later of now and one
+    /// past the newest existing file's (a resumed run may start within the second, or under a
+    /// smaller pid, than the process it continues).
     pub fn create(dir: &Path) -> Result<EventWriter> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "localhost".into());
+        let newest = std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                name.strip_prefix("events.out.tfevents.")?
+                    .split('.')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .max();
+        let secs = newest.map_or(now() as u64, |n| (now() as u64).max(n + 1));
         let n = WRITERS.fetch_add(1, Ordering::Relaxed);
         let name = format!(
-            "events.out.tfevents.{}.{host}.{}.{n}",
-            now() as u64,
+            "events.out.tfevents.{secs:010}.{host}.{}.{n}",
             std::process::id()
         );
         let path = dir.join(name);
