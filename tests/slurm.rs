@@ -1,0 +1,128 @@
+//! Under a real Slurm (one node on 127.0.0.1, brought up by ../shared/scripts/start-local-
+//! slurm.sh): a job sent SIGTERM, as Slurm does before a time limit or on preemption, ends
+//! `interrupted` with exit 143 and a checkpoint at the step it stopped on; a second job resumes
+//! it and ends with the weights of a straight run. Needs root and ../shared (both in CI);
+//! elsewhere it says plainly that it was skipped and why.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn skip(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED slurm_sigterm_then_resume_equals_a_straight_run: {why}"
+    );
+}
+
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Waits until job `id` has left the queue; returns its `scontrol show job` line.
+fn wait_job(id: &str) -> String {
+    let t0 = Instant::now();
+    while !sh(&format!("squeue -h -j {id} -o %i")).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(300), "job {id} still queued");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    sh(&format!("scontrol -o show job {id}"))
+}
+
+fn config(dir: &Path, out: &str) -> PathBuf {
+    let text = format!(
+        "[experiment]\nname = \"tiny\"\nseed = 2\nout_dir = {:?}\n\
+         [data]\nnum_train = 12800\nnum_valid = 200\nnum_test = 200\n\
+         [model]\nembedding_dim = 8\nhidden_size = 64\ndropout = 0.2\n\
+         [train]\nepochs = 2\nbatch_size = 32\nlr = 1e-2\n[log]\nevery_steps = 2\nprogress = false\n",
+        dir.join(out)
+    );
+    let path = dir.join(format!("{out}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run_dir(out: &Path) -> PathBuf {
+    std::fs::read_dir(out.join("tiny"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+#[test]
+fn slurm_sigterm_then_resume_equals_a_straight_run() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/scripts/start-local-slurm.sh");
+    if !script.exists() {
+        return skip(&format!("{} is absent (it exists in CI)", script.display()));
+    }
+    if sh("id -u") != "0" {
+        return skip("Slurm's daemons need root (CI runs as root)");
+    }
+    let up = Command::new("bash").arg(&script).output().unwrap();
+    assert!(
+        up.status.success(),
+        "start-local-slurm.sh: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let dir = std::env::temp_dir().join(format!("rnnlab-slurm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_run-exp");
+
+    let straight = config(&dir, "straight");
+    let o = Command::new(bin).arg(&straight).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let cfg = config(&dir, "job");
+    let job = sh(&format!(
+        "sbatch --parsable --output={} --wrap 'exec {bin} {}'",
+        dir.join("job1.out").display(),
+        cfg.display()
+    ));
+    // Once the first rows are on disk, Slurm's SIGTERM to every process of the job.
+    let t0 = Instant::now();
+    loop {
+        let rows = std::fs::read_dir(dir.join("job").join("tiny"))
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| std::fs::read_to_string(e.ok()?.path().join("metrics.jsonl")).ok())
+            .map_or(0, |t| t.lines().count());
+        if rows >= 40 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "job {job} wrote no rows");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sh(&format!("scancel --signal=TERM --full {job}"));
+    let info = wait_job(&job);
+    assert!(info.contains("ExitCode=143:0"), "{info}");
+    let run = run_dir(&dir.join("job"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "interrupted", "{summary}");
+    let stopped = summary["steps"].as_u64().unwrap();
+    let ckpt = rnnlab::checkpoint::newest(&run).unwrap().unwrap();
+    assert_eq!(ckpt.state.step as u64, stopped);
+
+    // The requeued work: a second job resumes the run folder.
+    let job = sh(&format!(
+        "sbatch --parsable --output={} --wrap 'exec {bin} --resume {}'",
+        dir.join("job2.out").display(),
+        run.display()
+    ));
+    let info = wait_job(&job);
+    assert!(info.contains("JobState=COMPLETED"), "{info}");
+    let a = std::fs::read(run_dir(&dir.join("straight")).join("last.safetensors")).unwrap();
+    let b = std::fs::read(run.join("last.safetensors")).unwrap();
+    assert!(a == b, "resumed after SIGTERM at step {stopped}: weights differ");
+}
