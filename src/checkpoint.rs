@@ -318,22 +318,33 @@ pub fn load_run(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedR
         config.experiment.seed,
         device,
     )?;
-    let ckpt = newest(dir)?.ok_or_else(|| {
-        checkpoint_error(
-            dir,
-            "has no checkpoint yet (no epoch finished and no interrupted step was saved)",
-        )
-    })?;
-    let file = match weights {
-        Weights::Last => ckpt.model(),
-        Weights::Best => ckpt.best().ok_or_else(|| {
+    // A run still training commits newer checkpoints and deletes older ones: read the newest
+    // again if it went between finding it and reading it.
+    let mut attempts = 0;
+    let (file, bytes) = loop {
+        let ckpt = newest(dir)?.ok_or_else(|| {
             checkpoint_error(
-                &ckpt.dir,
-                "has no best weights yet (no epoch finished); use --weights last",
+                dir,
+                "has no checkpoint yet (no epoch finished and no interrupted step was saved)",
             )
-        })?,
+        })?;
+        let file = match weights {
+            Weights::Last => ckpt.model(),
+            Weights::Best => ckpt.dir.join(BEST),
+        };
+        match std::fs::read(&file) {
+            Ok(bytes) => break (file, bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && ckpt.dir.is_dir() => {
+                return Err(checkpoint_error(
+                    &ckpt.dir,
+                    "has no best weights yet (no epoch finished); use --weights last",
+                ))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 3 => attempts += 1,
+            Err(e) => return Err(Error::io(&file, e)),
+        }
     };
-    model.params.load(&file)?;
+    model.params.load_bytes(&bytes, &file)?;
     if let Some(name) = model.params.first_non_finite()? {
         return Err(checkpoint_error(
             &file,

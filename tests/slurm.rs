@@ -30,7 +30,10 @@ fn sh(cmd: &str) -> String {
 fn wait_job(id: &str) -> String {
     let t0 = Instant::now();
     while !sh(&format!("squeue -h -j {id} -o %i")).is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(300), "job {id} still queued");
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "job {id} still queued"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     sh(&format!("scontrol -o show job {id}"))
@@ -60,8 +63,8 @@ fn run_dir(out: &Path) -> PathBuf {
 
 #[test]
 fn slurm_sigterm_then_resume_equals_a_straight_run() {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/scripts/start-local-slurm.sh");
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/start-local-slurm.sh");
     if !script.exists() {
         return skip(&format!("{} is absent (it exists in CI)", script.display()));
     }
@@ -100,7 +103,10 @@ fn slurm_sigterm_then_resume_equals_a_straight_run() {
         if rows >= 40 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "job {job} wrote no rows");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "job {job} wrote no rows"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     sh(&format!("scancel --signal=TERM --full {job}"));
@@ -124,5 +130,8 @@ fn slurm_sigterm_then_resume_equals_a_straight_run() {
     assert!(info.contains("JobState=COMPLETED"), "{info}");
     let a = std::fs::read(run_dir(&dir.join("straight")).join("last.safetensors")).unwrap();
     let b = std::fs::read(run.join("last.safetensors")).unwrap();
-    assert!(a == b, "resumed after SIGTERM at step {stopped}: weights differ");
+    assert!(
+        a == b,
+        "resumed after SIGTERM at step {stopped}: weights differ"
+    );
 }

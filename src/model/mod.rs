@@ -120,17 +120,24 @@ impl Params {
 
     /// Overwrites every parameter from a safetensors file with the same names and shapes.
     pub fn load(&self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        self.load_bytes(&bytes, path)
+    }
+
+    /// [`Params::load`] from a safetensors file already read (`path` names it in errors).
+    pub fn load_bytes(&self, bytes: &[u8], path: &Path) -> Result<()> {
         let device = self
             .vars
             .values()
             .next()
             .map(|v| v.device().clone())
             .unwrap_or(Device::Cpu);
-        let loaded =
-            candle_core::safetensors::load(path, &device).map_err(|e| Error::Checkpoint {
+        let loaded = candle_core::safetensors::load_buffer(bytes, &device).map_err(|e| {
+            Error::Checkpoint {
                 path: path.into(),
                 msg: format!("cannot read safetensors: {e}"),
-            })?;
+            }
+        })?;
         for (name, var) in &self.vars {
             let t = loaded.get(name).ok_or_else(|| Error::Checkpoint {
                 path: path.into(),
