@@ -3,8 +3,9 @@
 //! RFC 4180 quoting, newlines inside quotes included; TSV fields verbatim, as GLUE's SST-2 has
 //! bare quotes in text), which tells the line each record starts on, so every malformed row
 //! (a field count unlike the header's, bytes that are not UTF-8) is named by its line; a UTF-8
-//! byte-order mark is dropped. (polars' CSV reader names no line and cannot skip a ragged
-//! row.) JSONL is one JSON object per line (serde_json); parquet is read with polars, and its
+//! byte-order mark is dropped. (polars' CSV reader, also a dependency, fails a whole file on a
+//! ragged row naming no line, or with `truncate_ragged_lines` silently drops the extra fields,
+//! pola-rs/polars#10585; its `ignore_errors` nulls values rather than skipping rows, #8843.) JSONL is one JSON object per line (serde_json); parquet is read with polars, and its
 //! rows are named by row number. A malformed row is an error, or with `skip_bad_rows` skipped
 //! and counted.
 
