@@ -244,23 +244,27 @@ impl RunDir {
             dir,
             state: state.clone(),
         };
-        self.tidy(&ckpt)?;
+        self.tidy(Some(&ckpt))?;
         Ok(ckpt)
     }
 
-    /// Makes the run folder agree with its newest checkpoint `ckpt`: the top-level weight
-    /// links point at it, and older checkpoints and any unfinished temporary folder are gone.
-    pub fn tidy(&self, ckpt: &Checkpoint) -> Result<()> {
-        replace_with_link(&ckpt.model(), &self.path.join(LAST))?;
-        if let Some(best) = ckpt.best() {
-            replace_with_link(&best, &self.path.join(BEST))?;
+    /// Makes the run folder agree with its newest checkpoint `ckpt` (None: it has none): the
+    /// top-level weight links point at it, and older checkpoints and any unfinished temporary
+    /// folder are gone.
+    pub fn tidy(&self, ckpt: Option<&Checkpoint>) -> Result<()> {
+        if let Some(ckpt) = ckpt {
+            replace_with_link(&ckpt.model(), &self.path.join(LAST))?;
+            if let Some(best) = ckpt.best() {
+                replace_with_link(&best, &self.path.join(BEST))?;
+            }
         }
         let root = self.path.join(CHECKPOINTS);
-        let entries = std::fs::read_dir(&root).map_err(|e| Error::io(&root, e))?;
-        for entry in entries.flatten() {
-            let p = entry.path();
-            if p != ckpt.dir {
-                let _ = std::fs::remove_dir_all(&p);
+        if let Ok(entries) = std::fs::read_dir(&root) {
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if ckpt.is_none_or(|c| p != c.dir) {
+                    let _ = std::fs::remove_dir_all(&p);
+                }
             }
         }
         // Temporary files of writers that died before their rename.

@@ -145,8 +145,10 @@ pub struct Ready {
     run: RunDir,
     model: Classifier,
     optimizer: Optimizer,
-    /// The checkpoint a resume continues from.
-    resumed: Option<Checkpoint>,
+    /// A resume: the folder held an earlier process's output, cut back to `checkpoint`
+    /// (None: it had none, and the run starts over from its seeded init).
+    resumed: bool,
+    checkpoint: Option<Checkpoint>,
 }
 
 impl Ready {
@@ -155,8 +157,9 @@ impl Ready {
     }
 }
 
+/// The classifier at its seeded init, with `model.embeddings` written in.
 fn build_model(prep: &Prepared) -> Result<Classifier> {
-    Classifier::new(
+    let model = Classifier::new(
         &prep.config.model,
         Input::Tokens {
             vocab: prep.data.vocab.len(),
@@ -164,17 +167,18 @@ fn build_model(prep: &Prepared) -> Result<Classifier> {
         prep.data.classes.len(),
         prep.config.experiment.seed,
         &prep.device,
-    )
+    )?;
+    if let (Some(v), Some(p)) = (&prep.vectors, &prep.config.model.embeddings) {
+        model.set_embedding_rows(&v.rows)?;
+        eprintln!("{}", v.report(&prep.data.vocab, p));
+    }
+    Ok(model)
 }
 
 /// Creates a new run folder under `<out_dir>/<name>/` and writes what describes it (the
 /// config with absolute paths, vocabulary, class names); on a failure the folder goes again.
 pub fn open_new(prep: Prepared) -> Result<Ready> {
     let model = build_model(&prep)?;
-    if let (Some(v), Some(p)) = (&prep.vectors, &prep.config.model.embeddings) {
-        model.set_embedding_rows(&v.rows)?;
-        eprintln!("{}", v.report(&prep.data.vocab, p));
-    }
     let cfg = &prep.config;
     let run = RunDir::create(&cfg.experiment.out_dir.join(&cfg.experiment.name))?;
     let describe = || -> Result<()> {
@@ -196,18 +200,29 @@ pub fn open_new(prep: Prepared) -> Result<Ready> {
         run,
         model,
         optimizer,
-        resumed: None,
+        resumed: false,
+        checkpoint: None,
     })
 }
 
-/// A run folder to resume: locked, its newest checkpoint, and the config to continue with
-/// (`config`, else the folder's own, with `--set` overrides), checked against the one the
-/// checkpoint was trained with. Nothing is written.
+/// A run folder to resume: locked, its newest checkpoint (None: killed before its first, so
+/// the run starts over in the same folder), and the config to continue with (`config`, else
+/// the folder's own, with `--set` overrides), checked against the one the run was started
+/// with. Nothing is written.
 pub fn resume_config(
     dir: &Path,
     config: Option<&Path>,
     overrides: &[String],
-) -> Result<(RunDir, Checkpoint, Config)> {
+) -> Result<(RunDir, Option<Checkpoint>, Config)> {
+    if !dir.join(checkpoint::CONFIG).is_file() {
+        return Err(Error::Checkpoint {
+            path: dir.to_path_buf(),
+            msg: format!(
+                "is not a run folder (it has no {}); give a results/<name>/run-NNN folder",
+                checkpoint::CONFIG
+            ),
+        });
+    }
     let run = RunDir::open(dir)?;
     let summary_path = dir.join(checkpoint::SUMMARY);
     if summary_path.exists() {
@@ -222,10 +237,7 @@ pub fn resume_config(
             });
         }
     }
-    let ckpt = checkpoint::newest(dir)?.ok_or_else(|| Error::Checkpoint {
-        path: dir.to_path_buf(),
-        msg: "has no checkpoint to resume from (no epoch finished); start a new run".into(),
-    })?;
+    let ckpt = checkpoint::newest(dir)?;
     let saved = Config::load(&dir.join(checkpoint::CONFIG), &[])?;
     let wanted = match config {
         Some(p) => Config::load(p, overrides)?,
@@ -255,9 +267,10 @@ pub fn resume_config(
 }
 
 /// Checks that the data still reads as it did (vocabulary, classes), loads the checkpoint
-/// into a fresh model and optimizer, and only then writes: the new config (if a resumable
-/// key changed) and a tidy folder (older checkpoints and temporary files gone).
-pub fn open_resume(prep: Prepared, run: RunDir, ckpt: Checkpoint) -> Result<Ready> {
+/// into a fresh model and optimizer (without one: the seeded init), and only then writes: the
+/// new config (if a resumable key changed) and a tidy folder (older checkpoints and temporary
+/// files gone).
+pub fn open_resume(prep: Prepared, run: RunDir, ckpt: Option<Checkpoint>) -> Result<Ready> {
     let dir = run.path.clone();
     let saved_vocab = Vocab::load(&dir.join(checkpoint::VOCAB))?;
     if saved_vocab.itos != prep.data.vocab.itos {
@@ -282,43 +295,52 @@ pub fn open_resume(prep: Prepared, run: RunDir, ckpt: Checkpoint) -> Result<Read
         });
     }
     let model = build_model(&prep)?;
-    model.params.load(&ckpt.model())?;
     let mut optimizer = Optimizer::new(&prep.config.train);
-    optimizer.load_state(
-        ckpt.state.step,
-        checkpoint::load_optimizer_state(&ckpt, &prep.device)?,
-        &model.params,
-        &ckpt.optim(),
-    )?;
+    if let Some(ckpt) = &ckpt {
+        model.params.load(&ckpt.model())?;
+        optimizer.load_state(
+            ckpt.state.step,
+            checkpoint::load_optimizer_state(ckpt, &prep.device)?,
+            &model.params,
+            &ckpt.optim(),
+        )?;
+    }
     // Checked: now write.
     let saved = Config::load(&dir.join(checkpoint::CONFIG), &[])?;
     let config = prep.config.clone().with_absolute_paths();
     if config != saved.with_absolute_paths() {
         crate::fsutil::write_atomic(&dir.join(checkpoint::CONFIG), config.to_toml().as_bytes())?;
     }
-    run.tidy(&ckpt)?;
+    run.tidy(ckpt.as_ref())?;
     // The summary described the process that ended; this one writes its own.
     let summary = dir.join(checkpoint::SUMMARY);
     if summary.exists() {
         std::fs::remove_file(&summary).map_err(|e| Error::io(&summary, e))?;
     }
-    eprintln!(
-        "resuming {} from step {} (epoch {}{})",
-        dir.display(),
-        ckpt.state.step,
-        ckpt.state.epochs_done + 1,
-        if ckpt.state.batches_done > 0 {
-            format!(", batch {}", ckpt.state.batches_done + 1)
-        } else {
-            String::new()
-        }
-    );
+    match &ckpt {
+        Some(c) => eprintln!(
+            "resuming {} from step {} (epoch {}{})",
+            dir.display(),
+            c.state.step,
+            c.state.epochs_done + 1,
+            if c.state.batches_done > 0 {
+                format!(", batch {}", c.state.batches_done + 1)
+            } else {
+                String::new()
+            }
+        ),
+        None => eprintln!(
+            "resuming {}: no checkpoint was written, starting over from the seeded init",
+            dir.display()
+        ),
+    }
     Ok(Ready {
         prep,
         run,
         model,
         optimizer,
-        resumed: Some(ckpt),
+        resumed: true,
+        checkpoint: ckpt,
     })
 }
 
@@ -331,6 +353,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
         model,
         mut optimizer,
         resumed,
+        checkpoint,
     } = ready;
     let Prepared {
         config,
@@ -370,7 +393,8 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
         &model,
         &mut optimizer,
         &run,
-        resumed.as_ref(),
+        resumed,
+        checkpoint.as_ref(),
         weights.as_ref(),
         stop,
     );
@@ -605,20 +629,23 @@ fn fit(
     model: &Classifier,
     optimizer: &mut Optimizer,
     run: &RunDir,
-    resumed: Option<&Checkpoint>,
+    resumed: bool,
+    from: Option<&Checkpoint>,
     class_weights: Option<&Tensor>,
     stop: &Stop,
 ) -> Result<Fitted> {
     let t = &cfg.train;
     let dir = &run.path;
-    let mut state = resumed.map(|c| c.state.clone()).unwrap_or_default();
-    let mut checkpoint = resumed.cloned();
+    let mut state = from.map(|c| c.state.clone()).unwrap_or_default();
+    let mut checkpoint = from.cloned();
     let mut tb = EventWriter::create(dir)?;
+    // A resume cuts what the previous process logged back to its checkpoint (all of it, when
+    // it had none).
     let mut metrics = Metrics::open(
         &dir.join(checkpoint::METRICS),
-        resumed.map(|c| c.state.metrics_bytes),
+        resumed.then_some(state.metrics_bytes),
     )?;
-    if resumed.is_some() {
+    if resumed {
         tb.session_start(state.step + 1)?;
     }
     let steps_per_epoch = data.train.len().div_ceil(t.batch_size);

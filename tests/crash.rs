@@ -164,21 +164,26 @@ fn straight_run(dir: &Path) -> PathBuf {
 
 /// A run crashed by `crash` (RNNLAB_TEST_CRASH), then resumed, must end where the straight
 /// run ends: same final and best weights, same metrics rows, one TensorBoard curve.
-/// `resume_from`: the step the newest checkpoint must hold after the crash.
+/// `resume_from`: the step the newest checkpoint must hold after the crash (None: the crash
+/// came before the first, and the resume starts the run over in its folder).
 fn crash_then_resume(
     dir: &Path,
     straight: &Path,
     name: &str,
     crash: &str,
     want_code: Option<i32>,
-    resume_from: usize,
+    resume_from: Option<usize>,
 ) {
     let cfg = config(dir, name);
     let o = run_exp_env(&[cfg.to_str().unwrap()], &[("RNNLAB_TEST_CRASH", crash)]);
     assert_eq!(o.status.code(), want_code, "{crash}: {}", stderr(&o));
     let run = run_dir(&dir.join(name));
-    let ckpt = checkpoint::newest(&run).unwrap().unwrap();
-    assert_eq!(ckpt.state.step, resume_from, "{crash}: resume point");
+    let ckpt = checkpoint::newest(&run).unwrap();
+    assert_eq!(
+        ckpt.map(|c| c.state.step),
+        resume_from,
+        "{crash}: resume point"
+    );
     let o = run_exp(&["--resume", run.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{crash}: {}", stderr(&o));
     for f in [checkpoint::LAST, checkpoint::BEST] {
@@ -220,9 +225,23 @@ fn crashes_at_chosen_points_then_resume_equal_a_straight_run() {
     // Checkpoints fall at steps 7, 14, 21, 25 (epoch end), 28, 35, 42, 49, 50 (epoch end), ...
     // kill -9 mid-epoch, 5 steps after a mid-epoch checkpoint (rows and events beyond it on
     // disk).
-    crash_then_resume(&dir, &straight, "abort-mid-epoch", "step:40", None, 35);
+    crash_then_resume(
+        &dir,
+        &straight,
+        "abort-mid-epoch",
+        "step:40",
+        None,
+        Some(35),
+    );
     // kill -9 inside a commit: the checkpoint at step 50 (an epoch end) written, not renamed.
-    crash_then_resume(&dir, &straight, "abort-in-commit", "commit:50", None, 49);
+    crash_then_resume(
+        &dir,
+        &straight,
+        "abort-in-commit",
+        "commit:50",
+        None,
+        Some(49),
+    );
     // ... and renamed, with the folder's links and older checkpoints not yet tidied.
     crash_then_resume(
         &dir,
@@ -230,12 +249,30 @@ fn crashes_at_chosen_points_then_resume_equal_a_straight_run() {
         "abort-after-commit",
         "committed:21",
         None,
-        21,
+        Some(21),
     );
     // SIGTERM (Slurm's warning) and SIGINT between two checkpoints: exit 143 / 130,
     // checkpointed at that very step.
-    crash_then_resume(&dir, &straight, "sigterm", "sigterm:30", Some(143), 30);
-    crash_then_resume(&dir, &straight, "sigint", "sigint:3", Some(130), 3);
+    crash_then_resume(
+        &dir,
+        &straight,
+        "sigterm",
+        "sigterm:30",
+        Some(143),
+        Some(30),
+    );
+    crash_then_resume(&dir, &straight, "sigint", "sigint:3", Some(130), Some(3));
+    // kill -9 before the first checkpoint (the first commit aborted): the resume starts over
+    // in the same folder, its metrics and events cut back to nothing.
+    crash_then_resume(
+        &dir,
+        &straight,
+        "abort-first-commit",
+        "commit:7",
+        None,
+        None,
+    );
+    crash_then_resume(&dir, &straight, "abort-before-any", "step:5", None, None);
 }
 
 #[test]
@@ -309,9 +346,11 @@ fn a_resume_that_may_not_go_ahead_exits_2_and_changes_nothing() {
         );
         assert!(snapshot(&run) == before, "{set}: the failed resume wrote");
     }
-    // A resume of a run with no checkpoint, and of a folder that is not a run.
+    // A folder that is not a run: refused, and left without a lock file.
     let o = run_exp(&["--resume", dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is not a run folder"), "{}", stderr(&o));
+    assert!(!dir.join(checkpoint::LOCK).exists());
     // Safe changes go ahead and the run stays usable.
     let o = run_exp(&[
         "--resume",
