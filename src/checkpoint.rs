@@ -63,10 +63,24 @@ pub struct State {
     pub metrics_bytes: u64,
 }
 
+impl State {
+    /// Epoch `epochs_done` has ended: nothing of an epoch in progress remains.
+    pub fn end_epoch(&mut self, epochs_done: usize) {
+        self.epochs_done = epochs_done;
+        self.batches_done = 0;
+        self.rng_word_pos = 0;
+        self.epoch_loss_sum = 0.0;
+        self.epoch_correct = 0;
+        self.epoch_examples = 0;
+    }
+}
+
 /// A committed checkpoint.
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     pub dir: PathBuf,
+    /// Its place in the run's sequence of commits (the folder name's prefix).
+    pub seq: u64,
     pub state: State,
 }
 
@@ -121,14 +135,14 @@ fn committed(run: &Path) -> Result<Vec<(u64, PathBuf)>> {
 
 /// The newest committed checkpoint of a run folder, if any.
 pub fn newest(run: &Path) -> Result<Option<Checkpoint>> {
-    let Some((_, dir)) = committed(run)?.pop() else {
+    let Some((seq, dir)) = committed(run)?.pop() else {
         return Ok(None);
     };
     let path = dir.join(STATE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let state: State = serde_json::from_str(&text)
         .map_err(|e| checkpoint_error(&path, format!("not a checkpoint state: {e}")))?;
-    Ok(Some(Checkpoint { dir, state }))
+    Ok(Some(Checkpoint { dir, seq, state }))
 }
 
 /// A run folder held by this process: the lock lasts until the value is dropped (or the
@@ -183,10 +197,11 @@ impl RunDir {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
-        let stamp = format!("pid {} on {host}", std::process::id());
+        let stamp = format!(
+            "pid {} on {}",
+            std::process::id(),
+            crate::fsutil::hostname()
+        );
         file.set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(stamp.as_bytes()))
@@ -232,7 +247,7 @@ impl RunDir {
             return Err(e);
         }
         crate::stop::crash_point("commit", state.step);
-        let seq = committed(&self.path)?.last().map_or(1, |(s, _)| s + 1);
+        let seq = previous.as_ref().map_or(1, |c| c.seq + 1);
         let dir = root.join(format!("{seq:06}-step-{}", state.step));
         std::fs::rename(&tmp, &dir).map_err(|e| {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -242,6 +257,7 @@ impl RunDir {
         crate::stop::crash_point("committed", state.step);
         let ckpt = Checkpoint {
             dir,
+            seq,
             state: state.clone(),
         };
         self.tidy(Some(&ckpt))?;

@@ -53,3 +53,10 @@ pub fn replace_with_link(target: &Path, link: &Path) -> Result<()> {
         Error::io(link, e)
     })
 }
+
+/// This machine's name (event file names, the lock's stamp), "localhost" where unknown.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}

@@ -75,11 +75,7 @@ pub fn prepare(config: Config) -> Result<Prepared> {
 
 /// Training examples per class.
 pub fn class_counts(data: &Dataset) -> Vec<usize> {
-    let mut counts = vec![0usize; data.classes.len()];
-    for &y in &data.train.labels {
-        counts[y as usize] += 1;
-    }
-    counts
+    data::label_counts(&data.train.labels, data.classes.len())
 }
 
 /// `train.class_weights` resolved: "balanced" is n / (k * count_c) (scikit-learn's rule).
@@ -205,15 +201,21 @@ pub fn open_new(prep: Prepared) -> Result<Ready> {
     })
 }
 
-/// A run folder to resume: locked, its newest checkpoint (None: killed before its first, so
-/// the run starts over in the same folder), and the config to continue with (`config`, else
-/// the folder's own, with `--set` overrides), checked against the one the run was started
-/// with. Nothing is written.
-pub fn resume_config(
-    dir: &Path,
-    config: Option<&Path>,
-    overrides: &[String],
-) -> Result<(RunDir, Option<Checkpoint>, Config)> {
+/// A run folder to resume, taken and checked by [`resume_config`].
+pub struct Resume {
+    pub run: RunDir,
+    /// The newest checkpoint (None: killed before its first, so the run starts over in the
+    /// same folder).
+    pub checkpoint: Option<Checkpoint>,
+    /// The config to continue with, and the one the run was started with.
+    pub config: Config,
+    saved: Config,
+}
+
+/// Locks a run folder to resume and finds its newest checkpoint and the config to continue
+/// with (`config`, else the folder's own, with `--set` overrides), checked against the one the
+/// run was started with. Nothing is written.
+pub fn resume_config(dir: &Path, config: Option<&Path>, overrides: &[String]) -> Result<Resume> {
     if !dir.join(checkpoint::CONFIG).is_file() {
         return Err(Error::Checkpoint {
             path: dir.to_path_buf(),
@@ -263,14 +265,25 @@ pub fn resume_config(
             ),
         });
     }
-    Ok((run, ckpt, wanted))
+    Ok(Resume {
+        run,
+        checkpoint: ckpt,
+        config: wanted,
+        saved,
+    })
 }
 
 /// Checks that the data still reads as it did (vocabulary, classes), loads the checkpoint
 /// into a fresh model and optimizer (without one: the seeded init), and only then writes: the
 /// new config (if a resumable key changed) and a tidy folder (older checkpoints and temporary
-/// files gone).
-pub fn open_resume(prep: Prepared, run: RunDir, ckpt: Option<Checkpoint>) -> Result<Ready> {
+/// files gone). `prep` is `resume.config` prepared.
+pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
+    let Resume {
+        run,
+        checkpoint: ckpt,
+        saved,
+        ..
+    } = resume;
     let dir = run.path.clone();
     let saved_vocab = Vocab::load(&dir.join(checkpoint::VOCAB))?;
     if saved_vocab.itos != prep.data.vocab.itos {
@@ -306,7 +319,6 @@ pub fn open_resume(prep: Prepared, run: RunDir, ckpt: Option<Checkpoint>) -> Res
         )?;
     }
     // Checked: now write.
-    let saved = Config::load(&dir.join(checkpoint::CONFIG), &[])?;
     let config = prep.config.clone().with_absolute_paths();
     if config != saved.with_absolute_paths() {
         crate::fsutil::write_atomic(&dir.join(checkpoint::CONFIG), config.to_toml().as_bytes())?;
@@ -655,17 +667,15 @@ fn fit(
         .min(steps_per_epoch * t.epochs);
     let mut stopped_early = false;
     let started = Instant::now();
-    let (elapsed_before, samples_before) = (state.elapsed_s, state.samples);
-    let mut samples = 0usize;
+    let elapsed_before = state.elapsed_s;
     // Commits a checkpoint of the model, the optimizer and `state` (`improved`: the model is
     // the new best), after bringing the run's totals and the metrics length up to date.
     macro_rules! commit {
         ($state:expr, $improved:expr) => {{
             $state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-            $state.samples = samples_before + samples;
             metrics.flush()?;
             tb.flush()?;
-            $state.metrics_bytes = metrics.len();
+            $state.metrics_bytes = metrics.bytes();
             checkpoint = Some(run.commit(
                 &model.params,
                 &optimizer.state(&model.params),
@@ -677,7 +687,6 @@ fn fit(
     macro_rules! finish {
         ($status:expr, $reason:expr) => {{
             state.elapsed_s = elapsed_before + started.elapsed().as_secs_f64();
-            state.samples = samples_before + samples;
             metrics.flush()?;
             tb.flush()?;
             return Ok(Fitted {
@@ -780,7 +789,7 @@ fn fit(
 
             state.step += 1;
             state.batches_done += 1;
-            samples += idx.len();
+            state.samples += idx.len();
             epoch_seen += idx.len();
             state.epoch_loss_sum += loss_v * idx.len() as f64;
             state.epoch_correct += count_correct(&fwd.logits, &b.labels)?;
@@ -877,12 +886,7 @@ fn fit(
         } else {
             state.bad_epochs += 1;
         }
-        state.epochs_done = e;
-        state.batches_done = 0;
-        state.rng_word_pos = 0;
-        state.epoch_loss_sum = 0.0;
-        state.epoch_correct = 0;
-        state.epoch_examples = 0;
+        state.end_epoch(e);
         metrics.row(json!({
             "step": step, "epoch": e, "split": "epoch", "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc, "val_macro_f1": val.macro_f1,

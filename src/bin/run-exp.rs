@@ -337,16 +337,16 @@ fn main() -> ExitCode {
     // Everything that bad input can break happens here, before any file is written (a new
     // run's folder is created last, a resume's files are written only once all is checked).
     let ready = match &cli.resume {
-        Some(dir) => train::resume_config(dir, cli.config.as_deref(), &cli.set).and_then(
-            |(run, ckpt, config)| {
+        Some(dir) => {
+            train::resume_config(dir, cli.config.as_deref(), &cli.set).and_then(|resume| {
                 if cli.dry_run {
-                    print!("{}", config.to_toml());
+                    print!("{}", resume.config.to_toml());
                     return Ok(None);
                 }
-                let prep = train::prepare(config)?;
-                train::open_resume(prep, run, ckpt).map(Some)
-            },
-        ),
+                let prep = train::prepare(resume.config.clone())?;
+                train::open_resume(prep, resume).map(Some)
+            })
+        }
         None => {
             Config::load(&cli.config.clone().unwrap_or_default(), &cli.set).and_then(|config| {
                 if cli.dry_run {

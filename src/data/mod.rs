@@ -264,6 +264,15 @@ fn load_tables(cfg: &Data, seed: u64) -> Result<Dataset> {
     })
 }
 
+/// Examples per class id, for `classes` classes.
+pub fn label_counts(labels: &[u32], classes: usize) -> Vec<usize> {
+    let mut counts = vec![0usize; classes];
+    for &y in labels {
+        counts[y as usize] += 1;
+    }
+    counts
+}
+
 /// A label read as a number ("1", "1.0", "-1"), if it is one.
 fn number(label: &str) -> Option<f64> {
     label.parse::<f64>().ok().filter(|v| v.is_finite())
@@ -359,14 +368,10 @@ fn check_class_coverage(
     valid_ids: &[u32],
     notes: &mut Vec<String>,
 ) -> Result<()> {
-    let count = |ids: &[u32]| {
-        let mut c = vec![0usize; classes.len()];
-        for &y in ids {
-            c[y as usize] += 1;
-        }
-        c
-    };
-    let (in_train, in_valid) = (count(train_ids), count(valid_ids));
+    let (in_train, in_valid) = (
+        label_counts(train_ids, classes.len()),
+        label_counts(valid_ids, classes.len()),
+    );
     for (c, name) in classes.iter().enumerate() {
         if in_train[c] > 0 {
             if in_valid[c] == 0 && cfg.valid.is_none() {

@@ -202,6 +202,11 @@ fn delimited(path: &Path, format: Format, spec: &Spec) -> Result<Vec<Candidate>>
     let need = ti.max(li.unwrap_or(0)) + 1;
     // Every row has the header's field count (without a header: the first row's).
     let mut width = spec.header.then_some(names.len());
+    let what = if spec.header {
+        "the header's"
+    } else {
+        "the first row's"
+    };
     let mut out = Vec::new();
     for record in records {
         let record = record?;
@@ -210,38 +215,25 @@ fn delimited(path: &Path, format: Format, spec: &Spec) -> Result<Vec<Candidate>>
             continue;
         }
         let expected = *width.get_or_insert(record.len());
-        if record.len() != expected || record.len() < need {
-            let what = if spec.header {
-                "the header's"
-            } else {
-                "the first row's"
-            };
-            out.push(Err((
-                n,
-                format!(
-                    "expected {} {kind} fields ({what} count), found {}",
-                    expected.max(need),
-                    record.len()
-                ),
-            )));
-            continue;
-        }
-        let text = match utf8(&record[ti], ti) {
-            Ok(t) => t,
-            Err(m) => {
-                out.push(Err((n, m)));
-                continue;
+        let candidate = || -> Candidate {
+            if record.len() != expected || record.len() < need {
+                return Err((
+                    n,
+                    format!(
+                        "expected {} {kind} fields ({what} count), found {}",
+                        expected.max(need),
+                        record.len()
+                    ),
+                ));
             }
+            let text = utf8(&record[ti], ti).map_err(|m| (n, m))?;
+            let label = li
+                .map(|i| utf8(&record[i], i).map(|l| l.trim().to_string()))
+                .transpose()
+                .map_err(|m| (n, m))?;
+            row(text, label, n)
         };
-        let label = match li.map(|i| utf8(&record[i], i).map(|l| l.trim().to_string())) {
-            Some(Err(m)) => {
-                out.push(Err((n, m)));
-                continue;
-            }
-            Some(Ok(l)) => Some(l),
-            None => None,
-        };
-        out.push(row(text, label, n));
+        out.push(candidate());
     }
     Ok(out)
 }
@@ -377,14 +369,8 @@ fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
             .iter()
             .map(|l| l.map(|l| l.trim().to_string()))
             .collect(),
-        dt if dt.is_integer() => labels
-            .cast(&DataType::Int64)
-            .and_then(|s| s.i64().cloned())
-            .map_err(|e| bad(e.to_string()))?
-            .iter()
-            .map(|l| l.map(|l| l.to_string()))
-            .collect(),
-        dt if dt.is_float() => labels
+        // Whole floats print as integers ("1"), so 1 and 1.0 are one class.
+        dt if dt.is_primitive_numeric() => labels
             .cast(&DataType::Float64)
             .and_then(|s| s.f64().cloned())
             .map_err(|e| bad(e.to_string()))?
@@ -393,7 +379,7 @@ fn parquet(path: &Path, spec: &Spec) -> Result<Vec<Candidate>> {
             .collect(),
         dt => {
             return Err(bad(format!(
-                "label column \"{}\" holds {dt}, expected integers or strings",
+                "label column \"{}\" holds {dt}, expected numbers or strings",
                 names[li]
             )))
         }

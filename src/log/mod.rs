@@ -58,13 +58,9 @@ impl Metrics {
         Ok(())
     }
 
-    /// Bytes written so far (what a checkpoint records).
-    pub fn len(&self) -> u64 {
+    /// The file's length in bytes (what a checkpoint records).
+    pub fn bytes(&self) -> u64 {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 
     pub fn flush(&mut self) -> Result<()> {

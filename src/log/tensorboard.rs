@@ -165,9 +165,7 @@ impl EventWriter {
     /// past the newest existing file's (a resumed run may start within the second, or under a
     /// smaller pid, than the process it continues).
     pub fn create(dir: &Path) -> Result<EventWriter> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
+        let host = crate::fsutil::hostname();
         let newest = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .filter_map(|e| {
