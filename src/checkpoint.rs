@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -173,39 +172,17 @@ impl RunDir {
         if !dir.is_dir() {
             return Err(checkpoint_error(dir, "is not a run folder"));
         }
-        let path = dir.join(LOCK);
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim();
+        let file = match crate::fsutil::lock_stamped(&dir.join(LOCK))? {
+            Ok(f) => f,
+            Err(holder) => {
                 return Err(checkpoint_error(
                     dir,
                     format!(
-                        "the run folder is in use by another run-exp ({}); wait for it to end or stop it",
-                        if holder.is_empty() { "pid unknown".to_string() } else { holder.to_string() }
+                        "the run folder is in use by another run-exp ({holder}); wait for it to end or stop it"
                     ),
-                ));
+                ))
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-        }
-        let stamp = format!(
-            "pid {} on {}",
-            std::process::id(),
-            crate::fsutil::hostname()
-        );
-        file.set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(stamp.as_bytes()))
-            .map_err(|e| Error::io(&path, e))?;
+        };
         Ok(RunDir {
             path: dir.to_path_buf(),
             _lock: file,

@@ -1,6 +1,8 @@
 //! The experiment config: plain serde data, strict (unknown keys are errors), one place for
-//! defaults, then `validate()` for ranges. Loading goes defaults < file < `--set a.b=v`, each
-//! override type-checked by deserializing again, and every error names file, key, line, column.
+//! defaults, then `validate()` for ranges. Loading goes defaults < file < overrides (`--set
+//! a.b=v` and a sweep trial's axis values: one mechanism, typed TOML values at any dotted
+//! depth), each override type-checked by deserializing again, and every error names file or
+//! override, key, line, column.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,9 @@ pub struct Config {
     pub model: Model,
     pub train: Train,
     pub log: Log,
+    /// Present in a sweep file: the rest of the file is the base config of every trial.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<Sweep>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -472,17 +477,113 @@ impl Default for Log {
     }
 }
 
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SweepMethod {
+    /// Every combination of the axes' values.
+    Grid,
+    /// `trials` configurations sampled from the axes.
+    Random,
+    /// Random sampling plus asynchronous successive halving (ASHA) over epochs.
+    Halving,
+}
+
+/// `[sweep]`: how one file becomes many trials (see `sweep.rs`). Axes are checked there,
+/// against the base config, before anything runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sweep {
+    /// "grid" | "random" | "halving". Default "grid".
+    pub method: SweepMethod,
+    /// Every configuration runs once per seed (each sets experiment.seed); empty = the base
+    /// config's experiment.seed only. Default [].
+    pub seeds: Vec<u64>,
+    /// What "best" means: "val_acc" (max) or "val_loss" (min). Default "val_acc".
+    pub metric: Monitor,
+    /// random / halving: configurations to sample (each runs once per seed).
+    pub trials: Option<usize>,
+    /// Seeds the random / halving sampler. Default 0.
+    pub seed: u64,
+    /// Trials at once on this machine; absent = one per core, each trial on
+    /// cores / jobs threads (measured best: see the README's jobs x threads table).
+    pub jobs: Option<usize>,
+    /// halving: epochs of rung 0; rung k trains to min_epochs * eta^k (at most
+    /// train.epochs). Default 1.
+    pub min_epochs: usize,
+    /// halving: reduction factor; a trial goes on from a rung when its metric is in the top
+    /// 1/eta of those recorded there. Default 3.
+    pub eta: usize,
+    /// A trial marked running by a process on another host whose heartbeat is older than
+    /// this (seconds) is taken as dead and rerun. Default 600.
+    pub stale_after_s: u64,
+    /// Dotted config key -> a list of values, or a distribution (random / halving):
+    /// `{ log_uniform = [lo, hi] }`, `{ uniform = [lo, hi] }`, `{ int_range = [lo, hi] }`
+    /// (inclusive), `{ choice = [...] }`.
+    pub axes: toml::Table,
+}
+
+impl Default for Sweep {
+    fn default() -> Self {
+        Sweep {
+            method: SweepMethod::Grid,
+            seeds: Vec::new(),
+            metric: Monitor::ValAcc,
+            trials: None,
+            seed: 0,
+            jobs: None,
+            min_epochs: 1,
+            eta: 3,
+            stale_after_s: 600,
+            axes: toml::Table::new(),
+        }
+    }
+}
+
+/// One config change on top of the file: a typed value at a dotted key (`--set a.b=v`, or a
+/// sweep trial's axis value), and what to call it in an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    pub key: String,
+    pub value: toml::Value,
+    /// Where it came from, e.g. `--set train.lr=3e-3` or `sweep.axes."train.lr" = 0.01`.
+    pub origin: String,
+}
+
+impl Override {
+    /// `--set key=value`: the value is TOML (`3e-3`, `true`, `"x"`, `[1, 2]`); a bare word is a
+    /// string.
+    pub fn parse_set(raw: &str) -> Result<Override> {
+        let Some((k, v)) = raw.split_once('=') else {
+            return Err(Error::Config {
+                location: format!("--set {raw}"),
+                key: raw.to_string(),
+                msg: "expected key=value, e.g. --set train.lr=3e-3".into(),
+            });
+        };
+        let (k, v) = (k.trim(), v.trim());
+        Ok(Override {
+            key: k.to_string(),
+            value: parse_value(v),
+            origin: format!("--set {k}={v}"),
+        })
+    }
+
+    pub fn parse_sets(raw: &[String]) -> Result<Vec<Override>> {
+        raw.iter().map(|s| Override::parse_set(s)).collect()
+    }
+}
+
 /// Where each key's value came from, to point errors at it.
 struct Origin<'a> {
     file: &'a Path,
     text: &'a str,
-    overrides: &'a [(String, String)],
+    overrides: &'a [Override],
 }
 
 impl Origin<'_> {
     fn locate(&self, key: &str) -> String {
-        if let Some((k, v)) = self.overrides.iter().rev().find(|(k, _)| k == key) {
-            return format!("--set {k}={v}");
+        if let Some(o) = self.overrides.iter().rev().find(|o| o.key == key) {
+            return o.origin.clone();
         }
         match key_span(self.text, key) {
             Some(pos) => {
@@ -503,31 +604,26 @@ impl Config {
     }
 
     pub fn from_toml(path: &Path, text: &str, overrides: &[String]) -> Result<Config> {
+        Config::parse(path, text, &Override::parse_sets(overrides)?, true)
+    }
+
+    /// The file's text with typed overrides on top (a sweep trial: `--set`s, then its axis
+    /// values).
+    pub fn from_toml_with(path: &Path, text: &str, overrides: &[Override]) -> Result<Config> {
         Config::parse(path, text, overrides, true)
     }
 
     /// A config read only for its `[data]` tables (`run-exp eval`): no train split needed.
     pub fn load_for_scoring(path: &Path, overrides: &[String]) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Config::parse(path, &text, overrides, false)
+        Config::parse(path, &text, &Override::parse_sets(overrides)?, false)
     }
 
-    fn parse(path: &Path, text: &str, overrides: &[String], training: bool) -> Result<Config> {
-        let mut parsed = Vec::new();
-        for o in overrides {
-            let Some((k, v)) = o.split_once('=') else {
-                return Err(Error::Config {
-                    location: format!("--set {o}"),
-                    key: o.clone(),
-                    msg: "expected key=value, e.g. --set train.lr=3e-3".into(),
-                });
-            };
-            parsed.push((k.trim().to_string(), v.trim().to_string()));
-        }
+    fn parse(path: &Path, text: &str, parsed: &[Override], training: bool) -> Result<Config> {
         let origin = Origin {
             file: path,
             text,
-            overrides: &parsed,
+            overrides: parsed,
         };
 
         // The file alone first, so its errors carry the file's line and column.
@@ -559,19 +655,19 @@ impl Config {
                 msg: e.to_string(),
             })?;
             let mut cfg = cfg;
-            for (key, value) in &parsed {
+            for o in parsed {
                 let err = |msg: String| Error::Config {
-                    location: format!("--set {key}={value}"),
-                    key: key.clone(),
+                    location: o.origin.clone(),
+                    key: o.key.clone(),
                     msg,
                 };
-                set_path(&mut table, key, parse_value(value)).map_err(err)?;
+                set_path(&mut table, &o.key, o.value.clone()).map_err(err)?;
                 cfg = Config::deserialize(toml::Value::Table(table.clone()))
                     .map_err(|e| err(e.message().trim().to_string()))?;
             }
             cfg
         };
-        let cfg = with_preset(cfg, text, &parsed).map_err(|msg| Error::Config {
+        let cfg = with_preset(cfg, text, parsed).map_err(|msg| Error::Config {
             location: origin.locate("data.preset"),
             key: "data.preset".into(),
             msg,
@@ -912,7 +1008,7 @@ fn flatten(prefix: &str, v: &toml::Value, out: &mut std::collections::BTreeMap<S
 fn with_preset(
     mut cfg: Config,
     text: &str,
-    overrides: &[(String, String)],
+    overrides: &[Override],
 ) -> std::result::Result<Config, String> {
     let Some(preset) = cfg.data.preset else {
         return Ok(cfg);
@@ -926,7 +1022,7 @@ fn with_preset(
         in_file.iter().any(|k| k == key)
             || overrides
                 .iter()
-                .any(|(k, _)| k.strip_prefix("data.") == Some(key))
+                .any(|o| o.key.strip_prefix("data.") == Some(key))
     };
     let mut table = toml::Table::try_from(&cfg.data).map_err(|e| e.to_string())?;
     for (key, value) in preset.values(cfg.data.source) {
@@ -946,25 +1042,30 @@ fn parse_value(raw: &str) -> toml::Value {
     }
 }
 
+/// Sets `a.b.c = value` at any depth, making the tables on the way; deserializing afterwards
+/// decides whether the key exists.
 fn set_path(
     table: &mut toml::Table,
     key: &str,
     value: toml::Value,
 ) -> std::result::Result<(), String> {
     let parts: Vec<&str> = key.split('.').collect();
-    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
-        return Err("keys look like section.key, e.g. train.lr".into());
+    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+        return Err("keys are dotted paths, section first, e.g. train.lr".into());
     }
-    let section = table
-        .entry(parts[0].to_string())
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-    match section {
-        toml::Value::Table(t) => {
-            t.insert(parts[1].to_string(), value);
-            Ok(())
-        }
-        _ => Err(format!("{} is not a section", parts[0])),
+    let (last, path) = parts.split_last().unwrap_or((&"", &[]));
+    let mut t = table;
+    for (i, part) in path.iter().enumerate() {
+        let next = t
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = match next {
+            toml::Value::Table(inner) => inner,
+            _ => return Err(format!("{} is not a table", parts[..=i].join("."))),
+        };
     }
+    t.insert(last.to_string(), value);
+    Ok(())
 }
 
 /// 1-based line and column of byte offset `pos`.
@@ -977,11 +1078,29 @@ pub fn line_col(text: &str, pos: usize) -> (usize, usize) {
 
 /// Byte offset of `section.key` in the document (its key, or the section header).
 fn key_span(text: &str, dotted: &str) -> Option<usize> {
+    key_span_parts(text, &dotted.split('.').collect::<Vec<_>>())
+}
+
+/// `file:line:col` of the key at `parts` (keys that may hold dots, e.g. ["sweep", "axes",
+/// "train.lr"]), or of the deepest table on the way that exists.
+pub fn locate_parts(file: &Path, text: &str, parts: &[&str]) -> String {
+    match key_span_parts(text, parts) {
+        Some(pos) => {
+            let (line, col) = line_col(text, pos);
+            format!("{}:{line}:{col}", file.display())
+        }
+        None => file.display().to_string(),
+    }
+}
+
+fn key_span_parts(text: &str, parts: &[&str]) -> Option<usize> {
     let doc = toml::de::DeTable::parse(text).ok()?;
     let mut table = doc.get_ref();
     let mut pos = None;
-    for part in dotted.split('.') {
-        let (k, v) = table.get_key_value(part)?;
+    for &part in parts {
+        let Some((k, v)) = table.get_key_value(part) else {
+            break;
+        };
         pos = Some(k.span().start);
         match v.get_ref().as_table() {
             Some(t) => table = t,

@@ -2,6 +2,8 @@
 //! `cuda_if_available` does not fall back to the CPU in a CUDA build, so "auto" tries
 //! `new_cuda(0)` and falls back by hand.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use candle_core::Device;
 
 use crate::error::{Error, Result};
@@ -63,6 +65,24 @@ fn open_cuda(n: usize) -> Result<Device> {
 /// recomputes it on every call (without RAYON_NUM_THREADS it reads the CPU list from /proc),
 /// and the recurrence asks for every gemm of every step.
 pub fn cpu_threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| candle_core::utils::get_num_threads().max(1))
+    match THREADS.load(Ordering::Relaxed) {
+        0 => {
+            let n = candle_core::utils::get_num_threads().max(1);
+            THREADS.store(n, Ordering::Relaxed);
+            n
+        }
+        n => n,
+    }
 }
+
+/// `experiment.threads`: sets the count for candle's kernels (RAYON_NUM_THREADS, read on each
+/// of their calls) and for the fused op, from the next op on, so two runs in one process each
+/// get their own; 0 keeps the current count.
+pub fn set_cpu_threads(n: usize) {
+    if n > 0 {
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        THREADS.store(n, Ordering::Relaxed);
+    }
+}
+
+static THREADS: AtomicUsize = AtomicUsize::new(0);

@@ -60,3 +60,37 @@ pub fn hostname() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())
 }
+
+/// An exclusive lock on `path` (created if missing), held until the returned file is dropped
+/// or the process dies however it dies, and stamped "pid N on HOST". `Ok(Err(stamp))`: another
+/// process holds it (its stamp).
+pub fn lock_stamped(path: &Path) -> Result<std::result::Result<std::fs::File, String>> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Ok(Err(if holder.is_empty() {
+                "pid unknown".to_string()
+            } else {
+                holder.to_string()
+            }));
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
+    }
+    let stamp = format!("pid {} on {}", std::process::id(), hostname());
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(stamp.as_bytes()))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(Ok(file))
+}

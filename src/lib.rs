@@ -17,6 +17,7 @@ pub mod model;
 pub mod optim;
 pub mod predict;
 pub mod stop;
+pub mod sweep;
 pub mod train;
 
 pub use config::Config;

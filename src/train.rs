@@ -44,10 +44,7 @@ pub struct Prepared {
 }
 
 pub fn prepare(config: Config) -> Result<Prepared> {
-    if config.experiment.threads > 0 {
-        // candle reads RAYON_NUM_THREADS for its CPU kernels; set before the first op.
-        std::env::set_var("RAYON_NUM_THREADS", config.experiment.threads.to_string());
-    }
+    crate::device::set_cpu_threads(config.experiment.threads);
     let device = DeviceSpec::parse(&config.experiment.device)
         .map_err(Error::Device)?
         .open()?;
@@ -145,11 +142,21 @@ pub struct Ready {
     /// (None: it had none, and the run starts over from its seeded init).
     resumed: bool,
     checkpoint: Option<Checkpoint>,
+    /// Score the best weights on validation and test once completed (not at a halving rung
+    /// that training will continue from).
+    final_eval: bool,
 }
 
 impl Ready {
     pub fn dir(&self) -> &Path {
         &self.run.path
+    }
+
+    /// Completes without the final scoring of the best weights: the run will be resumed for
+    /// more epochs (a halving rung).
+    pub fn without_final_eval(mut self) -> Ready {
+        self.final_eval = false;
+        self
     }
 }
 
@@ -171,23 +178,34 @@ fn build_model(prep: &Prepared) -> Result<Classifier> {
     Ok(model)
 }
 
-/// Creates a new run folder under `<out_dir>/<name>/` and writes what describes it (the
-/// config with absolute paths, vocabulary, class names); on a failure the folder goes again.
+/// Creates a new run folder under `<out_dir>/<name>/` and starts the run there; on a failure
+/// the folder goes again.
 pub fn open_new(prep: Prepared) -> Result<Ready> {
-    let model = build_model(&prep)?;
     let cfg = &prep.config;
     let run = RunDir::create(&cfg.experiment.out_dir.join(&cfg.experiment.name))?;
+    let path = run.path.clone();
+    open_in(prep, run).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&path);
+    })
+}
+
+/// Starts a run from its seeded init in a folder this process holds (a new one, or a sweep
+/// trial's): writes what describes it (the config with absolute paths, vocabulary, class
+/// names), and removes those again on a failure.
+pub fn open_in(prep: Prepared, run: RunDir) -> Result<Ready> {
+    let model = build_model(&prep)?;
+    let cfg = &prep.config;
+    let files = [checkpoint::CONFIG, checkpoint::VOCAB, checkpoint::CLASSES].map(|f| run.path.join(f));
     let describe = || -> Result<()> {
         let config = cfg.clone().with_absolute_paths();
-        crate::fsutil::write_atomic(
-            &run.path.join(checkpoint::CONFIG),
-            config.to_toml().as_bytes(),
-        )?;
-        prep.data.vocab.save(&run.path.join(checkpoint::VOCAB))?;
-        checkpoint::save_json(&run.path.join(checkpoint::CLASSES), &prep.data.classes)
+        crate::fsutil::write_atomic(&files[0], config.to_toml().as_bytes())?;
+        prep.data.vocab.save(&files[1])?;
+        checkpoint::save_json(&files[2], &prep.data.classes)
     };
     if let Err(e) = describe() {
-        let _ = std::fs::remove_dir_all(&run.path);
+        for f in &files {
+            let _ = std::fs::remove_file(f);
+        }
         return Err(e);
     }
     let optimizer = Optimizer::new(&cfg.train);
@@ -198,6 +216,7 @@ pub fn open_new(prep: Prepared) -> Result<Ready> {
         optimizer,
         resumed: false,
         checkpoint: None,
+        final_eval: true,
     })
 }
 
@@ -226,6 +245,24 @@ pub fn resume_config(dir: &Path, config: Option<&Path>, overrides: &[String]) ->
         });
     }
     let run = RunDir::open(dir)?;
+    let wanted = match config {
+        Some(p) => Config::load(p, overrides)?,
+        None => Config::load(&dir.join(checkpoint::CONFIG), overrides)?,
+    };
+    resume_in(run, wanted, |key| {
+        overrides
+            .iter()
+            .find(|o| o.split_once('=').map(|(k, _)| k.trim()) == Some(key))
+            .map(|o| format!("--set {o}"))
+            .or_else(|| config.map(|p| p.display().to_string()))
+            .unwrap_or_else(|| format!("--resume {}", dir.display()))
+    })
+}
+
+/// [`resume_config`] for a run folder this process already holds and the config to continue
+/// with; `location(key)` names where a changed key was set.
+pub fn resume_in(run: RunDir, wanted: Config, location: impl Fn(&str) -> String) -> Result<Resume> {
+    let dir = run.path.clone();
     let summary_path = dir.join(checkpoint::SUMMARY);
     if summary_path.exists() {
         let s: serde_json::Value = checkpoint::load_json(&summary_path)?;
@@ -239,21 +276,11 @@ pub fn resume_config(dir: &Path, config: Option<&Path>, overrides: &[String]) ->
             });
         }
     }
-    let ckpt = checkpoint::newest(dir)?;
+    let ckpt = checkpoint::newest(&dir)?;
     let saved = Config::load(&dir.join(checkpoint::CONFIG), &[])?;
-    let wanted = match config {
-        Some(p) => Config::load(p, overrides)?,
-        None => Config::load(&dir.join(checkpoint::CONFIG), overrides)?,
-    };
     if let Some((key, old, new)) = wanted.unsafe_resume_changes(&saved).into_iter().next() {
-        let location = overrides
-            .iter()
-            .find(|o| o.split_once('=').map(|(k, _)| k.trim()) == Some(key.as_str()))
-            .map(|o| format!("--set {o}"))
-            .or_else(|| config.map(|p| p.display().to_string()))
-            .unwrap_or_else(|| format!("--resume {}", dir.display()));
         return Err(Error::Config {
-            location,
+            location: location(&key),
             key: key.clone(),
             msg: format!(
                 "cannot change when resuming (the checkpoint was trained with {key} = {old}, now {new}); a resume may change only {}; start a new run for this",
@@ -353,6 +380,7 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
         optimizer,
         resumed: true,
         checkpoint: ckpt,
+        final_eval: true,
     })
 }
 
@@ -366,6 +394,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
         mut optimizer,
         resumed,
         checkpoint,
+        final_eval,
     } = ready;
     let Prepared {
         config,
@@ -436,7 +465,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
     };
     // A completed run: the best epoch's weights in full on validation, and on the test split.
     let best = match (f.status, &f.checkpoint) {
-        (Status::Completed, Some(c)) => c.best(),
+        (Status::Completed, Some(c)) if final_eval => c.best(),
         _ => None,
     };
     let (val, test) = match best {
@@ -592,7 +621,8 @@ fn summary(
     }
 }
 
-/// Crate versions (from the Cargo.lock this binary was built with) and the git commit.
+/// Crate versions (from the Cargo.lock this binary was built with) and the git commit it was
+/// built from (by build.rs; none when built outside a git checkout).
 pub fn versions() -> serde_json::Value {
     let lock = include_str!("../Cargo.lock");
     let version_of = |name: &str| -> Option<String> {
@@ -600,12 +630,7 @@ pub fn versions() -> serde_json::Value {
         let at = lock.find(&key)? + key.len();
         Some(lock[at..].split('"').next()?.to_string())
     };
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let commit = Some(env!("RNNLAB_GIT_COMMIT")).filter(|c| !c.is_empty());
     json!({
         "rnnlab": env!("CARGO_PKG_VERSION"),
         "candle-core": version_of("candle-core"),

@@ -1,4 +1,6 @@
-//! `run-exp CONFIG [--set a.b=v]... [--dry-run] [--resume RUN_DIR]`: train one experiment.
+//! `run-exp CONFIG [--set a.b=v]... [--dry-run] [--resume RUN_DIR]`: train one experiment, or
+//! run a sweep (a file with a `[sweep]` table): locally, one trial (`--trial ID`), or as a
+//! Slurm array (`--slurm`). `run-exp summarize results/<name>`: a sweep's tables.
 //! `run-exp bench [--cells lstm,gru,rnn] [--batch 64] ...`: throughput, as torch_peer.py.
 //! `run-exp predict RUN_DIR --text "..."`, `run-exp eval RUN_DIR --data other.toml`.
 //! Exit codes: 0 completed, 1 failed while running, 2 bad input (config, data, paths, a
@@ -14,6 +16,7 @@ use rnnlab::bench::{bench_cell, BenchArgs};
 use rnnlab::config::CellKind;
 use rnnlab::device::DeviceSpec;
 use rnnlab::stop::Stop;
+use rnnlab::sweep::{self, record::TrialStatus};
 use rnnlab::train::{self, Status};
 use rnnlab::{checkpoint, Config};
 
@@ -38,6 +41,39 @@ struct Cli {
     /// Continue a run folder from its last checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+    /// Sweep files: run only this trial (its id from --dry-run), in this process.
+    #[arg(long, value_name = "ID")]
+    trial: Option<String>,
+    #[command(flatten)]
+    slurm: SlurmCli,
+}
+
+/// Sweep files: submit the trials as a Slurm job array instead of running them here.
+#[derive(clap::Args)]
+struct SlurmCli {
+    /// Write results/<name>/sweep.sbatch (one array task per trial not final yet) and sbatch it.
+    #[arg(long)]
+    slurm: bool,
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// Time limit per trial, e.g. 2:00:00.
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
+    /// CPUs per trial (also its experiment.threads unless the config sets it).
+    #[arg(long, requires = "slurm")]
+    cpus_per_task: Option<usize>,
+    /// Memory per trial, e.g. 8G.
+    #[arg(long, requires = "slurm")]
+    mem: Option<String>,
+    /// GPUs per trial, e.g. 1.
+    #[arg(long, requires = "slurm")]
+    gpus: Option<String>,
+    /// At most this many trials at once.
+    #[arg(long, requires = "slurm")]
+    max_parallel: Option<usize>,
+    /// Write the script, do not submit it.
+    #[arg(long, requires = "slurm")]
+    no_submit: bool,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +84,112 @@ enum Command {
     Predict(PredictCli),
     /// Score a trained run on another dataset: the labeled splits a config's [data] names.
     Eval(EvalCli),
+    /// A sweep's results table (rewrites summary.csv/.parquet, summary_by_config.csv,
+    /// best.toml, curves.png from the folder as it is: while a sweep runs, or after Slurm).
+    Summarize(SummarizeCli),
+}
+
+#[derive(clap::Args)]
+struct SummarizeCli {
+    /// The sweep's folder, results/<name>.
+    sweep_dir: PathBuf,
+}
+
+fn summarize(a: SummarizeCli) -> ExitCode {
+    match sweep::summary::write_root(&a.sweep_dir) {
+        Ok(t) => {
+            print!("{}", sweep::summary::render(&a.sweep_dir, &t));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs a sweep file: the dry run, one trial, a Slurm submission, or the whole sweep here.
+fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
+    let plan = match sweep::Plan::load(file, &cli.set) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    if cli.dry_run {
+        print!("{}", plan.describe());
+        return ExitCode::SUCCESS;
+    }
+    if let Some(id) = &cli.trial {
+        return match sweep::trial::run(&plan, id, stop) {
+            Ok(sweep::trial::Outcome::Ran(status)) => {
+                eprintln!("trial {id}: {}", status.name());
+                match status {
+                    TrialStatus::Completed | TrialStatus::Pruned => ExitCode::SUCCESS,
+                    TrialStatus::Diverged => ExitCode::from(3),
+                    TrialStatus::Pending => {
+                        ExitCode::from(Stop::exit_code(stop.requested().unwrap_or(15)))
+                    }
+                    TrialStatus::Failed | TrialStatus::Running => ExitCode::from(1),
+                }
+            }
+            Ok(sweep::trial::Outcome::AlreadyFinal(status)) => {
+                eprintln!("trial {id} is {} already: nothing to do", status.name());
+                ExitCode::SUCCESS
+            }
+            Ok(sweep::trial::Outcome::Busy(holder)) => {
+                eprintln!("trial {id} is being run by another process ({holder})");
+                ExitCode::from(sweep::driver::EXIT_BUSY)
+            }
+            Err(e) => fail(e),
+        };
+    }
+    if cli.slurm.slurm {
+        let s = &cli.slurm;
+        let opts = sweep::slurm::SlurmOptions {
+            partition: s.partition.clone(),
+            time: s.time.clone(),
+            cpus_per_task: s.cpus_per_task,
+            mem: s.mem.clone(),
+            gpus: s.gpus.clone(),
+            max_parallel: s.max_parallel,
+            no_submit: s.no_submit,
+        };
+        return match sweep::slurm::submit(&plan, &opts) {
+            Ok(None) => {
+                eprintln!("every trial of {} is final: nothing to submit", plan.root.display());
+                ExitCode::SUCCESS
+            }
+            Ok(Some((path, n, job))) => {
+                match job {
+                    Some(id) => {
+                        eprintln!("submitted {path} as job array {id} ({n} tasks); results: run-exp summarize {}", plan.root.display(), path = path.display());
+                        println!("{id}");
+                    }
+                    None => eprintln!("wrote {} ({n} tasks); submit it with sbatch", path.display()),
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    match sweep::driver::run(&plan, stop) {
+        Ok(out) => {
+            if let Ok(t) = sweep::summary::write(&plan) {
+                print!("{}", sweep::summary::render(&plan.root, &t));
+            }
+            let counts: Vec<String> = out
+                .counts
+                .iter()
+                .map(|(s, n)| format!("{n} {}", s.name()))
+                .collect();
+            eprintln!("sweep {}: {}", plan.root.display(), counts.join(", "));
+            if let Some(sig) = out.interrupted {
+                return ExitCode::from(Stop::exit_code(sig));
+            }
+            if out.counts.get(&TrialStatus::Failed).copied().unwrap_or(0) > 0 {
+                eprintln!("error: some trials failed (their error is in summary.csv and <trial>/trial.log); rerun the same command to retry them");
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 /// A trained run and which of its checkpoints to load.
@@ -308,6 +450,22 @@ fn pin_thread_count() {
     }
 }
 
+/// Tables print whole: every row and column, strings up to 60 characters.
+fn table_format() {
+    for (k, v) in [
+        ("POLARS_FMT_MAX_ROWS", "200"),
+        ("POLARS_FMT_MAX_COLS", "40"),
+        ("POLARS_FMT_STR_LEN", "60"),
+        ("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "1"),
+        ("POLARS_TABLE_WIDTH", "250"),
+        ("POLARS_FMT_TABLE_FORMATTING", "ASCII_MARKDOWN"),
+    ] {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
@@ -321,6 +479,10 @@ fn main() -> ExitCode {
         Some(Command::Bench(b)) => return bench(b),
         Some(Command::Predict(p)) => return predict(p),
         Some(Command::Eval(a)) => return eval(a),
+        Some(Command::Summarize(a)) => {
+            table_format();
+            return summarize(a);
+        }
         None => {}
     }
     if cli.config.is_none() && cli.resume.is_none() {
@@ -334,6 +496,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let (Some(file), None) = (&cli.config, &cli.resume) {
+        match Config::load(file, &cli.set) {
+            Ok(c) if sweep::is_sweep(&c) => {
+                table_format();
+                return run_sweep(&cli, file, &stop);
+            }
+            Err(e) => return fail(e),
+            Ok(_) => {}
+        }
+    }
+    if cli.trial.is_some() || cli.slurm.slurm {
+        eprintln!("error: --trial and --slurm need a sweep file (one with a [sweep] table)");
+        return ExitCode::from(2);
+    }
     // Everything that bad input can break happens here, before any file is written (a new
     // run's folder is created last, a resume's files are written only once all is checked).
     let ready = match &cli.resume {

@@ -1,5 +1,8 @@
-//! Run output: TensorBoard events (`tensorboard`), the metrics JSONL and the progress bar.
+//! Run output: TensorBoard events (`tensorboard`, `hparams`), the metrics JSONL, plots and the
+//! progress bar.
 
+pub mod hparams;
+pub mod plots;
 pub mod progress;
 pub mod tensorboard;
 

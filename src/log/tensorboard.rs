@@ -235,6 +235,11 @@ impl EventWriter {
         })
     }
 
+    /// One summary value at `step`.
+    pub fn value(&mut self, step: usize, value: Value) -> Result<()> {
+        self.summary(step, value)
+    }
+
     fn summary(&mut self, step: usize, value: Value) -> Result<()> {
         self.write(&Event {
             wall_time: now(),
@@ -250,6 +255,15 @@ impl EventWriter {
             Value {
                 tag: tag.into(),
                 simple_value: Some(v as f32),
+                // TensorBoard 2.20 shows a bare simple_value as blank in the HParams tab's
+                // metric columns; with the scalars plugin named (as PyTorch writes) it reads it.
+                metadata: Some(SummaryMetadata {
+                    plugin_data: Some(PluginData {
+                        plugin_name: "scalars".into(),
+                        content: Vec::new(),
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             },
         )

@@ -1,0 +1,311 @@
+//! The local sweep driver (`run-exp sweep.toml`): runs the trials that are not final, `jobs`
+//! at a time, each as its own `run-exp sweep.toml --trial <id>` process (a panic, abort or
+//! out-of-memory kill ends that trial only, and is recorded as `failed`), rewrites the results
+//! tables after each, and shows one progress line for the sweep. Trials another process is
+//! running are left to it (and waited for); ones whose process is gone are run again, from
+//! their last checkpoint. If the driver itself is killed, its trial processes get SIGTERM from
+//! the kernel (PR_SET_PDEATHSIG): they checkpoint and stop, and the next run continues them.
+
+use std::collections::VecDeque;
+use std::io::IsTerminal;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::record::{self, Record, TrialStatus, CLAIM};
+use super::{summary, Plan};
+use crate::config::Monitor;
+use crate::error::{Error, Result};
+use crate::stop::Stop;
+
+/// The `--trial` process's exit code when another process holds the trial.
+pub const EXIT_BUSY: u8 = 75;
+
+/// How the sweep ended: trials per status, and the signal that stopped it, if any.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub counts: std::collections::BTreeMap<TrialStatus, usize>,
+    pub interrupted: Option<i32>,
+}
+
+/// Trials at once when `sweep.jobs` is absent: one per core, each on one thread (the jobs x
+/// threads measurement in the README: small models gain nothing from a second thread).
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+struct Running {
+    id: String,
+    child: Child,
+    started: Instant,
+}
+
+pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
+    std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
+    summary::write_plan(plan)?;
+    let jobs = plan.sweep.jobs.unwrap_or_else(default_jobs).max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = match plan.base.experiment.threads {
+        0 => (cores / jobs).max(1),
+        n => n,
+    };
+    let stale = Duration::from_secs(plan.sweep.stale_after_s);
+
+    let mut queue = VecDeque::new();
+    let mut elsewhere = Vec::new();
+    let mut done = 0usize;
+    for (t, r) in record::all(plan)? {
+        let dir = plan.trial_dir(&t.id);
+        if r.status.is_final() {
+            done += 1;
+        } else if r.status == TrialStatus::Running && !r.is_abandoned(&dir, stale) {
+            elsewhere.push(t.id.clone());
+        } else {
+            queue.push_back(t.id.clone());
+        }
+    }
+    eprintln!(
+        "sweep {}: {} trials, {} final already, {} to run here ({} at a time, {} thread{} each){}",
+        plan.root.display(),
+        plan.trials.len(),
+        done,
+        queue.len(),
+        jobs,
+        threads,
+        if threads == 1 { "" } else { "s" },
+        if elsewhere.is_empty() {
+            String::new()
+        } else {
+            format!(", {} running in another process", elsewhere.len())
+        }
+    );
+    let bar = progress_bar();
+    let mut running: Vec<Running> = Vec::new();
+    let mut durations: Vec<f64> = Vec::new();
+    let mut forwarded = false;
+    let mut last_poll = Instant::now();
+    update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
+    loop {
+        if let Some(sig) = stop.requested() {
+            if !forwarded {
+                for r in &running {
+                    // SAFETY: kill(2) with a pid of our own child.
+                    unsafe { libc::kill(r.child.id() as i32, sig) };
+                }
+                forwarded = true;
+                bar.println(format!(
+                    "stopping: {} trial(s) checkpoint and stop; rerun the same command to continue",
+                    running.len()
+                ));
+            }
+        } else {
+            while running.len() < jobs {
+                let Some(id) = queue.pop_front() else { break };
+                running.push(spawn(plan, &id, threads)?);
+            }
+        }
+        if running.is_empty() && (elsewhere.is_empty() || stop.requested().is_some()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut i = 0;
+        while i < running.len() {
+            let exited = running[i]
+                .child
+                .try_wait()
+                .map_err(|e| Error::io(plan.trial_dir(&running[i].id), e))?;
+            let Some(status) = exited else {
+                i += 1;
+                continue;
+            };
+            let r = running.swap_remove(i);
+            let secs = r.started.elapsed().as_secs_f64();
+            if status.code() == Some(EXIT_BUSY as i32) {
+                elsewhere.push(r.id.clone());
+                continue;
+            }
+            let rec = settle(plan, &r, status)?;
+            if rec.status != TrialStatus::Pending {
+                durations.push(secs);
+            }
+            bar.println(format!(
+                "trial {} {} in {secs:.1}s{} — {}",
+                r.id,
+                rec.status.name(),
+                rec.error
+                    .as_deref()
+                    .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                    .unwrap_or_default(),
+                rec.group
+            ));
+            summary::write(plan)?;
+            update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
+        }
+        // Trials of other processes: ours to run once their process is gone.
+        if !elsewhere.is_empty() && last_poll.elapsed() > Duration::from_secs(1) {
+            last_poll = Instant::now();
+            let mut still = Vec::new();
+            for id in elsewhere.drain(..) {
+                let dir = plan.trial_dir(&id);
+                match Record::read(&dir)? {
+                    Some(r) if r.status.is_final() => {}
+                    Some(r) if r.status == TrialStatus::Running && !r.is_abandoned(&dir, stale) => {
+                        still.push(id)
+                    }
+                    _ if record::is_locked(&dir) => still.push(id),
+                    _ => queue.push_back(id),
+                }
+            }
+            elsewhere = still;
+            update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
+        }
+    }
+    bar.finish_and_clear();
+    summary::write(plan)?;
+    let mut out = Outcome {
+        interrupted: stop.requested(),
+        ..Default::default()
+    };
+    for (_, r) in record::all(plan)? {
+        *out.counts.entry(r.status).or_default() += 1;
+    }
+    Ok(out)
+}
+
+/// Starts `run-exp FILE [--set ...] --trial ID` with its output in `<trial>/trial.log`.
+fn spawn(plan: &Plan, id: &str, threads: usize) -> Result<Running> {
+    let dir = plan.trial_dir(id);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let log_path = dir.join("trial.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
+    let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+    let exe = std::env::current_exe().map_err(|e| Error::io("run-exp", e))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg(&plan.file);
+    for s in &plan.sets {
+        cmd.arg("--set").arg(s);
+    }
+    if plan.base.experiment.threads == 0 {
+        cmd.arg("--set")
+            .arg(format!("experiment.threads={threads}"));
+    }
+    cmd.arg("--trial").arg(id);
+    cmd.env("RAYON_NUM_THREADS", threads.to_string());
+    cmd.stdin(Stdio::null()).stdout(log).stderr(err);
+    // Its own process group: a Ctrl-C at the terminal reaches the driver only, which passes
+    // it on once (a second signal would end the trial without its checkpoint).
+    cmd.process_group(0);
+    // SAFETY: prctl only sets this child's parent-death signal, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| Error::io(&dir, e))?;
+    Ok(Running {
+        id: id.to_string(),
+        child,
+        started: Instant::now(),
+    })
+}
+
+/// The record of a trial process that has exited. One that died without writing its end (a
+/// panic, an abort, a kill: still `running` with its pid) is recorded `failed` here, under the
+/// trial's claim.
+fn settle(plan: &Plan, r: &Running, status: ExitStatus) -> Result<Record> {
+    let dir = plan.trial_dir(&r.id);
+    let pid = r.child.id();
+    if let Some(rec) = Record::read(&dir)? {
+        if !(rec.status == TrialStatus::Running && rec.pid == Some(pid)) {
+            return Ok(rec);
+        }
+    }
+    let how = match (status.code(), status.signal()) {
+        (Some(101), _) => "panicked (exit 101)".to_string(),
+        (Some(c), _) => format!("exited with code {c} before recording an end"),
+        (None, Some(9)) => "was killed (SIGKILL: out of memory, or kill -9)".to_string(),
+        (None, Some(6)) => "aborted (SIGABRT)".to_string(),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        (None, None) => "ended without an exit status".to_string(),
+    };
+    let trial = plan.trial(&r.id)?;
+    let fresh = || -> Result<Record> {
+        Ok(Record::read(&dir)?.unwrap_or_else(|| Record::new(trial)))
+    };
+    // Held by another process: it has taken the trial up already.
+    let Ok(_claim) = crate::fsutil::lock_stamped(&dir.join(CLAIM))? else {
+        return fresh();
+    };
+    let mut rec = fresh()?;
+    if !rec.status.is_final() {
+        rec.status = TrialStatus::Failed;
+        rec.error = Some(format!(
+            "the trial process {how}; its output is in {}",
+            dir.join("trial.log").display()
+        ));
+        rec.ended = Some(record::now());
+        rec.write(&dir)?;
+    }
+    Ok(rec)
+}
+
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// "trials 5/12 done (1 failed), 2 running | best val_acc 0.8123 (a1b2c3d4) | ETA 1m 20s".
+fn update_bar(
+    bar: &ProgressBar,
+    plan: &Plan,
+    running: &[Running],
+    elsewhere: &[String],
+    durations: &[f64],
+    jobs: usize,
+) {
+    let Ok(all) = record::all(plan) else { return };
+    let count = |s: TrialStatus| all.iter().filter(|(_, r)| r.status == s).count();
+    let finals = all.iter().filter(|(_, r)| r.status.is_final()).count();
+    let failed = count(TrialStatus::Failed);
+    let remaining = plan.trials.len().saturating_sub(finals + failed);
+    let best = summary::best_so_far(plan);
+    let eta = if durations.is_empty() {
+        "ETA -".to_string()
+    } else {
+        let mean = durations.iter().sum::<f64>() / durations.len() as f64;
+        let secs = mean * remaining as f64 / jobs as f64;
+        format!("ETA {}", humantime::format_duration(Duration::from_secs(secs as u64)))
+    };
+    let metric = match plan.sweep.metric {
+        Monitor::ValAcc => "val_acc",
+        Monitor::ValLoss => "val_loss",
+    };
+    bar.set_message(format!(
+        "trials {finals}/{} done ({failed} failed, {} diverged, {} pruned), {} running{} | best {metric} {} | {eta}",
+        plan.trials.len(),
+        count(TrialStatus::Diverged),
+        count(TrialStatus::Pruned),
+        running.len(),
+        if elsewhere.is_empty() {
+            String::new()
+        } else {
+            format!(" (+{} elsewhere)", elsewhere.len())
+        },
+        best.map(|(id, v)| format!("{v:.4} ({id})")).unwrap_or_else(|| "-".into()),
+    ));
+}

@@ -1,0 +1,569 @@
+//! Sweeps: an experiment file with a `[sweep]` table is a study. `Plan::load` expands it into
+//! trials (grid, random or halving over any dotted config key, times `seeds`), each checked
+//! as a `--set` is before anything runs and named by a stable hash of its overrides, so
+//! adding a value adds trials and renumbers nothing. Each trial is a normal run folder
+//! `<out_dir>/<name>/<id>/` with a `trial.json` (`record.rs`), run in its own process
+//! (`trial.rs`) by the local driver (`driver.rs`) or a Slurm array (`slurm.rs`), and gathered
+//! into tables, a plot and TensorBoard's HParams data (`summary.rs`).
+
+pub mod driver;
+pub mod halving;
+pub mod record;
+pub mod slurm;
+pub mod summary;
+pub mod trial;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use rand::{Rng, SeedableRng};
+
+use crate::config::{locate_parts, Config, Override, Sweep, SweepMethod};
+use crate::error::{Error, Result};
+
+/// One axis of `[sweep.axes]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Axis {
+    /// A list: every value (grid), or a uniform choice (random / halving).
+    Values(Vec<toml::Value>),
+    /// `{ log_uniform = [lo, hi] }`: exp of a uniform draw in [ln lo, ln hi].
+    LogUniform(f64, f64),
+    /// `{ uniform = [lo, hi] }`.
+    Uniform(f64, f64),
+    /// `{ int_range = [lo, hi] }`, both ends included.
+    IntRange(i64, i64),
+    /// `{ choice = [...] }`: a uniform choice.
+    Choice(Vec<toml::Value>),
+}
+
+impl Axis {
+    fn parse(v: &toml::Value) -> std::result::Result<Axis, String> {
+        const FORMS: &str = "expected a list of values, or { log_uniform = [lo, hi] }, { uniform = [lo, hi] }, { int_range = [lo, hi] }, { choice = [...] }";
+        let pair = |v: &toml::Value| -> Option<(f64, f64)> {
+            let a = v.as_array()?;
+            let num = |x: &toml::Value| x.as_float().or_else(|| x.as_integer().map(|i| i as f64));
+            match a.as_slice() {
+                [lo, hi] => Some((num(lo)?, num(hi)?)),
+                _ => None,
+            }
+        };
+        match v {
+            toml::Value::Array(vs) if vs.is_empty() => Err("an empty list gives no trials".into()),
+            toml::Value::Array(vs) => Ok(Axis::Values(vs.clone())),
+            toml::Value::Table(t) if t.len() == 1 => {
+                let (kind, arg) = t.iter().next().ok_or_else(|| FORMS.to_string())?;
+                match kind.as_str() {
+                    "log_uniform" => match pair(arg) {
+                        Some((lo, hi)) if lo > 0.0 && lo < hi && hi.is_finite() => {
+                            Ok(Axis::LogUniform(lo, hi))
+                        }
+                        _ => Err("log_uniform needs [lo, hi] with 0 < lo < hi".into()),
+                    },
+                    "uniform" => match pair(arg) {
+                        Some((lo, hi)) if lo < hi && lo.is_finite() && hi.is_finite() => {
+                            Ok(Axis::Uniform(lo, hi))
+                        }
+                        _ => Err("uniform needs [lo, hi] with lo < hi".into()),
+                    },
+                    "int_range" => match arg.as_array().map(|a| a.as_slice()) {
+                        Some([lo, hi]) => match (lo.as_integer(), hi.as_integer()) {
+                            (Some(lo), Some(hi)) if lo <= hi => Ok(Axis::IntRange(lo, hi)),
+                            _ => Err("int_range needs [lo, hi], integers with lo <= hi".into()),
+                        },
+                        _ => Err("int_range needs [lo, hi], integers with lo <= hi".into()),
+                    },
+                    "choice" => match arg.as_array() {
+                        Some(vs) if !vs.is_empty() => Ok(Axis::Choice(vs.clone())),
+                        _ => Err("choice needs a non-empty list".into()),
+                    },
+                    other => Err(format!("unknown distribution \"{other}\"; {FORMS}")),
+                }
+            }
+            _ => Err(FORMS.into()),
+        }
+    }
+
+    fn is_distribution(&self) -> bool {
+        !matches!(self, Axis::Values(_))
+    }
+
+    /// The values that stand for the axis when it is checked: every listed value, the ends of
+    /// a range.
+    fn probes(&self) -> Vec<toml::Value> {
+        match self {
+            Axis::Values(vs) | Axis::Choice(vs) => vs.clone(),
+            Axis::LogUniform(lo, hi) | Axis::Uniform(lo, hi) => {
+                vec![toml::Value::Float(*lo), toml::Value::Float(*hi)]
+            }
+            Axis::IntRange(lo, hi) => vec![toml::Value::Integer(*lo), toml::Value::Integer(*hi)],
+        }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> toml::Value {
+        match self {
+            Axis::Values(vs) | Axis::Choice(vs) => vs[rng.random_range(0..vs.len())].clone(),
+            Axis::LogUniform(lo, hi) => {
+                toml::Value::Float(round_sig(rng.random_range(lo.ln()..=hi.ln()).exp()))
+            }
+            Axis::Uniform(lo, hi) => toml::Value::Float(round_sig(rng.random_range(*lo..=*hi))),
+            Axis::IntRange(lo, hi) => toml::Value::Integer(rng.random_range(*lo..=*hi)),
+        }
+    }
+
+    /// How the HParams tab describes the axis: its discrete values, or an interval.
+    pub fn domain(&self) -> Domain {
+        match self {
+            Axis::Values(vs) | Axis::Choice(vs) => Domain::Discrete(vs.clone()),
+            Axis::LogUniform(lo, hi) | Axis::Uniform(lo, hi) => Domain::Interval(*lo, *hi),
+            Axis::IntRange(lo, hi) => Domain::Interval(*lo as f64, *hi as f64),
+        }
+    }
+}
+
+pub enum Domain {
+    Discrete(Vec<toml::Value>),
+    Interval(f64, f64),
+}
+
+/// 4 significant digits: sampled values read well in tables and hash the same on every
+/// machine.
+fn round_sig(x: f64) -> f64 {
+    format!("{x:.3e}").parse().unwrap_or(x)
+}
+
+/// One trial: a configuration (axis values) and a seed.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    /// Stable hash of `values` and `seed`.
+    pub id: String,
+    /// (axis key, value), in the order of `Plan::axes`.
+    pub values: Vec<(String, toml::Value)>,
+    pub seed: u64,
+    /// The base config with the trial's values applied (no `[sweep]`).
+    pub config: Config,
+}
+
+impl Trial {
+    /// The configuration without the seed, e.g. `model.cell=gru train.lr=0.001`: trials that
+    /// differ only in seed share it (TensorBoard's session group, the by-config table).
+    pub fn group(&self) -> String {
+        group_name(&self.values)
+    }
+
+    /// Every override, the seed included, as `key=value` words.
+    pub fn describe(&self) -> String {
+        let mut s = self.group();
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s + &format!("experiment.seed={}", self.seed)
+    }
+}
+
+pub fn group_name(values: &[(String, toml::Value)]) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// FNV-1a over the sorted `key=value` lines: the same overrides give the same id on any
+/// machine, whatever their order in the file.
+pub fn trial_id(values: &[(String, toml::Value)], seed: u64) -> String {
+    let mut lines: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    lines.push(format!("experiment.seed={seed}\n"));
+    lines.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in lines.concat().bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
+}
+
+/// A sweep file expanded and checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The sweep file, absolute, and the `--set`s given with it (a trial process gets both).
+    pub file: PathBuf,
+    pub sets: Vec<String>,
+    pub sweep: Sweep,
+    pub axes: Vec<(String, Axis)>,
+    pub trials: Vec<Trial>,
+    /// `<out_dir>/<name>`, absolute.
+    pub root: PathBuf,
+    /// The base config (no `[sweep]`).
+    pub base: Config,
+}
+
+/// True when the file has a `[sweep]` table (after `--set`s).
+pub fn is_sweep(config: &Config) -> bool {
+    config.sweep.is_some()
+}
+
+impl Plan {
+    /// Reads a sweep file, checks every axis value against the base config and builds every
+    /// trial's config: all bad input is found here, before anything runs.
+    pub fn load(file: &Path, sets: &[String]) -> Result<Plan> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        let base_sets = Override::parse_sets(sets)?;
+        let mut base = Config::from_toml_with(file, &text, &base_sets)?;
+        let Some(sweep) = base.sweep.take() else {
+            return Err(Error::Config {
+                location: file.display().to_string(),
+                key: "sweep".into(),
+                msg: "has no [sweep] table".into(),
+            });
+        };
+        let at = |parts: &[&str]| locate_parts(file, &text, parts);
+        let bad = |parts: &[&str], msg: String| Error::Config {
+            location: at(parts),
+            key: parts.join("."),
+            msg,
+        };
+        let multi = matches!(sweep.method, SweepMethod::Random | SweepMethod::Halving);
+        match (sweep.trials, multi) {
+            (None | Some(0), true) => {
+                return Err(bad(
+                    &["sweep", "trials"],
+                    "random and halving sweeps need trials = N (configurations to sample), N >= 1".into(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(bad(
+                    &["sweep", "trials"],
+                    "applies to method = \"random\" or \"halving\"; a grid runs every combination".into(),
+                ))
+            }
+            _ => {}
+        }
+        if sweep.jobs == Some(0) {
+            return Err(bad(&["sweep", "jobs"], "must be at least 1".into()));
+        }
+        if sweep.method == SweepMethod::Halving {
+            if sweep.eta < 2 {
+                return Err(bad(&["sweep", "eta"], "must be at least 2".into()));
+            }
+            if sweep.min_epochs == 0 || sweep.min_epochs >= base.train.epochs {
+                return Err(bad(
+                    &["sweep", "min_epochs"],
+                    format!(
+                        "must be at least 1 and below train.epochs = {} (the full budget)",
+                        base.train.epochs
+                    ),
+                ));
+            }
+            if base.train.patience.is_some() {
+                return Err(bad(
+                    &["train", "patience"],
+                    "early stopping and halving both end trials early; remove one (halving compares trials at equal epochs)".into(),
+                ));
+            }
+        }
+        let distinct: BTreeSet<u64> = sweep.seeds.iter().copied().collect();
+        if distinct.len() != sweep.seeds.len() {
+            return Err(bad(&["sweep", "seeds"], "lists a seed twice".into()));
+        }
+        let seeds = if sweep.seeds.is_empty() {
+            vec![base.experiment.seed]
+        } else {
+            sweep.seeds.clone()
+        };
+
+        // Each axis: a key a sweep may vary, a well-formed value, each value valid on the base.
+        let mut axes = Vec::new();
+        for (key, raw) in &sweep.axes {
+            let here = ["sweep", "axes", key.as_str()];
+            let fixed = [
+                ("experiment.name", "names the sweep's folder"),
+                ("experiment.out_dir", "is where the sweep's folder goes"),
+            ];
+            if let Some((_, why)) = fixed.iter().find(|(k, _)| k == key) {
+                return Err(bad(&here, format!("cannot be an axis: it {why}")));
+            }
+            if key.starts_with("sweep.") || key == "sweep" {
+                return Err(bad(&here, "the sweep cannot sweep itself".into()));
+            }
+            if key == "experiment.seed" {
+                return Err(bad(&here, "use sweep.seeds = [...] for seeds".into()));
+            }
+            let axis = Axis::parse(raw).map_err(|m| bad(&here, m))?;
+            if axis.is_distribution() && !multi {
+                return Err(bad(
+                    &here,
+                    "a distribution needs method = \"random\" or \"halving\"; a grid axis is a list of values".into(),
+                ));
+            }
+            for v in axis.probes() {
+                let origin = format!("{}: sweep.axes.\"{key}\" value {v}", at(&here));
+                let mut all = base_sets.clone();
+                all.push(Override {
+                    key: key.clone(),
+                    value: v,
+                    origin,
+                });
+                Config::from_toml_with(file, &text, &all)?;
+            }
+            axes.push((key.clone(), axis));
+        }
+
+        let configs = match sweep.method {
+            SweepMethod::Grid => grid(&axes),
+            SweepMethod::Random | SweepMethod::Halving => {
+                sample(&axes, sweep.trials.unwrap_or(1), sweep.seed)
+            }
+        };
+        let mut trials = Vec::new();
+        let mut ids = std::collections::HashMap::new();
+        for values in configs {
+            for &seed in &seeds {
+                let id = trial_id(&values, seed);
+                let described = format!("{} experiment.seed={seed}", group_name(&values));
+                if let Some(other) = ids.insert(id.clone(), described.clone()) {
+                    return Err(bad(
+                        &["sweep", "axes"],
+                        format!("trials {other} and {described} hash to the same id {id}; change a value slightly"),
+                    ));
+                }
+                let mut all = base_sets.clone();
+                for (k, v) in &values {
+                    all.push(Override {
+                        key: k.clone(),
+                        value: v.clone(),
+                        origin: format!("trial {id} ({described})"),
+                    });
+                }
+                all.push(Override {
+                    key: "experiment.seed".into(),
+                    value: toml::Value::Integer(seed as i64),
+                    origin: at(&["sweep", "seeds"]),
+                });
+                let mut config = Config::from_toml_with(file, &text, &all)?;
+                config.sweep = None;
+                trials.push(Trial {
+                    id,
+                    values: values.clone(),
+                    seed,
+                    config,
+                });
+            }
+        }
+        let root = std::path::absolute(base.experiment.out_dir.join(&base.experiment.name))
+            .map_err(|e| Error::io(&base.experiment.out_dir, e))?;
+        let file = std::path::absolute(file).map_err(|e| Error::io(file, e))?;
+        Ok(Plan {
+            file,
+            sets: sets.to_vec(),
+            sweep,
+            axes,
+            trials,
+            root,
+            base,
+        })
+    }
+
+    pub fn trial(&self, id: &str) -> Result<&Trial> {
+        self.trials.iter().find(|t| t.id == id).ok_or_else(|| Error::Config {
+            location: format!("--trial {id}"),
+            key: "trial".into(),
+            msg: format!(
+                "{} has no trial {id} ({} trials; run-exp {} --dry-run lists them)",
+                self.file.display(),
+                self.trials.len(),
+                self.file.display()
+            ),
+        })
+    }
+
+    pub fn trial_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// `--dry-run`: the trial count and every trial's overrides.
+    pub fn describe(&self) -> String {
+        let configs = self.trials.len() / self.seeds().len().max(1);
+        let mut s = format!(
+            "{}: {} sweep, {} trials ({} configurations x {} seeds) into {}\n",
+            self.file.display(),
+            serde_json::to_string(&self.sweep.method).unwrap_or_default().trim_matches('"'),
+            self.trials.len(),
+            configs,
+            self.seeds().len(),
+            self.root.display()
+        );
+        for t in &self.trials {
+            s += &format!("{}  {}\n", t.id, t.describe());
+        }
+        s
+    }
+
+    pub fn seeds(&self) -> Vec<u64> {
+        let mut s: Vec<u64> = self.trials.iter().map(|t| t.seed).collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    }
+}
+
+/// Every combination, the first axis varying slowest.
+fn grid(axes: &[(String, Axis)]) -> Vec<Vec<(String, toml::Value)>> {
+    let mut out: Vec<Vec<(String, toml::Value)>> = vec![Vec::new()];
+    for (key, axis) in axes {
+        let Axis::Values(vs) = axis else { continue };
+        out = out
+            .into_iter()
+            .flat_map(|prefix| {
+                vs.iter().map(move |v| {
+                    let mut p = prefix.clone();
+                    p.push((key.clone(), v.clone()));
+                    p
+                })
+            })
+            .collect();
+    }
+    out
+}
+
+/// `n` distinct configurations drawn in order from one seeded stream: asking for more trials
+/// later keeps the first ones (and their ids). A small discrete space gives fewer.
+fn sample(axes: &[(String, Axis)], n: usize, seed: u64) -> Vec<Vec<(String, toml::Value)>> {
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(seed);
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    let mut draws = 0usize;
+    while out.len() < n && draws < n.saturating_mul(100).max(1000) {
+        draws += 1;
+        let values: Vec<(String, toml::Value)> = axes
+            .iter()
+            .map(|(k, a)| (k.clone(), a.sample(&mut rng)))
+            .collect();
+        if seen.insert(group_name(&values)) {
+            out.push(values);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str, sets: &[&str]) -> Result<Plan> {
+        let dir = std::env::temp_dir().join(format!("rnnlab-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let path = dir.join(format!(
+            "s{}-{}.toml",
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            trial_id(&[("x".into(), toml::Value::String(text.into()))], 0)
+        ));
+        std::fs::write(&path, text).unwrap();
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Plan::load(&path, &sets)
+    }
+
+    fn err(r: Result<Plan>) -> String {
+        match r {
+            Ok(p) => panic!("expected an error, got {} trials", p.trials.len()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const GRID: &str = "[experiment]\nname = \"g\"\n[train]\nepochs = 3\n[sweep]\nseeds = [0, 1]\n[sweep.axes]\n\"model.cell\" = [\"rnn\", \"gru\"]\n\"train.lr\" = [1e-3, 1e-2, 3e-2]\n";
+
+    #[test]
+    fn a_grid_is_every_combination_times_seeds_each_applied() {
+        let p = plan(GRID, &[]).unwrap();
+        assert_eq!(p.trials.len(), 2 * 3 * 2);
+        let ids: BTreeSet<&str> = p.trials.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids.len(), 12);
+        let t = p
+            .trials
+            .iter()
+            .find(|t| t.group() == "model.cell=\"gru\" train.lr=0.01" && t.seed == 1)
+            .unwrap();
+        assert_eq!(t.config.model.cell, crate::config::CellKind::Gru);
+        assert_eq!(t.config.train.lr, 1e-2);
+        assert_eq!(t.config.experiment.seed, 1);
+        assert!(t.config.sweep.is_none());
+        // --set changes the base of every trial; an axis wins over it.
+        let p = plan(GRID, &["train.epochs=2", "train.lr=0.5"]).unwrap();
+        assert!(p.trials.iter().all(|t| t.config.train.epochs == 2));
+        assert!(p.trials.iter().all(|t| t.config.train.lr < 0.1));
+    }
+
+    #[test]
+    fn ids_are_stable_when_values_are_added_or_reordered() {
+        let a = plan(GRID, &[]).unwrap();
+        let more = GRID.replace("[1e-3, 1e-2, 3e-2]", "[3e-2, 1e-3, 1e-2, 0.1]");
+        let b = plan(&more, &[]).unwrap();
+        assert_eq!(b.trials.len(), 16);
+        let ids_b: BTreeSet<&str> = b.trials.iter().map(|t| t.id.as_str()).collect();
+        for t in &a.trials {
+            assert!(ids_b.contains(t.id.as_str()), "{} lost its id", t.describe());
+        }
+        // The id hashes key=value pairs, whatever their order.
+        let x = [("a.b".to_string(), toml::Value::Integer(1)), ("c.d".into(), toml::Value::Boolean(true))];
+        let y = [x[1].clone(), x[0].clone()];
+        assert_eq!(trial_id(&x, 3), trial_id(&y, 3));
+        assert_ne!(trial_id(&x, 3), trial_id(&x, 4));
+    }
+
+    #[test]
+    fn bad_axes_are_refused_naming_the_axis_value_and_line() {
+        let m = err(plan(&GRID.replace("\"gru\"]", "\"gru\", \"lsm\"]"), &[]));
+        assert!(m.contains(":8:1: sweep.axes.\"model.cell\" value \"lsm\"") && m.contains("model.cell: unknown variant"), "{m}");
+        let m = err(plan(&GRID.replace("\"train.lr\"", "\"train.lrr\""), &[]));
+        assert!(m.contains("sweep.axes.\"train.lrr\"") && m.contains("unknown field"), "{m}");
+        let m = err(plan(&GRID.replace("1e-3, 1e-2, 3e-2", "1e-3, -1.0"), &[]));
+        assert!(m.contains("value -1.0") && m.contains("train.lr: must be > 0"), "{m}");
+        let m = err(plan(&GRID.replace("[1e-3, 1e-2, 3e-2]", "{ log_uniform = [1e-4, 1e-2] }"), &[]));
+        assert!(m.contains(":9:1: sweep.axes.train.lr: a distribution needs method"), "{m}");
+        let m = err(plan(&GRID.replace("[sweep]", "[sweep]\nmethod = \"random\""), &[]));
+        assert!(m.contains("sweep.trials") && m.contains("need trials"), "{m}");
+        let m = err(plan(&GRID.replace("\"train.lr\"", "\"experiment.name\""), &[]));
+        assert!(m.contains("cannot be an axis"), "{m}");
+        let m = err(plan(&GRID.replace("[\"rnn\", \"gru\"]", "[]"), &[]));
+        assert!(m.contains("empty list"), "{m}");
+        let m = err(plan(&GRID.replace("seeds = [0, 1]", "seeds = [0, 0]"), &[]));
+        assert!(m.contains("sweep.seeds") && m.contains("twice"), "{m}");
+        let m = err(plan(&GRID.replace("[sweep]", "[sweep]\nmethd = \"grid\""), &[]));
+        assert!(m.contains("sweep.methd") && m.contains("unknown field"), "{m}");
+        // The combination is checked too: nesterov needs momentum > 0 with sgd.
+        let combo = "[train]\noptimizer = \"sgd\"\nmomentum = 0.9\n[sweep]\n[sweep.axes]\n\"train.nesterov\" = [false, true]\n\"train.momentum\" = [0.0, 0.9]\n";
+        let m = err(plan(combo, &[]));
+        assert!(m.starts_with("trial ") && m.contains("train.nesterov: needs"), "{m}");
+    }
+
+    #[test]
+    fn random_samples_are_seeded_in_range_and_extend_without_renumbering() {
+        let text = "[train]\nepochs = 9\n[sweep]\nmethod = \"random\"\ntrials = 8\nseed = 7\n[sweep.axes]\n\"train.lr\" = { log_uniform = [1e-4, 1e-1] }\n\"model.hidden_size\" = { int_range = [8, 64] }\n\"model.dropout\" = { uniform = [0.0, 0.5] }\n\"model.cell\" = { choice = [\"lstm\", \"gru\"] }\n";
+        let a = plan(text, &[]).unwrap();
+        assert_eq!(a.trials.len(), 8);
+        for t in &a.trials {
+            let c = &t.config;
+            assert!((1e-4..=1e-1).contains(&c.train.lr), "{}", c.train.lr);
+            assert!((8..=64).contains(&c.model.hidden_size));
+            assert!((0.0..=0.5).contains(&c.model.dropout));
+        }
+        let again = plan(text, &[]).unwrap();
+        let ids = |p: &Plan| p.trials.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&again));
+        let more = plan(&text.replace("trials = 8", "trials = 12"), &[]).unwrap();
+        assert_eq!(ids(&more)[..8], ids(&a)[..]);
+        let other = plan(&text.replace("seed = 7", "seed = 8"), &[]).unwrap();
+        assert_ne!(ids(&other), ids(&a));
+    }
+
+    #[test]
+    fn overrides_reach_any_depth_as_typed_values() {
+        let text = "[sweep]\n[sweep.axes]\n\"train.betas\" = [[0.9, 0.98], [0.8, 0.9]]\n\"train.clip_norm\" = [1, 2.5]\n";
+        let p = plan(text, &[]).unwrap();
+        assert_eq!(p.trials.len(), 4);
+        assert!(p.trials.iter().any(|t| t.config.train.betas == [0.8, 0.9] && t.config.train.clip_norm == Some(1.0)));
+        // --set reaches the sweep table itself.
+        let p = plan(GRID, &["sweep.seeds=[5]"]).unwrap();
+        assert!(p.trials.iter().all(|t| t.seed == 5));
+    }
+}

@@ -1,0 +1,170 @@
+//! `trial.json`: what a sweep knows about one trial, written whole (temp file + rename) by the
+//! process that holds the trial folder's lock. The lock is the claim: a trial process takes it
+//! before anything else and reads the record again under it, so two sweep processes never run
+//! one trial twice, and a trial that is already final is never run again.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Plan, Trial};
+use crate::checkpoint;
+use crate::error::Result;
+
+pub const RECORD: &str = "trial.json";
+/// Touched every few seconds by a running trial: its heartbeat.
+pub const HEARTBEAT: &str = "heartbeat";
+/// The file whose lock is a trial's claim, held by its process for the whole trial (across
+/// halving rungs; the run folder's own lock is taken per rung).
+pub const CLAIM: &str = "claim";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TrialStatus {
+    /// Not started, or stopped by a signal (its checkpoint is kept; the next run continues it).
+    Pending,
+    Running,
+    Completed,
+    Diverged,
+    Failed,
+    /// Stopped at a halving rung: its metric there was not in the top 1/eta.
+    Pruned,
+}
+
+impl TrialStatus {
+    /// A final status: rerunning the sweep keeps the trial as it is.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TrialStatus::Completed | TrialStatus::Diverged | TrialStatus::Pruned
+        )
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TrialStatus::Pending => "pending",
+            TrialStatus::Running => "running",
+            TrialStatus::Completed => "completed",
+            TrialStatus::Diverged => "diverged",
+            TrialStatus::Failed => "failed",
+            TrialStatus::Pruned => "pruned",
+        }
+    }
+}
+
+/// A halving rung a trial reached: its epochs and its metric there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rung {
+    pub rung: usize,
+    pub epochs: usize,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    pub id: String,
+    pub status: TrialStatus,
+    /// Every override the trial applies to the base config, the seed included.
+    pub overrides: serde_json::Map<String, serde_json::Value>,
+    /// The configuration without the seed (TensorBoard's session group).
+    pub group: String,
+    pub seed: u64,
+    /// The process that runs or last ran the trial, and where.
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    /// RFC 3339, UTC: the latest attempt's start and end.
+    pub started: Option<String>,
+    pub ended: Option<String>,
+    /// Processes that have started this trial (a rerun after a crash adds one).
+    pub attempts: u32,
+    pub error: Option<String>,
+    /// halving: the rungs reached, in order.
+    #[serde(default)]
+    pub rungs: Vec<Rung>,
+}
+
+impl Record {
+    pub fn new(t: &Trial) -> Record {
+        let mut overrides = serde_json::Map::new();
+        for (k, v) in &t.values {
+            overrides.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
+        }
+        overrides.insert("experiment.seed".into(), t.seed.into());
+        Record {
+            id: t.id.clone(),
+            status: TrialStatus::Pending,
+            overrides,
+            group: t.group(),
+            seed: t.seed,
+            pid: None,
+            host: None,
+            started: None,
+            ended: None,
+            attempts: 0,
+            error: None,
+            rungs: Vec::new(),
+        }
+    }
+
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(RECORD)
+    }
+
+    /// The trial's record, None when it has none yet.
+    pub fn read(dir: &Path) -> Result<Option<Record>> {
+        let p = Record::path(dir);
+        if !p.exists() {
+            return Ok(None);
+        }
+        checkpoint::load_json(&p).map(Some)
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        checkpoint::save_json(&Record::path(dir), self)
+    }
+
+    /// Whether a `running` record's process is gone: on this host, its pid is not alive (or
+    /// the folder's lock is free); elsewhere, its heartbeat is older than `stale_after`.
+    pub fn is_abandoned(&self, dir: &Path, stale_after: Duration) -> bool {
+        if self.status != TrialStatus::Running {
+            return false;
+        }
+        if self.host.as_deref() == Some(&crate::fsutil::hostname()) {
+            let alive = self
+                .pid
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            return !alive || !is_locked(dir);
+        }
+        let beat = std::fs::metadata(dir.join(HEARTBEAT))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        SystemTime::now()
+            .duration_since(beat)
+            .is_ok_and(|age| age > stale_after)
+    }
+}
+
+/// True when a process holds the trial's claim right now.
+pub fn is_locked(dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(dir.join(CLAIM)) else {
+        return false;
+    };
+    matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// Now, as RFC 3339 UTC.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// Every trial of the plan with its record (a fresh pending one where the folder has none).
+pub fn all(plan: &Plan) -> Result<Vec<(Trial, Record)>> {
+    plan.trials
+        .iter()
+        .map(|t| {
+            let r = Record::read(&plan.trial_dir(&t.id))?.unwrap_or_else(|| Record::new(t));
+            Ok((t.clone(), r))
+        })
+        .collect()
+}

@@ -1,0 +1,689 @@
+//! A sweep's results, gathered from its folder alone (so `run-exp summarize` works while a
+//! sweep runs, and on a Slurm results folder): `sweep.json` (the plan: axes, trials), each
+//! trial's `trial.json` and run summary (or newest checkpoint). Written with polars after every
+//! trial, each file whole (temp + rename): `summary.csv` / `summary.parquet` (one row per
+//! trial), `summary_by_config.csv` (mean, std and n over seeds), `best.toml` (the winning
+//! configuration, runnable) and `curves.png`; and the HParams experiment at the root.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::record::{Record, TrialStatus};
+use super::{Domain, Plan};
+use crate::checkpoint;
+use crate::config::{Monitor, SweepMethod};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::log::hparams;
+use crate::log::plots::{self, Curve};
+
+pub const SWEEP_JSON: &str = "sweep.json";
+pub const SUMMARY_CSV: &str = "summary.csv";
+pub const SUMMARY_PARQUET: &str = "summary.parquet";
+pub const BY_CONFIG_CSV: &str = "summary_by_config.csv";
+pub const BEST_TOML: &str = "best.toml";
+pub const CURVES_PNG: &str = "curves.png";
+
+/// `sweep.json`: what the folder needs to describe itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Study {
+    pub file: PathBuf,
+    pub sets: Vec<String>,
+    pub method: SweepMethod,
+    pub metric: Monitor,
+    pub axes: Vec<String>,
+    pub trials: Vec<StudyTrial>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyTrial {
+    pub id: String,
+    pub group: String,
+    pub seed: u64,
+    pub values: Vec<(String, toml::Value)>,
+}
+
+impl Study {
+    pub fn of(plan: &Plan) -> Study {
+        Study {
+            file: plan.file.clone(),
+            sets: plan.sets.clone(),
+            method: plan.sweep.method,
+            metric: plan.sweep.metric,
+            axes: plan.axes.iter().map(|(k, _)| k.clone()).collect(),
+            trials: plan
+                .trials
+                .iter()
+                .map(|t| StudyTrial {
+                    id: t.id.clone(),
+                    group: t.group(),
+                    seed: t.seed,
+                    values: t.values.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn read(root: &Path) -> Result<Study> {
+        let p = root.join(SWEEP_JSON);
+        if !p.is_file() {
+            return Err(Error::Checkpoint {
+                path: root.to_path_buf(),
+                msg: format!("is not a sweep folder (it has no {SWEEP_JSON}); give results/<name> of a sweep"),
+            });
+        }
+        checkpoint::load_json(&p)
+    }
+
+    fn metric_name(&self) -> &'static str {
+        match self.metric {
+            Monitor::ValAcc => "best_val_acc",
+            Monitor::ValLoss => "best_val_loss",
+        }
+    }
+
+    fn maximize(&self) -> bool {
+        self.metric == Monitor::ValAcc
+    }
+}
+
+/// Writes `sweep.json` and the HParams experiment (every axis with its domain, the seed, the
+/// metrics) into the sweep's root.
+pub fn write_plan(plan: &Plan) -> Result<()> {
+    std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
+    checkpoint::save_json(&plan.root.join(SWEEP_JSON), &Study::of(plan))?;
+    let mut infos: Vec<hparams::HParamInfo> = plan
+        .axes
+        .iter()
+        .map(|(key, axis)| match axis.domain() {
+            Domain::Discrete(vs) => hparams::HParamInfo {
+                name: key.clone(),
+                r#type: hparams::type_of(&vs),
+                domain_discrete: Some(hparams::ListValue {
+                    values: vs.iter().map(hparams::value_of).collect(),
+                }),
+                ..Default::default()
+            },
+            Domain::Interval(lo, hi) => hparams::HParamInfo {
+                name: key.clone(),
+                r#type: 3,
+                domain_interval: Some(hparams::Interval {
+                    min_value: lo,
+                    max_value: hi,
+                }),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let seeds: Vec<toml::Value> = plan
+        .seeds()
+        .iter()
+        .map(|&s| toml::Value::Integer(s as i64))
+        .collect();
+    infos.push(hparams::HParamInfo {
+        name: "experiment.seed".into(),
+        r#type: 3,
+        domain_discrete: Some(hparams::ListValue {
+            values: seeds.iter().map(hparams::value_of).collect(),
+        }),
+        ..Default::default()
+    });
+    let metric = |tag: &str, dataset_type: i32| hparams::MetricInfo {
+        name: Some(hparams::MetricName {
+            group: String::new(),
+            tag: tag.into(),
+        }),
+        display_name: tag.into(),
+        dataset_type,
+    };
+    hparams::write_experiment(
+        &plan.root,
+        hparams::Experiment {
+            name: plan.base.experiment.name.clone(),
+            description: format!("run-exp {}", plan.file.display()),
+            time_created_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            hparam_infos: infos,
+            metric_infos: vec![
+                metric("val/acc", 2),
+                metric("val/loss", 2),
+                metric("test/acc", 0),
+            ],
+        },
+    )
+}
+
+/// One trial's line of the results table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub trial: String,
+    pub status: TrialStatus,
+    pub group: String,
+    pub values: Vec<(String, toml::Value)>,
+    pub seed: u64,
+    pub best_val_acc: Option<f64>,
+    pub best_val_loss: Option<f64>,
+    pub best_epoch: Option<u64>,
+    pub epochs_done: Option<u64>,
+    pub test_acc: Option<f64>,
+    pub test_macro_f1: Option<f64>,
+    pub elapsed_s: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// Every trial of the study as it stands now.
+pub fn rows(root: &Path, study: &Study) -> Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for t in &study.trials {
+        let dir = root.join(&t.id);
+        let rec = Record::read(&dir)?;
+        let mut row = Row {
+            trial: t.id.clone(),
+            status: rec.as_ref().map_or(TrialStatus::Pending, |r| r.status),
+            group: t.group.clone(),
+            values: t.values.clone(),
+            seed: t.seed,
+            best_val_acc: None,
+            best_val_loss: None,
+            best_epoch: None,
+            epochs_done: None,
+            test_acc: None,
+            test_macro_f1: None,
+            elapsed_s: None,
+            error: rec.as_ref().and_then(|r| r.error.clone()),
+        };
+        let summary = dir.join(checkpoint::SUMMARY);
+        if summary.is_file() {
+            let s: serde_json::Value = checkpoint::load_json(&summary)?;
+            let f = |k: &str| s[k].as_f64();
+            row.best_epoch = s["best_epoch"].as_u64();
+            if row.best_epoch.is_some() {
+                row.best_val_acc = f("best_val_acc");
+                row.best_val_loss = f("best_val_loss");
+            }
+            row.epochs_done = s["epochs_done"].as_u64();
+            row.test_acc = f("test_acc");
+            row.test_macro_f1 = f("test_macro_f1");
+            row.elapsed_s = f("elapsed_s");
+        } else if let Some(c) = checkpoint::newest(&dir)? {
+            let st = &c.state;
+            row.best_epoch = st.best_epoch.map(|e| e as u64);
+            if st.best_epoch.is_some() {
+                row.best_val_acc = Some(st.best_val_acc);
+                row.best_val_loss = Some(st.best_val_loss);
+            }
+            row.epochs_done = Some(st.epochs_done as u64);
+            row.elapsed_s = Some(st.elapsed_s);
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+impl Row {
+    fn metric(&self, study: &Study) -> Option<f64> {
+        match study.metric {
+            Monitor::ValAcc => self.best_val_acc,
+            Monitor::ValLoss => self.best_val_loss,
+        }
+    }
+
+    /// (the sweep's metric, the other validation metric): the ranking key.
+    fn key(&self, study: &Study) -> (Option<f64>, Option<f64>) {
+        match study.metric {
+            Monitor::ValAcc => (self.best_val_acc, self.best_val_loss),
+            Monitor::ValLoss => (self.best_val_loss, self.best_val_acc),
+        }
+    }
+}
+
+/// Best first by the sweep's metric, ties broken by the other validation metric (lower loss,
+/// or higher accuracy).
+fn rank(study: &Study, a: (Option<f64>, Option<f64>), b: (Option<f64>, Option<f64>)) -> std::cmp::Ordering {
+    let flip = Study {
+        metric: match study.metric {
+            Monitor::ValAcc => Monitor::ValLoss,
+            Monitor::ValLoss => Monitor::ValAcc,
+        },
+        ..study.clone()
+    };
+    order(study, a.0, b.0).then_with(|| order(&flip, a.1, b.1))
+}
+
+/// Best first (by the sweep's metric), trials without a value last.
+fn order(study: &Study, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+    use std::cmp::Ordering::*;
+    match (a, b) {
+        (Some(a), Some(b)) => {
+            let o = a.partial_cmp(&b).unwrap_or(Equal);
+            if study.maximize() {
+                o.reverse()
+            } else {
+                o
+            }
+        }
+        (Some(_), None) => Less,
+        (None, Some(_)) => Greater,
+        (None, None) => Equal,
+    }
+}
+
+/// A typed column for one axis: integers, floats, booleans or strings (anything else, or a
+/// mix, as TOML text).
+fn axis_column(name: &str, values: &[Option<&toml::Value>]) -> Column {
+    let name: PlSmallStr = name.into();
+    let present: Vec<&toml::Value> = values.iter().flatten().copied().collect();
+    if present.iter().all(|v| v.is_integer()) {
+        Column::new(name, values.iter().map(|v| v.and_then(|v| v.as_integer())).collect::<Vec<_>>())
+    } else if present.iter().all(|v| v.is_integer() || v.is_float()) {
+        Column::new(
+            name,
+            values
+                .iter()
+                .map(|v| v.and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64))))
+                .collect::<Vec<_>>(),
+        )
+    } else if present.iter().all(|v| v.is_bool()) {
+        Column::new(name, values.iter().map(|v| v.and_then(|v| v.as_bool())).collect::<Vec<_>>())
+    } else {
+        Column::new(
+            name,
+            values
+                .iter()
+                .map(|v| {
+                    v.map(|v| match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+fn polars_err(path: &Path, e: PolarsError) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("writing the table: {e}"),
+    }
+}
+
+/// The per-trial table, best first.
+pub fn trials_frame(study: &Study, rows: &[Row]) -> Result<DataFrame> {
+    let mut rows: Vec<&Row> = rows.iter().collect();
+    rows.sort_by(|a, b| rank(study, a.key(study), b.key(study)));
+    let mut cols = vec![
+        Column::new("trial".into(), rows.iter().map(|r| r.trial.clone()).collect::<Vec<_>>()),
+        Column::new("status".into(), rows.iter().map(|r| r.status.name()).collect::<Vec<_>>()),
+    ];
+    for key in &study.axes {
+        let vals: Vec<Option<&toml::Value>> = rows
+            .iter()
+            .map(|r| r.values.iter().find(|(k, _)| k == key).map(|(_, v)| v))
+            .collect();
+        cols.push(axis_column(key, &vals));
+    }
+    let f = |name: &str, get: fn(&Row) -> Option<f64>| {
+        Column::new(name.into(), rows.iter().map(|r| get(r)).collect::<Vec<_>>())
+    };
+    let u = |name: &str, get: fn(&Row) -> Option<u64>| {
+        Column::new(name.into(), rows.iter().map(|r| get(r)).collect::<Vec<_>>())
+    };
+    cols.push(Column::new("seed".into(), rows.iter().map(|r| r.seed).collect::<Vec<_>>()));
+    cols.push(f("best_val_acc", |r| r.best_val_acc));
+    cols.push(f("best_val_loss", |r| r.best_val_loss));
+    cols.push(u("best_epoch", |r| r.best_epoch));
+    cols.push(u("epochs_done", |r| r.epochs_done));
+    cols.push(f("test_acc", |r| r.test_acc));
+    cols.push(f("test_macro_f1", |r| r.test_macro_f1));
+    cols.push(f("elapsed_s", |r| r.elapsed_s));
+    cols.push(Column::new(
+        "error".into(),
+        rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
+    ));
+    DataFrame::new_infer_height(cols).map_err(|e| polars_err(Path::new(SUMMARY_CSV), e))
+}
+
+/// A configuration's metrics over its completed trials (one per seed).
+pub struct Group<'a> {
+    pub name: String,
+    pub rows: Vec<&'a Row>,
+}
+
+impl Group<'_> {
+    fn done(&self) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .copied()
+            .filter(|r| r.status == TrialStatus::Completed)
+            .collect()
+    }
+
+    /// (mean, sample std, n) of `get` over completed trials.
+    fn stats(&self, get: impl Fn(&Row) -> Option<f64>) -> (Option<f64>, Option<f64>, usize) {
+        let v: Vec<f64> = self.done().into_iter().filter_map(get).collect();
+        let n = v.len();
+        if n == 0 {
+            return (None, None, 0);
+        }
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let std = (n > 1).then(|| {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        });
+        (Some(mean), std, n)
+    }
+
+    fn metric_mean(&self, study: &Study) -> Option<f64> {
+        self.stats(|r| r.metric(study)).0
+    }
+
+    fn key(&self, study: &Study) -> (Option<f64>, Option<f64>) {
+        (
+            self.stats(|r| r.key(study).0).0,
+            self.stats(|r| r.key(study).1).0,
+        )
+    }
+}
+
+/// Configurations, best mean first.
+pub fn groups<'a>(study: &Study, rows: &'a [Row]) -> Vec<Group<'a>> {
+    let mut by: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        by.entry(&r.group).or_default().push(r);
+    }
+    let mut out: Vec<Group> = by
+        .into_iter()
+        .map(|(name, rows)| Group {
+            name: name.to_string(),
+            rows,
+        })
+        .collect();
+    out.sort_by(|a, b| rank(study, a.key(study), b.key(study)));
+    out
+}
+
+/// The by-configuration table: axis values, trials, completed n, then mean and std of each
+/// metric over the completed seeds.
+pub fn groups_frame(study: &Study, groups: &[Group]) -> Result<DataFrame> {
+    let mut cols = Vec::new();
+    for key in &study.axes {
+        let vals: Vec<Option<&toml::Value>> = groups
+            .iter()
+            .map(|g| {
+                g.rows
+                    .first()
+                    .and_then(|r| r.values.iter().find(|(k, _)| k == key).map(|(_, v)| v))
+            })
+            .collect();
+        cols.push(axis_column(key, &vals));
+    }
+    cols.push(Column::new(
+        "trials".into(),
+        groups.iter().map(|g| g.rows.len() as u64).collect::<Vec<_>>(),
+    ));
+    cols.push(Column::new(
+        "n".into(),
+        groups.iter().map(|g| g.done().len() as u64).collect::<Vec<_>>(),
+    ));
+    let metrics: [(&str, fn(&Row) -> Option<f64>); 6] = [
+        ("best_val_acc", |r| r.best_val_acc),
+        ("best_val_loss", |r| r.best_val_loss),
+        ("test_acc", |r| r.test_acc),
+        ("test_macro_f1", |r| r.test_macro_f1),
+        ("epochs_done", |r| r.epochs_done.map(|e| e as f64)),
+        ("elapsed_s", |r| r.elapsed_s),
+    ];
+    for (name, get) in metrics {
+        let stats: Vec<_> = groups.iter().map(|g| g.stats(get)).collect();
+        cols.push(Column::new(
+            format!("{name}_mean").into(),
+            stats.iter().map(|s| s.0).collect::<Vec<_>>(),
+        ));
+        cols.push(Column::new(
+            format!("{name}_std").into(),
+            stats.iter().map(|s| s.1).collect::<Vec<_>>(),
+        ));
+    }
+    DataFrame::new_infer_height(cols).map_err(|e| polars_err(Path::new(BY_CONFIG_CSV), e))
+}
+
+fn csv_bytes(path: &Path, df: &mut DataFrame) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    CsvWriter::new(&mut buf)
+        .include_header(true)
+        .finish(df)
+        .map_err(|e| polars_err(path, e))?;
+    Ok(buf)
+}
+
+/// What `write` produced, for printing.
+pub struct Tables {
+    pub trials: DataFrame,
+    pub by_config: DataFrame,
+    /// The winning configuration, its mean metric and n.
+    pub best: Option<(String, f64, usize)>,
+}
+
+/// Rewrites every result file of the sweep at `root` from what its folder holds now.
+pub fn write_root(root: &Path) -> Result<Tables> {
+    let study = Study::read(root)?;
+    let rows = rows(root, &study)?;
+    let mut trials = trials_frame(&study, &rows)?;
+    let p = root.join(SUMMARY_CSV);
+    write_atomic(&p, &csv_bytes(&p, &mut trials)?)?;
+    let p = root.join(SUMMARY_PARQUET);
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf)
+        .finish(&mut trials)
+        .map_err(|e| polars_err(&p, e))?;
+    write_atomic(&p, &buf)?;
+    let groups = groups(&study, &rows);
+    let mut by_config = groups_frame(&study, &groups)?;
+    let p = root.join(BY_CONFIG_CSV);
+    write_atomic(&p, &csv_bytes(&p, &mut by_config)?)?;
+    let best = write_best(root, &study, &groups)?;
+    write_curves(root, &study, &rows)?;
+    Ok(Tables {
+        trials,
+        by_config,
+        best,
+    })
+}
+
+pub fn write(plan: &Plan) -> Result<Tables> {
+    write_root(&plan.root)
+}
+
+/// `best.toml`: the winning configuration's config (its lowest-seed completed trial's, as
+/// that trial ran it), renamed `<name>-best` so running it makes a new folder.
+fn write_best(root: &Path, study: &Study, groups: &[Group]) -> Result<Option<(String, f64, usize)>> {
+    let Some(g) = groups.iter().find(|g| g.metric_mean(study).is_some()) else {
+        return Ok(None);
+    };
+    let (mean, std, n) = g.stats(|r| r.metric(study));
+    let Some(mean) = mean else { return Ok(None) };
+    let mut done = g.done();
+    done.sort_by_key(|r| r.seed);
+    let Some(first) = done.first() else {
+        return Ok(None);
+    };
+    let path = root.join(&first.trial).join(checkpoint::CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut config: crate::Config = toml::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: path.clone(),
+        msg: format!("not a config: {e}"),
+    })?;
+    config.experiment.name = format!("{}-best", config.experiment.name);
+    let header = format!(
+        "# The best configuration of the sweep in {} by mean {} over {n} completed seed(s): {mean:.4}{}\n# ({}; trials {}). This is trial {}'s config, renamed; run it with run-exp {}\n",
+        root.display(),
+        study.metric_name(),
+        std.map(|s| format!(" ± {s:.4}")).unwrap_or_default(),
+        if g.name.is_empty() { "the base config" } else { &g.name },
+        done.iter().map(|r| r.trial.as_str()).collect::<Vec<_>>().join(", "),
+        first.trial,
+        root.join(BEST_TOML).display(),
+    );
+    write_atomic(&root.join(BEST_TOML), (header + &config.to_toml()).as_bytes())?;
+    Ok(Some((g.name.clone(), mean, n)))
+}
+
+/// `curves.png`: each trial's validation metric by epoch, coloured by configuration.
+fn write_curves(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
+    let key = match study.metric {
+        Monitor::ValAcc => "val_acc",
+        Monitor::ValLoss => "val_loss",
+    };
+    let mut curves = Vec::new();
+    for r in rows {
+        let path = root.join(&r.trial).join(checkpoint::METRICS);
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let points: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["split"] == "epoch")
+            .filter_map(|v| Some((v["epoch"].as_f64()?, v[key].as_f64()?)))
+            .collect();
+        if !points.is_empty() {
+            curves.push(Curve {
+                group: if r.group.is_empty() { "base config".into() } else { r.group.clone() },
+                points,
+            });
+        }
+    }
+    if curves.is_empty() {
+        return Ok(());
+    }
+    let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    plots::curves(
+        &root.join(CURVES_PNG),
+        &format!("{name}: validation {} by epoch, one line per trial", &key[4..]),
+        key,
+        &curves,
+    )
+}
+
+/// The best metric among the plan's completed trials so far, and its trial.
+pub fn best_so_far(plan: &Plan) -> Option<(String, f64)> {
+    let study = Study::of(plan);
+    let rows = rows(&plan.root, &study).ok()?;
+    rows.iter()
+        .filter(|r| r.status == TrialStatus::Completed)
+        .min_by(|a, b| rank(&study, a.key(&study), b.key(&study)))
+        .and_then(|r| r.metric(&study).map(|m| (r.trial.clone(), m)))
+}
+
+/// The tables as printed at the end of a sweep and by `run-exp summarize`: the columns a
+/// reader compares (the files hold them all).
+pub fn render(root: &Path, t: &Tables) -> String {
+    let pick = |df: &DataFrame, drop: &[&str]| -> String {
+        let keep: Vec<&str> = df
+            .get_column_names()
+            .into_iter()
+            .map(|c| c.as_str())
+            .filter(|c| !drop.contains(c))
+            .collect();
+        df.select(keep).map(|d| d.to_string()).unwrap_or_else(|_| df.to_string())
+    };
+    let mut s = format!(
+        "{}\nby configuration (mean and std over completed seeds), best first:\n{}\n",
+        root.display(),
+        pick(
+            &t.by_config,
+            &["best_val_loss_std", "test_macro_f1_mean", "test_macro_f1_std", "epochs_done_std", "elapsed_s_std"]
+        )
+    );
+    s += &format!(
+        "trials, best first:\n{}\n",
+        pick(&t.trials, &["test_macro_f1", "best_epoch"])
+    );
+    if let Some((group, mean, n)) = &t.best {
+        s += &format!(
+            "best: {} ({mean:.4} over {n} seed(s)) -> {}\n",
+            if group.is_empty() { "the base config" } else { group },
+            root.join(BEST_TOML).display()
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(trial: &str, group: &str, seed: u64, status: TrialStatus, acc: Option<f64>) -> Row {
+        Row {
+            trial: trial.into(),
+            status,
+            group: group.into(),
+            values: vec![("model.cell".into(), toml::Value::String(group.into()))],
+            seed,
+            best_val_acc: acc,
+            best_val_loss: acc.map(|a| 1.0 - a),
+            best_epoch: acc.map(|_| 1),
+            epochs_done: Some(2),
+            test_acc: None,
+            test_macro_f1: None,
+            elapsed_s: Some(1.0),
+            error: None,
+        }
+    }
+
+    fn study(metric: Monitor) -> Study {
+        Study {
+            file: "s.toml".into(),
+            sets: vec![],
+            method: SweepMethod::Grid,
+            metric,
+            axes: vec!["model.cell".into()],
+            trials: vec![],
+        }
+    }
+
+    /// Worked by hand: gru seeds 0.80, 0.90 -> mean 0.85, sample std sqrt(0.005) = 0.070711;
+    /// lstm 0.70, 0.74, 0.78 -> mean 0.74, std 0.04; rnn's pruned and failed trials do not count.
+    #[test]
+    fn groups_average_completed_seeds_best_first() {
+        let rows = vec![
+            row("a", "lstm", 0, TrialStatus::Completed, Some(0.70)),
+            row("b", "gru", 0, TrialStatus::Completed, Some(0.80)),
+            row("c", "lstm", 1, TrialStatus::Completed, Some(0.74)),
+            row("d", "gru", 1, TrialStatus::Completed, Some(0.90)),
+            row("e", "lstm", 2, TrialStatus::Completed, Some(0.78)),
+            row("f", "rnn", 0, TrialStatus::Pruned, Some(0.99)),
+            row("g", "rnn", 1, TrialStatus::Failed, None),
+        ];
+        let s = study(Monitor::ValAcc);
+        let g = groups(&s, &rows);
+        let names: Vec<&str> = g.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["gru", "lstm", "rnn"]);
+        let (m, sd, n) = g[0].stats(|r| r.best_val_acc);
+        assert_eq!(n, 2);
+        assert!((m.unwrap() - 0.85).abs() < 1e-12);
+        assert!((sd.unwrap() - 0.005f64.sqrt()).abs() < 1e-12);
+        let (m, sd, n) = g[1].stats(|r| r.best_val_acc);
+        assert_eq!(n, 3);
+        assert!((m.unwrap() - 0.74).abs() < 1e-12);
+        assert!((sd.unwrap() - 0.04).abs() < 1e-12);
+        assert_eq!(g[2].stats(|r| r.best_val_acc), (None, None, 0));
+        let df = groups_frame(&s, &g).unwrap();
+        assert_eq!(df.height(), 3);
+        assert_eq!(
+            df.column("n").unwrap().u64().unwrap().into_no_null_iter().collect::<Vec<_>>(),
+            [2, 3, 0]
+        );
+        // val_loss: lower is better, so the order is the same here (loss = 1 - acc).
+        let s = study(Monitor::ValLoss);
+        let names: Vec<String> = groups(&s, &rows).iter().map(|g| g.name.clone()).collect();
+        assert_eq!(names, ["gru", "lstm", "rnn"]);
+        // The per-trial table: best first, a typed column per axis, rows without a value last.
+        let df = trials_frame(&study(Monitor::ValAcc), &rows).unwrap();
+        let ca = df.column("trial").unwrap().str().unwrap();
+        let trials: Vec<&str> = (0..ca.len()).map(|i| ca.get(i).unwrap()).collect();
+        assert_eq!(trials, ["f", "d", "b", "e", "c", "a", "g"]);
+    }
+}

@@ -1,0 +1,235 @@
+//! One trial in this process (`run-exp sweep.toml --trial <id>`, from the local driver, a
+//! Slurm task or a user): claim it, run it (a new run folder, or a resume from its last
+//! checkpoint when an earlier attempt left one), and record how it ended. A halving trial
+//! trains rung by rung, each rung a resume of the last with more epochs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::halving;
+use super::record::{self, Record, Rung, TrialStatus, CLAIM};
+use super::{Plan, Trial};
+use crate::checkpoint::{self, RunDir};
+use crate::config::{Config, Monitor, SweepMethod};
+use crate::error::{Error, Result};
+use crate::log::hparams;
+use crate::stop::Stop;
+use crate::train::{self, Status, Summary};
+
+/// How a `--trial` call ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The trial ran (or went on) in this process and ended with this status.
+    Ran(TrialStatus),
+    /// It was final already: nothing was run.
+    AlreadyFinal(TrialStatus),
+    /// Another process holds it (its lock stamp).
+    Busy(String),
+}
+
+/// Claims and runs one trial. Errors before training (bad input) are returned, and recorded as
+/// `failed` when the trial had been claimed.
+pub fn run(plan: &Plan, id: &str, stop: &Stop) -> Result<Outcome> {
+    let trial = plan.trial(id)?;
+    let dir = plan.trial_dir(id);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let _claim = match crate::fsutil::lock_stamped(&dir.join(CLAIM))? {
+        Ok(f) => f,
+        Err(holder) => return Ok(Outcome::Busy(holder)),
+    };
+    // Read again under the claim: another process may have finished it a moment ago.
+    let mut rec = Record::read(&dir)?.unwrap_or_else(|| Record::new(trial));
+    if rec.status.is_final() {
+        return Ok(Outcome::AlreadyFinal(rec.status));
+    }
+    rec.status = TrialStatus::Running;
+    rec.pid = Some(std::process::id());
+    rec.host = Some(crate::fsutil::hostname());
+    rec.started = Some(record::now());
+    rec.ended = None;
+    rec.error = None;
+    rec.attempts += 1;
+    rec.write(&dir)?;
+    session_start(trial, &dir)?;
+    let heartbeat = Heartbeat::start(&dir, plan.sweep.stale_after_s);
+    let result = train_trial(plan, trial, &dir, &mut rec, stop);
+    drop(heartbeat);
+    let (status, error) = match &result {
+        Ok((status, s)) => (*status, s.as_ref().and_then(|s| s.reason.clone())),
+        Err(e) => (TrialStatus::Failed, Some(format!("{e:#}"))),
+    };
+    rec.status = status;
+    rec.error = match status {
+        TrialStatus::Completed | TrialStatus::Pruned => None,
+        _ => error,
+    };
+    rec.ended = Some(record::now());
+    rec.write(&dir)?;
+    // TensorBoard keeps the first session end it reads: only a final status is written.
+    match status {
+        TrialStatus::Completed => hparams::write_session_end(&dir, 1)?,
+        TrialStatus::Diverged => hparams::write_session_end(&dir, 2)?,
+        TrialStatus::Pruned => hparams::write_session_end(&dir, 0)?,
+        _ => {}
+    }
+    result.map(|(s, _)| Outcome::Ran(s))
+}
+
+/// The HParams session start: the trial's axis values and seed, grouped with the trials that
+/// differ only in seed.
+fn session_start(trial: &Trial, dir: &Path) -> Result<()> {
+    let mut hp: std::collections::HashMap<String, hparams::ProtoValue> = trial
+        .values
+        .iter()
+        .map(|(k, v)| (k.clone(), hparams::value_of(v)))
+        .collect();
+    hp.insert(
+        "experiment.seed".into(),
+        hparams::value_of(&toml::Value::Integer(trial.seed as i64)),
+    );
+    let group = trial.group();
+    hparams::write_session_start(
+        dir,
+        hparams::SessionStartInfo {
+            hparams: hp,
+            model_uri: dir.display().to_string(),
+            group_name: if group.is_empty() { "base config".into() } else { group },
+            start_time_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        },
+    )
+}
+
+/// Trains the trial to its end, rung by rung for halving. Returns its status and the last
+/// run summary.
+fn train_trial(
+    plan: &Plan,
+    trial: &Trial,
+    dir: &Path,
+    rec: &mut Record,
+    stop: &Stop,
+) -> Result<(TrialStatus, Option<Summary>)> {
+    let epochs = trial.config.train.epochs;
+    let budgets = match plan.sweep.method {
+        SweepMethod::Halving => halving::budgets(plan.sweep.min_epochs, plan.sweep.eta, epochs),
+        _ => vec![epochs],
+    };
+    let maximize = plan.sweep.metric == Monitor::ValAcc;
+    let mut last = None;
+    for (k, &budget) in budgets.iter().enumerate() {
+        let final_rung = k + 1 == budgets.len();
+        let mut config = trial.config.clone();
+        config.train.epochs = budget;
+        let ready = open(dir, config, &trial.id)?;
+        let ready = if final_rung {
+            ready
+        } else {
+            ready.without_final_eval()
+        };
+        let s = train::run(ready, stop)?;
+        let status = s.status;
+        last = Some(s);
+        match status {
+            Status::Completed => {}
+            Status::Diverged => return Ok((TrialStatus::Diverged, last)),
+            // Checkpointed: the next run of the sweep continues it.
+            Status::Interrupted => return Ok((TrialStatus::Pending, last)),
+            Status::Failed => return Ok((TrialStatus::Failed, last)),
+        }
+        if final_rung {
+            break;
+        }
+        let s = last.as_ref().ok_or_else(|| Error::Checkpoint {
+            path: dir.to_path_buf(),
+            msg: "no summary".into(),
+        })?;
+        let value = match plan.sweep.metric {
+            Monitor::ValAcc => s.best_val_acc,
+            Monitor::ValLoss => s.best_val_loss,
+        };
+        rec.rungs.truncate(k);
+        rec.rungs.push(Rung {
+            rung: k,
+            epochs: budget,
+            value,
+        });
+        rec.write(dir)?;
+        let competing = rung_values(plan, k)?;
+        if !halving::promotable(value, &competing, plan.sweep.eta, maximize) {
+            eprintln!(
+                "trial {}: pruned at rung {k} ({budget} epochs): {value:.4} is not in the top 1/{} of {} values there",
+                trial.id,
+                plan.sweep.eta,
+                competing.len()
+            );
+            return Ok((TrialStatus::Pruned, last));
+        }
+        eprintln!(
+            "trial {}: promoted from rung {k} ({budget} epochs) with {value:.4} ({} values there)",
+            trial.id,
+            competing.len()
+        );
+    }
+    Ok((TrialStatus::Completed, last))
+}
+
+/// The trial's run folder, ready to train `config`: started afresh, or resumed from its
+/// newest checkpoint (an earlier attempt's, or the previous rung's).
+fn open(dir: &Path, config: Config, id: &str) -> Result<train::Ready> {
+    let run = RunDir::open(dir)?;
+    if dir.join(checkpoint::CONFIG).is_file() {
+        let resume = train::resume_in(run, config, |_| format!("--trial {id}"))?;
+        let prep = train::prepare(resume.config.clone())?;
+        train::open_resume(prep, resume)
+    } else {
+        train::open_in(train::prepare(config)?, run)
+    }
+}
+
+/// Every value recorded at rung `k` by the plan's trials.
+fn rung_values(plan: &Plan, k: usize) -> Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for t in &plan.trials {
+        if let Some(r) = Record::read(&plan.trial_dir(&t.id))? {
+            out.extend(r.rungs.iter().filter(|r| r.rung == k).map(|r| r.value));
+        }
+    }
+    Ok(out)
+}
+
+/// Touches `<trial>/heartbeat` every few seconds while the trial runs, so a sweep process on
+/// another host can tell a live trial from a dead one.
+struct Heartbeat {
+    done: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    fn start(dir: &Path, stale_after_s: u64) -> Heartbeat {
+        let path = dir.join(record::HEARTBEAT);
+        let every = Duration::from_secs((stale_after_s / 4).clamp(1, 30));
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || loop {
+            let _ = std::fs::write(&path, record::now());
+            match wait.recv_timeout(every) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                _ => break,
+            }
+        });
+        Heartbeat {
+            done: Some(done),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread at once.
+        self.done.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

