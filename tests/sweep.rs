@@ -188,3 +188,198 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     assert_eq!(rows.iter().filter(|r| r["status"] == "failed").count(), 2);
     assert!(rows.iter().filter(|r| r["status"] == "failed").all(|r| r["error"].contains("missing.txt")));
 }
+
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_run-exp"));
+    c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn has_checkpoint(root: &Path) -> bool {
+    std::fs::read_dir(root).into_iter().flatten().flatten().any(|e| {
+        std::fs::read_dir(e.path().join("checkpoints"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    })
+}
+
+fn summaries(root: &Path) -> BTreeMap<String, (f64, f64, f64)> {
+    records(root)
+        .keys()
+        .map(|id| {
+            let s: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(root.join(id).join("summary.json")).unwrap(),
+            )
+            .unwrap();
+            let f = |k: &str| s[k].as_f64().unwrap();
+            (id.clone(), (f("best_val_acc"), f("best_val_loss"), f("test_acc")))
+        })
+        .collect()
+}
+
+const KILL_AXES: &str = "\"model.cell\" = [\"lstm\", \"gru\"]";
+const KILL_TRAIN: &str = "epochs = 3\ncheckpoint_every_steps = 10";
+
+#[test]
+fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exactly_once() {
+    let dir = temp_dir("kill");
+    let file = sweep_file(&dir, "k", "seeds = [0, 1]\njobs = 2", KILL_AXES, KILL_TRAIN);
+    let text = std::fs::read_to_string(&file).unwrap().replace("num_train = 640", "num_train = 3200");
+    std::fs::write(&file, &text).unwrap();
+    let root = dir.join("results/k");
+
+    // kill -9 of the sweep process while trials train: they get SIGTERM from the kernel,
+    // checkpoint and stop as pending.
+    let mut driver = spawn(&[file.to_str().unwrap()], &[]);
+    wait_for("a checkpoint", 120, || has_checkpoint(&root));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(driver.id() as i32, libc::SIGKILL) };
+    let _ = driver.wait();
+    wait_for("the trial processes to stop", 60, || {
+        records(&root)
+            .values()
+            .all(|r| r["status"] != "running" || !Path::new(&format!("/proc/{}", r["pid"])).exists())
+    });
+    let recs = records(&root);
+    assert!(recs.values().any(|r| r["status"] == "pending"), "{recs:?}");
+    assert!(recs.values().all(|r| r["status"] == "pending" || r["status"] == "completed"), "{recs:?}");
+
+    // Trial processes killed outright (abort at step 250 of 300, like kill -9: no destructor runs):
+    // recorded failed by the sweep, with how they died.
+    let o = run_exp(&[file.to_str().unwrap()], &[("RNNLAB_TEST_CRASH", "step:250")]);
+    let aborted: Vec<_> = records(&root)
+        .into_values()
+        .filter(|r| r["status"] == "failed")
+        .collect();
+    // Every trial was short of step 250 (stopped near its first checkpoint, or not started).
+    assert_eq!(aborted.len(), 4, "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(aborted.iter().all(|r| r["error"].as_str().unwrap().contains("aborted")), "{aborted:?}");
+
+    // The rerun finishes every trial, each logged exactly once, with the numbers of a sweep
+    // that was never interrupted.
+    let o = run_exp(&[file.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = records(&root);
+    assert_eq!(recs.len(), 4);
+    for r in recs.values() {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert!(r["attempts"].as_u64().unwrap() >= 2, "{r}");
+        assert_logged_once(&root.join(r["id"].as_str().unwrap()), 3);
+    }
+    let straight = sweep_file(&dir, "k", "seeds = [0, 1]\njobs = 2", KILL_AXES, KILL_TRAIN);
+    std::fs::write(&straight, text.replace("name = \"k\"", "name = \"straight\"")).unwrap();
+    let o = run_exp(&[straight.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(summaries(&root), summaries(&dir.join("results/straight")));
+}
+
+#[test]
+fn two_sweep_processes_on_one_folder_never_run_a_trial_twice() {
+    let dir = temp_dir("two");
+    let file = sweep_file(&dir, "two", "seeds = [0, 1, 2]\njobs = 1", KILL_AXES, "epochs = 2");
+    let a = spawn(&[file.to_str().unwrap()], &[]);
+    let b = spawn(&[file.to_str().unwrap()], &[]);
+    for p in [a, b] {
+        let o = p.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let root = dir.join("results/two");
+    let recs = records(&root);
+    assert_eq!(recs.len(), 6);
+    for r in recs.values() {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["attempts"], 1, "ran twice: {r}");
+        assert_logged_once(&root.join(r["id"].as_str().unwrap()), 2);
+    }
+}
+
+#[test]
+fn halving_prunes_by_the_rung_rule_and_promoted_trials_resume() {
+    let dir = temp_dir("halving");
+    let file = sweep_file(
+        &dir,
+        "h",
+        "method = \"halving\"\ntrials = 6\nseed = 3\nmin_epochs = 1\neta = 3\njobs = 1",
+        "\"train.lr\" = { log_uniform = [1e-3, 3e-1] }\n\"model.cell\" = { choice = [\"rnn\", \"gru\"] }",
+        "epochs = 3",
+    );
+    let o = run_exp(&[file.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = dir.join("results/h");
+    // With one job the trials reach rung 0 in plan order: each decision is the rule applied
+    // to the values recorded up to it.
+    let plan = String::from_utf8_lossy(&run_exp(&[file.to_str().unwrap(), "--dry-run"], &[]).stdout).into_owned();
+    let order: Vec<String> = plan.lines().skip(1).map(|l| l[..8].to_string()).collect();
+    let recs = records(&root);
+    let mut seen = Vec::new();
+    let (mut pruned, mut completed) = (0, 0);
+    for id in &order {
+        let r = &recs[id];
+        let rungs = r["rungs"].as_array().unwrap();
+        assert_eq!(rungs[0]["epochs"], 1, "{r}");
+        let v = rungs[0]["value"].as_f64().unwrap();
+        seen.push(v);
+        let promote = rnnlab::sweep::halving::promotable(v, &seen, 3, true);
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(id).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        if promote {
+            completed += 1;
+            assert_eq!(r["status"], "completed", "{r}");
+            assert_eq!(summary["epochs_done"], 3);
+            // Continued from its rung-0 checkpoint, not from scratch.
+            let log = std::fs::read_to_string(root.join(id).join("trial.log")).unwrap();
+            assert!(log.contains("resuming") && log.contains("from step"), "{log}");
+            assert_logged_once(&root.join(id), 3);
+        } else {
+            pruned += 1;
+            assert_eq!(r["status"], "pruned", "{r}");
+            assert_eq!(summary["epochs_done"], 1);
+            assert_logged_once(&root.join(id), 1);
+        }
+    }
+    assert!(pruned > 0 && completed > 0, "pruned {pruned}, completed {completed}");
+}
+
+/// Trials share no state when `train::run` runs twice (or more) in one process: the same
+/// config gives the same weights before and after another config ran, and each run's
+/// `experiment.threads` reaches the fused op.
+#[test]
+fn train_run_twice_in_one_process_shares_nothing() {
+    use rnnlab::stop::Stop;
+    use rnnlab::train;
+    let dir = temp_dir("twice");
+    let cfg = |name: &str, cell: &str, threads: usize| {
+        let text = format!(
+            "[experiment]\nname = \"{name}\"\nout_dir = {:?}\nthreads = {threads}\n[data]\nnum_train = 640\nnum_valid = 64\nnum_test = 64\n[model]\ncell = \"{cell}\"\nembedding_dim = 8\nhidden_size = 96\n[train]\nepochs = 2\nbatch_size = 64\n[log]\nprogress = false\nhistograms_every_epochs = 0\n",
+            dir.join("results")
+        );
+        rnnlab::Config::from_toml(Path::new("x.toml"), &text, &[]).unwrap()
+    };
+    let run = |c: rnnlab::Config| {
+        let threads = c.experiment.threads;
+        let prep = train::prepare(c).unwrap();
+        assert_eq!(rnnlab::device::cpu_threads(), threads);
+        let ready = train::open_new(prep).unwrap();
+        let s = train::run(ready, &Stop::default()).unwrap();
+        std::fs::read(s.run_dir.join("last.safetensors")).unwrap()
+    };
+    let a1 = run(cfg("a", "lstm", 1));
+    let b = run(cfg("b", "gru", 2));
+    let a2 = run(cfg("a", "lstm", 1));
+    assert_ne!(a1, b);
+    assert_eq!(a1, a2, "the second run of the same config differs: state leaked between runs");
+}
