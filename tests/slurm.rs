@@ -1,19 +1,43 @@
 //! Under a real Slurm (one node on 127.0.0.1, brought up by ../shared/scripts/start-local-
 //! slurm.sh): a job sent SIGTERM, as Slurm does before a time limit or on preemption, ends
 //! `interrupted` with exit 143 and a checkpoint at the step it stopped on; a second job resumes
-//! it and ends with the weights of a straight run. Needs root and ../shared (both in CI);
-//! elsewhere it says plainly that it was skipped and why.
+//! it and ends with the weights of a straight run. A sweep submitted with --slurm runs as a job
+//! array and `run-exp summarize` gathers it. Needs root and ../shared (both in CI); elsewhere
+//! each test says plainly that it was skipped and why.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn skip(why: &str) {
+fn skip(test: &str, why: &str) {
     use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED slurm_sigterm_then_resume_equals_a_straight_run: {why}"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// Brings the local Slurm up once per test binary; Err(why) where it cannot run here.
+fn slurm_up() -> Result<(), String> {
+    static UP: std::sync::Mutex<Option<Result<(), String>>> = std::sync::Mutex::new(None);
+    let mut up = UP.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = up.as_ref() {
+        return r.clone();
+    }
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/start-local-slurm.sh");
+    let r = if !script.exists() {
+        Err(format!("{} is absent (it exists in CI)", script.display()))
+    } else if sh("id -u") != "0" {
+        Err("Slurm's daemons need root (CI runs as root)".to_string())
+    } else {
+        let o = Command::new("bash").arg(&script).output().unwrap();
+        assert!(
+            o.status.success(),
+            "start-local-slurm.sh: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Ok(())
+    };
+    *up = Some(r.clone());
+    r
 }
 
 fn sh(cmd: &str) -> String {
@@ -63,20 +87,9 @@ fn run_dir(out: &Path) -> PathBuf {
 
 #[test]
 fn slurm_sigterm_then_resume_equals_a_straight_run() {
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/start-local-slurm.sh");
-    if !script.exists() {
-        return skip(&format!("{} is absent (it exists in CI)", script.display()));
+    if let Err(why) = slurm_up() {
+        return skip("slurm_sigterm_then_resume_equals_a_straight_run", &why);
     }
-    if sh("id -u") != "0" {
-        return skip("Slurm's daemons need root (CI runs as root)");
-    }
-    let up = Command::new("bash").arg(&script).output().unwrap();
-    assert!(
-        up.status.success(),
-        "start-local-slurm.sh: {}",
-        String::from_utf8_lossy(&up.stderr)
-    );
     let dir = std::env::temp_dir().join(format!("rnnlab-slurm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -134,4 +147,51 @@ fn slurm_sigterm_then_resume_equals_a_straight_run() {
         a == b,
         "resumed after SIGTERM at step {stopped}: weights differ"
     );
+}
+
+#[test]
+fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
+    if let Err(why) = slurm_up() {
+        return skip("a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes", &why);
+    }
+    let dir = std::env::temp_dir().join(format!("rnnlab-slurm-sweep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_run-exp");
+    let file = dir.join("s.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[experiment]\nname = \"arr\"\nout_dir = {:?}\n[data]\nnum_train = 640\nnum_valid = 64\nnum_test = 64\n\
+             [model]\nembedding_dim = 8\nhidden_size = 16\n[train]\nepochs = 2\n[log]\nprogress = false\n\
+             [sweep]\nseeds = [0, 1, 2]\n[sweep.axes]\n\"model.cell\" = [\"gru\"]\n",
+            dir.join("results")
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin)
+        .arg(&file)
+        .args(["--slurm", "--cpus-per-task", "1", "--time", "5:00"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let root = dir.join("results/arr");
+    let script = std::fs::read_to_string(root.join("sweep.sbatch")).unwrap();
+    assert!(script.contains("#SBATCH --array=0-2") && script.contains("--trial"), "{script}");
+    let wait = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/wait-array.sh");
+    let w = Command::new("bash").arg(&wait).arg(&job).output().unwrap();
+    assert!(w.status.success(), "array {job}: {}", String::from_utf8_lossy(&w.stderr));
+    let s = Command::new(bin)
+        .args(["summarize", root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    let csv = std::fs::read_to_string(root.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    assert_eq!(csv.lines().skip(1).filter(|l| l.contains(",completed,")).count(), 3, "{csv}");
+    // Resubmitting a finished sweep submits nothing.
+    let o = Command::new(bin).arg(&file).arg("--slurm").output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to submit"));
 }
