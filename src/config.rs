@@ -1043,29 +1043,47 @@ fn parse_value(raw: &str) -> toml::Value {
 }
 
 /// Sets `a.b.c = value` at any depth, making the tables on the way; deserializing afterwards
-/// decides whether the key exists.
+/// decides whether the key exists. The key is a TOML dotted key, so a part may be quoted:
+/// `sweep.axes."train.lr"`.
 fn set_path(
     table: &mut toml::Table,
     key: &str,
     value: toml::Value,
 ) -> std::result::Result<(), String> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+    let parts = key_parts(key)?;
+    if parts.len() < 2 {
         return Err("keys are dotted paths, section first, e.g. train.lr".into());
     }
-    let (last, path) = parts.split_last().unwrap_or((&"", &[]));
+    let (last, path) = parts.split_last().unwrap_or((&parts[0], &[]));
     let mut t = table;
     for (i, part) in path.iter().enumerate() {
         let next = t
-            .entry(part.to_string())
+            .entry(part.clone())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         t = match next {
             toml::Value::Table(inner) => inner,
             _ => return Err(format!("{} is not a table", parts[..=i].join("."))),
         };
     }
-    t.insert(last.to_string(), value);
+    t.insert(last.clone(), value);
     Ok(())
+}
+
+/// The parts of a TOML dotted key (`a.b`, `a."b.c"`), as TOML itself reads them.
+fn key_parts(key: &str) -> std::result::Result<Vec<String>, String> {
+    let bad = || format!("\"{key}\" is not a dotted key (e.g. train.lr, or sweep.axes.\"train.lr\")");
+    let doc: toml::Table = toml::from_str(&format!("{key} = 0")).map_err(|_| bad())?;
+    let mut parts = Vec::new();
+    let mut t = &doc;
+    loop {
+        let mut it = t.iter();
+        let (k, v) = it.next().ok_or_else(bad)?;
+        parts.push(k.clone());
+        match v {
+            toml::Value::Table(inner) => t = inner,
+            _ => return Ok(parts),
+        }
+    }
 }
 
 /// 1-based line and column of byte offset `pos`.

@@ -239,8 +239,8 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
     std::fs::write(&file, &text).unwrap();
     let root = dir.join("results/k");
 
-    // kill -9 of the sweep process while trials train: they get SIGTERM from the kernel,
-    // checkpoint and stop as pending.
+    // kill -9 of the sweep process while trials train: they notice, checkpoint and stop as
+    // pending (one SIGTERM each: a second would end them without a checkpoint).
     let mut driver = spawn(&[file.to_str().unwrap()], &[]);
     wait_for("a checkpoint", 120, || has_checkpoint(&root));
     // SAFETY: kill(2) on our own child.
@@ -254,6 +254,10 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
     let recs = records(&root);
     assert!(recs.values().any(|r| r["status"] == "pending"), "{recs:?}");
     assert!(recs.values().all(|r| r["status"] == "pending" || r["status"] == "completed"), "{recs:?}");
+    for r in recs.values().filter(|r| r["status"] == "pending" && r["attempts"] == 1) {
+        let log = std::fs::read_to_string(root.join(r["id"].as_str().unwrap()).join("trial.log")).unwrap();
+        assert!(log.contains("SIGTERM: checkpointed at step"), "{log}");
+    }
 
     // Trial processes killed outright (abort at step 250 of 300, like kill -9: no destructor runs):
     // recorded failed by the sweep, with how they died.

@@ -3,8 +3,8 @@
 //! out-of-memory kill ends that trial only, and is recorded as `failed`), rewrites the results
 //! tables after each, and shows one progress line for the sweep. Trials another process is
 //! running are left to it (and waited for); ones whose process is gone are run again, from
-//! their last checkpoint. If the driver itself is killed, its trial processes get SIGTERM from
-//! the kernel (PR_SET_PDEATHSIG): they checkpoint and stop, and the next run continues them.
+//! their last checkpoint. If the driver itself is killed, its trial processes notice (their
+//! parent changes) and stop with a checkpoint, and the next run continues them.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -95,10 +95,13 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
                     unsafe { libc::kill(r.child.id() as i32, sig) };
                 }
                 forwarded = true;
-                bar.println(format!(
-                    "stopping: {} trial(s) checkpoint and stop; rerun the same command to continue",
-                    running.len()
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "stopping: {} trial(s) checkpoint and stop; rerun the same command to continue",
+                        running.len()
+                    ),
+                );
             }
         } else {
             while running.len() < jobs {
@@ -130,8 +133,8 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
             if rec.status != TrialStatus::Pending {
                 durations.push(secs);
             }
-            bar.println(format!(
-                "trial {} {} in {secs:.1}s{} — {}",
+            say(&bar, format!(
+                "trial {} {} in {secs:.2}s{} — {}",
                 r.id,
                 rec.status.name(),
                 rec.error
@@ -140,7 +143,10 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
                     .unwrap_or_default(),
                 rec.group
             ));
-            summary::write(plan)?;
+            // The tables are a view: failing to write them must not stop the trials.
+            if let Err(e) = summary::write(plan) {
+                say(&bar, format!("warning: could not write the sweep's tables: {e:#}"));
+            }
             update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
         }
         // Trials of other processes: ours to run once their process is gone.
@@ -201,13 +207,8 @@ fn spawn(plan: &Plan, id: &str, threads: usize) -> Result<Running> {
     // Its own process group: a Ctrl-C at the terminal reaches the driver only, which passes
     // it on once (a second signal would end the trial without its checkpoint).
     cmd.process_group(0);
-    // SAFETY: prctl only sets this child's parent-death signal, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    // If the driver dies, the trial notices (its parent changes) and stops with a checkpoint.
+    cmd.env(super::trial::DRIVER_ENV, std::process::id().to_string());
     let child = cmd.spawn().map_err(|e| Error::io(&dir, e))?;
     Ok(Running {
         id: id.to_string(),
@@ -254,6 +255,15 @@ fn settle(plan: &Plan, r: &Running, status: ExitStatus) -> Result<Record> {
         rec.write(&dir)?;
     }
     Ok(rec)
+}
+
+/// A line above the progress bar, or on stderr when there is no bar (not a terminal).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
 
 fn progress_bar() -> ProgressBar {

@@ -199,7 +199,10 @@ fn rung_values(plan: &Plan, k: usize) -> Result<Vec<f64>> {
 }
 
 /// Touches `<trial>/heartbeat` every few seconds while the trial runs, so a sweep process on
-/// another host can tell a live trial from a dead one.
+/// another host can tell a live trial from a dead one; and, for a trial the local driver
+/// started (`RNNLAB_SWEEP_DRIVER` = its pid), raises SIGTERM once if the driver dies (kill -9):
+/// the trial checkpoints and stops as pending. (Not PR_SET_PDEATHSIG: the kernel sends that
+/// signal once per thread of the child, and a second SIGTERM ends a run without its checkpoint.)
 struct Heartbeat {
     done: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -209,12 +212,26 @@ impl Heartbeat {
     fn start(dir: &Path, stale_after_s: u64) -> Heartbeat {
         let path = dir.join(record::HEARTBEAT);
         let every = Duration::from_secs((stale_after_s / 4).clamp(1, 30));
+        let driver: Option<i32> = std::env::var(DRIVER_ENV).ok().and_then(|v| v.parse().ok());
+        let tick = Duration::from_millis(if driver.is_some() { 100 } else { 1000 }).min(every);
         let (done, wait) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || loop {
-            let _ = std::fs::write(&path, record::now());
-            match wait.recv_timeout(every) {
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                _ => break,
+        let thread = std::thread::spawn(move || {
+            let mut since_beat = every;
+            let mut orphaned = false;
+            loop {
+                if since_beat >= every {
+                    let _ = std::fs::write(&path, record::now());
+                    since_beat = Duration::ZERO;
+                }
+                // SAFETY: getppid has no preconditions.
+                if !orphaned && driver.is_some_and(|d| d != unsafe { libc::getppid() }) {
+                    orphaned = true;
+                    let _ = signal_hook::low_level::raise(signal_hook::consts::SIGTERM);
+                }
+                match wait.recv_timeout(tick) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => since_beat += tick,
+                    _ => break,
+                }
             }
         });
         Heartbeat {
@@ -223,6 +240,9 @@ impl Heartbeat {
         }
     }
 }
+
+/// Set by the local driver on the trial processes it starts: its pid.
+pub const DRIVER_ENV: &str = "RNNLAB_SWEEP_DRIVER";
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
