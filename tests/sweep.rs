@@ -150,6 +150,12 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("8 final already, 0 to run here"), "{}", stderr(&again));
     assert!(records(&root).values().all(|r| r["attempts"] == 1));
+    // An edited base config would mix two experiments in one folder: refused, naming the key.
+    let edited = dir.join("edited.toml");
+    std::fs::write(&edited, std::fs::read_to_string(&file).unwrap().replace("hidden_size = 16", "hidden_size = 24")).unwrap();
+    let e = run_exp(&[edited.to_str().unwrap()], &[]);
+    assert_eq!(e.status.code(), Some(2), "{}", stderr(&e));
+    assert!(stderr(&e).contains("model.hidden_size") && stderr(&e).contains("base config changed"), "{}", stderr(&e));
     // summarize reads the folder alone.
     let s = run_exp(&["summarize", root.to_str().unwrap()], &[]);
     assert!(s.status.success(), "{}", stderr(&s));

@@ -43,6 +43,7 @@ struct Running {
 }
 
 pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
+    check_same_base(plan)?;
     std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
     summary::write_plan(plan)?;
     let jobs = plan.sweep.jobs.unwrap_or_else(default_jobs).max(1);
@@ -178,6 +179,31 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
         *out.counts.entry(r.status).or_default() += 1;
     }
     Ok(out)
+}
+
+/// A trial id names its axis values only: a trial folder trained with another base config (the
+/// file edited since) would be kept, or resumed, as if it were this sweep's. Refused, naming
+/// the first key that differs.
+pub fn check_same_base(plan: &Plan) -> Result<()> {
+    for t in &plan.trials {
+        let saved = plan.trial_dir(&t.id).join(crate::checkpoint::CONFIG);
+        if !saved.is_file() {
+            continue;
+        }
+        let before = crate::Config::load(&saved, &[])?;
+        if let Some((key, old, new)) = t.config.unsafe_resume_changes(&before).into_iter().next() {
+            return Err(Error::Config {
+                location: plan.file.display().to_string(),
+                key,
+                msg: format!(
+                    "{} holds trial {} trained with {old}, the file now gives {new}: the sweep's base config changed since; use another experiment.name (or remove that folder)",
+                    plan.root.display(),
+                    t.id
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Starts `run-exp FILE [--set ...] --trial ID` with its output in `<trial>/trial.log`.

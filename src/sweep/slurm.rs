@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use super::record::{self};
+use super::record;
 use super::{summary, Plan};
 use crate::error::{Error, Result};
 
@@ -89,6 +89,7 @@ pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)
 /// Writes `<root>/sweep.sbatch` and submits it (unless `no_submit`); returns the script's path
 /// and the job id.
 pub fn submit(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(PathBuf, usize, Option<String>)>> {
+    super::driver::check_same_base(plan)?;
     let Some((text, n)) = script(plan, opts)? else {
         return Ok(None);
     };
