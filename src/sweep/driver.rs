@@ -105,9 +105,13 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
                 );
             }
         } else {
+            let before = running.len();
             while running.len() < jobs {
                 let Some(id) = queue.pop_front() else { break };
                 running.push(spawn(plan, &id, threads)?);
+            }
+            if running.len() != before {
+                update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
             }
         }
         if running.is_empty() && (elsewhere.is_empty() || stop.requested().is_some()) {
