@@ -21,6 +21,8 @@ use crate::model::Params;
 
 pub const CONFIG: &str = "config.toml";
 pub const VOCAB: &str = "vocab.json";
+/// What each step of the model's input is (tokens and vocabulary size, features, frames).
+pub const INPUT: &str = "input.json";
 pub const CLASSES: &str = "classes.json";
 /// Copies (hard links) of the newest checkpoint's weights, for other tools.
 pub const BEST: &str = "best.safetensors";
@@ -297,20 +299,40 @@ pub enum Weights {
 pub struct LoadedRun {
     pub dir: PathBuf,
     pub config: Config,
+    /// The vocabulary of a text run (empty for features and frames).
     pub vocab: Vocab,
+    pub input: Input,
     pub classes: Vec<String>,
     pub model: Classifier,
+}
+
+/// A run folder's input: `input.json`, or token ids of its vocabulary for runs made before
+/// input.json existed.
+pub fn read_input(dir: &Path) -> Result<(Input, Vocab)> {
+    let path = dir.join(INPUT);
+    let input = if path.is_file() {
+        Some(load_json::<Input>(&path)?)
+    } else {
+        None
+    };
+    match input {
+        Some(Input::Tokens { .. }) | None => {
+            let vocab = Vocab::load(&dir.join(VOCAB))?;
+            Ok((Input::Tokens { vocab: vocab.len() }, vocab))
+        }
+        Some(other) => Ok((other, Vocab::from_tokens(Vec::new()))),
+    }
 }
 
 /// Rebuilds the classifier from a run folder and loads its best or last weights, refusing
 /// weights that hold a NaN or an infinity.
 pub fn load_run(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> {
     let config = Config::load(&dir.join(CONFIG), &[])?;
-    let vocab = Vocab::load(&dir.join(VOCAB))?;
+    let (input, vocab) = read_input(dir)?;
     let classes: Vec<String> = load_json(&dir.join(CLASSES))?;
     let model = Classifier::new(
         &config.model,
-        Input::Tokens { vocab: vocab.len() },
+        input,
         classes.len(),
         config.experiment.seed,
         device,
@@ -352,6 +374,7 @@ pub fn load_run(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedR
         dir: dir.to_path_buf(),
         config,
         vocab,
+        input,
         classes,
         model,
     })

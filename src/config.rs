@@ -58,6 +58,9 @@ pub enum Source {
     SyntheticSentiment,
     /// Class token, then `lag` distractors: the long-memory task.
     DelayedRecall,
+    /// Seeded clips of a flashing, fading bar among distractors and noise, played forward or
+    /// reversed: a class only the order of the frames shows.
+    SyntheticVideo,
     /// Local tables (TSV, CSV, parquet, JSONL) named by `train`, `valid`, `test`.
     File,
     /// Parquet files of a Hugging Face dataset repo (`repo`, files `train`/`valid`/`test`),
@@ -177,6 +180,21 @@ pub struct Data {
     pub num_classes: usize,
     /// delayed-recall: vocabulary size including `<pad>`, class and distractor tokens. Default 16.
     pub vocab_size: usize,
+    /// synthetic-video: frames per clip. Default 16.
+    pub frames: usize,
+    /// synthetic-video: frame height and width in pixels. Defaults 32, 32.
+    pub height: usize,
+    pub width: usize,
+    /// synthetic-video: colour channels (1 grey, 3 RGB). Default 1.
+    pub channels: usize,
+    /// synthetic-video: standard deviation of the per-pixel noise, in [0, 1] units. Default 0.1.
+    pub noise: f64,
+    /// Video sources: keep this many frames of each clip, evenly spaced and centred; absent =
+    /// every frame. 1 gives the single-frame baseline.
+    pub frames_per_clip: Option<usize>,
+    /// Video sources: permute the frames inside each clip (seeded): the order-blind ablation.
+    /// Default false.
+    pub shuffle_frames: bool,
     /// file: training table (required); hub: its path inside the repo.
     pub train: Option<PathBuf>,
     /// file, hub: validation table; absent = carve `val_fraction` of train.
@@ -225,6 +243,13 @@ impl Default for Data {
             lag: 20,
             num_classes: 4,
             vocab_size: 16,
+            frames: 16,
+            height: 32,
+            width: 32,
+            channels: 1,
+            noise: 0.1,
+            frames_per_clip: None,
+            shuffle_frames: false,
             train: None,
             valid: None,
             test: None,
@@ -280,6 +305,19 @@ pub enum Readout {
     Max,
 }
 
+/// How a video frame becomes the vector the recurrent stack reads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameEncoder {
+    /// Conv 3x3 (padding 1) -> ReLU -> 2x2 max-pool per `conv_channels` width, then global
+    /// average pooling: one vector of the last width per frame.
+    Cnn,
+    /// Flatten the frame and project it to `embedding_dim`.
+    Linear,
+    /// Per-step features go to the stack as they are (feature inputs only).
+    None,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Model {
@@ -308,6 +346,14 @@ pub struct Model {
     pub embeddings: Option<PathBuf>,
     /// Keep the embedding table fixed during training. Default false.
     pub freeze_embeddings: bool,
+    /// Video: "cnn" | "linear" | "none" (features only); absent = "cnn" for frames, "linear"
+    /// for per-step features.
+    pub frame_encoder: Option<FrameEncoder>,
+    /// Video, cnn: output channels of each conv block, in order. Default [32, 64, 128, 128].
+    pub conv_channels: Vec<usize>,
+    /// Video, cnn: batch norm after each conv (running statistics saved with the weights).
+    /// Default false.
+    pub batch_norm: bool,
 }
 
 impl Default for Model {
@@ -324,6 +370,9 @@ impl Default for Model {
             forget_bias: 0.0,
             embeddings: None,
             freeze_embeddings: false,
+            frame_encoder: None,
+            conv_channels: vec![32, 64, 128, 128],
+            batch_norm: false,
         }
     }
 }
@@ -723,7 +772,7 @@ impl Config {
             return bad("data.max_len", "must be at least 1");
         }
         match d.source {
-            Source::SyntheticSentiment | Source::DelayedRecall => {
+            Source::SyntheticSentiment | Source::DelayedRecall | Source::SyntheticVideo => {
                 if d.num_train == 0 {
                     return bad("data.num_train", "must be at least 1");
                 }
@@ -780,6 +829,38 @@ impl Config {
                     ),
                 );
             }
+        }
+        if d.source == Source::SyntheticVideo {
+            if d.num_classes != 2 {
+                return bad(
+                    "data.num_classes",
+                    "synthetic-video has 2 classes (forward and reversed playback): set num_classes = 2",
+                );
+            }
+            if d.frames < 2 {
+                return bad("data.frames", "must be at least 2 (order needs two frames)");
+            }
+            if d.height < 8 || d.width < 8 {
+                return bad("data.height", "frames must be at least 8 x 8 pixels");
+            }
+            if !(d.channels == 1 || d.channels == 3) {
+                return bad("data.channels", "must be 1 (grey) or 3 (RGB)");
+            }
+            if !(0.0..=1.0).contains(&d.noise) {
+                return bad("data.noise", "must be in [0, 1]");
+            }
+        }
+        if d.frames_per_clip == Some(0) {
+            return bad(
+                "data.frames_per_clip",
+                "must be at least 1 (remove the key to keep every frame)",
+            );
+        }
+        if m.conv_channels.is_empty() || m.conv_channels.contains(&0) {
+            return bad(
+                "model.conv_channels",
+                "needs at least one conv width, each at least 1",
+            );
         }
         if d.max_vocab == Some(0) {
             return bad(

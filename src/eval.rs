@@ -105,7 +105,7 @@ pub fn evaluate(
         let b = batch::make(split, &idx, device)?;
         let logits = model
             .forward(
-                &b.ids,
+                &b.x,
                 RunOpts {
                     lengths: Some(&b.lengths),
                     no_grad: true,

@@ -85,13 +85,22 @@ pub fn model_parts(cfg: &Config, vocab: usize, classes: usize, longest: usize) -
 /// The built-in sources' generated sequences (known before generating them).
 pub fn synthetic_data_part(cfg: &Config) -> Option<Part> {
     let d = &cfg.data;
+    let seqs = d.num_train as f64 + d.num_valid as f64 + d.num_test as f64;
+    if d.source == Source::SyntheticVideo {
+        let frames = d.frames_per_clip.unwrap_or(d.frames).min(d.frames) as f64;
+        let px = (d.channels * d.height * d.width) as f64;
+        return Some(Part {
+            bytes: seqs * (frames * px + 24.0 + 16.0 + 4.0),
+            what: format!("{} generated clips of {frames} frames", fmt_count(seqs)),
+            key: "data.num_train",
+        });
+    }
     let tokens = match d.source {
         Source::SyntheticSentiment => 17,
         Source::DelayedRecall => d.lag.saturating_add(1),
-        Source::File | Source::Hub => return None,
+        Source::File | Source::Hub | Source::SyntheticVideo => return None,
     }
     .min(d.max_len) as f64;
-    let seqs = d.num_train as f64 + d.num_valid as f64 + d.num_test as f64;
     // Ids, a Vec header and allocator overhead per sequence, and the label.
     Some(Part {
         bytes: seqs * (tokens * 4.0 + 24.0 + 16.0 + 4.0),

@@ -13,7 +13,7 @@ use crate::data::text::PAD;
 use crate::data::{load_for_run, table};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Scores};
-use crate::model::classifier::probabilities;
+use crate::model::classifier::{probabilities, Input};
 use crate::model::stack::RunOpts;
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +31,15 @@ pub fn encode(run: &LoadedRun, text: &str) -> Vec<u32> {
 }
 
 pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
+    if !matches!(run.input, Input::Tokens { .. }) {
+        return Err(Error::Checkpoint {
+            path: run.dir.clone(),
+            msg: format!(
+                "this run classifies {:?}, not text: texts cannot be predicted with it",
+                run.input
+            ),
+        });
+    }
     let device = run.model.params.device();
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(256) {
@@ -73,7 +82,10 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
 
 /// Scores of the run on each labeled split `data` names, as (split, examples, scores).
 pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<(&'static str, usize, Scores)>> {
-    let (splits, notes) = load_for_run(data, &run.config.data, &run.vocab, &run.classes)?;
+    let (splits, notes) = match run.input {
+        Input::Tokens { .. } => load_for_run(data, &run.config.data, &run.vocab, &run.classes)?,
+        _ => video_splits(run, data)?,
+    };
     for n in notes {
         eprintln!("{n}");
     }
@@ -85,6 +97,29 @@ pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<(&'static str, usize, S
             Ok((name, split.len(), s))
         })
         .collect()
+}
+
+/// The labeled splits (valid, test) of a video or feature dataset, checked against the run's
+/// input and classes.
+fn video_splits(
+    run: &LoadedRun,
+    data: &Data,
+) -> Result<(Vec<(&'static str, crate::data::Split)>, Vec<String>)> {
+    let ds = crate::data::load(data, run.config.experiment.seed)?;
+    let input = crate::train::input_of(&ds);
+    if input != run.input || ds.classes != run.classes {
+        return Err(Error::Config {
+            location: "--data".into(),
+            key: "data".into(),
+            msg: format!(
+                "gives {input:?} with classes {:?}; the run takes {:?} with classes {:?}",
+                ds.classes, run.input, run.classes
+            ),
+        });
+    }
+    let mut out = vec![("valid", ds.valid)];
+    out.extend(ds.test.map(|t| ("test", t)));
+    Ok((out, ds.notes))
 }
 
 /// Texts of `file`: a table's text column (`column`, else the run's `data.text_column`; the run's

@@ -15,7 +15,6 @@ use serde_json::json;
 
 use crate::checkpoint::{self, Checkpoint, RunDir, State};
 use crate::config::{ClassWeights, Config, Monitor, WeightRule};
-use crate::data::text::Vocab;
 use crate::data::vectors::{self, Vectors};
 use crate::data::{self, batch, Dataset};
 use crate::device::DeviceSpec;
@@ -52,7 +51,10 @@ pub fn prepare(config: Config) -> Result<Prepared> {
     let generated = memory::synthetic_data_part(&config);
     memory::check(generated.as_slice(), available)?;
     let data = data::load(&config.data, config.experiment.seed)?;
-    let longest = data.train.inputs.iter().map(Vec::len).max().unwrap_or(1);
+    let longest = (0..data.train.len())
+        .map(|i| data.train.inputs.steps(i))
+        .max()
+        .unwrap_or(1);
     let mut parts = memory::model_parts(&config, data.vocab.len(), data.classes.len(), longest);
     parts.extend(generated);
     memory::check(&parts, available)?;
@@ -160,13 +162,26 @@ impl Ready {
     }
 }
 
+/// What the dataset's sequences hold, as the classifier's front end takes it.
+pub fn input_of(data: &Dataset) -> Input {
+    match &data.train.inputs {
+        data::Inputs::Tokens(_) => Input::Tokens {
+            vocab: data.vocab.len(),
+        },
+        data::Inputs::Features { dim, .. } => Input::Features { dim: *dim },
+        data::Inputs::Frames { shape, .. } => Input::Frames {
+            channels: shape.channels,
+            height: shape.height,
+            width: shape.width,
+        },
+    }
+}
+
 /// The classifier at its seeded init, with `model.embeddings` written in.
 fn build_model(prep: &Prepared) -> Result<Classifier> {
     let model = Classifier::new(
         &prep.config.model,
-        Input::Tokens {
-            vocab: prep.data.vocab.len(),
-        },
+        input_of(&prep.data),
         prep.data.classes.len(),
         prep.config.experiment.seed,
         &prep.device,
@@ -190,17 +205,27 @@ pub fn open_new(prep: Prepared) -> Result<Ready> {
 }
 
 /// Starts a run from its seeded init in a folder this process holds (a new one, or a sweep
-/// trial's): writes what describes it (the config with absolute paths, vocabulary, class
-/// names), and removes those again on a failure.
+/// trial's): writes what describes it (the config with absolute paths, the input, for text
+/// the vocabulary, class names), and removes those again on a failure.
 pub fn open_in(prep: Prepared, run: RunDir) -> Result<Ready> {
     let model = build_model(&prep)?;
     let cfg = &prep.config;
-    let files = [checkpoint::CONFIG, checkpoint::VOCAB, checkpoint::CLASSES].map(|f| run.path.join(f));
+    let files = [
+        checkpoint::CONFIG,
+        checkpoint::INPUT,
+        checkpoint::VOCAB,
+        checkpoint::CLASSES,
+    ]
+    .map(|f| run.path.join(f));
+    let input = input_of(&prep.data);
     let describe = || -> Result<()> {
         let config = cfg.clone().with_absolute_paths();
         crate::fsutil::write_atomic(&files[0], config.to_toml().as_bytes())?;
-        prep.data.vocab.save(&files[1])?;
-        checkpoint::save_json(&files[2], &prep.data.classes)
+        checkpoint::save_json(&files[1], &input)?;
+        if matches!(input, Input::Tokens { .. }) {
+            prep.data.vocab.save(&files[2])?;
+        }
+        checkpoint::save_json(&files[3], &prep.data.classes)
     };
     if let Err(e) = describe() {
         for f in &files {
@@ -312,8 +337,17 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
         ..
     } = resume;
     let dir = run.path.clone();
-    let saved_vocab = Vocab::load(&dir.join(checkpoint::VOCAB))?;
-    if saved_vocab.itos != prep.data.vocab.itos {
+    let (saved_input, saved_vocab) = checkpoint::read_input(&dir)?;
+    let input = input_of(&prep.data);
+    if saved_input != input {
+        return Err(Error::Checkpoint {
+            path: dir.join(checkpoint::INPUT),
+            msg: format!(
+                "the data now gives {input:?}, the run was trained on {saved_input:?}: the data changed since the run started"
+            ),
+        });
+    }
+    if matches!(input, Input::Tokens { .. }) && saved_vocab.itos != prep.data.vocab.itos {
         return Err(Error::Checkpoint {
             path: dir.join(checkpoint::VOCAB),
             msg: format!(
@@ -780,7 +814,7 @@ fn fit(
             let log_now = index.is_multiple_of(cfg.log.every_steps);
 
             let fwd = model.forward(
-                &b.ids,
+                &b.x,
                 RunOpts {
                     lengths: Some(&b.lengths),
                     tbptt: t.tbptt,

@@ -319,7 +319,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     let texts: Vec<String> = idx
         .iter()
         .map(|&i| {
-            data.valid.inputs[i]
+            data.valid.tokens()[i]
                 .iter()
                 .map(|&t| loaded.vocab.itos[t as usize].as_str())
                 .collect::<Vec<_>>()
@@ -340,7 +340,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     let logits = loaded
         .model
         .forward(
-            &batch.ids,
+            &batch.x,
             rnnlab::model::stack::RunOpts {
                 lengths: Some(&batch.lengths),
                 ..Default::default()
@@ -392,7 +392,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     // labels scores what training scored at the best epoch.
     let table = dir.join("valid.jsonl");
     let mut rows = String::new();
-    for (seq, &y) in data.valid.inputs.iter().zip(&data.valid.labels) {
+    for (seq, &y) in data.valid.tokens().iter().zip(&data.valid.labels) {
         let text: Vec<&str> = seq
             .iter()
             .map(|&t| loaded.vocab.itos[t as usize].as_str())

@@ -48,7 +48,7 @@ fn sst2_from_shared_files() {
     assert_eq!(ds.classes, vec!["0", "1"]);
     assert_eq!(&ds.vocab.itos[..2], &["<pad>", "<unk>"]);
     // "it 's a charming and often affecting journey . " -> known words, label 1.
-    let first = &ds.test.as_ref().unwrap().inputs[0];
+    let first = &ds.test.as_ref().unwrap().tokens()[0];
     assert_eq!(first.len(), 9);
     assert_eq!(ds.vocab.itos[first[3] as usize], "charming");
     assert_eq!(ds.test.as_ref().unwrap().labels[0], 1);
@@ -75,13 +75,13 @@ fn string_labels_csv_and_carved_validation() {
     assert_eq!((ds.train.len(), ds.valid.len()), (80, 20));
     // Label ids follow the sorted names: "happy" rows carry id 2.
     let happy = ds.vocab.id("happy");
-    for (seq, &l) in ds.train.inputs.iter().zip(&ds.train.labels) {
+    for (seq, &l) in ds.train.tokens().iter().zip(&ds.train.labels) {
         assert_eq!(seq.contains(&happy), l == 2);
     }
     // Validation words unseen in train are <unk>, never new ids.
     assert!(ds
         .valid
-        .inputs
+        .tokens()
         .iter()
         .flatten()
         .all(|&t| (t as usize) < ds.vocab.len()));
@@ -221,7 +221,7 @@ fn every_format_gives_the_same_dataset() {
             ..cfg(&tsv)
         };
         let ds = rnnlab::data::load(&d, 0).unwrap();
-        ds.train.inputs[0]
+        ds.train.tokens()[0]
             .iter()
             .map(|&i| ds.vocab.itos[i as usize].clone())
             .collect::<Vec<_>>()
@@ -485,7 +485,7 @@ fn malformed_files_are_read_as_written_or_refused_at_their_line() {
     assert_eq!(ds.train.len(), 2);
     assert_eq!(ds.train.labels, vec![1, 0]);
     // "good , really " good "" -> tokens good , really " good ": the newline was text.
-    assert_eq!(ds.train.inputs[0].len(), 6);
+    assert_eq!(ds.train.tokens()[0].len(), 6);
 }
 
 /// A carved validation split that misses a class is refused.

@@ -1,18 +1,20 @@
 //! Batches: padding to the longest sequence in the batch, per-sequence lengths, and length
-//! buckets so a batch wastes few padded steps.
+//! buckets so a batch wastes few padded steps. A batch's `x` is what the classifier's front
+//! end takes: token ids, per-step features, or frames.
 
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 
-use super::Split;
+use super::{Inputs, Split};
 use crate::error::Result;
 
 /// Batches pooled this many at a time before sorting by length (randomness vs. padding).
 const BUCKET_POOL: usize = 50;
 
 pub struct Batch {
-    /// ids: [batch, seq] u32, 0-padded after each sequence's length.
-    pub ids: Tensor,
+    /// Token ids [batch, seq] u32, features [batch, seq, dim] f32, or frames
+    /// [batch, seq, channels, height, width] f32 in [0, 1]; zero after each sequence's length.
+    pub x: Tensor,
     /// Valid steps per sequence, each >= 1.
     pub lengths: Vec<usize>,
     /// labels: [batch] u32.
@@ -27,7 +29,7 @@ pub fn plan(
     rng: Option<&mut crate::EpochRng>,
 ) -> Vec<Vec<usize>> {
     let mut idx: Vec<usize> = (0..split.len()).collect();
-    let len = |i: &usize| split.inputs[*i].len();
+    let len = |i: &usize| split.inputs.steps(*i);
     let mut batches: Vec<Vec<usize>> = match rng {
         Some(rng) => {
             idx.shuffle(rng);
@@ -49,16 +51,42 @@ pub fn plan(
 }
 
 pub fn make(split: &Split, idx: &[usize], device: &Device) -> Result<Batch> {
-    let lengths: Vec<usize> = idx.iter().map(|&i| split.inputs[i].len().max(1)).collect();
+    let lengths: Vec<usize> = idx.iter().map(|&i| split.inputs.steps(i).max(1)).collect();
     let t = lengths.iter().copied().max().unwrap_or(1);
-    let mut ids = vec![0u32; idx.len() * t];
-    for (row, &i) in idx.iter().enumerate() {
-        let seq = &split.inputs[i];
-        ids[row * t..row * t + seq.len()].copy_from_slice(seq);
-    }
+    let b = idx.len();
+    let x = match &split.inputs {
+        Inputs::Tokens(seqs) => {
+            let mut ids = vec![0u32; b * t];
+            for (row, &i) in idx.iter().enumerate() {
+                let seq = &seqs[i];
+                ids[row * t..row * t + seq.len()].copy_from_slice(seq);
+            }
+            Tensor::from_vec(ids, (b, t), device)?
+        }
+        Inputs::Features { dim, seqs } => {
+            let mut v = vec![0f32; b * t * dim];
+            for (row, &i) in idx.iter().enumerate() {
+                let seq = &seqs[i];
+                v[row * t * dim..row * t * dim + seq.len()].copy_from_slice(seq);
+            }
+            Tensor::from_vec(v, (b, t, *dim), device)?
+        }
+        Inputs::Frames { shape, clips } => {
+            let px = shape.pixels();
+            let mut v = vec![0f32; b * t * px];
+            for (row, &i) in idx.iter().enumerate() {
+                let clip = &clips[i];
+                let out = &mut v[row * t * px..row * t * px + clip.len()];
+                for (o, &p) in out.iter_mut().zip(clip) {
+                    *o = p as f32 * (1.0 / 255.0);
+                }
+            }
+            Tensor::from_vec(v, (b, t, shape.channels, shape.height, shape.width), device)?
+        }
+    };
     let labels: Vec<u32> = idx.iter().map(|&i| split.labels[i]).collect();
     Ok(Batch {
-        ids: Tensor::from_vec(ids, (idx.len(), t), device)?,
+        x,
         lengths,
         labels: Tensor::new(labels, device)?,
     })
@@ -91,7 +119,7 @@ mod tests {
     #[test]
     fn plan_covers_every_example_once_and_buckets() {
         let split = Split {
-            inputs: (0..1000).map(|i| vec![1; 1 + i % 37]).collect(),
+            inputs: Inputs::Tokens((0..1000).map(|i| vec![1; 1 + i % 37]).collect()),
             labels: vec![0; 1000],
         };
         let mut rng = crate::EpochRng::seed_from_u64(0);
@@ -102,8 +130,8 @@ mod tests {
         let waste: usize = batches
             .iter()
             .map(|b| {
-                let m = b.iter().map(|&i| split.inputs[i].len()).max().unwrap();
-                b.iter().map(|&i| m - split.inputs[i].len()).sum::<usize>()
+                let m = b.iter().map(|&i| split.inputs.steps(i)).max().unwrap();
+                b.iter().map(|&i| m - split.inputs.steps(i)).sum::<usize>()
             })
             .sum();
         assert!(
@@ -115,12 +143,12 @@ mod tests {
     #[test]
     fn make_pads_with_zero() {
         let split = Split {
-            inputs: vec![vec![5, 6, 7], vec![8]],
+            inputs: Inputs::Tokens(vec![vec![5, 6, 7], vec![8]]),
             labels: vec![1, 0],
         };
         let b = make(&split, &[0, 1], &Device::Cpu).unwrap();
         assert_eq!(
-            b.ids.to_vec2::<u32>().unwrap(),
+            b.x.to_vec2::<u32>().unwrap(),
             vec![vec![5, 6, 7], vec![8, 0, 0]]
         );
         assert_eq!(b.lengths, vec![3, 1]);

@@ -1,6 +1,7 @@
-//! Datasets: the built-in synthetic tasks and labelled text tables, turned into token-id
-//! sequences, labels, a vocabulary and class names. Everything a run needs to reload a model
-//! (vocabulary, class names) comes from here and is saved with the run.
+//! Datasets: the built-in synthetic tasks, labelled text tables and video clips, turned into
+//! sequences (token ids, per-step features or frames), labels, class names and, for text, a
+//! vocabulary. Everything a run needs to reload a model (what its input is, vocabulary, class
+//! names) comes from here and is saved with the run.
 
 pub mod batch;
 pub mod hub;
@@ -8,6 +9,7 @@ pub mod synthetic;
 pub mod table;
 pub mod text;
 pub mod vectors;
+pub mod video;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,10 +23,73 @@ use crate::error::{Error, Result};
 use table::{Spec, Table};
 use text::Vocab;
 
-/// Token-id sequences and their class ids.
+/// Sequences of one kind, one per example.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inputs {
+    /// Token ids.
+    Tokens(Vec<Vec<u32>>),
+    /// `dim` reals per step: each sequence is steps x dim values, step-major.
+    Features { dim: usize, seqs: Vec<Vec<f32>> },
+    /// Clips: each is frames x (channels x height x width) bytes (0..=255), frame-major, each
+    /// frame channel-major (CHW, as PyTorch).
+    Frames { shape: FrameShape, clips: Vec<Vec<u8>> },
+}
+
+/// One video frame's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FrameShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl FrameShape {
+    pub fn pixels(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+impl Default for Inputs {
+    fn default() -> Self {
+        Inputs::Tokens(Vec::new())
+    }
+}
+
+impl Inputs {
+    pub fn len(&self) -> usize {
+        match self {
+            Inputs::Tokens(s) => s.len(),
+            Inputs::Features { seqs, .. } => seqs.len(),
+            Inputs::Frames { clips, .. } => clips.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Steps (tokens, feature rows, frames) of example `i`.
+    pub fn steps(&self, i: usize) -> usize {
+        match self {
+            Inputs::Tokens(s) => s[i].len(),
+            Inputs::Features { dim, seqs } => seqs[i].len() / (*dim).max(1),
+            Inputs::Frames { shape, clips } => clips[i].len() / shape.pixels().max(1),
+        }
+    }
+
+    /// The token sequences (empty for other inputs).
+    pub fn tokens(&self) -> &[Vec<u32>] {
+        match self {
+            Inputs::Tokens(s) => s,
+            _ => &[],
+        }
+    }
+}
+
+/// Sequences and their class ids.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Split {
-    pub inputs: Vec<Vec<u32>>,
+    pub inputs: Inputs,
     pub labels: Vec<u32>,
 }
 
@@ -35,6 +100,11 @@ impl Split {
 
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
+    }
+
+    /// The token sequences (empty for other inputs).
+    pub fn tokens(&self) -> &[Vec<u32>] {
+        self.inputs.tokens()
     }
 }
 
@@ -78,14 +148,18 @@ pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
                 notes: Vec::new(),
             }
         }
+        Source::SyntheticVideo => return video::synthetic_dataset(cfg, seed),
         Source::File | Source::Hub => return load_tables(cfg, seed),
     };
     let cut = |s: Split| Split {
-        inputs: s
-            .inputs
-            .into_iter()
-            .map(|ids| text::truncate(ids, cfg.max_len, cfg.truncation_side))
-            .collect(),
+        inputs: match s.inputs {
+            Inputs::Tokens(seqs) => Inputs::Tokens(
+                seqs.into_iter()
+                    .map(|ids| text::truncate(ids, cfg.max_len, cfg.truncation_side))
+                    .collect(),
+            ),
+            other => other,
+        },
         labels: s.labels,
     };
     Ok(Dataset {
@@ -240,7 +314,7 @@ fn load_tables(cfg: &Data, seed: u64) -> Result<Dataset> {
     let (classes, kind) = class_names(&all, cfg.class_names.as_deref())?;
     let encode = |t: &Tokenized| -> Split {
         Split {
-            inputs: t.docs.iter().map(|d| vocab.encode_tokens(d, cfg)).collect(),
+            inputs: Inputs::Tokens(t.docs.iter().map(|d| vocab.encode_tokens(d, cfg)).collect()),
             labels: t.labels().map(|l| class_id(&classes, &kind, l)).collect(),
         }
     };
@@ -468,11 +542,12 @@ pub fn load_for_run(
             };
             labels.push(id);
         }
-        let inputs = t
-            .docs
-            .iter()
-            .map(|d| vocab.encode_tokens(d, &cfg))
-            .collect();
+        let inputs = Inputs::Tokens(
+            t.docs
+                .iter()
+                .map(|d| vocab.encode_tokens(d, &cfg))
+                .collect(),
+        );
         out.push((name, Split { inputs, labels }));
     }
     if out.is_empty() {

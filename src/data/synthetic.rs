@@ -11,7 +11,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 use super::text::Vocab;
-use super::Split;
+use super::{Inputs, Split};
 
 const DET: &[&str] = &["the", "this", "that", "a"];
 const NOUN: &[&str] = &[
@@ -83,7 +83,7 @@ fn clause(rng: &mut StdRng, words: &mut Vec<&'static str>) -> bool {
 /// `n` generated reviews. Labels: 0 = negative, 1 = positive.
 pub fn sentiment(n: usize, seed: u64, vocab: &Vocab) -> Split {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut split = Split::default();
+    let (mut seqs, mut labels) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         let mut words = Vec::new();
         for _ in 0..rng.random_range(0..=3) {
@@ -97,12 +97,13 @@ pub fn sentiment(n: usize, seed: u64, vocab: &Vocab) -> Split {
         if rng.random_bool(0.5) {
             words.push(".");
         }
-        split
-            .inputs
-            .push(words.iter().map(|w| vocab.id(w)).collect());
-        split.labels.push(label as u32);
+        seqs.push(words.iter().map(|w| vocab.id(w)).collect());
+        labels.push(label as u32);
     }
-    split
+    Split {
+        inputs: Inputs::Tokens(seqs),
+        labels,
+    }
 }
 
 pub fn recall_vocab(num_classes: usize, vocab_size: usize) -> Vocab {
@@ -115,7 +116,7 @@ pub fn recall_vocab(num_classes: usize, vocab_size: usize) -> Vocab {
 /// `n` sequences of `lag + 1` tokens: class token (1..=classes), then distractors.
 pub fn delayed_recall(n: usize, lag: usize, classes: usize, vocab_size: usize, seed: u64) -> Split {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut split = Split::default();
+    let (mut seqs, mut labels) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         let class = rng.random_range(0..classes);
         let mut seq = Vec::with_capacity(lag + 1);
@@ -123,10 +124,13 @@ pub fn delayed_recall(n: usize, lag: usize, classes: usize, vocab_size: usize, s
         for _ in 0..lag {
             seq.push(rng.random_range(classes + 1..vocab_size) as u32);
         }
-        split.inputs.push(seq);
-        split.labels.push(class as u32);
+        seqs.push(seq);
+        labels.push(class as u32);
     }
-    split
+    Split {
+        inputs: Inputs::Tokens(seqs),
+        labels,
+    }
 }
 
 #[cfg(test)]
@@ -141,15 +145,15 @@ mod tests {
         assert_eq!(a.inputs, b.inputs);
         let pos = a.labels.iter().filter(|&&l| l == 1).count();
         assert!((800..1200).contains(&pos), "{pos}");
-        assert!(a.inputs.iter().all(|s| s.iter().all(|&t| t > 1)));
+        assert!(a.tokens().iter().all(|s| s.iter().all(|&t| t > 1)));
         let but = v.id("but");
-        assert!(a.inputs.iter().any(|s| s.contains(&but)));
+        assert!(a.tokens().iter().any(|s| s.contains(&but)));
     }
 
     #[test]
     fn recall_label_is_first_token() {
         let s = delayed_recall(100, 20, 4, 16, 1);
-        for (seq, &l) in s.inputs.iter().zip(&s.labels) {
+        for (seq, &l) in s.tokens().iter().zip(&s.labels) {
             assert_eq!(seq.len(), 21);
             assert_eq!(seq[0], l + 1);
             assert!(seq[1..].iter().all(|&t| (5..16).contains(&t)));

@@ -1,7 +1,7 @@
-//! The many-to-one classifier: front end (token embedding, or a dense projection of
-//! real-valued per-step features) -> recurrent stack -> readout over valid steps -> dropout ->
-//! linear head. Parameter names: `emb.weight` | `proj.weight`, `proj.bias`; `rnn.*` as
-//! PyTorch; `head.weight`, `head.bias`.
+//! The many-to-one classifier: front end (token embedding; a dense projection of per-step
+//! features or flattened frames; a CNN frame encoder; or features as they are) -> recurrent
+//! stack -> readout over valid steps -> dropout -> linear head. Parameter names: `emb.weight` |
+//! `proj.weight`, `proj.bias` | `encoder.*`; `rnn.*` as PyTorch; `head.weight`, `head.bias`.
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var, D};
@@ -10,23 +10,35 @@ use rand::SeedableRng;
 
 use super::stack::{dropout, lookup, Flow, RunOpts, Stack, StackInput, StackOut};
 use super::Params;
-use crate::config::{Model, Readout};
+use super::encoder::FrameEncoder as Cnn;
+use crate::config::{FrameEncoder, Model, Readout};
 use crate::error::Result;
 
-/// What each time step carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What each time step carries (a run folder's `input.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Input {
     /// Token ids below `vocab`.
     Tokens { vocab: usize },
-    /// `dim` real values per step (video features, signals).
+    /// `dim` real values per step (precomputed frame features, signals).
     Features { dim: usize },
+    /// Video frames.
+    Frames {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
 }
 
 enum FrontEnd {
     /// weight: [vocab, embedding_dim]
     Embedding(Tensor),
-    /// weight: [embedding_dim, dim], bias: [embedding_dim]
+    /// weight: [embedding_dim, dim], bias: [embedding_dim]; frames are flattened first.
     Dense(Tensor, Tensor),
+    /// Conv stack + global average pooling per frame.
+    Cnn(Cnn),
+    /// Features go to the stack as they are.
+    Identity,
 }
 
 pub struct Classifier {
@@ -71,16 +83,53 @@ impl Classifier {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut params = Params::default();
         let e = cfg.embedding_dim;
-        let front = match input {
-            Input::Tokens { vocab } => {
-                FrontEnd::Embedding(params.normal(&mut rng, "emb.weight", &[vocab, e], device)?)
+        let dense = |params: &mut Params, rng: &mut StdRng, dim: usize| -> Result<FrontEnd> {
+            let k = 1.0 / (dim as f64).sqrt();
+            Ok(FrontEnd::Dense(
+                params.uniform(rng, "proj.weight", &[e, dim], k, device)?,
+                params.uniform(rng, "proj.bias", &[e], k, device)?,
+            ))
+        };
+        let refuse = |msg: &str| {
+            Err(crate::error::Error::Config {
+                location: "config".into(),
+                key: "model.frame_encoder".into(),
+                msg: msg.into(),
+            })
+        };
+        let encoder = cfg.frame_encoder.unwrap_or(match input {
+            Input::Features { .. } => FrameEncoder::Linear,
+            _ => FrameEncoder::Cnn,
+        });
+        let (front, input_size) = match (input, encoder) {
+            (Input::Tokens { vocab }, _) => (
+                FrontEnd::Embedding(params.normal(&mut rng, "emb.weight", &[vocab, e], device)?),
+                e,
+            ),
+            (Input::Features { dim }, FrameEncoder::None) => (FrontEnd::Identity, dim),
+            (Input::Features { dim }, FrameEncoder::Linear) => {
+                (dense(&mut params, &mut rng, dim)?, e)
             }
-            Input::Features { dim } => {
-                let k = 1.0 / (dim as f64).sqrt();
-                FrontEnd::Dense(
-                    params.uniform(&mut rng, "proj.weight", &[e, dim], k, device)?,
-                    params.uniform(&mut rng, "proj.bias", &[e], k, device)?,
-                )
+            (Input::Features { .. }, FrameEncoder::Cnn) => {
+                return refuse("\"cnn\" needs frames; per-step features take \"linear\" or \"none\"")
+            }
+            (Input::Frames { channels, height, width }, FrameEncoder::Linear) => {
+                (dense(&mut params, &mut rng, channels * height * width)?, e)
+            }
+            (Input::Frames { channels, .. }, FrameEncoder::Cnn) => {
+                let enc = Cnn::new(
+                    &mut params,
+                    &mut rng,
+                    channels,
+                    &cfg.conv_channels,
+                    cfg.batch_norm,
+                    device,
+                )?;
+                let d = enc.output_size();
+                (FrontEnd::Cnn(enc), d)
+            }
+            (Input::Frames { .. }, FrameEncoder::None) => {
+                return refuse("frames need an encoder: \"cnn\" or \"linear\"")
             }
         };
         let rnn = Stack::new(
@@ -89,7 +138,7 @@ impl Classifier {
             "rnn.",
             cfg.cell,
             cfg.nonlinearity,
-            e,
+            input_size,
             cfg.hidden_size,
             cfg.num_layers,
             cfg.bidirectional,
@@ -130,18 +179,26 @@ impl Classifier {
         Ok(())
     }
 
-    /// inputs: ids [batch, seq] (u32) or features [batch, seq, dim] -> [batch, seq, emb].
+    /// inputs: ids [batch, seq] (u32), features [batch, seq, dim] or frames
+    /// [batch, seq, channels, height, width] -> [batch, seq, stack input] (evaluation mode).
     pub fn embed(&self, inputs: &Tensor) -> Result<Tensor> {
+        self.embed_mode(inputs, false)
+    }
+
+    /// [`Classifier::embed`]; `training` switches batch norm to the batch's statistics.
+    fn embed_mode(&self, inputs: &Tensor, training: bool) -> Result<Tensor> {
         Ok(match &self.front {
             FrontEnd::Embedding(w) => lookup(w, inputs)?,
             FrontEnd::Dense(w, bias) => {
-                let (b, t, f) = inputs.dims3()?;
+                let (b, t) = (inputs.dim(0)?, inputs.dim(1)?);
                 inputs
-                    .reshape((b * t, f))?
+                    .reshape((b * t, ()))?
                     .matmul(&w.t()?)?
                     .broadcast_add(bias)?
                     .reshape((b, t, ()))?
             }
+            FrontEnd::Cnn(enc) => enc.forward(inputs, training)?,
+            FrontEnd::Identity => inputs.clone(),
         })
     }
 
@@ -166,8 +223,8 @@ impl Classifier {
                 let ids = inputs.flatten_all()?;
                 (StackInput::Rows(&rows), Some(Looked { rows: var, ids }))
             }
-            FrontEnd::Dense(..) => {
-                rows = self.embed(inputs)?;
+            FrontEnd::Dense(..) | FrontEnd::Cnn(_) | FrontEnd::Identity => {
+                rows = self.embed_mode(inputs, opts.dropout_rng.is_some())?;
                 (StackInput::Rows(&rows), None)
             }
         };

@@ -4,6 +4,7 @@
 
 pub mod cell;
 pub mod classifier;
+pub mod encoder;
 pub mod fused;
 pub mod stack;
 
@@ -16,10 +17,13 @@ use rand::Rng;
 
 use crate::error::{Error, Result};
 
-/// Named trainable parameters, in PyTorch naming (`rnn.weight_ih_l0`, `head.bias`, ...).
+/// Named trainable parameters, in PyTorch naming (`rnn.weight_ih_l0`, `head.bias`, ...), and
+/// buffers: state that is saved and loaded with them but not trained (batch norm's running
+/// statistics), as PyTorch's state_dict keeps both.
 #[derive(Default)]
 pub struct Params {
     vars: BTreeMap<String, Var>,
+    buffers: BTreeMap<String, Var>,
 }
 
 impl Params {
@@ -70,6 +74,13 @@ impl Params {
         self.vars.get(name)
     }
 
+    /// Registers a buffer `name` holding `t` (saved and loaded, never trained).
+    pub fn add_buffer(&mut self, name: &str, t: Tensor) -> Result<Var> {
+        let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+        self.buffers.insert(name.to_string(), var.clone());
+        Ok(var)
+    }
+
     /// Parameters in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Var)> {
         self.vars.iter()
@@ -98,7 +109,7 @@ impl Params {
 
     /// The first parameter (by name) holding a NaN or an infinity.
     pub fn first_non_finite(&self) -> Result<Option<&str>> {
-        for (name, var) in &self.vars {
+        for (name, var) in self.vars.iter().chain(&self.buffers) {
             let t = var.as_tensor();
             // x - x is 0 for every finite x and NaN otherwise; a sum cannot overflow.
             let s = t.sub(t)?.sum_all()?.to_scalar::<f32>()?;
@@ -113,6 +124,7 @@ impl Params {
         let map: HashMap<String, Tensor> = self
             .vars
             .iter()
+            .chain(&self.buffers)
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
         save_tensors(&map, path)
@@ -138,7 +150,7 @@ impl Params {
                 msg: format!("cannot read safetensors: {e}"),
             }
         })?;
-        for (name, var) in &self.vars {
+        for (name, var) in self.vars.iter().chain(&self.buffers) {
             let t = loaded.get(name).ok_or_else(|| Error::Checkpoint {
                 path: path.into(),
                 msg: format!("missing parameter {name}"),
