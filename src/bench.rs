@@ -1,7 +1,10 @@
 //! `run-exp bench`: training and inference throughput on the workload of
 //! ../shared/bench/torch_peer.py (token ids -> embedding -> 1-layer cell -> linear head on the
 //! last step, cross-entropy, Adam, full BPTT), same flags, one JSON line per cell in the same
-//! keys, plus where the time goes (forward, backward, optimizer) and peak memory.
+//! keys, plus where the time goes (forward, backward, optimizer) and peak memory. With
+//! `--video`, the workload of ../shared/bench/torch_video_peer.py: clips in [0, 1] -> CNN frame
+//! encoder (conv 3x3, [batch norm], ReLU, 2x2 max-pool per width, global average pool) ->
+//! 1-layer cell -> head on the last step, with its flags and keys.
 
 use std::time::Instant;
 
@@ -32,6 +35,17 @@ pub struct BenchArgs {
     pub reference: bool,
     /// Time inference only (training throughput and phases come out null).
     pub infer_only: bool,
+    /// The video workload instead of token ids.
+    pub video: Option<VideoArgs>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VideoArgs {
+    pub frames: usize,
+    pub size: usize,
+    pub channels: usize,
+    pub conv: Vec<usize>,
+    pub bn: bool,
 }
 
 /// Seconds spent in each phase of the timed training steps.
@@ -44,24 +58,39 @@ struct Phases {
 
 /// Runs one cell and returns its JSON line.
 pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<serde_json::Value> {
-    let cfg = Model {
+    let mut cfg = Model {
         cell,
         embedding_dim: args.emb,
         hidden_size: args.hidden,
         ..Model::default()
     };
-    let model = Classifier::new(
-        &cfg,
-        Input::Tokens { vocab: args.vocab },
-        args.classes,
-        0,
-        device,
-    )?;
     let mut rng = StdRng::seed_from_u64(0);
-    let ids: Vec<u32> = (0..args.batch * args.seq)
-        .map(|_| rng.random_range(0..args.vocab as u32))
-        .collect();
-    let x = Tensor::from_vec(ids, (args.batch, args.seq), device)?;
+    let (input, x) = match &args.video {
+        None => {
+            let ids: Vec<u32> = (0..args.batch * args.seq)
+                .map(|_| rng.random_range(0..args.vocab as u32))
+                .collect();
+            (
+                Input::Tokens { vocab: args.vocab },
+                Tensor::from_vec(ids, (args.batch, args.seq), device)?,
+            )
+        }
+        Some(v) => {
+            cfg.conv_channels = v.conv.clone();
+            cfg.batch_norm = v.bn;
+            let n = args.batch * v.frames * v.channels * v.size * v.size;
+            let px: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+            (
+                Input::Frames {
+                    channels: v.channels,
+                    height: v.size,
+                    width: v.size,
+                },
+                Tensor::from_vec(px, (args.batch, v.frames, v.channels, v.size, v.size), device)?,
+            )
+        }
+    };
+    let model = Classifier::new(&cfg, input, args.classes, 0, device)?;
     let labels: Vec<u32> = (0..args.batch)
         .map(|_| rng.random_range(0..args.classes as u32))
         .collect();
@@ -123,6 +152,26 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
     infer(args.steps)?;
     let infer_s = t.elapsed().as_secs_f64();
     let samples = (args.batch * args.steps) as f64;
+    let rate = |s: f64, per: f64| (samples * per / s * 100.0).round() / 100.0;
+    if let Some(v) = &args.video {
+        return Ok(json!({
+            "peer": format!("rnnlab-{}", env!("CARGO_PKG_VERSION")),
+            "cell": format!("{cell:?}").to_lowercase(),
+            "batch": args.batch, "frames": v.frames, "size": v.size, "channels": v.channels,
+            "conv": v.conv, "bn": v.bn, "hidden": args.hidden,
+            "threads": crate::device::cpu_threads(),
+            "train_clips_per_s": train_s.map(|s| rate(s, 1.0)),
+            "infer_clips_per_s": rate(infer_s, 1.0),
+            "train_frames_per_s": train_s.map(|s| rate(s, v.frames as f64)),
+            "infer_frames_per_s": rate(infer_s, v.frames as f64),
+            "train_time_pct": train_s.map(|s| {
+                let pct = |x: f64| (1000.0 * x / s).round() / 10.0;
+                json!({"forward": pct(phases.forward), "backward": pct(phases.backward), "optimizer": pct(phases.optimizer)})
+            }),
+            "peak_rss_mb": peak_rss_mb(),
+            "device": format!("{device:?}"),
+        }));
+    }
     Ok(json!({
         "peer": format!("rnnlab-{}{}", env!("CARGO_PKG_VERSION"), if args.reference { "-reference" } else { "" }),
         "cell": format!("{cell:?}").to_lowercase(),

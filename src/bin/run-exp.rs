@@ -327,23 +327,27 @@ struct BenchCli {
     /// Comma-separated cells.
     #[arg(long, default_value = "lstm,gru,rnn")]
     cells: String,
-    #[arg(long, default_value_t = 64)]
-    batch: usize,
+    /// Sequences (clips with --video) per step. Default 64 (16 with --video).
+    #[arg(long)]
+    batch: Option<usize>,
     #[arg(long, default_value_t = 64)]
     seq: usize,
     #[arg(long, default_value_t = 128)]
     emb: usize,
-    #[arg(long, default_value_t = 256)]
-    hidden: usize,
+    /// Hidden units. Default 256 (128 with --video).
+    #[arg(long)]
+    hidden: Option<usize>,
     #[arg(long, default_value_t = 20000)]
     vocab: usize,
-    #[arg(long, default_value_t = 2)]
-    classes: usize,
-    /// Timed steps (after the warmup).
-    #[arg(long, default_value_t = 30)]
-    steps: usize,
-    #[arg(long, default_value_t = 5)]
-    warmup: usize,
+    /// Classes. Default 2 (6 with --video).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Timed steps (after the warmup). Default 30 (10 with --video).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Untimed steps first. Default 5 (2 with --video).
+    #[arg(long)]
+    warmup: Option<usize>,
     /// CPU threads (sets RAYON_NUM_THREADS); 0 = candle's default.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -356,6 +360,24 @@ struct BenchCli {
     /// Skip training: time inference only (for profiling it).
     #[arg(long)]
     infer_only: bool,
+    /// The video workload of torch_video_peer.py: clips -> CNN frame encoder -> cell.
+    #[arg(long)]
+    video: bool,
+    /// --video: frames per clip.
+    #[arg(long, default_value_t = 16, requires = "video")]
+    frames: usize,
+    /// --video: frame height and width.
+    #[arg(long, default_value_t = 64, requires = "video")]
+    size: usize,
+    /// --video: colour channels.
+    #[arg(long, default_value_t = 3, requires = "video")]
+    channels: usize,
+    /// --video: conv widths, comma-separated.
+    #[arg(long, default_value = "32,64,128,128", requires = "video")]
+    conv: String,
+    /// --video: batch norm after each conv.
+    #[arg(long, requires = "video")]
+    bn: bool,
 }
 
 fn bench(b: BenchCli) -> ExitCode {
@@ -371,14 +393,34 @@ fn bench(b: BenchCli) -> ExitCode {
             }
         }
     }
+    let v = b.video;
+    let pick = |x: Option<usize>, text: usize, video: usize| x.unwrap_or(if v { video } else { text });
+    let (batch, hidden, classes, steps, warmup) = (
+        pick(b.batch, 64, 16),
+        pick(b.hidden, 256, 128),
+        pick(b.classes, 2, 6),
+        pick(b.steps, 30, 10),
+        pick(b.warmup, 5, 2),
+    );
+    let conv: Vec<usize> = match b.conv.split(',').map(|w| w.trim().parse::<usize>()).collect() {
+        Ok(c) => c,
+        Err(_) => {
+            eprintln!("error: --conv: expected comma-separated widths, e.g. 32,64,128,128");
+            return ExitCode::from(2);
+        }
+    };
     let zero = [
-        ("--batch", b.batch),
+        ("--batch", batch),
         ("--seq", b.seq),
         ("--emb", b.emb),
-        ("--hidden", b.hidden),
+        ("--hidden", hidden),
         ("--vocab", b.vocab),
-        ("--classes", b.classes),
-        ("--steps", b.steps),
+        ("--classes", classes),
+        ("--steps", steps),
+        ("--frames", b.frames),
+        ("--size", b.size),
+        ("--channels", b.channels),
+        ("--conv", conv.iter().copied().min().unwrap_or(0)),
     ];
     if let Some((flag, _)) = zero.iter().find(|(_, v)| *v == 0) {
         eprintln!("error: {flag} must be at least 1");
@@ -396,16 +438,23 @@ fn bench(b: BenchCli) -> ExitCode {
     };
     let args = BenchArgs {
         cells,
-        batch: b.batch,
+        batch,
         seq: b.seq,
         emb: b.emb,
-        hidden: b.hidden,
+        hidden,
         vocab: b.vocab,
-        classes: b.classes,
-        steps: b.steps,
-        warmup: b.warmup,
+        classes,
+        steps,
+        warmup,
         reference: b.reference,
         infer_only: b.infer_only,
+        video: v.then(|| rnnlab::bench::VideoArgs {
+            frames: b.frames,
+            size: b.size,
+            channels: b.channels,
+            conv,
+            bn: b.bn,
+        }),
     };
     for &cell in &args.cells {
         match bench_cell(&args, cell, &device) {
