@@ -61,6 +61,9 @@ pub enum Source {
     /// Seeded clips of a flashing, fading bar among distractors and noise, played forward or
     /// reversed: a class only the order of the frames shows.
     SyntheticVideo,
+    /// safetensors files (`train`, `valid`, `test`) of `frames` [N,T,C,H,W] or `features`
+    /// [N,T,D], with `labels` [N] and optional `lengths` [N].
+    Tensors,
     /// Local tables (TSV, CSV, parquet, JSONL) named by `train`, `valid`, `test`.
     File,
     /// Parquet files of a Hugging Face dataset repo (`repo`, files `train`/`valid`/`test`),
@@ -783,7 +786,7 @@ impl Config {
                     );
                 }
             }
-            Source::File | Source::Hub => {
+            Source::File | Source::Hub | Source::Tensors => {
                 if d.source == Source::Hub && d.repo.is_none() {
                     return bad(
                         "data.repo",
@@ -795,6 +798,7 @@ impl Config {
                         "data.train",
                         match d.source {
                             Source::Hub => "source = \"hub\" needs train = \"path/in/repo.parquet\" (or a preset)",
+                            Source::Tensors => "source = \"tensors\" needs train = \"path/to/train.safetensors\"",
                             _ => "source = \"file\" needs train = \"path/to/train.tsv\"",
                         },
                     );
@@ -995,7 +999,7 @@ impl Config {
                 *p = a;
             }
         };
-        if self.data.source == Source::File {
+        if matches!(self.data.source, Source::File | Source::Tensors) {
             for p in [
                 &mut self.data.train,
                 &mut self.data.valid,

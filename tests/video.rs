@@ -129,3 +129,141 @@ fn frame_encoders_and_inputs_that_do_not_fit_are_refused() {
         assert!(stderr(&o).contains(key), "{set}: {}", stderr(&o));
     }
 }
+
+/// Writes `tensors` as a safetensors file.
+fn save(path: &Path, tensors: Vec<(&str, candle_core::Tensor)>) {
+    let map: std::collections::HashMap<String, candle_core::Tensor> =
+        tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    candle_core::safetensors::save(&map, path).unwrap();
+}
+
+/// Sequences of `dim` features whose label is the sign of the first feature summed over the
+/// valid steps (lengths vary).
+fn features(n: usize, t: usize, dim: usize, seed: u64) -> Vec<(&'static str, candle_core::Tensor)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut x = vec![0f32; n * t * dim];
+    let mut labels = Vec::new();
+    let mut lengths = Vec::new();
+    for i in 0..n {
+        let len = rng.random_range(2..=t);
+        let mut sum = 0f32;
+        for s in 0..len {
+            for d in 0..dim {
+                let v: f32 = rng.random_range(-1.0..1.0);
+                x[(i * t + s) * dim + d] = v;
+                if d == 0 {
+                    sum += v;
+                }
+            }
+        }
+        labels.push((sum > 0.0) as u32);
+        lengths.push(len as u32);
+    }
+    let dev = candle_core::Device::Cpu;
+    vec![
+        ("features", candle_core::Tensor::from_vec(x, (n, t, dim), &dev).unwrap()),
+        ("labels", candle_core::Tensor::new(labels, &dev).unwrap()),
+        ("lengths", candle_core::Tensor::new(lengths, &dev).unwrap()),
+    ]
+}
+
+#[test]
+fn the_features_config_trains_from_safetensors_and_bad_files_are_named() {
+    let dir = temp_dir("features");
+    let (train, test) = (dir.join("train.safetensors"), dir.join("test.safetensors"));
+    save(&train, features(1200, 10, 8, 1));
+    save(&test, features(300, 10, 8, 2));
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/video-features.toml");
+    let out = dir.join("results");
+    let args = |extra: &[String]| -> Vec<String> {
+        let mut a = vec![
+            shipped.display().to_string(),
+            "--set".into(),
+            format!("data.train={}", train.display()),
+            "--set".into(),
+            format!("data.test={}", test.display()),
+            "--set".into(),
+            format!("experiment.out_dir={}", out.display()),
+            "--set".into(),
+            "train.lr=1e-2".into(),
+            "--set".into(),
+            "log.progress=false".into(),
+        ];
+        a.extend(extra.iter().cloned());
+        a
+    };
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp")).args(args(&[])).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = out.join("video-features/run-001");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert!(s["test_acc"].as_f64().unwrap() > 0.9, "{s}");
+    let input: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("input.json")).unwrap()).unwrap();
+    assert_eq!(input, serde_json::json!({"kind": "features", "dim": 8}));
+
+    // Bad files: exit 2 naming the file and what is wrong, no run folder.
+    let dev = candle_core::Device::Cpu;
+    let t = |v: Vec<f32>, s: &[usize]| candle_core::Tensor::from_vec(v, s, &dev).unwrap();
+    let labels = |n: usize| candle_core::Tensor::new(vec![0u32; n], &dev).unwrap();
+    let cases: Vec<(&str, Vec<(&str, candle_core::Tensor)>, &str)> = vec![
+        ("rank", vec![("features", t(vec![0.0; 24], &[4, 6])), ("labels", labels(4))], "expected [N, T, D]"),
+        ("count", vec![("features", t(vec![0.0; 48], &[4, 3, 4])), ("labels", labels(5))], "holds 4 sequences but \"labels\" 5"),
+        ("dtype", vec![("features", t(vec![0.0; 48], &[4, 3, 4])), ("labels", t(vec![0.0; 4], &[4]))], "expected integers"),
+        ("nolabels", vec![("features", t(vec![0.0; 48], &[4, 3, 4]))], "no \"labels\""),
+        ("lengths", vec![("features", t(vec![0.0; 48], &[4, 3, 4])), ("labels", labels(4)), ("lengths", candle_core::Tensor::new(vec![1u32, 2, 9, 1], &dev).unwrap())], "lengths[2] = 9"),
+        ("frames-rank", vec![("frames", candle_core::Tensor::zeros((4, 3, 8, 8), candle_core::DType::U8, &dev).unwrap()), ("labels", labels(4))], "expected [N, T, C, H, W]"),
+    ];
+    for (name, tensors, want) in cases {
+        let bad = dir.join(format!("{name}.safetensors"));
+        save(&bad, tensors);
+        let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+            .args(args(&["--set".into(), format!("data.train={}", bad.display()), "--set".into(), "experiment.name=bad".into()]))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&bad.display().to_string()) && stderr(&o).contains(want), "{name}: {}", stderr(&o));
+        assert!(!out.join("bad").exists(), "{name}: a run folder was written");
+    }
+}
+
+#[test]
+fn frames_from_safetensors_train_with_variable_lengths() {
+    let dir = temp_dir("frames");
+    let dev = candle_core::Device::Cpu;
+    // 64 clips of up to 5 frames, 1 x 8 x 8, u8; label = whether the clip brightens.
+    let (n, t, px) = (64, 5, 64);
+    let mut v = vec![0u8; n * t * px];
+    let mut labels = Vec::new();
+    let mut lengths = Vec::new();
+    for i in 0..n {
+        let up = i % 2 == 0;
+        let len = 3 + i % 3;
+        for s in 0..len {
+            let level = if up { 40 * s } else { 200 - 40 * s } as u8;
+            v[(i * t + s) * px..(i * t + s + 1) * px].fill(level);
+        }
+        labels.push(up as u32);
+        lengths.push(len as u32);
+    }
+    let file = dir.join("clips.safetensors");
+    save(&file, vec![
+        ("frames", candle_core::Tensor::from_vec(v, (n, t, 1, 8, 8), &dev).unwrap()),
+        ("labels", candle_core::Tensor::new(labels, &dev).unwrap()),
+        ("lengths", candle_core::Tensor::new(lengths, &dev).unwrap()),
+    ]);
+    let cfg = dir.join("f.toml");
+    std::fs::write(&cfg, format!(
+        "[experiment]\nname = \"f\"\nout_dir = {:?}\n[data]\nsource = \"tensors\"\ntrain = {:?}\n[model]\nconv_channels = [4]\nhidden_size = 8\n[train]\nepochs = 2\nbatch_size = 16\n[log]\nprogress = false\n",
+        dir.join("results"), file
+    )).unwrap();
+    let o = run_exp(&[cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("carved from train"), "{}", stderr(&o));
+    let input: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("results/f/run-001/input.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(input, serde_json::json!({"kind": "frames", "channels": 1, "height": 8, "width": 8}));
+}

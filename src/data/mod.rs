@@ -7,6 +7,7 @@ pub mod batch;
 pub mod hub;
 pub mod synthetic;
 pub mod table;
+pub mod tensors;
 pub mod text;
 pub mod vectors;
 pub mod video;
@@ -149,6 +150,7 @@ pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
             }
         }
         Source::SyntheticVideo => return video::synthetic_dataset(cfg, seed),
+        Source::Tensors => return tensors::dataset(cfg, seed),
         Source::File | Source::Hub => return load_tables(cfg, seed),
     };
     let cut = |s: Split| Split {

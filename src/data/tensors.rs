@@ -1,0 +1,260 @@
+//! `source = "tensors"`: safetensors files holding a split's clips as `frames`
+//! [N, T, C, H, W] (u8 0..=255, or f32 in [0, 1], kept as 8 bits) or precomputed per-frame
+//! features `features` [N, T, D] (f32, f16 or bf16: the common research shortcut), with
+//! `labels` [N] (integers) and optionally `lengths` [N] (valid steps per sequence, the rest
+//! padding). Every mismatch is an error naming the file and the tensor.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::{FrameShape, Inputs, Split};
+use crate::error::{Error, Result};
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::data(path, 0, msg)
+}
+
+fn ints(path: &Path, name: &str, t: &Tensor) -> Result<Vec<i64>> {
+    let n = match t.dims() {
+        [n] => *n,
+        d => return Err(bad(path, format!("tensor \"{name}\" has shape {d:?}; expected [N]"))),
+    };
+    let v = match t.dtype() {
+        DType::U8 | DType::U32 | DType::I64 => t.to_dtype(DType::I64)?.to_vec1::<i64>()?,
+        other => {
+            return Err(bad(
+                path,
+                format!("tensor \"{name}\" is {other:?}; expected integers (u8, u32 or i64)"),
+            ))
+        }
+    };
+    debug_assert_eq!(v.len(), n);
+    Ok(v)
+}
+
+/// Reads one split.
+pub fn read(path: &Path) -> Result<Split> {
+    if !path.is_file() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        ));
+    }
+    let map: HashMap<String, Tensor> = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+    let labels = map
+        .get("labels")
+        .ok_or_else(|| bad(path, format!("has no \"labels\" tensor (it has {:?})", keys(&map))))?;
+    let labels = ints(path, "labels", labels)?;
+    if let Some(l) = labels.iter().find(|&&l| l < 0 || l > u32::MAX as i64) {
+        return Err(bad(path, format!("labels: {l} is not a class id (0, 1, ...)")));
+    }
+    let n = labels.len();
+    let (data, name) = match (map.get("frames"), map.get("features")) {
+        (Some(f), None) => (f, "frames"),
+        (None, Some(f)) => (f, "features"),
+        (Some(_), Some(_)) => {
+            return Err(bad(path, "holds both \"frames\" and \"features\"; keep one"))
+        }
+        (None, None) => {
+            return Err(bad(
+                path,
+                format!("has neither \"frames\" [N,T,C,H,W] nor \"features\" [N,T,D] (it has {:?})", keys(&map)),
+            ))
+        }
+    };
+    let dims = data.dims().to_vec();
+    let want_rank = if name == "frames" { 5 } else { 3 };
+    if dims.len() != want_rank {
+        return Err(bad(
+            path,
+            format!(
+                "tensor \"{name}\" has shape {dims:?}; expected {}",
+                if name == "frames" { "[N, T, C, H, W]" } else { "[N, T, D]" }
+            ),
+        ));
+    }
+    if dims[0] != n {
+        return Err(bad(
+            path,
+            format!("\"{name}\" holds {} sequences but \"labels\" {n}", dims[0]),
+        ));
+    }
+    let t = dims[1];
+    let lengths: Vec<usize> = match map.get("lengths") {
+        None => vec![t; n],
+        Some(l) => {
+            let l = ints(path, "lengths", l)?;
+            if l.len() != n {
+                return Err(bad(path, format!("\"lengths\" has {} entries but \"labels\" {n}", l.len())));
+            }
+            if let Some((i, v)) = l.iter().enumerate().find(|(_, &v)| v < 1 || v as usize > t) {
+                return Err(bad(path, format!("lengths[{i}] = {v}; each must be in 1..={t}")));
+            }
+            l.into_iter().map(|v| v as usize).collect()
+        }
+    };
+    let inputs = if name == "frames" {
+        let shape = FrameShape {
+            channels: dims[2],
+            height: dims[3],
+            width: dims[4],
+        };
+        let bytes: Vec<u8> = match data.dtype() {
+            DType::U8 => data.flatten_all()?.to_vec1::<u8>()?,
+            DType::F32 | DType::F16 | DType::BF16 => {
+                let v = data.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                if let Some(x) = v.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+                    return Err(bad(path, format!("\"frames\" holds {x}; float frames must be in [0, 1]")));
+                }
+                v.iter().map(|x| (x * 255.0).round() as u8).collect()
+            }
+            other => return Err(bad(path, format!("\"frames\" is {other:?}; expected u8 or f32"))),
+        };
+        let per = t * shape.pixels();
+        let clips = bytes
+            .chunks(per.max(1))
+            .zip(&lengths)
+            .map(|(c, &len)| c[..len * shape.pixels()].to_vec())
+            .collect();
+        Inputs::Frames { shape, clips }
+    } else {
+        let dim = dims[2];
+        let v = match data.dtype() {
+            DType::F32 | DType::F16 | DType::BF16 | DType::F64 => {
+                data.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?
+            }
+            other => return Err(bad(path, format!("\"features\" is {other:?}; expected floats"))),
+        };
+        if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+            return Err(bad(path, format!("\"features\" holds {x}")));
+        }
+        let seqs = v
+            .chunks((t * dim).max(1))
+            .zip(&lengths)
+            .map(|(c, &len)| c[..len * dim].to_vec())
+            .collect();
+        Inputs::Features { dim, seqs }
+    };
+    Ok(Split {
+        inputs,
+        labels: labels.into_iter().map(|l| l as u32).collect(),
+    })
+}
+
+fn keys(map: &HashMap<String, Tensor>) -> Vec<&String> {
+    let mut k: Vec<&String> = map.keys().collect();
+    k.sort();
+    k
+}
+
+/// Moves a seeded `fraction` of `split` into a new validation split.
+fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let n = split.len();
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x05ee_d5a1));
+    let n_val = ((n as f64 * fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let mut is_val = vec![false; n];
+    for &i in &idx[..n_val] {
+        is_val[i] = true;
+    }
+    let pick = |want: bool| -> Split {
+        let keep: Vec<usize> = (0..n).filter(|&i| is_val[i] == want).collect();
+        let inputs = match &split.inputs {
+            Inputs::Tokens(s) => Inputs::Tokens(keep.iter().map(|&i| s[i].clone()).collect()),
+            Inputs::Features { dim, seqs } => Inputs::Features {
+                dim: *dim,
+                seqs: keep.iter().map(|&i| seqs[i].clone()).collect(),
+            },
+            Inputs::Frames { shape, clips } => Inputs::Frames {
+                shape: *shape,
+                clips: keep.iter().map(|&i| clips[i].clone()).collect(),
+            },
+        };
+        Split {
+            inputs,
+            labels: keep.iter().map(|&i| split.labels[i]).collect(),
+        }
+    };
+    (pick(false), pick(true))
+}
+
+/// What one step holds, to compare splits: features' width, or a frame's shape.
+fn kind(s: &Split) -> String {
+    match &s.inputs {
+        Inputs::Tokens(_) => "token ids".into(),
+        Inputs::Features { dim, .. } => format!("features of width {dim}"),
+        Inputs::Frames { shape, .. } => format!(
+            "frames of {} x {} x {}",
+            shape.channels, shape.height, shape.width
+        ),
+    }
+}
+
+/// The `tensors` dataset: train (required), valid (or carved from train), test.
+pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
+    let train_path = cfg.train.as_deref().ok_or_else(|| Error::Config {
+        location: "config".into(),
+        key: "data.train".into(),
+        msg: "source = \"tensors\" needs train = \"path/to/train.safetensors\"".into(),
+    })?;
+    let mut notes = Vec::new();
+    let train = read(train_path)?;
+    if train.is_empty() {
+        return Err(bad(train_path, "holds no sequences"));
+    }
+    let (train, valid) = match &cfg.valid {
+        Some(p) => (train, read(p)?),
+        None if train.len() < 2 => {
+            return Err(bad(train_path, "one sequence cannot be split into train and validation (give data.valid)"))
+        }
+        None => {
+            let (t, v) = carve(train, cfg.val_fraction, seed);
+            notes.push(format!(
+                "validation: {} sequences carved from train (val_fraction {}, seed {seed})",
+                v.len(),
+                cfg.val_fraction
+            ));
+            (t, v)
+        }
+    };
+    let test = cfg.test.as_deref().map(read).transpose()?;
+    let want = kind(&train);
+    for (p, s) in [(cfg.valid.as_deref(), Some(&valid)), (cfg.test.as_deref(), test.as_ref())] {
+        if let (Some(p), Some(s)) = (p, s) {
+            if kind(s) != want {
+                return Err(bad(p, format!("holds {}; the train file holds {want}", kind(s))));
+            }
+        }
+    }
+    let top = [Some(&train), Some(&valid), test.as_ref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s.labels.iter().copied())
+        .max()
+        .unwrap_or(0) as usize;
+    let classes: Vec<String> = match &cfg.class_names {
+        Some(names) if top < names.len() => names.clone(),
+        Some(names) => {
+            return Err(Error::Config {
+                location: "config".into(),
+                key: "data.class_names".into(),
+                msg: format!("names {} classes but the labels go up to {top}", names.len()),
+            })
+        }
+        None => (0..=top.max(1)).map(|c| c.to_string()).collect(),
+    };
+    let sel = |s: Split, k: u64| super::video::select_frames(s, cfg, seed.wrapping_mul(3) + k);
+    Ok(super::Dataset {
+        train: sel(train, 1),
+        valid: sel(valid, 2),
+        test: test.map(|t| sel(t, 3)),
+        vocab: super::text::Vocab::from_tokens(Vec::new()),
+        classes,
+        notes,
+    })
+}
