@@ -64,6 +64,9 @@ pub enum Source {
     /// safetensors files (`train`, `valid`, `test`) of `frames` [N,T,C,H,W] or `features`
     /// [N,T,D], with `labels` [N] and optional `lengths` [N].
     Tensors,
+    /// Folders of frame images: `<split>/<class>/<clip>/<frames>` trees or
+    /// `clip_dir num_frames label` list files (`train`, `valid`, `test`).
+    Frames,
     /// Local tables (TSV, CSV, parquet, JSONL) named by `train`, `valid`, `test`.
     File,
     /// Parquet files of a Hugging Face dataset repo (`repo`, files `train`/`valid`/`test`),
@@ -786,7 +789,7 @@ impl Config {
                     );
                 }
             }
-            Source::File | Source::Hub | Source::Tensors => {
+            Source::File | Source::Hub | Source::Tensors | Source::Frames => {
                 if d.source == Source::Hub && d.repo.is_none() {
                     return bad(
                         "data.repo",
@@ -799,6 +802,7 @@ impl Config {
                         match d.source {
                             Source::Hub => "source = \"hub\" needs train = \"path/in/repo.parquet\" (or a preset)",
                             Source::Tensors => "source = \"tensors\" needs train = \"path/to/train.safetensors\"",
+                            Source::Frames => "source = \"frames\" needs train = a folder <class>/<clip>/<frames> or a list file",
                             _ => "source = \"file\" needs train = \"path/to/train.tsv\"",
                         },
                     );
@@ -832,6 +836,14 @@ impl Config {
                         d.lag.saturating_add(1)
                     ),
                 );
+            }
+        }
+        if d.source == Source::Frames {
+            if d.height < 1 || d.width < 1 {
+                return bad("data.height", "must be at least 1");
+            }
+            if !(d.channels == 1 || d.channels == 3) {
+                return bad("data.channels", "must be 1 (grey) or 3 (RGB)");
             }
         }
         if d.source == Source::SyntheticVideo {
@@ -999,7 +1011,7 @@ impl Config {
                 *p = a;
             }
         };
-        if matches!(self.data.source, Source::File | Source::Tensors) {
+        if matches!(self.data.source, Source::File | Source::Tensors | Source::Frames) {
             for p in [
                 &mut self.data.train,
                 &mut self.data.valid,

@@ -80,6 +80,59 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
     Ok(out)
 }
 
+/// Class probabilities for clip folders (frames in name order), decoded and resized as the
+/// run's training data was (its frame shape and `frames_per_clip`); `text` holds the folder.
+pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec<Prediction>> {
+    let Input::Frames { channels, height, width } = run.input else {
+        return Err(Error::Checkpoint {
+            path: run.dir.clone(),
+            msg: format!("this run takes {:?}, not video frames: --clip needs a video run", run.input),
+        });
+    };
+    let shape = crate::data::FrameShape { channels, height, width };
+    let mut clips = Vec::new();
+    for d in dirs {
+        let frames = crate::data::frames::clip_frames(d)?;
+        clips.push(crate::data::frames::decode_clip(d, &frames, shape, run.config.data.frames_per_clip)?);
+    }
+    let split = crate::data::Split {
+        labels: vec![0; clips.len()],
+        inputs: crate::data::Inputs::Frames { shape, clips },
+    };
+    let device = run.model.params.device();
+    let idx: Vec<usize> = (0..split.len()).collect();
+    let b = crate::data::batch::make(&split, &idx, &device)?;
+    let logits = run
+        .model
+        .forward(
+            &b.x,
+            RunOpts {
+                lengths: Some(&b.lengths),
+                no_grad: true,
+                ..Default::default()
+            },
+        )?
+        .logits;
+    let probs: Vec<Vec<f32>> = probabilities(&logits)?.to_vec2()?;
+    Ok(dirs
+        .iter()
+        .zip(probs)
+        .map(|(d, p)| {
+            let best = p
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            Prediction {
+                text: d.display().to_string(),
+                label: run.classes.get(best).cloned().unwrap_or_default(),
+                probs: p,
+            }
+        })
+        .collect())
+}
+
 /// Scores of the run on each labeled split `data` names, as (split, examples, scores).
 pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<(&'static str, usize, Scores)>> {
     let (splits, notes) = match run.input {

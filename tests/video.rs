@@ -267,3 +267,124 @@ fn frames_from_safetensors_train_with_variable_lengths() {
     .unwrap();
     assert_eq!(input, serde_json::json!({"kind": "frames", "channels": 1, "height": 8, "width": 8}));
 }
+
+/// Writes a clip folder of `levels.len()` grey frames of `size`, PNG or JPEG.
+fn write_clip(dir: &Path, levels: &[u8], size: u32, jpeg: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (i, &l) in levels.iter().enumerate() {
+        let img = image::GrayImage::from_pixel(size, size, image::Luma([l]));
+        let ext = if jpeg { "jpg" } else { "png" };
+        img.save(dir.join(format!("{:05}.{ext}", i + 1))).unwrap();
+    }
+}
+
+#[test]
+fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folders() {
+    let dir = temp_dir("folders");
+    let root = dir.join("frames");
+    for (split, n) in [("train", 24), ("test", 8)] {
+        for i in 0..n {
+            let up: Vec<u8> = (0..4).map(|s| (30 + 50 * s) as u8).collect();
+            let down: Vec<u8> = up.iter().rev().copied().collect();
+            write_clip(&root.join(split).join("brighten").join(format!("c{i:03}")), &up, 10, i % 2 == 0);
+            write_clip(&root.join(split).join("darken").join(format!("c{i:03}")), &down, 10, i % 3 == 0);
+        }
+    }
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/video-frames.toml");
+    let out = dir.join("results");
+    let run = |extra: &[String]| -> Output {
+        let mut a: Vec<String> = vec![shipped.display().to_string()];
+        for s in [
+            format!("data.train={}", root.join("train").display()),
+            format!("data.test={}", root.join("test").display()),
+            format!("experiment.out_dir={}", out.display()),
+            "data.height=8".into(),
+            "data.width=8".into(),
+            "data.channels=1".into(),
+            "model.conv_channels=[4]".into(),
+            "model.hidden_size=8".into(),
+            "train.epochs=2".into(),
+            "log.progress=false".into(),
+        ] {
+            a.push("--set".into());
+            a.push(s);
+        }
+        a.extend(extra.iter().cloned());
+        Command::new(env!("CARGO_BIN_EXE_run-exp")).args(a).output().unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run_dir = out.join("video-frames/run-001");
+    let classes: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("classes.json")).unwrap()).unwrap();
+    assert_eq!(classes, ["brighten", "darken"]);
+    // predict --clip: one JSON line per clip folder, probabilities over the run's classes.
+    let clip = root.join("test/darken/c001");
+    let p = run_exp(&["predict", run_dir.to_str().unwrap(), "--clip", clip.to_str().unwrap()]);
+    assert!(p.status.success(), "{}", stderr(&p));
+    let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
+    assert_eq!(line["clip"], clip.display().to_string());
+    assert!(classes.iter().any(|c| *c == line["label"]));
+
+    // The same clips through mmaction-style list files (`clip_dir num_frames label`, relative
+    // to the list); a wrong frame count is named with its line.
+    for split in ["train", "test"] {
+        let mut list = String::from("# clip_dir num_frames label\n");
+        for (label, class) in ["brighten", "darken"].iter().enumerate() {
+            for i in 0..8 {
+                list += &format!("{split}/{class}/c{i:03} 4 {label}\n");
+            }
+        }
+        std::fs::write(root.join(format!("{split}.txt")), list).unwrap();
+    }
+    let o = run(&[
+        "--set".into(),
+        format!("data.train={}", root.join("train.txt").display()),
+        "--set".into(),
+        format!("data.test={}", root.join("test.txt").display()),
+        "--set".into(),
+        "experiment.name=listed".into(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(root.join("wrong.txt"), "train/darken/c000 4 1\ntrain/darken/c001 5 1\n").unwrap();
+    let o = run(&["--set".into(), format!("data.train={}", root.join("wrong.txt").display())]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wrong.txt:2") && stderr(&o).contains("the list says 5"), "{}", stderr(&o));
+
+    // Bad folders: exit 2 naming the path, no run folder.
+    let broken = dir.join("broken");
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        ("no-frames", Box::new(|p: &Path| std::fs::create_dir_all(p.join("a/c1")).unwrap()), "holds no frames"),
+        ("empty-class", Box::new(|p: &Path| {
+            write_clip(&p.join("a/c1"), &[1, 2], 8, false);
+            std::fs::create_dir_all(p.join("b")).unwrap();
+        }), "holds no clip folders"),
+        ("sizes", Box::new(|p: &Path| {
+            write_clip(&p.join("a/c1"), &[1, 2], 8, false);
+            image::GrayImage::from_pixel(9, 8, image::Luma([3])).save(p.join("a/c1/00003.png")).unwrap();
+            write_clip(&p.join("b/c1"), &[1, 2], 8, false);
+        }), "in the same clip"),
+        ("truncated", Box::new(|p: &Path| {
+            write_clip(&p.join("a/c1"), &[1, 2], 8, false);
+            let f = p.join("a/c1/00002.png");
+            let bytes = std::fs::read(&f).unwrap();
+            std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+            write_clip(&p.join("b/c1"), &[1, 2], 8, false);
+        }), "cannot decode"),
+    ];
+    for (name, make, want) in cases {
+        let split = broken.join(name);
+        make(&split);
+        let o = run(&[
+            "--set".into(),
+            format!("data.train={}", split.display()),
+            "--set".into(),
+            format!("data.test={}", split.display()),
+            "--set".into(),
+            "experiment.name=bad".into(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&split.display().to_string()) && stderr(&o).contains(want), "{name}: {}", stderr(&o));
+        assert!(!out.join("bad").exists(), "{name}: a run folder was written");
+    }
+}

@@ -284,6 +284,9 @@ struct PredictCli {
     /// The text column of a --file table, by name or 0-based index.
     #[arg(long)]
     column: Option<String>,
+    /// Video runs: a clip folder of frame images (PNG/JPEG, in name order); repeatable.
+    #[arg(long)]
+    clip: Vec<PathBuf>,
 }
 
 fn predict(p: PredictCli) -> ExitCode {
@@ -291,6 +294,26 @@ fn predict(p: PredictCli) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    if !p.clip.is_empty() {
+        return match rnnlab::predict::predict_clips(&run, &p.clip) {
+            Ok(preds) => {
+                for pr in preds {
+                    let probs: serde_json::Map<String, serde_json::Value> = run
+                        .classes
+                        .iter()
+                        .zip(&pr.probs)
+                        .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"clip": pr.text, "label": pr.label, "probs": probs})
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
     let mut texts = p.text;
     if let Some(f) = &p.file {
         match rnnlab::predict::texts_in(f, p.column.as_deref(), &run.config.data) {
@@ -299,7 +322,7 @@ fn predict(p: PredictCli) -> ExitCode {
         }
     }
     if texts.is_empty() {
-        eprintln!("error: nothing to predict: give --text \"...\" or --file FILE");
+        eprintln!("error: nothing to predict: give --text \"...\", --file FILE or --clip DIR");
         return ExitCode::from(2);
     }
     match rnnlab::predict::predict(&run, &texts) {

@@ -4,6 +4,7 @@
 //! names) comes from here and is saved with the run.
 
 pub mod batch;
+pub mod frames;
 pub mod hub;
 pub mod synthetic;
 pub mod table;
@@ -151,6 +152,7 @@ pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
         }
         Source::SyntheticVideo => return video::synthetic_dataset(cfg, seed),
         Source::Tensors => return tensors::dataset(cfg, seed),
+        Source::Frames => return frames::dataset(cfg, seed),
         Source::File | Source::Hub => return load_tables(cfg, seed),
     };
     let cut = |s: Split| Split {

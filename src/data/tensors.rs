@@ -151,7 +151,7 @@ fn keys(map: &HashMap<String, Tensor>) -> Vec<&String> {
 }
 
 /// Moves a seeded `fraction` of `split` into a new validation split.
-fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
+pub fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
     let n = split.len();
