@@ -201,6 +201,16 @@ pub struct Data {
     /// Video sources: permute the frames inside each clip (seeded): the order-blind ablation.
     /// Default false.
     pub shuffle_frames: bool,
+    /// Video, training batches only (seeded, one draw per clip, every frame alike): shift the
+    /// frame by up to this many pixels each way (zero fill: a random crop of the zero-padded
+    /// frame). Default 0.
+    pub augment_shift: usize,
+    /// Video, training: mirror clips left-right with probability 1/2. Off by default: it swaps
+    /// left and right, which may be the class.
+    pub augment_flip: bool,
+    /// Video, training: scale each clip's brightness by a factor drawn from [1 - b, 1 + b].
+    /// Default 0.
+    pub augment_brightness: f64,
     /// file: training table (required); hub: its path inside the repo.
     pub train: Option<PathBuf>,
     /// file, hub: validation table; absent = carve `val_fraction` of train.
@@ -256,6 +266,9 @@ impl Default for Data {
             noise: 0.1,
             frames_per_clip: None,
             shuffle_frames: false,
+            augment_shift: 0,
+            augment_flip: false,
+            augment_brightness: 0.0,
             train: None,
             valid: None,
             test: None,
@@ -865,6 +878,15 @@ impl Config {
             if !(0.0..=1.0).contains(&d.noise) {
                 return bad("data.noise", "must be in [0, 1]");
             }
+        }
+        if !(0.0..1.0).contains(&d.augment_brightness) {
+            return bad("data.augment_brightness", "must be in [0, 1)");
+        }
+        if d.augment_shift > 0 && d.augment_shift * 2 >= d.height.min(d.width) {
+            return bad(
+                "data.augment_shift",
+                "must be below half the frame's height and width",
+            );
         }
         if d.frames_per_clip == Some(0) {
             return bad(

@@ -720,6 +720,7 @@ fn fit(
         tb.session_start(state.step + 1)?;
     }
     let steps_per_epoch = data.train.len().div_ceil(t.batch_size);
+    let augment = batch::Augment::of(&cfg.data);
     let total_steps = t
         .max_steps
         .unwrap_or(usize::MAX)
@@ -810,7 +811,12 @@ fn fit(
             }
             let index = state.step;
             let lr = optim::lr_at(t, index, epoch, total_steps);
-            let b = batch::make(&data.train, idx, device)?;
+            let b = batch::make_augmented(
+                &data.train,
+                idx,
+                device,
+                augment.map(|a| (a, &mut rng)),
+            )?;
             let log_now = index.is_multiple_of(cfg.log.every_steps);
 
             let fwd = model.forward(

@@ -50,7 +50,71 @@ pub fn plan(
     batches
 }
 
+/// Training-time video augmentation (`data.augment_*`), drawn per clip.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Augment {
+    pub shift: usize,
+    pub flip: bool,
+    pub brightness: f64,
+}
+
+impl Augment {
+    pub fn of(cfg: &crate::config::Data) -> Option<Augment> {
+        let a = Augment {
+            shift: cfg.augment_shift,
+            flip: cfg.augment_flip,
+            brightness: cfg.augment_brightness,
+        };
+        (a.shift > 0 || a.flip || a.brightness > 0.0).then_some(a)
+    }
+
+    /// One clip (frames x C x H x W values in [0, 1]) transformed in place: every frame alike.
+    fn apply(&self, clip: &mut [f32], shape: super::FrameShape, rng: &mut crate::EpochRng) {
+        use rand::Rng;
+        let (h, w) = (shape.height, shape.width);
+        let s = self.shift as i64;
+        let (dy, dx) = if s > 0 {
+            (rng.random_range(-s..=s), rng.random_range(-s..=s))
+        } else {
+            (0, 0)
+        };
+        let flip = self.flip && rng.random_bool(0.5);
+        let gain = if self.brightness > 0.0 {
+            rng.random_range(1.0 - self.brightness..=1.0 + self.brightness) as f32
+        } else {
+            1.0
+        };
+        let mut plane = vec![0f32; h * w];
+        for p in clip.chunks_mut(h * w) {
+            plane.copy_from_slice(p);
+            for y in 0..h {
+                for x in 0..w {
+                    let sy = y as i64 - dy;
+                    let sx0 = if flip { (w - 1 - x) as i64 } else { x as i64 };
+                    let sx = sx0 - dx;
+                    let v = if sy >= 0 && sy < h as i64 && sx >= 0 && sx < w as i64 {
+                        plane[sy as usize * w + sx as usize]
+                    } else {
+                        0.0
+                    };
+                    p[y * w + x] = (v * gain).clamp(0.0, 1.0);
+                }
+            }
+        }
+    }
+}
+
 pub fn make(split: &Split, idx: &[usize], device: &Device) -> Result<Batch> {
+    make_augmented(split, idx, device, None)
+}
+
+/// [`make`], with training-time augmentation of video clips (seeded by the epoch's generator).
+pub fn make_augmented(
+    split: &Split,
+    idx: &[usize],
+    device: &Device,
+    mut augment: Option<(Augment, &mut crate::EpochRng)>,
+) -> Result<Batch> {
     let lengths: Vec<usize> = idx.iter().map(|&i| split.inputs.steps(i).max(1)).collect();
     let t = lengths.iter().copied().max().unwrap_or(1);
     let b = idx.len();
@@ -79,6 +143,9 @@ pub fn make(split: &Split, idx: &[usize], device: &Device) -> Result<Batch> {
                 let out = &mut v[row * t * px..row * t * px + clip.len()];
                 for (o, &p) in out.iter_mut().zip(clip) {
                     *o = p as f32 * (1.0 / 255.0);
+                }
+                if let Some((a, rng)) = augment.as_mut() {
+                    a.apply(out, *shape, rng);
                 }
             }
             Tensor::from_vec(v, (b, t, shape.channels, shape.height, shape.width), device)?
@@ -138,6 +205,42 @@ mod tests {
             waste < 1000,
             "bucketing should keep padding low, wasted {waste}"
         );
+    }
+
+    /// Flip mirrors, shift moves with zero fill, every frame of a clip alike, seeded.
+    #[test]
+    fn augmentation_transforms_every_frame_of_a_clip_alike() {
+        let shape = super::super::FrameShape { channels: 1, height: 3, width: 4 };
+        // Two frames: values 1..=12 / 12, then the same plus nothing (identical frames).
+        let frame: Vec<f32> = (1..=12).map(|v| v as f32 / 12.0).collect();
+        let clip: Vec<f32> = frame.iter().chain(&frame).copied().collect();
+        let flip = Augment { flip: true, ..Default::default() };
+        let mut seen_flip = false;
+        for seed in 0..8 {
+            let mut c = clip.clone();
+            flip.apply(&mut c, shape, &mut crate::EpochRng::seed_from_u64(seed));
+            assert_eq!(c[..12], c[12..], "frames transformed differently");
+            if c != clip {
+                seen_flip = true;
+                assert_eq!(c[..4], [4.0 / 12.0, 3.0 / 12.0, 2.0 / 12.0, 1.0 / 12.0]);
+            }
+        }
+        assert!(seen_flip);
+        let shift = Augment { shift: 1, ..Default::default() };
+        let mut c = clip.clone();
+        let mut rng = crate::EpochRng::seed_from_u64(3);
+        shift.apply(&mut c, shape, &mut rng);
+        let mut again = clip.clone();
+        shift.apply(&mut again, shape, &mut crate::EpochRng::seed_from_u64(3));
+        assert_eq!(c, again, "seeded");
+        // Every value is an original one or the zero fill.
+        assert!(c.iter().all(|v| *v == 0.0 || frame.contains(v)));
+        let dim = Augment { brightness: 0.5, ..Default::default() };
+        let mut c = clip.clone();
+        dim.apply(&mut c, shape, &mut crate::EpochRng::seed_from_u64(1));
+        let gain = c[0] / clip[0];
+        assert!((0.5..=1.5).contains(&gain));
+        assert!(c.iter().zip(&clip).all(|(a, b)| (a - (b * gain).min(1.0)).abs() < 1e-6));
     }
 
     #[test]
