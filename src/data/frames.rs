@@ -255,6 +255,7 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         crate::memory::available(),
     )?;
     let mut notes = Vec::new();
+    let started = std::time::Instant::now();
     let train = decode_all(&train_clips, shape, cfg.frames_per_clip)?;
     let (train, valid) = match valid_clips {
         Some(v) => (train, decode_all(&v, shape, cfg.frames_per_clip)?),
@@ -269,6 +270,13 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         }
     };
     let test = test_clips.map(|c| decode_all(&c, shape, cfg.frames_per_clip)).transpose()?;
+    let secs = started.elapsed().as_secs_f64();
+    let clips = train.len() + valid.len() + test.as_ref().map_or(0, Split::len);
+    notes.push(format!(
+        "decoded {clips} clips ({frames} frames) in {secs:.1} s: {:.0} clips/s, {:.0} frames/s",
+        clips as f64 / secs.max(1e-9),
+        frames as f64 / secs.max(1e-9)
+    ));
     let shuffle = |s: Split, k: u64| {
         let no_keep = Data { frames_per_clip: None, ..cfg.clone() };
         super::video::select_frames(s, &no_keep, seed.wrapping_mul(3) + k)
