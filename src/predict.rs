@@ -25,6 +25,34 @@ pub struct Prediction {
     pub probs: Vec<f32>,
 }
 
+impl Prediction {
+    /// The prediction for `text` from its class probabilities: the most probable class.
+    fn new(run: &LoadedRun, text: String, probs: Vec<f32>) -> Prediction {
+        let best = probs
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
+        Prediction {
+            text,
+            label: run.classes.get(best).cloned().unwrap_or_default(),
+            probs,
+        }
+    }
+
+    /// One JSON line: `key` (\"text\" or \"clip\") names the input, probabilities by class name.
+    pub fn json(&self, run: &LoadedRun, key: &str) -> serde_json::Value {
+        let probs: serde_json::Map<String, serde_json::Value> = run
+            .classes
+            .iter()
+            .zip(&self.probs)
+            .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
+            .collect();
+        serde_json::json!({ key: self.text, "label": self.label, "probs": probs })
+    }
+}
+
 /// Token ids as training saw them: same tokenizer settings, vocabulary and max_len.
 pub fn encode(run: &LoadedRun, text: &str) -> Vec<u32> {
     run.vocab.encode_text(text, &run.config.data)
@@ -64,17 +92,7 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
             .logits;
         let probs: Vec<Vec<f32>> = probabilities(&logits)?.to_vec2()?;
         for (text, p) in chunk.iter().zip(probs) {
-            let best = p
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            out.push(Prediction {
-                text: text.clone(),
-                label: run.classes.get(best).cloned().unwrap_or_default(),
-                probs: p,
-            });
+            out.push(Prediction::new(run, text.clone(), p));
         }
     }
     Ok(out)
@@ -117,19 +135,7 @@ pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec
     Ok(dirs
         .iter()
         .zip(probs)
-        .map(|(d, p)| {
-            let best = p
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            Prediction {
-                text: d.display().to_string(),
-                label: run.classes.get(best).cloned().unwrap_or_default(),
-                probs: p,
-            }
-        })
+        .map(|(d, p)| Prediction::new(run, d.display().to_string(), p))
         .collect())
 }
 

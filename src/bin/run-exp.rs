@@ -298,16 +298,7 @@ fn predict(p: PredictCli) -> ExitCode {
         return match rnnlab::predict::predict_clips(&run, &p.clip) {
             Ok(preds) => {
                 for pr in preds {
-                    let probs: serde_json::Map<String, serde_json::Value> = run
-                        .classes
-                        .iter()
-                        .zip(&pr.probs)
-                        .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
-                        .collect();
-                    println!(
-                        "{}",
-                        serde_json::json!({"clip": pr.text, "label": pr.label, "probs": probs})
-                    );
+                    println!("{}", pr.json(&run, "clip"));
                 }
                 ExitCode::SUCCESS
             }
@@ -328,16 +319,7 @@ fn predict(p: PredictCli) -> ExitCode {
     match rnnlab::predict::predict(&run, &texts) {
         Ok(preds) => {
             for pr in preds {
-                let probs: serde_json::Map<String, serde_json::Value> = run
-                    .classes
-                    .iter()
-                    .zip(&pr.probs)
-                    .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
-                    .collect();
-                println!(
-                    "{}",
-                    serde_json::json!({"text": pr.text, "label": pr.label, "probs": probs})
-                );
+                println!("{}", pr.json(&run, "text"));
             }
             ExitCode::SUCCESS
         }

@@ -259,6 +259,9 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
     let train = decode_all(&train_clips, shape, cfg.frames_per_clip)?;
     let (train, valid) = match valid_clips {
         Some(v) => (train, decode_all(&v, shape, cfg.frames_per_clip)?),
+        None if train.len() < 2 => {
+            return Err(bad(train_path, "one clip cannot be split into train and validation (give data.valid)"))
+        }
         None => {
             let (t, v) = super::tensors::carve(train, cfg.val_fraction, seed);
             notes.push(format!(
