@@ -860,12 +860,6 @@ impl Config {
             }
         }
         if d.source == Source::SyntheticVideo {
-            if d.num_classes != 2 {
-                return bad(
-                    "data.num_classes",
-                    "synthetic-video has 2 classes (forward and reversed playback): set num_classes = 2",
-                );
-            }
             if d.frames < 2 {
                 return bad("data.frames", "must be at least 2 (order needs two frames)");
             }

@@ -32,7 +32,7 @@ fn config(dir: &Path, extra_model: &str) -> PathBuf {
     let text = format!(
         "[experiment]\nname = \"v\"\nout_dir = {:?}\nthreads = 1\n\
          [data]\nsource = \"synthetic-video\"\nframes = 6\nheight = 12\nwidth = 12\nchannels = 3\n\
-         num_classes = 2\nnum_train = 256\nnum_valid = 64\nnum_test = 64\n\
+         num_train = 256\nnum_valid = 64\nnum_test = 64\n\
          [model]\ncell = \"gru\"\nhidden_size = 16\nconv_channels = [4, 8]\n{extra_model}\n\
          [train]\nepochs = 2\nbatch_size = 32\nlr = 3e-3\n[log]\nevery_steps = 2\nprogress = false\n",
         dir.join("results")
@@ -118,7 +118,6 @@ fn frame_encoders_and_inputs_that_do_not_fit_are_refused() {
     let o = run_exp(&[cfg.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     for (set, key) in [
-        ("data.num_classes=5", "data.num_classes"),
         ("data.channels=2", "data.channels"),
         ("data.frames=1", "data.frames"),
         ("model.conv_channels=[]", "model.conv_channels"),
@@ -402,8 +401,8 @@ fn augmented_runs_resume_exactly() {
         "[train]\n",
         "[train]\ncheckpoint_every_steps = 2\n",
     ).replace(
-        "num_classes = 2\n",
-        "num_classes = 2\naugment_shift = 2\naugment_flip = true\naugment_brightness = 0.3\n",
+        "num_train = 256\n",
+        "num_train = 256\naugment_shift = 2\naugment_flip = true\naugment_brightness = 0.3\n",
     );
     std::fs::write(&cfg, text).unwrap();
     let straight = run_exp(&[cfg.to_str().unwrap()]);
