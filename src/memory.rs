@@ -214,3 +214,29 @@ mod tests {
         assert!(check(&model_parts(&cfg, 100, 2, 20), Some(8.0 * GIB)).is_ok());
     }
 }
+
+/// The CNN frame encoder's activations for one batch of clips: per frame, each conv block's
+/// output (before pooling) kept about 8 times over in a training step (the conv output, bias,
+/// batch norm and ReLU results, the pooled copy, their gradients, and candle's conv
+/// temporaries) — measured: 2.0 GiB peak for 16 clips x 16 frames x 3 x 64 x 64 through conv
+/// 32-64-128-128, estimated 1.9 GiB.
+pub fn frame_encoder_part(cfg: &Config, frames: usize, height: usize, width: usize) -> Part {
+    let (mut h, mut w) = (height as f64, width as f64);
+    let mut per_frame = 0.0;
+    for &c in &cfg.model.conv_channels {
+        per_frame += c as f64 * h * w;
+        if h >= 2.0 && w >= 2.0 {
+            h = (h / 2.0).floor();
+            w = (w / 2.0).floor();
+        }
+    }
+    let n = cfg.train.batch_size as f64 * frames as f64;
+    Part {
+        bytes: 8.0 * per_frame * n * F32,
+        what: format!(
+            "CNN activations of one batch ({} clips x {frames} frames of {height} x {width})",
+            cfg.train.batch_size
+        ),
+        key: "train.batch_size",
+    }
+}

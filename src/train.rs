@@ -56,6 +56,13 @@ pub fn prepare(config: Config) -> Result<Prepared> {
         .max()
         .unwrap_or(1);
     let mut parts = memory::model_parts(&config, data.vocab.len(), data.classes.len(), longest);
+    let uses_cnn = !matches!(
+        config.model.frame_encoder,
+        Some(crate::config::FrameEncoder::Linear | crate::config::FrameEncoder::None)
+    );
+    if let (Input::Frames { height, width, .. }, true) = (input_of(&data), uses_cnn) {
+        parts.push(memory::frame_encoder_part(&config, longest, height, width));
+    }
     parts.extend(generated);
     memory::check(&parts, available)?;
     let vectors = match &config.model.embeddings {
