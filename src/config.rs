@@ -61,7 +61,7 @@ pub enum Source {
     /// Seeded clips of a flashing, fading bar among distractors and noise, played forward or
     /// reversed: a class only the order of the frames shows.
     SyntheticVideo,
-    /// safetensors files (`train`, `valid`, `test`) of `frames` [N,T,C,H,W] or `features`
+    /// safetensors or .npz files (`train`, `valid`, `test`) of `frames` [N,T,C,H,W] or `features`
     /// [N,T,D], with `labels` [N] and optional `lengths` [N].
     Tensors,
     /// Folders of frame images: `<split>/<class>/<clip>/<frames>` trees or

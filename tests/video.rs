@@ -202,6 +202,21 @@ fn the_features_config_trains_from_safetensors_and_bad_files_are_named() {
         serde_json::from_str(&std::fs::read_to_string(run.join("input.json")).unwrap()).unwrap();
     assert_eq!(input, serde_json::json!({"kind": "features", "dim": 8}));
 
+    // The same data as a NumPy .npz bundle (np.savez(path, features=..., labels=..., lengths=...)).
+    let npz = dir.join("train.npz");
+    let arrays = features(1200, 10, 8, 1);
+    candle_core::Tensor::write_npz(&arrays.iter().map(|(k, v)| (*k, v)).collect::<Vec<_>>(), &npz).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+        .args(args(&["--set".into(), format!("data.train={}", npz.display()), "--set".into(), "experiment.name=npz".into()]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s2: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("npz/run-001/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s2["best_val_acc"], s["best_val_acc"], "npz and safetensors of the same data train alike");
+
     // Bad files: exit 2 naming the file and what is wrong, no run folder.
     let dev = candle_core::Device::Cpu;
     let t = |v: Vec<f32>, s: &[usize]| candle_core::Tensor::from_vec(v, s, &dev).unwrap();

@@ -1,4 +1,4 @@
-//! `source = "tensors"`: safetensors files holding a split's clips as `frames`
+//! `source = "tensors"`: safetensors files (or NumPy `.npz` bundles) holding a split's clips as `frames`
 //! [N, T, C, H, W] (u8 0..=255, or f32 in [0, 1], kept as 8 bits) or precomputed per-frame
 //! features `features` [N, T, D] (f32, f16 or bf16: the common research shortcut), with
 //! `labels` [N] (integers) and optionally `lengths` [N] (valid steps per sequence, the rest
@@ -42,8 +42,16 @@ pub fn read(path: &Path) -> Result<Split> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         ));
     }
-    let map: HashMap<String, Tensor> = candle_core::safetensors::load(path, &Device::Cpu)
-        .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?;
+    let npz = path.extension().and_then(|e| e.to_str()) == Some("npz");
+    let map: HashMap<String, Tensor> = if npz {
+        Tensor::read_npz(path)
+            .map_err(|e| bad(path, format!("not a NumPy .npz file: {e}")))?
+            .into_iter()
+            .collect()
+    } else {
+        candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?
+    };
     let labels = map
         .get("labels")
         .ok_or_else(|| bad(path, format!("has no \"labels\" tensor (it has {:?})", keys(&map))))?;
