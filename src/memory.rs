@@ -87,7 +87,8 @@ pub fn synthetic_data_part(cfg: &Config) -> Option<Part> {
     let d = &cfg.data;
     let seqs = d.num_train as f64 + d.num_valid as f64 + d.num_test as f64;
     if d.source == Source::SyntheticVideo {
-        let frames = d.frames_per_clip.unwrap_or(d.frames).min(d.frames) as f64;
+        // Training keeps every frame (frames_per_clip picks per batch).
+        let frames = d.frames as f64;
         let px = (d.channels * d.height * d.width) as f64;
         return Some(Part {
             bytes: seqs * (frames * px + 24.0 + 16.0 + 4.0),

@@ -50,9 +50,12 @@ pub fn plan(
     batches
 }
 
-/// Training-time video augmentation (`data.augment_*`), drawn per clip.
+/// Training-time video sampling and augmentation, drawn per clip from the epoch's generator:
+/// `data.frames_per_clip` frames evenly spaced from a random offset (evaluation splits hold
+/// the centred ones), and `data.augment_*`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Augment {
+    pub keep: Option<usize>,
     pub shift: usize,
     pub flip: bool,
     pub brightness: f64,
@@ -61,11 +64,28 @@ pub struct Augment {
 impl Augment {
     pub fn of(cfg: &crate::config::Data) -> Option<Augment> {
         let a = Augment {
+            keep: cfg.frames_per_clip,
             shift: cfg.augment_shift,
             flip: cfg.augment_flip,
             brightness: cfg.augment_brightness,
         };
-        (a.shift > 0 || a.flip || a.brightness > 0.0).then_some(a)
+        (a.keep.is_some() || a.shift > 0 || a.flip || a.brightness > 0.0).then_some(a)
+    }
+
+    /// The frames a training batch takes of a clip of `t`: `keep` of them, one per equal
+    /// segment, at a random offset in the first (TSN's sampling); all when `t <= keep`.
+    fn pick(&self, t: usize, rng: &mut crate::EpochRng) -> Vec<usize> {
+        use rand::Rng;
+        match self.keep {
+            Some(k) if k < t => {
+                let stride = t as f64 / k as f64;
+                let offset = rng.random_range(0.0..stride);
+                (0..k)
+                    .map(|i| ((offset + i as f64 * stride) as usize).min(t - 1))
+                    .collect()
+            }
+            _ => (0..t).collect(),
+        }
     }
 
     /// One clip (frames x C x H x W values in [0, 1]) transformed in place: every frame alike.
@@ -115,6 +135,32 @@ pub fn make_augmented(
     device: &Device,
     mut augment: Option<(Augment, &mut crate::EpochRng)>,
 ) -> Result<Batch> {
+    // Training's frame sampling first: the batch is built from the picked frames.
+    if let (Inputs::Frames { shape, clips }, Some((a, rng))) = (&split.inputs, augment.as_mut()) {
+        if a.keep.is_some() {
+            let px = shape.pixels();
+            let picked: Vec<Vec<u8>> = idx
+                .iter()
+                .map(|&i| {
+                    let clip = &clips[i];
+                    a.pick(clip.len() / px.max(1), rng)
+                        .into_iter()
+                        .flat_map(|f| clip[f * px..(f + 1) * px].iter().copied())
+                        .collect()
+                })
+                .collect();
+            let sub = Split {
+                inputs: Inputs::Frames {
+                    shape: *shape,
+                    clips: picked,
+                },
+                labels: idx.iter().map(|&i| split.labels[i]).collect(),
+            };
+            let all: Vec<usize> = (0..idx.len()).collect();
+            let rest = Augment { keep: None, ..*a };
+            return make_augmented(&sub, &all, device, Some((rest, &mut **rng)));
+        }
+    }
     let lengths: Vec<usize> = idx.iter().map(|&i| split.inputs.steps(i).max(1)).collect();
     let t = lengths.iter().copied().max().unwrap_or(1);
     let b = idx.len();
@@ -145,7 +191,9 @@ pub fn make_augmented(
                     *o = p as f32 * (1.0 / 255.0);
                 }
                 if let Some((a, rng)) = augment.as_mut() {
-                    a.apply(out, *shape, rng);
+                    if a.shift > 0 || a.flip || a.brightness > 0.0 {
+                        a.apply(out, *shape, rng);
+                    }
                 }
             }
             Tensor::from_vec(v, (b, t, shape.channels, shape.height, shape.width), device)?
@@ -241,6 +289,24 @@ mod tests {
         let gain = c[0] / clip[0];
         assert!((0.5..=1.5).contains(&gain));
         assert!(c.iter().zip(&clip).all(|(a, b)| (a - (b * gain).min(1.0)).abs() < 1e-6));
+    }
+
+    /// Training picks `keep` frames, one in each equal segment, from a seeded random offset.
+    #[test]
+    fn training_picks_one_frame_per_segment_at_a_random_offset() {
+        let a = Augment { keep: Some(4), ..Default::default() };
+        let mut offsets = std::collections::BTreeSet::new();
+        for seed in 0..20 {
+            let p = a.pick(16, &mut crate::EpochRng::seed_from_u64(seed));
+            assert_eq!(p.len(), 4);
+            for (i, &f) in p.iter().enumerate() {
+                assert!((4 * i..4 * i + 4).contains(&f), "{p:?}");
+            }
+            assert_eq!(p, a.pick(16, &mut crate::EpochRng::seed_from_u64(seed)));
+            offsets.insert(p[0]);
+        }
+        assert!(offsets.len() > 1, "the offset never moved");
+        assert_eq!(a.pick(3, &mut crate::EpochRng::seed_from_u64(0)), [0, 1, 2]);
     }
 
     #[test]

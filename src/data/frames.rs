@@ -240,12 +240,15 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         }
     }
     // Memory: every kept frame as bytes, checked before decoding anything.
-    let frames: usize = [Some(&train_clips), valid_clips.as_ref(), test_clips.as_ref()]
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|c| chosen(c.frames.len(), cfg.frames_per_clip).len())
-        .sum();
+    // Training keeps every frame (`frames_per_clip` picks them per batch, at a random offset);
+    // evaluation splits only the centred ones.
+    let frames: usize = train_clips.iter().map(|c| c.frames.len()).sum::<usize>()
+        + [valid_clips.as_ref(), test_clips.as_ref()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|c| chosen(c.frames.len(), cfg.frames_per_clip).len())
+            .sum::<usize>();
     crate::memory::check(
         &[crate::memory::Part {
             bytes: (frames * shape.pixels()) as f64,
@@ -256,7 +259,7 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
     )?;
     let mut notes = Vec::new();
     let started = std::time::Instant::now();
-    let train = decode_all(&train_clips, shape, cfg.frames_per_clip)?;
+    let train = decode_all(&train_clips, shape, None)?;
     let (train, valid) = match valid_clips {
         Some(v) => (train, decode_all(&v, shape, cfg.frames_per_clip)?),
         None if train.len() < 2 => {
@@ -264,6 +267,12 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         }
         None => {
             let (t, v) = super::tensors::carve(train, cfg.val_fraction, seed);
+            // The carved validation clips get their centred frames like a valid split.
+            let v = super::video::select_frames(
+                v,
+                &Data { shuffle_frames: false, ..cfg.clone() },
+                seed,
+            );
             notes.push(format!(
                 "validation: {} clips carved from train (val_fraction {}, seed {seed})",
                 v.len(),

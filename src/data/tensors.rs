@@ -257,8 +257,13 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
         None => (0..=top.max(1)).map(|c| c.to_string()).collect(),
     };
     let sel = |s: Split, k: u64| super::video::select_frames(s, cfg, seed.wrapping_mul(3) + k);
+    // Training keeps every frame: `frames_per_clip` picks them per batch, at a random offset.
+    let all = crate::config::Data {
+        frames_per_clip: None,
+        ..cfg.clone()
+    };
     Ok(super::Dataset {
-        train: sel(train, 1),
+        train: super::video::select_frames(train, &all, seed.wrapping_mul(3) + 1),
         valid: sel(valid, 2),
         test: test.map(|t| sel(t, 3)),
         vocab: super::text::Vocab::from_tokens(Vec::new()),

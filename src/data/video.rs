@@ -113,8 +113,9 @@ fn gaussian(rng: &mut StdRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * PI * u2).cos()
 }
 
-/// `data.frames_per_clip` (evenly spaced, centred frames) and `data.shuffle_frames` (a seeded
-/// permutation per clip) applied to a split of clips.
+/// `data.frames_per_clip` (evenly spaced, centred frames: evaluation splits; training picks
+/// its own per batch, see `batch::Augment`) and `data.shuffle_frames` (a seeded permutation per
+/// clip) applied to a split of clips.
 pub fn select_frames(split: Split, cfg: &Data, seed: u64) -> Split {
     let Inputs::Frames { shape, clips } = split.inputs else {
         return split;
@@ -144,8 +145,14 @@ pub fn select_frames(split: Split, cfg: &Data, seed: u64) -> Split {
 /// The `synthetic-video` dataset: independent seeded splits, class names, no vocabulary.
 pub fn synthetic_dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
     let gen = |n, s: u64| select_frames(synthetic(cfg, n, s), cfg, s);
+    // Training keeps every frame: `frames_per_clip` picks them per batch, at a random offset.
+    let all = Data {
+        frames_per_clip: None,
+        ..cfg.clone()
+    };
+    let s = seed.wrapping_mul(3) + 1;
     Ok(Dataset {
-        train: gen(cfg.num_train, seed.wrapping_mul(3) + 1),
+        train: select_frames(synthetic(cfg, cfg.num_train, s), &all, s),
         valid: gen(cfg.num_valid, seed.wrapping_mul(3) + 2),
         test: (cfg.num_test > 0).then(|| gen(cfg.num_test, seed.wrapping_mul(3) + 3)),
         vocab: Vocab::from_tokens(Vec::new()),
