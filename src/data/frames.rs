@@ -3,8 +3,9 @@
 //! `<split>/<class>/<clip>/<frames>` (classes in name order) or a list file of
 //! `clip_dir num_frames label` lines (mmaction's rawframes format; relative clip folders are
 //! found next to the list file). Each frame is resized to `height` x `width`, grey or RGB
-//! (`channels`); with `frames_per_clip`, only the chosen frames are decoded. Clips are decoded
-//! up front, on every core, after a memory check.
+//! (`channels`); with `frames_per_clip`, evaluation splits decode only their centred frames
+//! (training keeps every frame and picks per batch). Clips are decoded up front, on every core,
+//! after a memory check.
 
 use std::path::{Path, PathBuf};
 
