@@ -151,7 +151,7 @@ pub fn check(parts: &[Part], available: Option<f64>) -> Result<()> {
     };
     let detail = parts
         .iter()
-        .map(|p| format!("{} {}", fmt_bytes(p.bytes), p.what))
+        .map(|p| format!("{} for {}", fmt_bytes(p.bytes), p.what))
         .collect::<Vec<_>>()
         .join(" + ");
     Err(Error::Config {
