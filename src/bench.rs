@@ -86,7 +86,11 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
                     height: v.size,
                     width: v.size,
                 },
-                Tensor::from_vec(px, (args.batch, v.frames, v.channels, v.size, v.size), device)?,
+                Tensor::from_vec(
+                    px,
+                    (args.batch, v.frames, v.channels, v.size, v.size),
+                    device,
+                )?,
             )
         }
     };

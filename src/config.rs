@@ -1028,7 +1028,10 @@ impl Config {
                 *p = a;
             }
         };
-        if matches!(self.data.source, Source::File | Source::Tensors | Source::Frames) {
+        if matches!(
+            self.data.source,
+            Source::File | Source::Tensors | Source::Frames
+        ) {
             for p in [
                 &mut self.data.train,
                 &mut self.data.valid,
@@ -1185,7 +1188,8 @@ fn set_path(
 
 /// The parts of a TOML dotted key (`a.b`, `a."b.c"`), as TOML itself reads them.
 fn key_parts(key: &str) -> std::result::Result<Vec<String>, String> {
-    let bad = || format!("\"{key}\" is not a dotted key (e.g. train.lr, or sweep.axes.\"train.lr\")");
+    let bad =
+        || format!("\"{key}\" is not a dotted key (e.g. train.lr, or sweep.axes.\"train.lr\")");
     let doc: toml::Table = toml::from_str(&format!("{key} = 0")).map_err(|_| bad())?;
     let mut parts = Vec::new();
     let mut t = &doc;

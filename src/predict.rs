@@ -101,17 +101,34 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
 /// Class probabilities for clip folders (frames in name order), decoded and resized as the
 /// run's training data was (its frame shape and `frames_per_clip`); `text` holds the folder.
 pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec<Prediction>> {
-    let Input::Frames { channels, height, width } = run.input else {
+    let Input::Frames {
+        channels,
+        height,
+        width,
+    } = run.input
+    else {
         return Err(Error::Checkpoint {
             path: run.dir.clone(),
-            msg: format!("this run takes {:?}, not video frames: --clip needs a video run", run.input),
+            msg: format!(
+                "this run takes {:?}, not video frames: --clip needs a video run",
+                run.input
+            ),
         });
     };
-    let shape = crate::data::FrameShape { channels, height, width };
+    let shape = crate::data::FrameShape {
+        channels,
+        height,
+        width,
+    };
     let mut clips = Vec::new();
     for d in dirs {
         let frames = crate::data::frames::clip_frames(d)?;
-        clips.push(crate::data::frames::decode_clip(d, &frames, shape, run.config.data.frames_per_clip)?);
+        clips.push(crate::data::frames::decode_clip(
+            d,
+            &frames,
+            shape,
+            run.config.data.frames_per_clip,
+        )?);
     }
     let split = crate::data::Split {
         labels: vec![0; clips.len()],

@@ -818,12 +818,8 @@ fn fit(
             }
             let index = state.step;
             let lr = optim::lr_at(t, index, epoch, total_steps);
-            let b = batch::make_augmented(
-                &data.train,
-                idx,
-                device,
-                augment.map(|a| (a, &mut rng)),
-            )?;
+            let b =
+                batch::make_augmented(&data.train, idx, device, augment.map(|a| (a, &mut rng)))?;
             let log_now = index.is_multiple_of(cfg.log.every_steps);
 
             let fwd = model.forward(

@@ -152,7 +152,10 @@ fn slurm_sigterm_then_resume_equals_a_straight_run() {
 #[test]
 fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
     if let Err(why) = slurm_up() {
-        return skip("a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes", &why);
+        return skip(
+            "a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes",
+            &why,
+        );
     }
     let dir = std::env::temp_dir().join(format!("rnnlab-slurm-sweep-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -178,10 +181,17 @@ fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
     let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let root = dir.join("results/arr");
     let script = std::fs::read_to_string(root.join("sweep.sbatch")).unwrap();
-    assert!(script.contains("#SBATCH --array=0-2") && script.contains("--trial"), "{script}");
+    assert!(
+        script.contains("#SBATCH --array=0-2") && script.contains("--trial"),
+        "{script}"
+    );
     let wait = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/wait-array.sh");
     let w = Command::new("bash").arg(&wait).arg(&job).output().unwrap();
-    assert!(w.status.success(), "array {job}: {}", String::from_utf8_lossy(&w.stderr));
+    assert!(
+        w.status.success(),
+        "array {job}: {}",
+        String::from_utf8_lossy(&w.stderr)
+    );
     let s = Command::new(bin)
         .args(["summarize", root.to_str().unwrap()])
         .output()
@@ -189,9 +199,20 @@ fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
     assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
     let csv = std::fs::read_to_string(root.join("summary.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
-    assert_eq!(csv.lines().skip(1).filter(|l| l.contains(",completed,")).count(), 3, "{csv}");
+    assert_eq!(
+        csv.lines()
+            .skip(1)
+            .filter(|l| l.contains(",completed,"))
+            .count(),
+        3,
+        "{csv}"
+    );
     // Resubmitting a finished sweep submits nothing.
-    let o = Command::new(bin).arg(&file).arg("--slurm").output().unwrap();
+    let o = Command::new(bin)
+        .arg(&file)
+        .arg("--slurm")
+        .output()
+        .unwrap();
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to submit"));
 }

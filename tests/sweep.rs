@@ -65,8 +65,15 @@ fn assert_logged_once(run: &Path, epochs: u64) {
     let mut ep = Vec::new();
     for l in text.lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let key = (v["split"].as_str().unwrap().to_string(), v["step"].as_u64().unwrap());
-        assert!(seen.insert(key.clone()), "{}: {key:?} logged twice", run.display());
+        let key = (
+            v["split"].as_str().unwrap().to_string(),
+            v["step"].as_u64().unwrap(),
+        );
+        assert!(
+            seen.insert(key.clone()),
+            "{}: {key:?} logged twice",
+            run.display()
+        );
         if v["split"] == "epoch" {
             ep.push(v["epoch"].as_u64().unwrap());
         }
@@ -111,7 +118,10 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     let dry = run_exp(&[file.to_str().unwrap(), "--dry-run"], &[]);
     assert!(dry.status.success(), "{}", stderr(&dry));
     let listing = String::from_utf8_lossy(&dry.stdout).into_owned();
-    assert!(listing.contains("8 trials (4 configurations x 2 seeds)"), "{listing}");
+    assert!(
+        listing.contains("8 trials (4 configurations x 2 seeds)"),
+        "{listing}"
+    );
     assert_eq!(listing.lines().count(), 9, "{listing}");
     assert!(!dir.join("results").exists(), "a dry run writes nothing");
 
@@ -129,33 +139,60 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
         if want == "completed" {
             assert_logged_once(&root.join(r["id"].as_str().unwrap()), 2);
         } else {
-            assert!(r["error"].as_str().unwrap().contains("non-finite") || r["error"].as_str().unwrap().contains("is NaN") || r["error"].as_str().unwrap().contains("inf"), "{r}");
+            assert!(
+                r["error"].as_str().unwrap().contains("non-finite")
+                    || r["error"].as_str().unwrap().contains("is NaN")
+                    || r["error"].as_str().unwrap().contains("inf"),
+                "{r}"
+            );
         }
     }
     let rows = csv_rows(&root.join("summary.csv"));
     assert_eq!(rows.len(), 8);
     assert_eq!(rows[0]["status"], "completed", "best first");
-    assert!(rows.iter().all(|r| r.contains_key("model.cell") && r.contains_key("train.lr")));
+    assert!(rows
+        .iter()
+        .all(|r| r.contains_key("model.cell") && r.contains_key("train.lr")));
     let by = csv_rows(&root.join("summary_by_config.csv"));
     assert_eq!(by.len(), 4);
     assert_eq!(by[0]["n"], "2");
     assert!(root.join("summary.parquet").is_file() && root.join("curves.png").is_file());
     let best = std::fs::read_to_string(root.join("best.toml")).unwrap();
-    assert!(best.contains("lr = 0.01") && best.contains("name = \"st-best\""), "{best}");
+    assert!(
+        best.contains("lr = 0.01") && best.contains("name = \"st-best\""),
+        "{best}"
+    );
     // best.toml runs as is (dry run: it resolves).
-    let b = run_exp(&[root.join("best.toml").to_str().unwrap(), "--dry-run"], &[]);
+    let b = run_exp(
+        &[root.join("best.toml").to_str().unwrap(), "--dry-run"],
+        &[],
+    );
     assert!(b.status.success(), "{}", stderr(&b));
     // Rerunning a finished sweep runs nothing again.
     let again = run_exp(&[file.to_str().unwrap()], &[]);
     assert!(again.status.success(), "{}", stderr(&again));
-    assert!(stderr(&again).contains("8 final already, 0 to run here"), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("8 final already, 0 to run here"),
+        "{}",
+        stderr(&again)
+    );
     assert!(records(&root).values().all(|r| r["attempts"] == 1));
     // An edited base config would mix two experiments in one folder: refused, naming the key.
     let edited = dir.join("edited.toml");
-    std::fs::write(&edited, std::fs::read_to_string(&file).unwrap().replace("hidden_size = 16", "hidden_size = 24")).unwrap();
+    std::fs::write(
+        &edited,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("hidden_size = 16", "hidden_size = 24"),
+    )
+    .unwrap();
     let e = run_exp(&[edited.to_str().unwrap()], &[]);
     assert_eq!(e.status.code(), Some(2), "{}", stderr(&e));
-    assert!(stderr(&e).contains("model.hidden_size") && stderr(&e).contains("base config changed"), "{}", stderr(&e));
+    assert!(
+        stderr(&e).contains("model.hidden_size") && stderr(&e).contains("base config changed"),
+        "{}",
+        stderr(&e)
+    );
     // summarize reads the folder alone.
     let s = run_exp(&["summarize", root.to_str().unwrap()], &[]);
     assert!(s.status.success(), "{}", stderr(&s));
@@ -182,7 +219,10 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     let recs = records(&dir.join("results/fail"));
     assert_eq!(recs.len(), 4);
     for r in recs.values() {
-        let missing = r["overrides"]["model.embeddings"].as_str().unwrap().ends_with("missing.txt");
+        let missing = r["overrides"]["model.embeddings"]
+            .as_str()
+            .unwrap()
+            .ends_with("missing.txt");
         if missing {
             assert_eq!(r["status"], "failed", "{r}");
             assert!(r["error"].as_str().unwrap().contains("missing.txt"), "{r}");
@@ -192,7 +232,10 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     }
     let rows = csv_rows(&dir.join("results/fail/summary.csv"));
     assert_eq!(rows.iter().filter(|r| r["status"] == "failed").count(), 2);
-    assert!(rows.iter().filter(|r| r["status"] == "failed").all(|r| r["error"].contains("missing.txt")));
+    assert!(rows
+        .iter()
+        .filter(|r| r["status"] == "failed")
+        .all(|r| r["error"].contains("missing.txt")));
 }
 
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
@@ -207,17 +250,24 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
 fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !done() {
-        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn has_checkpoint(root: &Path) -> bool {
-    std::fs::read_dir(root).into_iter().flatten().flatten().any(|e| {
-        std::fs::read_dir(e.path().join("checkpoints"))
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    })
+    std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_dir(e.path().join("checkpoints"))
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false)
+        })
 }
 
 fn summaries(root: &Path) -> BTreeMap<String, (f64, f64, f64)> {
@@ -229,7 +279,10 @@ fn summaries(root: &Path) -> BTreeMap<String, (f64, f64, f64)> {
             )
             .unwrap();
             let f = |k: &str| s[k].as_f64().unwrap();
-            (id.clone(), (f("best_val_acc"), f("best_val_loss"), f("test_acc")))
+            (
+                id.clone(),
+                (f("best_val_acc"), f("best_val_loss"), f("test_acc")),
+            )
         })
         .collect()
 }
@@ -241,7 +294,9 @@ const KILL_TRAIN: &str = "epochs = 3\ncheckpoint_every_steps = 10";
 fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exactly_once() {
     let dir = temp_dir("kill");
     let file = sweep_file(&dir, "k", "seeds = [0, 1]\njobs = 2", KILL_AXES, KILL_TRAIN);
-    let text = std::fs::read_to_string(&file).unwrap().replace("num_train = 640", "num_train = 3200");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("num_train = 640", "num_train = 3200");
     std::fs::write(&file, &text).unwrap();
     let root = dir.join("results/k");
 
@@ -253,21 +308,32 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
     unsafe { libc::kill(driver.id() as i32, libc::SIGKILL) };
     let _ = driver.wait();
     wait_for("the trial processes to stop", 60, || {
-        records(&root)
-            .values()
-            .all(|r| r["status"] != "running" || !Path::new(&format!("/proc/{}", r["pid"])).exists())
+        records(&root).values().all(|r| {
+            r["status"] != "running" || !Path::new(&format!("/proc/{}", r["pid"])).exists()
+        })
     });
     let recs = records(&root);
     assert!(recs.values().any(|r| r["status"] == "pending"), "{recs:?}");
-    assert!(recs.values().all(|r| r["status"] == "pending" || r["status"] == "completed"), "{recs:?}");
-    for r in recs.values().filter(|r| r["status"] == "pending" && r["attempts"] == 1) {
-        let log = std::fs::read_to_string(root.join(r["id"].as_str().unwrap()).join("trial.log")).unwrap();
+    assert!(
+        recs.values()
+            .all(|r| r["status"] == "pending" || r["status"] == "completed"),
+        "{recs:?}"
+    );
+    for r in recs
+        .values()
+        .filter(|r| r["status"] == "pending" && r["attempts"] == 1)
+    {
+        let log = std::fs::read_to_string(root.join(r["id"].as_str().unwrap()).join("trial.log"))
+            .unwrap();
         assert!(log.contains("SIGTERM: checkpointed at step"), "{log}");
     }
 
     // Trial processes killed outright (abort at step 250 of 300, like kill -9: no destructor runs):
     // recorded failed by the sweep, with how they died.
-    let o = run_exp(&[file.to_str().unwrap()], &[("RNNLAB_TEST_CRASH", "step:250")]);
+    let o = run_exp(
+        &[file.to_str().unwrap()],
+        &[("RNNLAB_TEST_CRASH", "step:250")],
+    );
     let aborted: Vec<_> = records(&root)
         .into_values()
         .filter(|r| r["status"] == "failed")
@@ -275,7 +341,12 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
     // Every trial was short of step 250 (stopped near its first checkpoint, or not started).
     assert_eq!(aborted.len(), 4, "{}", stderr(&o));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(aborted.iter().all(|r| r["error"].as_str().unwrap().contains("aborted")), "{aborted:?}");
+    assert!(
+        aborted
+            .iter()
+            .all(|r| r["error"].as_str().unwrap().contains("aborted")),
+        "{aborted:?}"
+    );
 
     // The rerun finishes every trial, each logged exactly once, with the numbers of a sweep
     // that was never interrupted.
@@ -289,7 +360,11 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
         assert_logged_once(&root.join(r["id"].as_str().unwrap()), 3);
     }
     let straight = sweep_file(&dir, "k", "seeds = [0, 1]\njobs = 2", KILL_AXES, KILL_TRAIN);
-    std::fs::write(&straight, text.replace("name = \"k\"", "name = \"straight\"")).unwrap();
+    std::fs::write(
+        &straight,
+        text.replace("name = \"k\"", "name = \"straight\""),
+    )
+    .unwrap();
     let o = run_exp(&[straight.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(summaries(&root), summaries(&dir.join("results/straight")));
@@ -298,7 +373,13 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
 #[test]
 fn two_sweep_processes_on_one_folder_never_run_a_trial_twice() {
     let dir = temp_dir("two");
-    let file = sweep_file(&dir, "two", "seeds = [0, 1, 2]\njobs = 1", KILL_AXES, "epochs = 2");
+    let file = sweep_file(
+        &dir,
+        "two",
+        "seeds = [0, 1, 2]\njobs = 1",
+        KILL_AXES,
+        "epochs = 2",
+    );
     let a = spawn(&[file.to_str().unwrap()], &[]);
     let b = spawn(&[file.to_str().unwrap()], &[]);
     for p in [a, b] {
@@ -330,7 +411,9 @@ fn halving_prunes_by_the_rung_rule_and_promoted_trials_resume() {
     let root = dir.join("results/h");
     // With one job the trials reach rung 0 in plan order: each decision is the rule applied
     // to the values recorded up to it.
-    let plan = String::from_utf8_lossy(&run_exp(&[file.to_str().unwrap(), "--dry-run"], &[]).stdout).into_owned();
+    let plan =
+        String::from_utf8_lossy(&run_exp(&[file.to_str().unwrap(), "--dry-run"], &[]).stdout)
+            .into_owned();
     let order: Vec<String> = plan.lines().skip(1).map(|l| l[..8].to_string()).collect();
     let recs = records(&root);
     let mut seen = Vec::new();
@@ -352,7 +435,10 @@ fn halving_prunes_by_the_rung_rule_and_promoted_trials_resume() {
             assert_eq!(summary["epochs_done"], 3);
             // Continued from its rung-0 checkpoint, not from scratch.
             let log = std::fs::read_to_string(root.join(id).join("trial.log")).unwrap();
-            assert!(log.contains("resuming") && log.contains("from step"), "{log}");
+            assert!(
+                log.contains("resuming") && log.contains("from step"),
+                "{log}"
+            );
             assert_logged_once(&root.join(id), 3);
         } else {
             pruned += 1;
@@ -361,7 +447,10 @@ fn halving_prunes_by_the_rung_rule_and_promoted_trials_resume() {
             assert_logged_once(&root.join(id), 1);
         }
     }
-    assert!(pruned > 0 && completed > 0, "pruned {pruned}, completed {completed}");
+    assert!(
+        pruned > 0 && completed > 0,
+        "pruned {pruned}, completed {completed}"
+    );
 }
 
 /// Trials share no state when `train::run` runs twice (or more) in one process: the same
@@ -391,5 +480,8 @@ fn train_run_twice_in_one_process_shares_nothing() {
     let b = run(cfg("b", "gru", 2));
     let a2 = run(cfg("a", "lstm", 1));
     assert_ne!(a1, b);
-    assert_eq!(a1, a2, "the second run of the same config differs: state leaked between runs");
+    assert_eq!(
+        a1, a2,
+        "the second run of the same config differs: state leaked between runs"
+    );
 }

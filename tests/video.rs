@@ -50,24 +50,45 @@ fn a_video_run_trains_reloads_scores_and_resumes() {
     assert!(o.status.success(), "{}", stderr(&o));
     let run = dir.join("results/v/run-001");
     // Batch norm's running statistics are saved with the weights (PyTorch's state_dict names).
-    let saved = candle_core::safetensors::load(run.join("last.safetensors"), &candle_core::Device::Cpu).unwrap();
-    for k in ["encoder.1.running_mean", "encoder.1.running_var", "encoder.1.weight", "encoder.4.weight"] {
-        assert!(saved.contains_key(k), "{k} not saved: {:?}", saved.keys().collect::<Vec<_>>());
+    let saved =
+        candle_core::safetensors::load(run.join("last.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    for k in [
+        "encoder.1.running_mean",
+        "encoder.1.running_var",
+        "encoder.1.weight",
+        "encoder.4.weight",
+    ] {
+        assert!(
+            saved.contains_key(k),
+            "{k} not saved: {:?}",
+            saved.keys().collect::<Vec<_>>()
+        );
     }
     let rm = saved["encoder.1.running_mean"].to_vec1::<f32>().unwrap();
-    assert!(rm.iter().any(|&v| v != 0.0), "running mean never updated: {rm:?}");
+    assert!(
+        rm.iter().any(|&v| v != 0.0),
+        "running mean never updated: {rm:?}"
+    );
     let input: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("input.json")).unwrap()).unwrap();
     assert_eq!(
         input,
         serde_json::json!({"kind": "frames", "channels": 3, "height": 12, "width": 12})
     );
-    assert!(!run.join("vocab.json").exists(), "a video run has no vocabulary");
+    assert!(
+        !run.join("vocab.json").exists(),
+        "a video run has no vocabulary"
+    );
     // The encoder's parameters train and are logged like every other parameter.
     let mut tags = std::collections::BTreeSet::new();
     for e in std::fs::read_dir(&run).unwrap() {
         let p = e.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("events.out") {
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("events.out")
+        {
             for ev in read_events(&p).unwrap() {
                 for v in ev.summary.into_iter().flat_map(|s| s.value) {
                     tags.insert(v.tag);
@@ -75,16 +96,31 @@ fn a_video_run_trains_reloads_scores_and_resumes() {
             }
         }
     }
-    for t in ["grad_norm/encoder.0.weight", "grad_norm/encoder.1.weight", "grad_norm/encoder.4.bias", "weights/encoder.0.weight", "grad_flow/by_timestep"] {
+    for t in [
+        "grad_norm/encoder.0.weight",
+        "grad_norm/encoder.1.weight",
+        "grad_norm/encoder.4.bias",
+        "weights/encoder.0.weight",
+        "grad_flow/by_timestep",
+    ] {
         assert!(tags.contains(t), "missing {t}: {tags:?}");
     }
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     let loaded = load_run(&run, Weights::Best, &candle_core::Device::Cpu).unwrap();
     let names: Vec<&String> = loaded.model.params.iter().map(|(n, _)| n).collect();
-    assert!(names.iter().any(|n| *n == "encoder.0.weight") && names.iter().any(|n| *n == "rnn.weight_ih_l0"), "{names:?}");
+    assert!(
+        names.iter().any(|n| *n == "encoder.0.weight")
+            && names.iter().any(|n| *n == "rnn.weight_ih_l0"),
+        "{names:?}"
+    );
     // eval on the same data scores the best weights as training did.
-    let e = run_exp(&["eval", run.to_str().unwrap(), "--data", cfg.to_str().unwrap()]);
+    let e = run_exp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--data",
+        cfg.to_str().unwrap(),
+    ]);
     assert!(e.status.success(), "{}", stderr(&e));
     let out = String::from_utf8_lossy(&e.stdout).into_owned();
     let test_line: serde_json::Value = out
@@ -111,7 +147,11 @@ fn frame_encoders_and_inputs_that_do_not_fit_are_refused() {
     let cfg = config(&dir, "frame_encoder = \"none\"");
     let o = run_exp(&[cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("model.frame_encoder") && stderr(&o).contains("frames need an encoder"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("model.frame_encoder") && stderr(&o).contains("frames need an encoder"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!dir.join("results/v/run-001").exists());
     // The linear encoder (flatten + project) trains too.
     let cfg = config(&dir, "frame_encoder = \"linear\"\nembedding_dim = 16");
@@ -131,8 +171,10 @@ fn frame_encoders_and_inputs_that_do_not_fit_are_refused() {
 
 /// Writes `tensors` as a safetensors file.
 fn save(path: &Path, tensors: Vec<(&str, candle_core::Tensor)>) {
-    let map: std::collections::HashMap<String, candle_core::Tensor> =
-        tensors.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let map: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     candle_core::safetensors::save(&map, path).unwrap();
 }
 
@@ -161,7 +203,10 @@ fn features(n: usize, t: usize, dim: usize, seed: u64) -> Vec<(&'static str, can
     }
     let dev = candle_core::Device::Cpu;
     vec![
-        ("features", candle_core::Tensor::from_vec(x, (n, t, dim), &dev).unwrap()),
+        (
+            "features",
+            candle_core::Tensor::from_vec(x, (n, t, dim), &dev).unwrap(),
+        ),
         ("labels", candle_core::Tensor::new(labels, &dev).unwrap()),
         ("lengths", candle_core::Tensor::new(lengths, &dev).unwrap()),
     ]
@@ -192,7 +237,10 @@ fn the_features_config_trains_from_safetensors_and_bad_files_are_named() {
         a.extend(extra.iter().cloned());
         a
     };
-    let o = Command::new(env!("CARGO_BIN_EXE_run-exp")).args(args(&[])).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+        .args(args(&[]))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let run = out.join("video-features/run-001");
     let s: serde_json::Value =
@@ -205,9 +253,18 @@ fn the_features_config_trains_from_safetensors_and_bad_files_are_named() {
     // The same data as a NumPy .npz bundle (np.savez(path, features=..., labels=..., lengths=...)).
     let npz = dir.join("train.npz");
     let arrays = features(1200, 10, 8, 1);
-    candle_core::Tensor::write_npz(&arrays.iter().map(|(k, v)| (*k, v)).collect::<Vec<_>>(), &npz).unwrap();
+    candle_core::Tensor::write_npz(
+        &arrays.iter().map(|(k, v)| (*k, v)).collect::<Vec<_>>(),
+        &npz,
+    )
+    .unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
-        .args(args(&["--set".into(), format!("data.train={}", npz.display()), "--set".into(), "experiment.name=npz".into()]))
+        .args(args(&[
+            "--set".into(),
+            format!("data.train={}", npz.display()),
+            "--set".into(),
+            "experiment.name=npz".into(),
+        ]))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -215,30 +272,91 @@ fn the_features_config_trains_from_safetensors_and_bad_files_are_named() {
         &std::fs::read_to_string(out.join("npz/run-001/summary.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(s2["best_val_acc"], s["best_val_acc"], "npz and safetensors of the same data train alike");
+    assert_eq!(
+        s2["best_val_acc"], s["best_val_acc"],
+        "npz and safetensors of the same data train alike"
+    );
 
     // Bad files: exit 2 naming the file and what is wrong, no run folder.
     let dev = candle_core::Device::Cpu;
     let t = |v: Vec<f32>, s: &[usize]| candle_core::Tensor::from_vec(v, s, &dev).unwrap();
     let labels = |n: usize| candle_core::Tensor::new(vec![0u32; n], &dev).unwrap();
     let cases: Vec<(&str, Vec<(&str, candle_core::Tensor)>, &str)> = vec![
-        ("rank", vec![("features", t(vec![0.0; 24], &[4, 6])), ("labels", labels(4))], "expected [N, T, D]"),
-        ("count", vec![("features", t(vec![0.0; 48], &[4, 3, 4])), ("labels", labels(5))], "holds 4 sequences but \"labels\" 5"),
-        ("dtype", vec![("features", t(vec![0.0; 48], &[4, 3, 4])), ("labels", t(vec![0.0; 4], &[4]))], "expected integers"),
-        ("nolabels", vec![("features", t(vec![0.0; 48], &[4, 3, 4]))], "no \"labels\""),
-        ("lengths", vec![("features", t(vec![0.0; 48], &[4, 3, 4])), ("labels", labels(4)), ("lengths", candle_core::Tensor::new(vec![1u32, 2, 9, 1], &dev).unwrap())], "lengths[2] = 9"),
-        ("frames-rank", vec![("frames", candle_core::Tensor::zeros((4, 3, 8, 8), candle_core::DType::U8, &dev).unwrap()), ("labels", labels(4))], "expected [N, T, C, H, W]"),
+        (
+            "rank",
+            vec![
+                ("features", t(vec![0.0; 24], &[4, 6])),
+                ("labels", labels(4)),
+            ],
+            "expected [N, T, D]",
+        ),
+        (
+            "count",
+            vec![
+                ("features", t(vec![0.0; 48], &[4, 3, 4])),
+                ("labels", labels(5)),
+            ],
+            "holds 4 sequences but \"labels\" 5",
+        ),
+        (
+            "dtype",
+            vec![
+                ("features", t(vec![0.0; 48], &[4, 3, 4])),
+                ("labels", t(vec![0.0; 4], &[4])),
+            ],
+            "expected integers",
+        ),
+        (
+            "nolabels",
+            vec![("features", t(vec![0.0; 48], &[4, 3, 4]))],
+            "no \"labels\"",
+        ),
+        (
+            "lengths",
+            vec![
+                ("features", t(vec![0.0; 48], &[4, 3, 4])),
+                ("labels", labels(4)),
+                (
+                    "lengths",
+                    candle_core::Tensor::new(vec![1u32, 2, 9, 1], &dev).unwrap(),
+                ),
+            ],
+            "lengths[2] = 9",
+        ),
+        (
+            "frames-rank",
+            vec![
+                (
+                    "frames",
+                    candle_core::Tensor::zeros((4, 3, 8, 8), candle_core::DType::U8, &dev).unwrap(),
+                ),
+                ("labels", labels(4)),
+            ],
+            "expected [N, T, C, H, W]",
+        ),
     ];
     for (name, tensors, want) in cases {
         let bad = dir.join(format!("{name}.safetensors"));
         save(&bad, tensors);
         let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
-            .args(args(&["--set".into(), format!("data.train={}", bad.display()), "--set".into(), "experiment.name=bad".into()]))
+            .args(args(&[
+                "--set".into(),
+                format!("data.train={}", bad.display()),
+                "--set".into(),
+                "experiment.name=bad".into(),
+            ]))
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
-        assert!(stderr(&o).contains(&bad.display().to_string()) && stderr(&o).contains(want), "{name}: {}", stderr(&o));
-        assert!(!out.join("bad").exists(), "{name}: a run folder was written");
+        assert!(
+            stderr(&o).contains(&bad.display().to_string()) && stderr(&o).contains(want),
+            "{name}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !out.join("bad").exists(),
+            "{name}: a run folder was written"
+        );
     }
 }
 
@@ -262,11 +380,17 @@ fn frames_from_safetensors_train_with_variable_lengths() {
         lengths.push(len as u32);
     }
     let file = dir.join("clips.safetensors");
-    save(&file, vec![
-        ("frames", candle_core::Tensor::from_vec(v, (n, t, 1, 8, 8), &dev).unwrap()),
-        ("labels", candle_core::Tensor::new(labels, &dev).unwrap()),
-        ("lengths", candle_core::Tensor::new(lengths, &dev).unwrap()),
-    ]);
+    save(
+        &file,
+        vec![
+            (
+                "frames",
+                candle_core::Tensor::from_vec(v, (n, t, 1, 8, 8), &dev).unwrap(),
+            ),
+            ("labels", candle_core::Tensor::new(labels, &dev).unwrap()),
+            ("lengths", candle_core::Tensor::new(lengths, &dev).unwrap()),
+        ],
+    );
     let cfg = dir.join("f.toml");
     std::fs::write(&cfg, format!(
         "[experiment]\nname = \"f\"\nout_dir = {:?}\n[data]\nsource = \"tensors\"\ntrain = {:?}\n[model]\nconv_channels = [4]\nhidden_size = 8\n[train]\nepochs = 2\nbatch_size = 16\n[log]\nprogress = false\n",
@@ -279,7 +403,10 @@ fn frames_from_safetensors_train_with_variable_lengths() {
         &std::fs::read_to_string(dir.join("results/f/run-001/input.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(input, serde_json::json!({"kind": "frames", "channels": 1, "height": 8, "width": 8}));
+    assert_eq!(
+        input,
+        serde_json::json!({"kind": "frames", "channels": 1, "height": 8, "width": 8})
+    );
 }
 
 /// Writes a clip folder of `levels.len()` grey frames of `size`, PNG or JPEG.
@@ -300,8 +427,18 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
         for i in 0..n {
             let up: Vec<u8> = (0..4).map(|s| (30 + 50 * s) as u8).collect();
             let down: Vec<u8> = up.iter().rev().copied().collect();
-            write_clip(&root.join(split).join("brighten").join(format!("c{i:03}")), &up, 10, i % 2 == 0);
-            write_clip(&root.join(split).join("darken").join(format!("c{i:03}")), &down, 10, i % 3 == 0);
+            write_clip(
+                &root.join(split).join("brighten").join(format!("c{i:03}")),
+                &up,
+                10,
+                i % 2 == 0,
+            );
+            write_clip(
+                &root.join(split).join("darken").join(format!("c{i:03}")),
+                &down,
+                10,
+                i % 3 == 0,
+            );
         }
     }
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/video-frames.toml");
@@ -324,19 +461,29 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
             a.push(s);
         }
         a.extend(extra.iter().cloned());
-        Command::new(env!("CARGO_BIN_EXE_run-exp")).args(a).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_run-exp"))
+            .args(a)
+            .output()
+            .unwrap()
     };
     let o = run(&[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let run_dir = out.join("video-frames/run-001");
     let classes: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("classes.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("classes.json")).unwrap())
+            .unwrap();
     assert_eq!(classes, ["brighten", "darken"]);
     // predict --clip: one JSON line per clip folder, probabilities over the run's classes.
     let clip = root.join("test/darken/c001");
-    let p = run_exp(&["predict", run_dir.to_str().unwrap(), "--clip", clip.to_str().unwrap()]);
+    let p = run_exp(&[
+        "predict",
+        run_dir.to_str().unwrap(),
+        "--clip",
+        clip.to_str().unwrap(),
+    ]);
     assert!(p.status.success(), "{}", stderr(&p));
-    let line: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&p.stdout).trim()).unwrap();
     assert_eq!(line["clip"], clip.display().to_string());
     assert!(classes.iter().any(|c| *c == line["label"]));
 
@@ -360,31 +507,60 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
         "experiment.name=listed".into(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    std::fs::write(root.join("wrong.txt"), "train/darken/c000 4 1\ntrain/darken/c001 5 1\n").unwrap();
-    let o = run(&["--set".into(), format!("data.train={}", root.join("wrong.txt").display())]);
+    std::fs::write(
+        root.join("wrong.txt"),
+        "train/darken/c000 4 1\ntrain/darken/c001 5 1\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "--set".into(),
+        format!("data.train={}", root.join("wrong.txt").display()),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("wrong.txt:2") && stderr(&o).contains("the list says 5"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("wrong.txt:2") && stderr(&o).contains("the list says 5"),
+        "{}",
+        stderr(&o)
+    );
 
     // Bad folders: exit 2 naming the path, no run folder.
     let broken = dir.join("broken");
     let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
-        ("no-frames", Box::new(|p: &Path| std::fs::create_dir_all(p.join("a/c1")).unwrap()), "holds no frames"),
-        ("empty-class", Box::new(|p: &Path| {
-            write_clip(&p.join("a/c1"), &[1, 2], 8, false);
-            std::fs::create_dir_all(p.join("b")).unwrap();
-        }), "holds no clip folders"),
-        ("sizes", Box::new(|p: &Path| {
-            write_clip(&p.join("a/c1"), &[1, 2], 8, false);
-            image::GrayImage::from_pixel(9, 8, image::Luma([3])).save(p.join("a/c1/00003.png")).unwrap();
-            write_clip(&p.join("b/c1"), &[1, 2], 8, false);
-        }), "in the same clip"),
-        ("truncated", Box::new(|p: &Path| {
-            write_clip(&p.join("a/c1"), &[1, 2], 8, false);
-            let f = p.join("a/c1/00002.png");
-            let bytes = std::fs::read(&f).unwrap();
-            std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
-            write_clip(&p.join("b/c1"), &[1, 2], 8, false);
-        }), "cannot decode"),
+        (
+            "no-frames",
+            Box::new(|p: &Path| std::fs::create_dir_all(p.join("a/c1")).unwrap()),
+            "holds no frames",
+        ),
+        (
+            "empty-class",
+            Box::new(|p: &Path| {
+                write_clip(&p.join("a/c1"), &[1, 2], 8, false);
+                std::fs::create_dir_all(p.join("b")).unwrap();
+            }),
+            "holds no clip folders",
+        ),
+        (
+            "sizes",
+            Box::new(|p: &Path| {
+                write_clip(&p.join("a/c1"), &[1, 2], 8, false);
+                image::GrayImage::from_pixel(9, 8, image::Luma([3]))
+                    .save(p.join("a/c1/00003.png"))
+                    .unwrap();
+                write_clip(&p.join("b/c1"), &[1, 2], 8, false);
+            }),
+            "in the same clip",
+        ),
+        (
+            "truncated",
+            Box::new(|p: &Path| {
+                write_clip(&p.join("a/c1"), &[1, 2], 8, false);
+                let f = p.join("a/c1/00002.png");
+                let bytes = std::fs::read(&f).unwrap();
+                std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+                write_clip(&p.join("b/c1"), &[1, 2], 8, false);
+            }),
+            "cannot decode",
+        ),
     ];
     for (name, make, want) in cases {
         let split = broken.join(name);
@@ -398,8 +574,15 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
             "experiment.name=bad".into(),
         ]);
         assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
-        assert!(stderr(&o).contains(&split.display().to_string()) && stderr(&o).contains(want), "{name}: {}", stderr(&o));
-        assert!(!out.join("bad").exists(), "{name}: a run folder was written");
+        assert!(
+            stderr(&o).contains(&split.display().to_string()) && stderr(&o).contains(want),
+            "{name}: {}",
+            stderr(&o)
+        );
+        assert!(
+            !out.join("bad").exists(),
+            "{name}: a run folder was written"
+        );
     }
 }
 
@@ -408,17 +591,14 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
 #[test]
 fn augmented_runs_resume_exactly() {
     let dir = temp_dir("augment");
-    let cfg = config(
-        &dir,
-        "batch_norm = true",
-    );
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "[train]\n",
-        "[train]\ncheckpoint_every_steps = 2\n",
-    ).replace(
-        "num_train = 256\n",
-        "num_train = 256\naugment_shift = 2\naugment_flip = true\naugment_brightness = 0.3\n",
-    );
+    let cfg = config(&dir, "batch_norm = true");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[train]\n", "[train]\ncheckpoint_every_steps = 2\n")
+        .replace(
+            "num_train = 256\n",
+            "num_train = 256\naugment_shift = 2\naugment_flip = true\naugment_brightness = 0.3\n",
+        );
     std::fs::write(&cfg, text).unwrap();
     let straight = run_exp(&[cfg.to_str().unwrap()]);
     assert!(straight.status.success(), "{}", stderr(&straight));
@@ -433,8 +613,19 @@ fn augmented_runs_resume_exactly() {
     assert!(r.status.success(), "{}", stderr(&r));
     let a = std::fs::read(dir.join("results/v/run-001/last.safetensors")).unwrap();
     let b = std::fs::read(run2.join("last.safetensors")).unwrap();
-    assert!(a == b, "resumed augmented run differs from the straight run");
-    let plain = run_exp(&[cfg.to_str().unwrap(), "--set", "data.augment_shift=0", "--set", "data.augment_flip=false", "--set", "data.augment_brightness=0.0"]);
+    assert!(
+        a == b,
+        "resumed augmented run differs from the straight run"
+    );
+    let plain = run_exp(&[
+        cfg.to_str().unwrap(),
+        "--set",
+        "data.augment_shift=0",
+        "--set",
+        "data.augment_flip=false",
+        "--set",
+        "data.augment_brightness=0.0",
+    ]);
     assert!(plain.status.success(), "{}", stderr(&plain));
     let c = std::fs::read(dir.join("results/v/run-003/last.safetensors")).unwrap();
     assert!(a != c, "augmentation changed nothing");

@@ -152,7 +152,10 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
         };
         return match sweep::slurm::submit(&plan, &opts) {
             Ok(None) => {
-                eprintln!("every trial of {} is final: nothing to submit", plan.root.display());
+                eprintln!(
+                    "every trial of {} is final: nothing to submit",
+                    plan.root.display()
+                );
                 ExitCode::SUCCESS
             }
             Ok(Some((path, n, job))) => {
@@ -161,7 +164,10 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
                         eprintln!("submitted {path} as job array {id} ({n} tasks); results: run-exp summarize {}", plan.root.display(), path = path.display());
                         println!("{id}");
                     }
-                    None => eprintln!("wrote {} ({n} tasks); submit it with sbatch", path.display()),
+                    None => eprintln!(
+                        "wrote {} ({n} tasks); submit it with sbatch",
+                        path.display()
+                    ),
                 }
                 ExitCode::SUCCESS
             }
@@ -399,7 +405,8 @@ fn bench(b: BenchCli) -> ExitCode {
         }
     }
     let v = b.video;
-    let pick = |x: Option<usize>, text: usize, video: usize| x.unwrap_or(if v { video } else { text });
+    let pick =
+        |x: Option<usize>, text: usize, video: usize| x.unwrap_or(if v { video } else { text });
     let (batch, hidden, classes, steps, warmup) = (
         pick(b.batch, 64, 16),
         pick(b.hidden, 256, 128),
@@ -407,7 +414,12 @@ fn bench(b: BenchCli) -> ExitCode {
         pick(b.steps, 30, 10),
         pick(b.warmup, 5, 2),
     );
-    let conv: Vec<usize> = match b.conv.split(',').map(|w| w.trim().parse::<usize>()).collect() {
+    let conv: Vec<usize> = match b
+        .conv
+        .split(',')
+        .map(|w| w.trim().parse::<usize>())
+        .collect()
+    {
         Ok(c) => c,
         Err(_) => {
             eprintln!("error: --conv: expected comma-separated widths, e.g. 32,64,128,128");

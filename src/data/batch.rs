@@ -258,11 +258,18 @@ mod tests {
     /// Flip mirrors, shift moves with zero fill, every frame of a clip alike, seeded.
     #[test]
     fn augmentation_transforms_every_frame_of_a_clip_alike() {
-        let shape = super::super::FrameShape { channels: 1, height: 3, width: 4 };
+        let shape = super::super::FrameShape {
+            channels: 1,
+            height: 3,
+            width: 4,
+        };
         // Two frames: values 1..=12 / 12, then the same plus nothing (identical frames).
         let frame: Vec<f32> = (1..=12).map(|v| v as f32 / 12.0).collect();
         let clip: Vec<f32> = frame.iter().chain(&frame).copied().collect();
-        let flip = Augment { flip: true, ..Default::default() };
+        let flip = Augment {
+            flip: true,
+            ..Default::default()
+        };
         let mut seen_flip = false;
         for seed in 0..8 {
             let mut c = clip.clone();
@@ -274,7 +281,10 @@ mod tests {
             }
         }
         assert!(seen_flip);
-        let shift = Augment { shift: 1, ..Default::default() };
+        let shift = Augment {
+            shift: 1,
+            ..Default::default()
+        };
         let mut c = clip.clone();
         let mut rng = crate::EpochRng::seed_from_u64(3);
         shift.apply(&mut c, shape, &mut rng);
@@ -283,18 +293,27 @@ mod tests {
         assert_eq!(c, again, "seeded");
         // Every value is an original one or the zero fill.
         assert!(c.iter().all(|v| *v == 0.0 || frame.contains(v)));
-        let dim = Augment { brightness: 0.5, ..Default::default() };
+        let dim = Augment {
+            brightness: 0.5,
+            ..Default::default()
+        };
         let mut c = clip.clone();
         dim.apply(&mut c, shape, &mut crate::EpochRng::seed_from_u64(1));
         let gain = c[0] / clip[0];
         assert!((0.5..=1.5).contains(&gain));
-        assert!(c.iter().zip(&clip).all(|(a, b)| (a - (b * gain).min(1.0)).abs() < 1e-6));
+        assert!(c
+            .iter()
+            .zip(&clip)
+            .all(|(a, b)| (a - (b * gain).min(1.0)).abs() < 1e-6));
     }
 
     /// Training picks `keep` frames, one in each equal segment, from a seeded random offset.
     #[test]
     fn training_picks_one_frame_per_segment_at_a_random_offset() {
-        let a = Augment { keep: Some(4), ..Default::default() };
+        let a = Augment {
+            keep: Some(4),
+            ..Default::default()
+        };
         let mut offsets = std::collections::BTreeSet::new();
         for seed in 0..20 {
             let p = a.pick(16, &mut crate::EpochRng::seed_from_u64(seed));

@@ -28,7 +28,10 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 
 fn is_frame(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("png" | "jpg" | "jpeg")
     )
 }
@@ -50,7 +53,10 @@ pub fn clip_frames(dir: &Path) -> Result<Vec<PathBuf>> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such clip folder"),
         ));
     }
-    let frames: Vec<PathBuf> = sorted_entries(dir)?.into_iter().filter(|p| is_frame(p)).collect();
+    let frames: Vec<PathBuf> = sorted_entries(dir)?
+        .into_iter()
+        .filter(|p| is_frame(p))
+        .collect();
     if frames.is_empty() {
         return Err(bad(dir, "clip folder holds no frames (.png, .jpg, .jpeg)"));
     }
@@ -60,29 +66,49 @@ pub fn clip_frames(dir: &Path) -> Result<Vec<PathBuf>> {
 /// The clips of a split and, for a folder tree, its class names.
 fn list(path: &Path, classes: Option<&[String]>) -> Result<(Vec<ClipRef>, Vec<String>)> {
     if path.is_dir() {
-        let class_dirs: Vec<PathBuf> = sorted_entries(path)?.into_iter().filter(|p| p.is_dir()).collect();
+        let class_dirs: Vec<PathBuf> = sorted_entries(path)?
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .collect();
         if class_dirs.is_empty() {
-            return Err(bad(path, "holds no class folders (expected <split>/<class>/<clip>/<frames>)"));
+            return Err(bad(
+                path,
+                "holds no class folders (expected <split>/<class>/<clip>/<frames>)",
+            ));
         }
         let names: Vec<String> = class_dirs
             .iter()
-            .map(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+            .map(|d| {
+                d.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
             .collect();
         let mut clips = Vec::new();
         for (dir, name) in class_dirs.iter().zip(&names) {
             let label = match classes {
                 Some(known) => known.iter().position(|c| c == name).ok_or_else(|| {
-                    bad(dir, format!("class \"{name}\" is not among the training classes {known:?}"))
+                    bad(
+                        dir,
+                        format!("class \"{name}\" is not among the training classes {known:?}"),
+                    )
                 })?,
                 None => names.iter().position(|c| c == name).unwrap_or(0),
             };
-            let clip_dirs: Vec<PathBuf> = sorted_entries(dir)?.into_iter().filter(|p| p.is_dir()).collect();
+            let clip_dirs: Vec<PathBuf> = sorted_entries(dir)?
+                .into_iter()
+                .filter(|p| p.is_dir())
+                .collect();
             if clip_dirs.is_empty() {
                 return Err(bad(dir, "class folder holds no clip folders"));
             }
             for c in clip_dirs {
                 let frames = clip_frames(&c)?;
-                clips.push(ClipRef { dir: c, frames, label: label as u32 });
+                clips.push(ClipRef {
+                    dir: c,
+                    frames,
+                    label: label as u32,
+                });
             }
         }
         return Ok((clips, names));
@@ -98,21 +124,29 @@ fn list(path: &Path, classes: Option<&[String]>) -> Result<(Vec<ClipRef>, Vec<St
         }
         let parts: Vec<&str> = line.split_whitespace().collect();
         let [dir, n, label] = parts[..] else {
-            return Err(Error::data(path, i + 1, "expected `clip_dir num_frames label`"));
+            return Err(Error::data(
+                path,
+                i + 1,
+                "expected `clip_dir num_frames label`",
+            ));
         };
         let n: usize = n
             .parse()
             .map_err(|_| Error::data(path, i + 1, format!("num_frames \"{n}\" is not a count")))?;
-        let label: u32 = label
-            .parse()
-            .map_err(|_| Error::data(path, i + 1, format!("label \"{label}\" is not a class id")))?;
+        let label: u32 = label.parse().map_err(|_| {
+            Error::data(path, i + 1, format!("label \"{label}\" is not a class id"))
+        })?;
         let dir = base.join(dir);
         let frames = clip_frames(&dir)?;
         if frames.len() != n {
             return Err(Error::data(
                 path,
                 i + 1,
-                format!("{} holds {} frames, the list says {n}", dir.display(), frames.len()),
+                format!(
+                    "{} holds {} frames, the list says {n}",
+                    dir.display(),
+                    frames.len()
+                ),
             ));
         }
         top = top.max(label as usize);
@@ -161,7 +195,12 @@ pub fn decode(path: &Path, shape: FrameShape) -> Result<(Vec<u8>, (u32, u32))> {
 
 /// Decodes one clip folder: the chosen frames, resized; frames of different sizes are an
 /// error.
-pub fn decode_clip(dir: &Path, frames: &[PathBuf], shape: FrameShape, keep: Option<usize>) -> Result<Vec<u8>> {
+pub fn decode_clip(
+    dir: &Path,
+    frames: &[PathBuf],
+    shape: FrameShape,
+    keep: Option<usize>,
+) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut first: Option<(u32, u32, &Path)> = None;
     for &i in &chosen(frames.len(), keep) {
@@ -203,7 +242,10 @@ fn decode_all(clips: &[ClipRef], shape: FrameShape, keep: Option<usize>) -> Resu
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(bad(Path::new("frames"), "a decoding thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(bad(Path::new("frames"), "a decoding thread panicked")))
+            })
             .collect()
     });
     let mut out = Vec::with_capacity(clips.len());
@@ -221,7 +263,8 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
     let train_path = cfg.train.as_deref().ok_or_else(|| Error::Config {
         location: "config".into(),
         key: "data.train".into(),
-        msg: "source = \"frames\" needs train = a folder <class>/<clip>/<frames> or a list file".into(),
+        msg: "source = \"frames\" needs train = a folder <class>/<clip>/<frames> or a list file"
+            .into(),
     })?;
     let shape = FrameShape {
         channels: cfg.channels,
@@ -233,11 +276,31 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         classes = names.clone();
     }
     let known = Some(classes.as_slice());
-    let valid_clips = cfg.valid.as_deref().map(|p| list(p, known)).transpose()?.map(|v| v.0);
-    let test_clips = cfg.test.as_deref().map(|p| list(p, known)).transpose()?.map(|v| v.0);
-    for c in [Some(&train_clips), valid_clips.as_ref(), test_clips.as_ref()].into_iter().flatten() {
+    let valid_clips = cfg
+        .valid
+        .as_deref()
+        .map(|p| list(p, known))
+        .transpose()?
+        .map(|v| v.0);
+    let test_clips = cfg
+        .test
+        .as_deref()
+        .map(|p| list(p, known))
+        .transpose()?
+        .map(|v| v.0);
+    for c in [
+        Some(&train_clips),
+        valid_clips.as_ref(),
+        test_clips.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
         if let Some(bad_label) = c.iter().find(|c| c.label as usize >= classes.len()) {
-            return Err(bad(&bad_label.dir, format!("label {} has no class name ({classes:?})", bad_label.label)));
+            return Err(bad(
+                &bad_label.dir,
+                format!("label {} has no class name ({classes:?})", bad_label.label),
+            ));
         }
     }
     // Memory: every kept frame as bytes, checked before decoding anything.
@@ -253,7 +316,10 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
     crate::memory::check(
         &[crate::memory::Part {
             bytes: (frames * shape.pixels()) as f64,
-            what: format!("{frames} decoded frames of {} x {} x {}", shape.channels, shape.height, shape.width),
+            what: format!(
+                "{frames} decoded frames of {} x {} x {}",
+                shape.channels, shape.height, shape.width
+            ),
             key: "data.frames_per_clip",
         }],
         crate::memory::available(),
@@ -264,14 +330,20 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
     let (train, valid) = match valid_clips {
         Some(v) => (train, decode_all(&v, shape, cfg.frames_per_clip)?),
         None if train.len() < 2 => {
-            return Err(bad(train_path, "one clip cannot be split into train and validation (give data.valid)"))
+            return Err(bad(
+                train_path,
+                "one clip cannot be split into train and validation (give data.valid)",
+            ))
         }
         None => {
             let (t, v) = super::tensors::carve(train, cfg.val_fraction, seed);
             // The carved validation clips get their centred frames like a valid split.
             let v = super::video::select_frames(
                 v,
-                &Data { shuffle_frames: false, ..cfg.clone() },
+                &Data {
+                    shuffle_frames: false,
+                    ..cfg.clone()
+                },
                 seed,
             );
             notes.push(format!(
@@ -282,7 +354,9 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
             (t, v)
         }
     };
-    let test = test_clips.map(|c| decode_all(&c, shape, cfg.frames_per_clip)).transpose()?;
+    let test = test_clips
+        .map(|c| decode_all(&c, shape, cfg.frames_per_clip))
+        .transpose()?;
     let secs = started.elapsed().as_secs_f64();
     let clips = train.len() + valid.len() + test.as_ref().map_or(0, Split::len);
     notes.push(format!(
@@ -291,7 +365,10 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         frames as f64 / secs.max(1e-9)
     ));
     let shuffle = |s: Split, k: u64| {
-        let no_keep = Data { frames_per_clip: None, ..cfg.clone() };
+        let no_keep = Data {
+            frames_per_clip: None,
+            ..cfg.clone()
+        };
         super::video::select_frames(s, &no_keep, seed.wrapping_mul(3) + k)
     };
     Ok(Dataset {

@@ -34,7 +34,10 @@ pub enum Inputs {
     Features { dim: usize, seqs: Vec<Vec<f32>> },
     /// Clips: each is frames x (channels x height x width) bytes (0..=255), frame-major, each
     /// frame channel-major (CHW, as PyTorch).
-    Frames { shape: FrameShape, clips: Vec<Vec<u8>> },
+    Frames {
+        shape: FrameShape,
+        clips: Vec<Vec<u8>>,
+    },
 }
 
 /// One video frame's size.

@@ -19,7 +19,12 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 fn ints(path: &Path, name: &str, t: &Tensor) -> Result<Vec<i64>> {
     let n = match t.dims() {
         [n] => *n,
-        d => return Err(bad(path, format!("tensor \"{name}\" has shape {d:?}; expected [N]"))),
+        d => {
+            return Err(bad(
+                path,
+                format!("tensor \"{name}\" has shape {d:?}; expected [N]"),
+            ))
+        }
     };
     let v = match t.dtype() {
         DType::U8 | DType::U32 | DType::I64 => t.to_dtype(DType::I64)?.to_vec1::<i64>()?,
@@ -52,24 +57,36 @@ pub fn read(path: &Path) -> Result<Split> {
         candle_core::safetensors::load(path, &Device::Cpu)
             .map_err(|e| bad(path, format!("not a safetensors file: {e}")))?
     };
-    let labels = map
-        .get("labels")
-        .ok_or_else(|| bad(path, format!("has no \"labels\" tensor (it has {:?})", keys(&map))))?;
+    let labels = map.get("labels").ok_or_else(|| {
+        bad(
+            path,
+            format!("has no \"labels\" tensor (it has {:?})", keys(&map)),
+        )
+    })?;
     let labels = ints(path, "labels", labels)?;
     if let Some(l) = labels.iter().find(|&&l| l < 0 || l > u32::MAX as i64) {
-        return Err(bad(path, format!("labels: {l} is not a class id (0, 1, ...)")));
+        return Err(bad(
+            path,
+            format!("labels: {l} is not a class id (0, 1, ...)"),
+        ));
     }
     let n = labels.len();
     let (data, name) = match (map.get("frames"), map.get("features")) {
         (Some(f), None) => (f, "frames"),
         (None, Some(f)) => (f, "features"),
         (Some(_), Some(_)) => {
-            return Err(bad(path, "holds both \"frames\" and \"features\"; keep one"))
+            return Err(bad(
+                path,
+                "holds both \"frames\" and \"features\"; keep one",
+            ))
         }
         (None, None) => {
             return Err(bad(
                 path,
-                format!("has neither \"frames\" [N,T,C,H,W] nor \"features\" [N,T,D] (it has {:?})", keys(&map)),
+                format!(
+                    "has neither \"frames\" [N,T,C,H,W] nor \"features\" [N,T,D] (it has {:?})",
+                    keys(&map)
+                ),
             ))
         }
     };
@@ -80,7 +97,11 @@ pub fn read(path: &Path) -> Result<Split> {
             path,
             format!(
                 "tensor \"{name}\" has shape {dims:?}; expected {}",
-                if name == "frames" { "[N, T, C, H, W]" } else { "[N, T, D]" }
+                if name == "frames" {
+                    "[N, T, C, H, W]"
+                } else {
+                    "[N, T, D]"
+                }
             ),
         ));
     }
@@ -96,10 +117,16 @@ pub fn read(path: &Path) -> Result<Split> {
         Some(l) => {
             let l = ints(path, "lengths", l)?;
             if l.len() != n {
-                return Err(bad(path, format!("\"lengths\" has {} entries but \"labels\" {n}", l.len())));
+                return Err(bad(
+                    path,
+                    format!("\"lengths\" has {} entries but \"labels\" {n}", l.len()),
+                ));
             }
             if let Some((i, v)) = l.iter().enumerate().find(|(_, &v)| v < 1 || v as usize > t) {
-                return Err(bad(path, format!("lengths[{i}] = {v}; each must be in 1..={t}")));
+                return Err(bad(
+                    path,
+                    format!("lengths[{i}] = {v}; each must be in 1..={t}"),
+                ));
             }
             l.into_iter().map(|v| v as usize).collect()
         }
@@ -115,11 +142,19 @@ pub fn read(path: &Path) -> Result<Split> {
             DType::F32 | DType::F16 | DType::BF16 => {
                 let v = data.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 if let Some(x) = v.iter().find(|x| !(0.0..=1.0).contains(*x)) {
-                    return Err(bad(path, format!("\"frames\" holds {x}; float frames must be in [0, 1]")));
+                    return Err(bad(
+                        path,
+                        format!("\"frames\" holds {x}; float frames must be in [0, 1]"),
+                    ));
                 }
                 v.iter().map(|x| (x * 255.0).round() as u8).collect()
             }
-            other => return Err(bad(path, format!("\"frames\" is {other:?}; expected u8 or f32"))),
+            other => {
+                return Err(bad(
+                    path,
+                    format!("\"frames\" is {other:?}; expected u8 or f32"),
+                ))
+            }
         };
         let per = t * shape.pixels();
         let clips = bytes
@@ -134,7 +169,12 @@ pub fn read(path: &Path) -> Result<Split> {
             DType::F32 | DType::F16 | DType::BF16 | DType::F64 => {
                 data.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?
             }
-            other => return Err(bad(path, format!("\"features\" is {other:?}; expected floats"))),
+            other => {
+                return Err(bad(
+                    path,
+                    format!("\"features\" is {other:?}; expected floats"),
+                ))
+            }
         };
         if let Some(x) = v.iter().find(|x| !x.is_finite()) {
             return Err(bad(path, format!("\"features\" holds {x}")));
@@ -218,7 +258,10 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
     let (train, valid) = match &cfg.valid {
         Some(p) => (train, read(p)?),
         None if train.len() < 2 => {
-            return Err(bad(train_path, "one sequence cannot be split into train and validation (give data.valid)"))
+            return Err(bad(
+                train_path,
+                "one sequence cannot be split into train and validation (give data.valid)",
+            ))
         }
         None => {
             let (t, v) = carve(train, cfg.val_fraction, seed);
@@ -232,10 +275,16 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
     };
     let test = cfg.test.as_deref().map(read).transpose()?;
     let want = kind(&train);
-    for (p, s) in [(cfg.valid.as_deref(), Some(&valid)), (cfg.test.as_deref(), test.as_ref())] {
+    for (p, s) in [
+        (cfg.valid.as_deref(), Some(&valid)),
+        (cfg.test.as_deref(), test.as_ref()),
+    ] {
         if let (Some(p), Some(s)) = (p, s) {
             if kind(s) != want {
-                return Err(bad(p, format!("holds {}; the train file holds {want}", kind(s))));
+                return Err(bad(
+                    p,
+                    format!("holds {}; the train file holds {want}", kind(s)),
+                ));
             }
         }
     }
@@ -251,7 +300,10 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
             return Err(Error::Config {
                 location: "config".into(),
                 key: "data.class_names".into(),
-                msg: format!("names {} classes but the labels go up to {top}", names.len()),
+                msg: format!(
+                    "names {} classes but the labels go up to {top}",
+                    names.len()
+                ),
             })
         }
         None => (0..=top.max(1)).map(|c| c.to_string()).collect(),

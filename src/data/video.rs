@@ -133,7 +133,9 @@ pub fn select_frames(split: Split, cfg: &Data, seed: u64) -> Split {
             if cfg.shuffle_frames {
                 idx.shuffle(&mut rng);
             }
-            idx.iter().flat_map(|&i| clip[i * px..(i + 1) * px].iter().copied()).collect()
+            idx.iter()
+                .flat_map(|&i| clip[i * px..(i + 1) * px].iter().copied())
+                .collect()
         })
         .collect();
     Split {
@@ -205,13 +207,31 @@ mod tests {
             assert!((70..130).contains(&n), "class {class}: {n}");
         }
         // One frame kept: the middle one; shuffled: the same frames in another order.
-        let one = select_frames(a.clone(), &Data { frames_per_clip: Some(1), ..cfg.clone() }, 0);
-        let (Inputs::Frames { clips: c1, .. }, Inputs::Frames { clips: c0, .. }) = (&one.inputs, &a.inputs) else {
+        let one = select_frames(
+            a.clone(),
+            &Data {
+                frames_per_clip: Some(1),
+                ..cfg.clone()
+            },
+            0,
+        );
+        let (Inputs::Frames { clips: c1, .. }, Inputs::Frames { clips: c0, .. }) =
+            (&one.inputs, &a.inputs)
+        else {
             panic!()
         };
         assert_eq!(c1[0], c0[0][3 * 360..4 * 360]);
-        let sh = select_frames(a.clone(), &Data { shuffle_frames: true, ..cfg.clone() }, 0);
-        let Inputs::Frames { clips: cs, .. } = &sh.inputs else { panic!() };
+        let sh = select_frames(
+            a.clone(),
+            &Data {
+                shuffle_frames: true,
+                ..cfg.clone()
+            },
+            0,
+        );
+        let Inputs::Frames { clips: cs, .. } = &sh.inputs else {
+            panic!()
+        };
         let frames = |c: &[u8]| {
             let mut f: Vec<Vec<u8>> = c.chunks(360).map(<[u8]>::to_vec).collect();
             f.sort();

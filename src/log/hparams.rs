@@ -188,7 +188,10 @@ fn write(dir: &Path, tag: &str, data: HParamsPluginData) -> Result<()> {
 pub fn write_experiment(root: &Path, experiment: Experiment) -> Result<()> {
     if let Ok(entries) = std::fs::read_dir(root) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with("events.out.tfevents.") {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with("events.out.tfevents.")
+            {
                 let _ = std::fs::remove_file(e.path());
             }
         }

@@ -83,8 +83,12 @@ pub fn curves(path: &Path, title: &str, y_label: &str, curves: &[Curve]) -> Resu
         for c in curves {
             let g = groups.iter().position(|g| *g == c.group).unwrap_or(0);
             let color = PALETTE[g % PALETTE.len()];
-            let points: Vec<(f64, f64)> =
-                c.points.iter().copied().filter(|(_, y)| y.is_finite()).collect();
+            let points: Vec<(f64, f64)> = c
+                .points
+                .iter()
+                .copied()
+                .filter(|(_, y)| y.is_finite())
+                .collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                 .map_err(|e| draw_err(e.to_string()))?;

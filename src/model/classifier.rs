@@ -8,9 +8,9 @@ use candle_core::{Device, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::encoder::FrameEncoder as Cnn;
 use super::stack::{dropout, lookup, Flow, RunOpts, Stack, StackInput, StackOut};
 use super::Params;
-use super::encoder::FrameEncoder as Cnn;
 use crate::config::{FrameEncoder, Model, Readout};
 use crate::error::Result;
 
@@ -111,11 +111,18 @@ impl Classifier {
                 (dense(&mut params, &mut rng, dim)?, e)
             }
             (Input::Features { .. }, FrameEncoder::Cnn) => {
-                return refuse("\"cnn\" needs frames; per-step features take \"linear\" or \"none\"")
+                return refuse(
+                    "\"cnn\" needs frames; per-step features take \"linear\" or \"none\"",
+                )
             }
-            (Input::Frames { channels, height, width }, FrameEncoder::Linear) => {
-                (dense(&mut params, &mut rng, channels * height * width)?, e)
-            }
+            (
+                Input::Frames {
+                    channels,
+                    height,
+                    width,
+                },
+                FrameEncoder::Linear,
+            ) => (dense(&mut params, &mut rng, channels * height * width)?, e),
             (Input::Frames { channels, .. }, FrameEncoder::Cnn) => {
                 let enc = Cnn::new(
                     &mut params,

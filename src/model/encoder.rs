@@ -43,8 +43,9 @@ impl BatchNorm {
             let n = (x.elem_count() / c) as f64;
             let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?.flatten_all()?;
             let m = BN_MOMENTUM;
-            self.mean
-                .set(&((self.mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?)?;
+            self.mean.set(
+                &((self.mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?,
+            )?;
             self.var
                 .set(&((self.var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
             (mean, var)
@@ -80,17 +81,34 @@ impl FrameEncoder {
         for (k, &w) in widths.iter().enumerate() {
             let bound = 1.0 / ((c * 9) as f64).sqrt();
             let i = per_block * k;
-            let weight =
-                params.uniform(rng, &format!("encoder.{i}.weight"), &[w, c, 3, 3], bound, device)?;
+            let weight = params.uniform(
+                rng,
+                &format!("encoder.{i}.weight"),
+                &[w, c, 3, 3],
+                bound,
+                device,
+            )?;
             let bias = params.uniform(rng, &format!("encoder.{i}.bias"), &[w], bound, device)?;
             convs.push((weight, bias));
             if batch_norm {
                 let j = i + 1;
                 norms.push(BatchNorm {
-                    weight: params.add(&format!("encoder.{j}.weight"), Tensor::ones(w, candle_core::DType::F32, device)?)?,
-                    bias: params.add(&format!("encoder.{j}.bias"), Tensor::zeros(w, candle_core::DType::F32, device)?)?,
-                    mean: params.add_buffer(&format!("encoder.{j}.running_mean"), Tensor::zeros(w, candle_core::DType::F32, device)?)?,
-                    var: params.add_buffer(&format!("encoder.{j}.running_var"), Tensor::ones(w, candle_core::DType::F32, device)?)?,
+                    weight: params.add(
+                        &format!("encoder.{j}.weight"),
+                        Tensor::ones(w, candle_core::DType::F32, device)?,
+                    )?,
+                    bias: params.add(
+                        &format!("encoder.{j}.bias"),
+                        Tensor::zeros(w, candle_core::DType::F32, device)?,
+                    )?,
+                    mean: params.add_buffer(
+                        &format!("encoder.{j}.running_mean"),
+                        Tensor::zeros(w, candle_core::DType::F32, device)?,
+                    )?,
+                    var: params.add_buffer(
+                        &format!("encoder.{j}.running_var"),
+                        Tensor::ones(w, candle_core::DType::F32, device)?,
+                    )?,
                 });
             }
             c = w;

@@ -138,19 +138,25 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
             if rec.status != TrialStatus::Pending {
                 durations.push(secs);
             }
-            say(&bar, format!(
-                "trial {} {} in {secs:.2}s{} — {}",
-                r.id,
-                rec.status.name(),
-                rec.error
-                    .as_deref()
-                    .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
-                    .unwrap_or_default(),
-                rec.group
-            ));
+            say(
+                &bar,
+                format!(
+                    "trial {} {} in {secs:.2}s{} — {}",
+                    r.id,
+                    rec.status.name(),
+                    rec.error
+                        .as_deref()
+                        .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                        .unwrap_or_default(),
+                    rec.group
+                ),
+            );
             // The tables are a view: failing to write them must not stop the trials.
             if let Err(e) = summary::write(plan) {
-                say(&bar, format!("warning: could not write the sweep's tables: {e:#}"));
+                say(
+                    &bar,
+                    format!("warning: could not write the sweep's tables: {e:#}"),
+                );
             }
             update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
         }
@@ -267,9 +273,8 @@ fn settle(plan: &Plan, r: &Running, status: ExitStatus) -> Result<Record> {
         (None, None) => "ended without an exit status".to_string(),
     };
     let trial = plan.trial(&r.id)?;
-    let fresh = || -> Result<Record> {
-        Ok(Record::read(&dir)?.unwrap_or_else(|| Record::new(trial)))
-    };
+    let fresh =
+        || -> Result<Record> { Ok(Record::read(&dir)?.unwrap_or_else(|| Record::new(trial))) };
     // Held by another process: it has taken the trial up already.
     let Ok(_claim) = crate::fsutil::lock_stamped(&dir.join(CLAIM))? else {
         return fresh();
@@ -329,7 +334,10 @@ fn update_bar(
     } else {
         let mean = durations.iter().sum::<f64>() / durations.len() as f64;
         let secs = mean * remaining as f64 / jobs as f64;
-        format!("ETA {}", humantime::format_duration(Duration::from_secs(secs as u64)))
+        format!(
+            "ETA {}",
+            humantime::format_duration(Duration::from_secs(secs as u64))
+        )
     };
     let metric = match plan.sweep.metric {
         Monitor::ValAcc => "val_acc",

@@ -20,7 +20,11 @@ pub fn budgets(min_epochs: usize, eta: usize, epochs: usize) -> Vec<usize> {
 /// Whether `value` goes on from its rung, given every value recorded there (`competing`,
 /// `value` among them). Ties count in the trial's favour.
 pub fn promotable(value: f64, competing: &[f64], eta: usize, maximize: bool) -> bool {
-    let mut vals: Vec<f64> = competing.iter().copied().filter(|v| v.is_finite()).collect();
+    let mut vals: Vec<f64> = competing
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     if !value.is_finite() {
         return false;
     }
@@ -68,7 +72,12 @@ mod tests {
         // 4th .. 6th: n = 4, 5 keep top 1 = 0.70; at n = 6 the top 2 are 0.70, 0.65.
         assert!(!promotable(0.65, &[0.60, 0.55, 0.70, 0.65], 3, true));
         assert!(!promotable(0.50, &[0.60, 0.55, 0.70, 0.65, 0.50], 3, true));
-        assert!(promotable(0.65, &[0.60, 0.55, 0.70, 0.65, 0.50, 0.65], 3, true));
+        assert!(promotable(
+            0.65,
+            &[0.60, 0.55, 0.70, 0.65, 0.50, 0.65],
+            3,
+            true
+        ));
         // val_loss: lower is better. n = 6, top 2 are 0.30, 0.35.
         let losses = [0.50, 0.30, 0.45, 0.35, 0.60, 0.40];
         assert!(promotable(0.35, &losses, 3, false));

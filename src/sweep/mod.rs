@@ -227,13 +227,15 @@ impl Plan {
             (None | Some(0), true) => {
                 return Err(bad(
                     &["sweep", "trials"],
-                    "random and halving sweeps need trials = N (configurations to sample), N >= 1".into(),
+                    "random and halving sweeps need trials = N (configurations to sample), N >= 1"
+                        .into(),
                 ))
             }
             (Some(_), false) => {
                 return Err(bad(
                     &["sweep", "trials"],
-                    "applies to method = \"random\" or \"halving\"; a grid runs every combination".into(),
+                    "applies to method = \"random\" or \"halving\"; a grid runs every combination"
+                        .into(),
                 ))
             }
             _ => {}
@@ -364,16 +366,19 @@ impl Plan {
     }
 
     pub fn trial(&self, id: &str) -> Result<&Trial> {
-        self.trials.iter().find(|t| t.id == id).ok_or_else(|| Error::Config {
-            location: format!("--trial {id}"),
-            key: "trial".into(),
-            msg: format!(
-                "{} has no trial {id} ({} trials; run-exp {} --dry-run lists them)",
-                self.file.display(),
-                self.trials.len(),
-                self.file.display()
-            ),
-        })
+        self.trials
+            .iter()
+            .find(|t| t.id == id)
+            .ok_or_else(|| Error::Config {
+                location: format!("--trial {id}"),
+                key: "trial".into(),
+                msg: format!(
+                    "{} has no trial {id} ({} trials; run-exp {} --dry-run lists them)",
+                    self.file.display(),
+                    self.trials.len(),
+                    self.file.display()
+                ),
+            })
     }
 
     pub fn trial_dir(&self, id: &str) -> PathBuf {
@@ -386,7 +391,9 @@ impl Plan {
         let mut s = format!(
             "{}: {} sweep, {} trials ({} configurations x {} seeds) into {}\n",
             self.file.display(),
-            serde_json::to_string(&self.sweep.method).unwrap_or_default().trim_matches('"'),
+            serde_json::to_string(&self.sweep.method)
+                .unwrap_or_default()
+                .trim_matches('"'),
             self.trials.len(),
             configs,
             self.seeds().len(),
@@ -501,10 +508,17 @@ mod tests {
         assert_eq!(b.trials.len(), 16);
         let ids_b: BTreeSet<&str> = b.trials.iter().map(|t| t.id.as_str()).collect();
         for t in &a.trials {
-            assert!(ids_b.contains(t.id.as_str()), "{} lost its id", t.describe());
+            assert!(
+                ids_b.contains(t.id.as_str()),
+                "{} lost its id",
+                t.describe()
+            );
         }
         // The id hashes key=value pairs, whatever their order.
-        let x = [("a.b".to_string(), toml::Value::Integer(1)), ("c.d".into(), toml::Value::Boolean(true))];
+        let x = [
+            ("a.b".to_string(), toml::Value::Integer(1)),
+            ("c.d".into(), toml::Value::Boolean(true)),
+        ];
         let y = [x[1].clone(), x[0].clone()];
         assert_eq!(trial_id(&x, 3), trial_id(&y, 3));
         assert_ne!(trial_id(&x, 3), trial_id(&x, 4));
@@ -513,27 +527,61 @@ mod tests {
     #[test]
     fn bad_axes_are_refused_naming_the_axis_value_and_line() {
         let m = err(plan(&GRID.replace("\"gru\"]", "\"gru\", \"lsm\"]"), &[]));
-        assert!(m.contains(":8:1: sweep.axes.\"model.cell\" value \"lsm\"") && m.contains("model.cell: unknown variant"), "{m}");
+        assert!(
+            m.contains(":8:1: sweep.axes.\"model.cell\" value \"lsm\"")
+                && m.contains("model.cell: unknown variant"),
+            "{m}"
+        );
         let m = err(plan(&GRID.replace("\"train.lr\"", "\"train.lrr\""), &[]));
-        assert!(m.contains("sweep.axes.\"train.lrr\"") && m.contains("unknown field"), "{m}");
+        assert!(
+            m.contains("sweep.axes.\"train.lrr\"") && m.contains("unknown field"),
+            "{m}"
+        );
         let m = err(plan(&GRID.replace("1e-3, 1e-2, 3e-2", "1e-3, -1.0"), &[]));
-        assert!(m.contains("value -1.0") && m.contains("train.lr: must be > 0"), "{m}");
-        let m = err(plan(&GRID.replace("[1e-3, 1e-2, 3e-2]", "{ log_uniform = [1e-4, 1e-2] }"), &[]));
-        assert!(m.contains(":9:1: sweep.axes.train.lr: a distribution needs method"), "{m}");
-        let m = err(plan(&GRID.replace("[sweep]", "[sweep]\nmethod = \"random\""), &[]));
-        assert!(m.contains("sweep.trials") && m.contains("need trials"), "{m}");
-        let m = err(plan(&GRID.replace("\"train.lr\"", "\"experiment.name\""), &[]));
+        assert!(
+            m.contains("value -1.0") && m.contains("train.lr: must be > 0"),
+            "{m}"
+        );
+        let m = err(plan(
+            &GRID.replace("[1e-3, 1e-2, 3e-2]", "{ log_uniform = [1e-4, 1e-2] }"),
+            &[],
+        ));
+        assert!(
+            m.contains(":9:1: sweep.axes.train.lr: a distribution needs method"),
+            "{m}"
+        );
+        let m = err(plan(
+            &GRID.replace("[sweep]", "[sweep]\nmethod = \"random\""),
+            &[],
+        ));
+        assert!(
+            m.contains("sweep.trials") && m.contains("need trials"),
+            "{m}"
+        );
+        let m = err(plan(
+            &GRID.replace("\"train.lr\"", "\"experiment.name\""),
+            &[],
+        ));
         assert!(m.contains("cannot be an axis"), "{m}");
         let m = err(plan(&GRID.replace("[\"rnn\", \"gru\"]", "[]"), &[]));
         assert!(m.contains("empty list"), "{m}");
         let m = err(plan(&GRID.replace("seeds = [0, 1]", "seeds = [0, 0]"), &[]));
         assert!(m.contains("sweep.seeds") && m.contains("twice"), "{m}");
-        let m = err(plan(&GRID.replace("[sweep]", "[sweep]\nmethd = \"grid\""), &[]));
-        assert!(m.contains("sweep.methd") && m.contains("unknown field"), "{m}");
+        let m = err(plan(
+            &GRID.replace("[sweep]", "[sweep]\nmethd = \"grid\""),
+            &[],
+        ));
+        assert!(
+            m.contains("sweep.methd") && m.contains("unknown field"),
+            "{m}"
+        );
         // The combination is checked too: nesterov needs momentum > 0 with sgd.
         let combo = "[train]\noptimizer = \"sgd\"\nmomentum = 0.9\n[sweep]\n[sweep.axes]\n\"train.nesterov\" = [false, true]\n\"train.momentum\" = [0.0, 0.9]\n";
         let m = err(plan(combo, &[]));
-        assert!(m.starts_with("trial ") && m.contains("train.nesterov: needs"), "{m}");
+        assert!(
+            m.starts_with("trial ") && m.contains("train.nesterov: needs"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -561,7 +609,10 @@ mod tests {
         let text = "[sweep]\n[sweep.axes]\n\"train.betas\" = [[0.9, 0.98], [0.8, 0.9]]\n\"train.clip_norm\" = [1, 2.5]\n";
         let p = plan(text, &[]).unwrap();
         assert_eq!(p.trials.len(), 4);
-        assert!(p.trials.iter().any(|t| t.config.train.betas == [0.8, 0.9] && t.config.train.clip_norm == Some(1.0)));
+        assert!(p
+            .trials
+            .iter()
+            .any(|t| t.config.train.betas == [0.8, 0.9] && t.config.train.clip_norm == Some(1.0)));
         // --set reaches the sweep table itself.
         let p = plan(GRID, &["sweep.seeds=[5]"]).unwrap();
         assert!(p.trials.iter().all(|t| t.seed == 5));

@@ -40,12 +40,18 @@ pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let mut s = String::from("#!/bin/bash\n");
-    s += &format!("# {} trials of {}, written by run-exp --slurm\n", ids.len(), plan.file.display());
+    s += &format!(
+        "# {} trials of {}, written by run-exp --slurm\n",
+        ids.len(),
+        plan.file.display()
+    );
     s += &format!("#SBATCH --job-name={}\n", plan.base.experiment.name);
     s += &format!(
         "#SBATCH --array=0-{}{}\n",
         ids.len() - 1,
-        opts.max_parallel.map(|k| format!("%{k}")).unwrap_or_default()
+        opts.max_parallel
+            .map(|k| format!("%{k}"))
+            .unwrap_or_default()
     );
     s += &format!("#SBATCH --output={}/slurm/%A_%a.out\n", plan.root.display());
     s += "#SBATCH --requeue\n#SBATCH --open-mode=append\n";
@@ -78,7 +84,9 @@ pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)
         cmd += &format!(" --set {}", q(set));
     }
     if plan.base.experiment.threads == 0 {
-        let threads = opts.cpus_per_task.map_or("${SLURM_CPUS_PER_TASK:-1}".to_string(), |c| c.to_string());
+        let threads = opts
+            .cpus_per_task
+            .map_or("${SLURM_CPUS_PER_TASK:-1}".to_string(), |c| c.to_string());
         cmd += &format!(" --set experiment.threads={threads}");
     }
     cmd += " --trial \"${ids[$SLURM_ARRAY_TASK_ID]}\"\n";
@@ -88,7 +96,10 @@ pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)
 
 /// Writes `<root>/sweep.sbatch` and submits it (unless `no_submit`); returns the script's path
 /// and the job id.
-pub fn submit(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(PathBuf, usize, Option<String>)>> {
+pub fn submit(
+    plan: &Plan,
+    opts: &SlurmOptions,
+) -> Result<Option<(PathBuf, usize, Option<String>)>> {
     super::driver::check_same_base(plan)?;
     let Some((text, n)) = script(plan, opts)? else {
         return Ok(None);
@@ -112,7 +123,10 @@ pub fn submit(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(PathBuf, usize
     if !out.status.success() {
         return Err(Error::Checkpoint {
             path,
-            msg: format!("sbatch failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
+            msg: format!(
+                "sbatch failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
         });
     }
     let id = String::from_utf8_lossy(&out.stdout)

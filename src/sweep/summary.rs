@@ -243,7 +243,11 @@ impl Row {
 
 /// Best first by the sweep's metric, ties broken by the other validation metric (lower loss,
 /// or higher accuracy).
-fn rank(study: &Study, a: (Option<f64>, Option<f64>), b: (Option<f64>, Option<f64>)) -> std::cmp::Ordering {
+fn rank(
+    study: &Study,
+    a: (Option<f64>, Option<f64>),
+    b: (Option<f64>, Option<f64>),
+) -> std::cmp::Ordering {
     let flip = Study {
         metric: match study.metric {
             Monitor::ValAcc => Monitor::ValLoss,
@@ -278,7 +282,13 @@ fn axis_column(name: &str, values: &[Option<&toml::Value>]) -> Column {
     let name: PlSmallStr = name.into();
     let present: Vec<&toml::Value> = values.iter().flatten().copied().collect();
     if present.iter().all(|v| v.is_integer()) {
-        Column::new(name, values.iter().map(|v| v.and_then(|v| v.as_integer())).collect::<Vec<_>>())
+        Column::new(
+            name,
+            values
+                .iter()
+                .map(|v| v.and_then(|v| v.as_integer()))
+                .collect::<Vec<_>>(),
+        )
     } else if present.iter().all(|v| v.is_integer() || v.is_float()) {
         Column::new(
             name,
@@ -288,7 +298,13 @@ fn axis_column(name: &str, values: &[Option<&toml::Value>]) -> Column {
                 .collect::<Vec<_>>(),
         )
     } else if present.iter().all(|v| v.is_bool()) {
-        Column::new(name, values.iter().map(|v| v.and_then(|v| v.as_bool())).collect::<Vec<_>>())
+        Column::new(
+            name,
+            values
+                .iter()
+                .map(|v| v.and_then(|v| v.as_bool()))
+                .collect::<Vec<_>>(),
+        )
     } else {
         Column::new(
             name,
@@ -317,8 +333,14 @@ pub fn trials_frame(study: &Study, rows: &[Row]) -> Result<DataFrame> {
     let mut rows: Vec<&Row> = rows.iter().collect();
     rows.sort_by(|a, b| rank(study, a.key(study), b.key(study)));
     let mut cols = vec![
-        Column::new("trial".into(), rows.iter().map(|r| r.trial.clone()).collect::<Vec<_>>()),
-        Column::new("status".into(), rows.iter().map(|r| r.status.name()).collect::<Vec<_>>()),
+        Column::new(
+            "trial".into(),
+            rows.iter().map(|r| r.trial.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "status".into(),
+            rows.iter().map(|r| r.status.name()).collect::<Vec<_>>(),
+        ),
     ];
     for key in &study.axes {
         let vals: Vec<Option<&toml::Value>> = rows
@@ -333,7 +355,10 @@ pub fn trials_frame(study: &Study, rows: &[Row]) -> Result<DataFrame> {
     let u = |name: &str, get: fn(&Row) -> Option<u64>| {
         Column::new(name.into(), rows.iter().map(|r| get(r)).collect::<Vec<_>>())
     };
-    cols.push(Column::new("seed".into(), rows.iter().map(|r| r.seed).collect::<Vec<_>>()));
+    cols.push(Column::new(
+        "seed".into(),
+        rows.iter().map(|r| r.seed).collect::<Vec<_>>(),
+    ));
     cols.push(f("best_val_acc", |r| r.best_val_acc));
     cols.push(f("best_val_loss", |r| r.best_val_loss));
     cols.push(u("best_epoch", |r| r.best_epoch));
@@ -371,9 +396,8 @@ impl Group<'_> {
             return (None, None, 0);
         }
         let mean = v.iter().sum::<f64>() / n as f64;
-        let std = (n > 1).then(|| {
-            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        });
+        let std = (n > 1)
+            .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
         (Some(mean), std, n)
     }
 
@@ -423,11 +447,17 @@ pub fn groups_frame(study: &Study, groups: &[Group]) -> Result<DataFrame> {
     }
     cols.push(Column::new(
         "trials".into(),
-        groups.iter().map(|g| g.rows.len() as u64).collect::<Vec<_>>(),
+        groups
+            .iter()
+            .map(|g| g.rows.len() as u64)
+            .collect::<Vec<_>>(),
     ));
     cols.push(Column::new(
         "n".into(),
-        groups.iter().map(|g| g.done().len() as u64).collect::<Vec<_>>(),
+        groups
+            .iter()
+            .map(|g| g.done().len() as u64)
+            .collect::<Vec<_>>(),
     ));
     let metrics: [(&str, fn(&Row) -> Option<f64>); 6] = [
         ("best_val_acc", |r| r.best_val_acc),
@@ -500,7 +530,11 @@ pub fn write(plan: &Plan) -> Result<Tables> {
 
 /// `best.toml`: the winning configuration's config (its lowest-seed completed trial's, as
 /// that trial ran it), renamed `<name>-best` so running it makes a new folder.
-fn write_best(root: &Path, study: &Study, groups: &[Group]) -> Result<Option<(String, f64, usize)>> {
+fn write_best(
+    root: &Path,
+    study: &Study,
+    groups: &[Group],
+) -> Result<Option<(String, f64, usize)>> {
     let Some(g) = groups.iter().find(|g| g.metric_mean(study).is_some()) else {
         return Ok(None);
     };
@@ -528,7 +562,10 @@ fn write_best(root: &Path, study: &Study, groups: &[Group]) -> Result<Option<(St
         first.trial,
         root.join(BEST_TOML).display(),
     );
-    write_atomic(&root.join(BEST_TOML), (header + &config.to_toml()).as_bytes())?;
+    write_atomic(
+        &root.join(BEST_TOML),
+        (header + &config.to_toml()).as_bytes(),
+    )?;
     Ok(Some((g.name.clone(), mean, n)))
 }
 
@@ -541,7 +578,9 @@ fn write_curves(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
     let mut curves = Vec::new();
     for r in rows {
         let path = root.join(&r.trial).join(checkpoint::METRICS);
-        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
         let points: Vec<(f64, f64)> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -550,7 +589,11 @@ fn write_curves(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
             .collect();
         if !points.is_empty() {
             curves.push(Curve {
-                group: if r.group.is_empty() { "base config".into() } else { r.group.clone() },
+                group: if r.group.is_empty() {
+                    "base config".into()
+                } else {
+                    r.group.clone()
+                },
                 points,
             });
         }
@@ -558,10 +601,16 @@ fn write_curves(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
     if curves.is_empty() {
         return Ok(());
     }
-    let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     plots::curves(
         &root.join(CURVES_PNG),
-        &format!("{name}: validation {} by epoch, one line per trial", &key[4..]),
+        &format!(
+            "{name}: validation {} by epoch, one line per trial",
+            &key[4..]
+        ),
         key,
         &curves,
     )
@@ -587,14 +636,22 @@ pub fn render(root: &Path, t: &Tables) -> String {
             .map(|c| c.as_str())
             .filter(|c| !drop.contains(c))
             .collect();
-        df.select(keep).map(|d| d.to_string()).unwrap_or_else(|_| df.to_string())
+        df.select(keep)
+            .map(|d| d.to_string())
+            .unwrap_or_else(|_| df.to_string())
     };
     let mut s = format!(
         "{}\nby configuration (mean and std over completed seeds), best first:\n{}\n",
         root.display(),
         pick(
             &t.by_config,
-            &["best_val_loss_std", "test_macro_f1_mean", "test_macro_f1_std", "epochs_done_std", "elapsed_s_std"]
+            &[
+                "best_val_loss_std",
+                "test_macro_f1_mean",
+                "test_macro_f1_std",
+                "epochs_done_std",
+                "elapsed_s_std"
+            ]
         )
     );
     s += &format!(
@@ -604,7 +661,11 @@ pub fn render(root: &Path, t: &Tables) -> String {
     if let Some((group, mean, n)) = &t.best {
         s += &format!(
             "best: {} ({mean:.4} over {n} seed(s)) -> {}\n",
-            if group.is_empty() { "the base config" } else { group },
+            if group.is_empty() {
+                "the base config"
+            } else {
+                group
+            },
             root.join(BEST_TOML).display()
         );
     }
@@ -673,7 +734,12 @@ mod tests {
         let df = groups_frame(&s, &g).unwrap();
         assert_eq!(df.height(), 3);
         assert_eq!(
-            df.column("n").unwrap().u64().unwrap().into_no_null_iter().collect::<Vec<_>>(),
+            df.column("n")
+                .unwrap()
+                .u64()
+                .unwrap()
+                .into_no_null_iter()
+                .collect::<Vec<_>>(),
             [2, 3, 0]
         );
         // val_loss: lower is better, so the order is the same here (loss = 1 - acc).

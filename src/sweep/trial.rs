@@ -93,7 +93,11 @@ fn session_start(trial: &Trial, dir: &Path) -> Result<()> {
         hparams::SessionStartInfo {
             hparams: hp,
             model_uri: dir.display().to_string(),
-            group_name: if group.is_empty() { "base config".into() } else { group },
+            group_name: if group.is_empty() {
+                "base config".into()
+            } else {
+                group
+            },
             start_time_secs: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
