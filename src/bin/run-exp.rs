@@ -176,9 +176,7 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
     }
     match sweep::driver::run(&plan, stop) {
         Ok(out) => {
-            if let Ok(t) = sweep::summary::write(&plan) {
-                print!("{}", sweep::summary::render(&plan.root, &t));
-            }
+            print!("{}", sweep::summary::render(&plan.root, &out.tables));
             let counts: Vec<String> = out
                 .counts
                 .iter()
@@ -564,7 +562,7 @@ fn main() -> ExitCode {
     };
     if let (Some(file), None) = (&cli.config, &cli.resume) {
         match Config::load(file, &cli.set) {
-            Ok(c) if sweep::is_sweep(&c) => {
+            Ok(c) if c.sweep.is_some() => {
                 table_format();
                 return run_sweep(&cli, file, &stop);
             }

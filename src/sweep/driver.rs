@@ -23,11 +23,12 @@ use crate::stop::Stop;
 /// The `--trial` process's exit code when another process holds the trial.
 pub const EXIT_BUSY: u8 = 75;
 
-/// How the sweep ended: trials per status, and the signal that stopped it, if any.
-#[derive(Debug, Default)]
+/// How the sweep ended: trials per status, the signal that stopped it, if any, and the
+/// results tables as written last.
 pub struct Outcome {
     pub counts: std::collections::BTreeMap<TrialStatus, usize>,
     pub interrupted: Option<i32>,
+    pub tables: summary::Tables,
 }
 
 /// Trials at once when `sweep.jobs` is absent: one per core, each on one thread (the jobs x
@@ -152,7 +153,7 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
                 ),
             );
             // The tables are a view: failing to write them must not stop the trials.
-            if let Err(e) = summary::write(plan) {
+            if let Err(e) = summary::write_root(&plan.root) {
                 say(
                     &bar,
                     format!("warning: could not write the sweep's tables: {e:#}"),
@@ -180,10 +181,10 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
         }
     }
     bar.finish_and_clear();
-    summary::write(plan)?;
     let mut out = Outcome {
         interrupted: stop.requested(),
-        ..Default::default()
+        counts: Default::default(),
+        tables: summary::write_root(&plan.root)?,
     };
     for (_, r) in record::all(plan)? {
         *out.counts.entry(r.status).or_default() += 1;

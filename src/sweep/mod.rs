@@ -197,11 +197,6 @@ pub struct Plan {
     pub base: Config,
 }
 
-/// True when the file has a `[sweep]` table (after `--set`s).
-pub fn is_sweep(config: &Config) -> bool {
-    config.sweep.is_some()
-}
-
 impl Plan {
     /// Reads a sweep file, checks every axis value against the base config and builds every
     /// trial's config: all bad input is found here, before anything runs.

@@ -524,10 +524,6 @@ pub fn write_root(root: &Path) -> Result<Tables> {
     })
 }
 
-pub fn write(plan: &Plan) -> Result<Tables> {
-    write_root(&plan.root)
-}
-
 /// `best.toml`: the winning configuration's config (its lowest-seed completed trial's, as
 /// that trial ran it), renamed `<name>-best` so running it makes a new folder.
 fn write_best(
