@@ -4,13 +4,11 @@
 
 use std::path::Path;
 
-use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::checkpoint::LoadedRun;
 use crate::config::{Column, Data};
-use crate::data::text::PAD;
-use crate::data::{load_for_run, table};
+use crate::data::{load_for_run, table, Inputs, Split};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Scores};
 use crate::model::classifier::{probabilities, Input};
@@ -68,31 +66,35 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
             ),
         });
     }
+    let split = Split {
+        labels: vec![0; texts.len()],
+        inputs: Inputs::Tokens(texts.iter().map(|t| encode(run, t)).collect()),
+    };
+    predict_split(run, &split, texts)
+}
+
+/// Predictions for every sequence of `split` (its labels unused), named by `names`, in batches
+/// of 256 padded as training's were.
+fn predict_split(run: &LoadedRun, split: &Split, names: &[String]) -> Result<Vec<Prediction>> {
     let device = run.model.params.device();
-    let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(256) {
-        let seqs: Vec<Vec<u32>> = chunk.iter().map(|t| encode(run, t)).collect();
-        let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-        let t = lengths.iter().copied().max().unwrap_or(1);
-        let mut ids = vec![PAD; seqs.len() * t];
-        for (row, s) in seqs.iter().enumerate() {
-            ids[row * t..row * t + s.len()].copy_from_slice(s);
-        }
-        let ids = Tensor::from_vec(ids, (seqs.len(), t), &device)?;
+    let all: Vec<usize> = (0..split.len()).collect();
+    let mut out = Vec::with_capacity(split.len());
+    for idx in all.chunks(256) {
+        let b = crate::data::batch::make(split, idx, &device)?;
         let logits = run
             .model
             .forward(
-                &ids,
+                &b.x,
                 RunOpts {
-                    lengths: Some(&lengths),
+                    lengths: Some(&b.lengths),
                     no_grad: true,
                     ..Default::default()
                 },
             )?
             .logits;
         let probs: Vec<Vec<f32>> = probabilities(&logits)?.to_vec2()?;
-        for (text, p) in chunk.iter().zip(probs) {
-            out.push(Prediction::new(run, text.clone(), p));
+        for (&i, p) in idx.iter().zip(probs) {
+            out.push(Prediction::new(run, names[i].clone(), p));
         }
     }
     Ok(out)
@@ -130,30 +132,12 @@ pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec
             run.config.data.frames_per_clip,
         )?);
     }
-    let split = crate::data::Split {
+    let split = Split {
         labels: vec![0; clips.len()],
-        inputs: crate::data::Inputs::Frames { shape, clips },
+        inputs: Inputs::Frames { shape, clips },
     };
-    let device = run.model.params.device();
-    let idx: Vec<usize> = (0..split.len()).collect();
-    let b = crate::data::batch::make(&split, &idx, &device)?;
-    let logits = run
-        .model
-        .forward(
-            &b.x,
-            RunOpts {
-                lengths: Some(&b.lengths),
-                no_grad: true,
-                ..Default::default()
-            },
-        )?
-        .logits;
-    let probs: Vec<Vec<f32>> = probabilities(&logits)?.to_vec2()?;
-    Ok(dirs
-        .iter()
-        .zip(probs)
-        .map(|(d, p)| Prediction::new(run, d.display().to_string(), p))
-        .collect())
+    let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    predict_split(run, &split, &names)
 }
 
 /// Scores of the run on each labeled split `data` names, as (split, examples, scores).
