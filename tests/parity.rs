@@ -28,6 +28,28 @@ fn fixture(name: &str) -> HashMap<String, Tensor> {
 
 #[track_caller]
 fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
+    assert_close_to(what, ours, theirs, TOL);
+}
+
+/// `assert_close` with the tolerance scaled by the largest magnitude in `theirs` (at least 1):
+/// for sums over whole batches of pixels, where float rounding grows with the values.
+#[track_caller]
+fn assert_close_scaled(what: &str, ours: &Tensor, theirs: &Tensor) {
+    let scale = theirs
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(1.0);
+    assert_close_to(what, ours, theirs, TOL * scale);
+}
+
+#[track_caller]
+fn assert_close_to(what: &str, ours: &Tensor, theirs: &Tensor, tol: f32) {
     assert_eq!(ours.dims(), theirs.dims(), "{what}: shape");
     let a = ours.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = theirs
@@ -42,7 +64,7 @@ fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
         .zip(&b)
         .map(|(x, y)| (x - y).abs())
         .fold(0f32, f32::max);
-    assert!(worst <= TOL, "{what}: max abs diff {worst:e} > {TOL:e}");
+    assert!(worst <= tol, "{what}: max abs diff {worst:e} > {tol:e}");
 }
 
 /// Both implementations: the fused CPU op (the default) and the composed-ops reference.
@@ -272,4 +294,96 @@ fn classifier_adam_clip() {
             &f[&format!("final.{name}")],
         );
     }
+}
+
+/// The CNN frame encoder against PyTorch (tests/fixtures/torch_conv, made by
+/// make_conv_fixtures.py there): features and every parameter's gradient, for the fused op and
+/// the composed reference; batch norm in training (and the running statistics it leaves) and
+/// in evaluation; odd sizes, a grey single-row input whose blocks are not pooled.
+fn conv_case(name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_conv");
+    let f = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+        .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let meta = &index[name];
+    let widths: Vec<usize> = meta["widths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap() as usize)
+        .collect();
+    let batch_norm = meta["batch_norm"].as_bool().unwrap();
+    let training = meta["mode"] == "train";
+    let (n, c, h, w) = f["x"].dims4().unwrap();
+    let theirs: HashMap<String, Tensor> = f
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("param.")?.to_string(), v.clone())))
+        .collect();
+    let tmp = std::env::temp_dir().join(format!("rnnlab-parity-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let file = tmp.join("params.safetensors");
+    candle_core::safetensors::save(&theirs, &file).unwrap();
+    for reference in [false, true] {
+        let what = format!("{name} ({})", if reference { "reference" } else { "fused" });
+        let mut params = Params::default();
+        let mut rng = StdRng::seed_from_u64(0);
+        let enc = rnnlab::model::encoder::FrameEncoder::new(
+            &mut params,
+            &mut rng,
+            c,
+            &widths,
+            batch_norm,
+            &Device::Cpu,
+        )
+        .unwrap();
+        params.load(&file).unwrap();
+        let x = f["x"].reshape((1, n, c, h, w)).unwrap();
+        let feat = enc
+            .forward(&x, training, false, reference)
+            .unwrap()
+            .reshape((n, ()))
+            .unwrap();
+        assert_close(&format!("{what} features"), &feat, &f["feat"]);
+        let loss = (&feat * &f["proj"]).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        for (pname, var) in params.iter() {
+            let g = grads.get(var.as_tensor()).expect("gradient");
+            assert_close_scaled(
+                &format!("{what} grad {pname}"),
+                g,
+                &f[&format!("grad.{pname}")],
+            );
+        }
+        if batch_norm && training {
+            let saved = tmp.join("after.safetensors");
+            params.save(&saved).unwrap();
+            let after = candle_core::safetensors::load(&saved, &Device::Cpu).unwrap();
+            for (k, v) in f.iter().filter(|(k, _)| k.starts_with("after.")) {
+                let buf = &after[&k["after.".len()..]];
+                assert_close(&format!("{what} {k}"), buf, v);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn conv_plain() {
+    conv_case("conv_plain");
+}
+
+#[test]
+fn conv_bn_train() {
+    conv_case("conv_bn_train");
+}
+
+#[test]
+fn conv_bn_eval() {
+    conv_case("conv_bn_eval");
+}
+
+#[test]
+fn conv_grey_single_row() {
+    conv_case("conv_grey_single_row");
 }

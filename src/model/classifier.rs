@@ -187,13 +187,15 @@ impl Classifier {
     }
 
     /// inputs: ids [batch, seq] (u32), features [batch, seq, dim] or frames
-    /// [batch, seq, channels, height, width] -> [batch, seq, stack input] (evaluation mode).
-    pub fn embed(&self, inputs: &Tensor) -> Result<Tensor> {
-        self.embed_mode(inputs, false)
-    }
-
-    /// [`Classifier::embed`]; `training` switches batch norm to the batch's statistics.
-    fn embed_mode(&self, inputs: &Tensor, training: bool) -> Result<Tensor> {
+    /// [batch, seq, channels, height, width] -> [batch, seq, stack input]. `training` switches
+    /// batch norm to the batch's statistics; `no_grad` and `reference` as in [`RunOpts`].
+    fn embed(
+        &self,
+        inputs: &Tensor,
+        training: bool,
+        no_grad: bool,
+        reference: bool,
+    ) -> Result<Tensor> {
         Ok(match &self.front {
             FrontEnd::Embedding(w) => lookup(w, inputs)?,
             FrontEnd::Dense(w, bias) => {
@@ -204,7 +206,7 @@ impl Classifier {
                     .broadcast_add(bias)?
                     .reshape((b, t, ()))?
             }
-            FrontEnd::Cnn(enc) => enc.forward(inputs, training)?,
+            FrontEnd::Cnn(enc) => enc.forward(inputs, training, no_grad, reference)?,
             FrontEnd::Identity => inputs.clone(),
         })
     }
@@ -225,13 +227,19 @@ impl Classifier {
                 (input, None)
             }
             FrontEnd::Embedding(_) => {
-                let var = Var::from_tensor(&self.embed(inputs)?.detach())?;
+                let var =
+                    Var::from_tensor(&self.embed(inputs, false, true, opts.reference)?.detach())?;
                 rows = var.as_tensor().clone();
                 let ids = inputs.flatten_all()?;
                 (StackInput::Rows(&rows), Some(Looked { rows: var, ids }))
             }
             FrontEnd::Dense(..) | FrontEnd::Cnn(_) | FrontEnd::Identity => {
-                rows = self.embed_mode(inputs, opts.dropout_rng.is_some())?;
+                rows = self.embed(
+                    inputs,
+                    opts.dropout_rng.is_some(),
+                    opts.no_grad,
+                    opts.reference,
+                )?;
                 (StackInput::Rows(&rows), None)
             }
         };

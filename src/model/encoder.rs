@@ -28,7 +28,8 @@ struct BatchNorm {
     var: Var,
 }
 
-const BN_EPS: f64 = 1e-5;
+use super::fused::conv::{BatchStats, ConvStack, BN_EPS};
+
 const BN_MOMENTUM: f64 = 0.1;
 
 impl BatchNorm {
@@ -40,14 +41,11 @@ impl BatchNorm {
             let mean = x.mean_keepdim((0, 2, 3))?;
             let centred = x.broadcast_sub(&mean)?;
             let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
-            let n = (x.elem_count() / c) as f64;
-            let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?.flatten_all()?;
-            let m = BN_MOMENTUM;
-            self.mean.set(
-                &((self.mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?,
+            self.update(
+                &mean.detach().flatten_all()?,
+                &var.detach().flatten_all()?,
+                x.elem_count() / c,
             )?;
-            self.var
-                .set(&((self.var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
             (mean, var)
         } else {
             (
@@ -61,6 +59,19 @@ impl BatchNorm {
         Ok(xhat
             .broadcast_mul(&self.weight.reshape(shape)?)?
             .broadcast_add(&self.bias.reshape(shape)?)?)
+    }
+
+    /// Running statistics += momentum * (the batch's - running), with the batch's variance
+    /// (biased, over `n` values a channel) made unbiased, as PyTorch.
+    fn update(&self, mean: &Tensor, var: &Tensor, n: usize) -> Result<()> {
+        let n = n as f64;
+        let unbiased = (var * (n / (n - 1.0).max(1.0)))?;
+        let m = BN_MOMENTUM;
+        self.mean
+            .set(&((self.mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
+        self.var
+            .set(&((self.var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        Ok(())
     }
 }
 
@@ -122,8 +133,85 @@ impl FrameEncoder {
     }
 
     /// frames: [batch, seq, channels, height, width] -> [batch, seq, output_size]. `training`:
-    /// batch norm uses (and updates) the batch's statistics.
-    pub fn forward(&self, frames: &Tensor, training: bool) -> Result<Tensor> {
+    /// batch norm uses (and updates) the batch's statistics. On the CPU the whole stack runs as
+    /// one fused op (`fused::conv`); `reference` (or another device) composes candle ops.
+    pub fn forward(
+        &self,
+        frames: &Tensor,
+        training: bool,
+        no_grad: bool,
+        reference: bool,
+    ) -> Result<Tensor> {
+        if reference || !super::fused::available(frames) {
+            return self.forward_composed(frames, training);
+        }
+        let (b, t, c, h, w) = frames.dims5()?;
+        let x = frames
+            .reshape((b * t, c, h, w))?
+            .to_dtype(candle_core::DType::F32)?
+            .contiguous()?
+            .detach();
+        let mut parts = Vec::new();
+        for (k, (weight, bias)) in self.convs.iter().enumerate() {
+            parts.push(weight.flatten_all()?);
+            parts.push(bias.clone());
+            if let Some(bn) = self.norms.get(k) {
+                parts.push(bn.weight.clone());
+                parts.push(bn.bias.clone());
+            }
+        }
+        let mut packed = Tensor::cat(&parts, 0)?;
+        if no_grad {
+            packed = packed.detach();
+        }
+        let running = if training {
+            None
+        } else {
+            let mut run = Vec::new();
+            for bn in &self.norms {
+                run.push((
+                    bn.mean.as_tensor().to_vec1::<f32>()?,
+                    bn.var.as_tensor().to_vec1::<f32>()?,
+                ));
+            }
+            Some(run)
+        };
+        let stats = BatchStats::default();
+        let widths = self.convs.iter().map(|(w, _)| w.dims()[0]).collect();
+        let op = ConvStack::new(
+            widths,
+            !self.norms.is_empty(),
+            running,
+            !no_grad,
+            stats.clone(),
+        );
+        let out = x.apply_op2_arc(&packed, std::sync::Arc::new(Box::new(op)))?;
+        if training {
+            let stats = match stats.lock() {
+                Ok(mut s) => std::mem::take(&mut *s),
+                Err(_) => Vec::new(),
+            };
+            let device = frames.device();
+            // Each block's conv output size: halved by every pool before it.
+            let (mut hh, mut ww) = (h, w);
+            for ((mean, var), bn) in stats.into_iter().zip(&self.norms) {
+                let c = mean.len();
+                bn.update(
+                    &Tensor::from_vec(mean, c, device)?,
+                    &Tensor::from_vec(var, c, device)?,
+                    b * t * hh * ww,
+                )?;
+                if hh >= 2 && ww >= 2 {
+                    (hh, ww) = (hh / 2, ww / 2);
+                }
+            }
+        }
+        Ok(out.reshape((b, t, ()))?)
+    }
+
+    /// forward with candle's conv2d, batch norm and max-pool: the reference the fused op is
+    /// tested against, and the path on other devices.
+    fn forward_composed(&self, frames: &Tensor, training: bool) -> Result<Tensor> {
         let (b, t, c, h, w) = frames.dims5()?;
         let mut x = frames.reshape((b * t, c, h, w))?;
         for (k, (weight, bias)) in self.convs.iter().enumerate() {
@@ -134,13 +222,29 @@ impl FrameEncoder {
             if let Some(bn) = self.norms.get(k) {
                 x = bn.forward(&x, training)?;
             }
-            x = x.relu()?;
-            // candle's max-pool backward needs kernel = stride; odd sizes drop the last row.
-            if x.dim(2)? >= 2 && x.dim(3)? >= 2 {
-                x = x.max_pool2d(2)?;
-            }
+            // Pooled before the ReLU (the two commute), so that a window of zeros after the ReLU
+            // has no tie to split.
+            x = max_pool(&x)?.relu()?;
         }
         let (n, d, _, _) = x.dims4()?;
         Ok(x.mean((2, 3))?.reshape((n / t.max(1), t, d))?)
     }
+}
+
+/// 2x2 max-pool, stride 2, dropping an odd last row or column (none below 2x2), as each
+/// window's maximum over a reshape. Not candle's `max_pool2d`: its backward (0.11) multiplies
+/// a window's gradient by (maxima in the window) / 4 where PyTorch passes it whole to the
+/// first maximum, and maps odd sizes to the wrong rows.
+fn max_pool(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    if h < 2 || w < 2 {
+        return Ok(x.clone());
+    }
+    let (oh, ow) = (h / 2, w / 2);
+    Ok(x.narrow(2, 0, 2 * oh)?
+        .narrow(3, 0, 2 * ow)?
+        .contiguous()?
+        .reshape((n, c, oh, 2, ow, 2))?
+        .max(5)?
+        .max(3)?)
 }

@@ -22,7 +22,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storag
 
 use crate::config::{CellKind, Nonlinearity};
 
+#[macro_use]
 mod kernels;
+pub mod conv;
 mod matmul;
 mod split;
 
