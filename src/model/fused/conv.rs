@@ -23,6 +23,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::kernels::FlushDenormals;
 use super::matmul::mm;
+use super::split::{recycle, take};
 use super::{cpu_slice, storage_slice};
 
 /// Batch norm's epsilon, as PyTorch.
@@ -197,13 +198,13 @@ impl ConvStack {
             };
             let wt = weight_rows(p.weight, &b);
             let mut s = Saved {
-                out: vec![0f32; n * b.out_len()],
+                out: zeroed(n * b.out_len()),
                 ..Saved::default()
             };
             let training_norm = self.batch_norm && self.running.is_none();
             if self.keep || training_norm {
                 // The conv output is kept whole: for backward, or for the batch's statistics.
-                s.z = vec![0f32; n * b.hw() * b.cout];
+                s.z = zeroed(n * b.hw() * b.cout);
                 let sums = per_thread(&frames, split_mut(&mut s.z, &frames, b.hw() * b.cout), {
                     let wt = &wt;
                     move |r, z| conv_frames(b, input, wt, p.bias, r, z, training_norm)
@@ -259,7 +260,7 @@ impl ConvStack {
                 );
             }
             if !self.keep {
-                s.z = Vec::new();
+                recycle(std::mem::take(&mut s.z));
             }
             saved.push(s);
         }
@@ -284,6 +285,10 @@ impl ConvStack {
         if self.keep {
             if let Ok(mut keep) = self.saved.lock() {
                 *keep = saved;
+            }
+        } else {
+            for s in saved {
+                recycle(s.out);
             }
         }
         Ok(feat)
@@ -382,7 +387,7 @@ impl ConvStack {
                 (vec![0.0; sg.len()], vec![0.0; sg.len()])
             };
             let mut dx = if k > 0 {
-                vec![0f32; n * b.hw() * b.cin]
+                zeroed(n * b.hw() * b.cin)
             } else {
                 Vec::new()
             };
@@ -460,7 +465,11 @@ impl ConvStack {
                 g.extend(sg.iter().map(|&v| v as f32));
             }
             grads.push(g);
-            dout = dx;
+            recycle(std::mem::replace(&mut dout, dx));
+        }
+        for s in saved {
+            recycle(s.z);
+            recycle(s.out);
         }
         Ok(grads.into_iter().rev().flatten().collect())
     }
@@ -694,25 +703,29 @@ fn unpool_frames(b: Block, z: &[f32], scale: &[f32], shift: &[f32], dout: &[f32]
         return;
     }
     for py in 0..oh {
+        // The window's two rows: pixels (2px, 2px+1) of rows 2py and 2py+1.
+        let (top, bottom) = g[2 * py * w * c..].split_at_mut(w * c);
+        let zt = &z[2 * py * w * c..][..w * c];
+        let zb = &z[(2 * py + 1) * w * c..][..w * c];
         for px in 0..ow {
-            let p00 = (2 * py * w + 2 * px) * c;
-            let p10 = p00 + w * c;
-            let d = &dout[(py * ow + px) * c..][..c];
-            for ch in 0..c {
-                let v = [p00, p00 + c, p10, p10 + c].map(|p| z[p + ch] * scale[ch] + shift[ch]);
-                let mut best = 0;
-                for i in 1..4 {
-                    if v[i] > v[best] {
-                        best = i;
-                    }
-                }
-                if v[best] > 0.0 {
-                    let p = [p00, p00 + c, p10, p10 + c][best];
-                    g[p + ch] = d[ch];
-                }
-            }
+            let o = 2 * px * c;
+            unpool4(
+                [&zt[o..][..2 * c], &zb[o..][..2 * c]],
+                scale,
+                shift,
+                &dout[(py * ow + px) * c..][..c],
+                [&mut top[o..][..2 * c], &mut bottom[o..][..2 * c]],
+            );
         }
     }
+}
+
+/// `n` zeros in a buffer from the scratch pool: the big activations would otherwise be fresh
+/// pages every step (page faults and, when freed, TLB shootdowns: ~10% of a training step).
+fn zeroed(n: usize) -> Vec<f32> {
+    let mut v = take(n);
+    v.resize(n, 0.0);
+    v
 }
 
 /// Frame ranges, one per thread, in order.
@@ -838,6 +851,33 @@ kernel! {
             let v2 = d[i] * scale[i] + shift[i];
             let v3 = e[i] * scale[i] + shift[i];
             out[i] = v0.max(v1).max(v2.max(v3)).max(0.0);
+        }
+    }
+}
+
+kernel! {
+    /// One window's share of `unpool_frames`: z and g as its two rows of two pixels.
+    fn unpool4(z: [&[f32]; 2], scale: &[f32], shift: &[f32], d: &[f32], g: [&mut [f32]; 2]) {
+        let c = d.len();
+        let [g0, g1] = g;
+        let (z0, z1, g0, g1) = (&z[0][..2 * c], &z[1][..2 * c], &mut g0[..2 * c], &mut g1[..2 * c]);
+        let (scale, shift) = (&scale[..c], &shift[..c]);
+        for i in 0..c {
+            let v0 = z0[i] * scale[i] + shift[i];
+            let v1 = z0[c + i] * scale[i] + shift[i];
+            let v2 = z1[i] * scale[i] + shift[i];
+            let v3 = z1[c + i] * scale[i] + shift[i];
+            // The first maximum, as PyTorch picks it.
+            let m01 = v0.max(v1);
+            let m23 = v2.max(v3);
+            let top = m01 >= m23;
+            let pos = m01.max(m23) > 0.0;
+            let first = if top { v0 >= v1 } else { v2 >= v3 };
+            let dv = if pos { d[i] } else { 0.0 };
+            g0[i] = if top && first { dv } else { 0.0 };
+            g0[c + i] = if top && !first { dv } else { 0.0 };
+            g1[i] = if !top && first { dv } else { 0.0 };
+            g1[c + i] = if !top && !first { dv } else { 0.0 };
         }
     }
 }
