@@ -182,7 +182,8 @@ pub struct Data {
     pub num_test: usize,
     /// delayed-recall: distractor steps between the class token and the end. Default 20.
     pub lag: usize,
-    /// delayed-recall: number of classes (class tokens). Default 4.
+    /// delayed-recall: number of classes (class tokens); synthetic-video: 2 to 6 (cyclic
+    /// orders of the bar's brightness levels). Default 4.
     pub num_classes: usize,
     /// delayed-recall: vocabulary size including `<pad>`, class and distractor tokens. Default 16.
     pub vocab_size: usize,
@@ -872,6 +873,12 @@ impl Config {
             }
             if !(0.0..=1.0).contains(&d.noise) {
                 return bad("data.noise", "must be in [0, 1]");
+            }
+            if !(2..=crate::data::video::MAX_CLASSES).contains(&d.num_classes) {
+                return bad(
+                    "data.num_classes",
+                    "synthetic-video has 2 to 6 classes (the cyclic orders of four brightness levels)",
+                );
             }
         }
         if !(0.0..1.0).contains(&d.augment_brightness) {

@@ -31,7 +31,7 @@ fn stderr(o: &Output) -> String {
 fn config(dir: &Path, extra_model: &str) -> PathBuf {
     let text = format!(
         "[experiment]\nname = \"v\"\nout_dir = {:?}\nthreads = 1\n\
-         [data]\nsource = \"synthetic-video\"\nframes = 6\nheight = 12\nwidth = 12\nchannels = 3\n\
+         [data]\nsource = \"synthetic-video\"\nnum_classes = 2\nframes = 6\nheight = 12\nwidth = 12\nchannels = 3\n\
          num_train = 256\nnum_valid = 64\nnum_test = 64\n\
          [model]\ncell = \"gru\"\nhidden_size = 16\nconv_channels = [4, 8]\n{extra_model}\n\
          [train]\nepochs = 2\nbatch_size = 32\nlr = 3e-3\n[log]\nevery_steps = 2\nprogress = false\n",
@@ -276,6 +276,50 @@ fn the_features_config_trains_from_safetensors_and_bad_files_are_named() {
         s2["best_val_acc"], s["best_val_acc"],
         "npz and safetensors of the same data train alike"
     );
+
+    // And as a folder of .npy files (np.save(f"{dir}/{name}.npy", array) for each).
+    let npy = dir.join("train-npy");
+    std::fs::create_dir_all(&npy).unwrap();
+    for (name, t) in features(1200, 10, 8, 1) {
+        t.write_npy(npy.join(format!("{name}.npy"))).unwrap();
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+        .args(args(&[
+            "--set".into(),
+            format!("data.train={}", npy.display()),
+            "--set".into(),
+            "experiment.name=npy".into(),
+        ]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s3: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("npy/run-001/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        s3["best_val_acc"], s["best_val_acc"],
+        "npy folder trains alike"
+    );
+    // A folder without .npy files is named.
+    let empty = dir.join("no-arrays");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+        .args(args(&[
+            "--set".into(),
+            format!("data.train={}", empty.display()),
+            "--set".into(),
+            "experiment.name=empty".into(),
+        ]))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no-arrays") && stderr(&o).contains("without .npy files"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.join("empty").exists());
 
     // Bad files: exit 2 naming the file and what is wrong, no run folder.
     let dev = candle_core::Device::Cpu;

@@ -1,4 +1,5 @@
-//! `source = "tensors"`: safetensors files (or NumPy `.npz` bundles) holding a split's clips as `frames`
+//! `source = "tensors"`: safetensors files (or NumPy `.npz` bundles, or folders of `.npy` files
+//! named after the tensors: `frames.npy`, `labels.npy`, ...) holding a split's clips as `frames`
 //! [N, T, C, H, W] (u8 0..=255, or f32 in [0, 1], kept as 8 bits) or precomputed per-frame
 //! features `features` [N, T, D] (f32, f16 or bf16: the common research shortcut), with
 //! `labels` [N] (integers) and optionally `lengths` [N] (valid steps per sequence, the rest
@@ -41,14 +42,16 @@ fn ints(path: &Path, name: &str, t: &Tensor) -> Result<Vec<i64>> {
 
 /// Reads one split.
 pub fn read(path: &Path) -> Result<Split> {
-    if !path.is_file() {
+    if !path.exists() {
         return Err(Error::io(
             path,
             std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         ));
     }
     let npz = path.extension().and_then(|e| e.to_str()) == Some("npz");
-    let map: HashMap<String, Tensor> = if npz {
+    let map: HashMap<String, Tensor> = if path.is_dir() {
+        read_npy_folder(path)?
+    } else if npz {
         Tensor::read_npz(path)
             .map_err(|e| bad(path, format!("not a NumPy .npz file: {e}")))?
             .into_iter()
@@ -190,6 +193,31 @@ pub fn read(path: &Path) -> Result<Split> {
         inputs,
         labels: labels.into_iter().map(|l| l as u32).collect(),
     })
+}
+
+/// A folder of `.npy` files (`np.save` of each array), each tensor named by its file's stem.
+fn read_npy_folder(dir: &Path) -> Result<HashMap<String, Tensor>> {
+    let mut map = HashMap::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let file = entry.map_err(|e| Error::io(dir, e))?.path();
+        if file.extension().and_then(|e| e.to_str()) != Some("npy") {
+            continue;
+        }
+        let Some(name) = file.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
+        let t = Tensor::read_npy(&file)
+            .map_err(|e| bad(&file, format!("not a NumPy .npy file: {e}")))?;
+        map.insert(name.to_string(), t);
+    }
+    if map.is_empty() {
+        return Err(bad(
+            dir,
+            "is a folder without .npy files (expected labels.npy and frames.npy or features.npy)",
+        ));
+    }
+    Ok(map)
 }
 
 fn keys(map: &HashMap<String, Tensor>) -> Vec<&String> {

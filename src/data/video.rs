@@ -1,10 +1,12 @@
 //! Video clips as sequences of frames. `synthetic-video` is the built-in, seeded task whose
-//! class only the order of the frames shows: a bar that flashes and fades (brightness jumps up
-//! in one frame, then decays step by step: a sawtooth with a random phase), played forward
-//! (class 0) or reversed (class 1: slow rise, sudden drop), while it turns at random and a
-//! square wanders, under pixel noise. Both classes show the same frames, each frame's
-//! brightness is uniform over the same levels whatever the class, so a single frame, or the
-//! frames in any order, carry no information about it: only their sequence does.
+//! class only the order of the frames shows: a bar whose brightness steps through four levels
+//! in a fixed cyclic order, repeated, from a random phase, while it turns at random and a
+//! square wanders, under pixel noise. Class 0 ("forward") flashes and fades (a jump up, then
+//! decay: a sawtooth); class 1 ("reversed") is its time reversal (slow rise, sudden drop); with
+//! `num_classes` up to 6, the other cyclic orders of the four levels follow. Every class shows
+//! the same frames: each frame's brightness is uniform over the same levels whatever the class,
+//! so a single frame, or the frames in any order, carry no information about it: only their
+//! sequence does.
 
 use std::f64::consts::PI;
 
@@ -17,17 +19,35 @@ use super::{Dataset, FrameShape, Inputs, Split};
 use crate::config::Data;
 use crate::error::Result;
 
-pub const CLASS_NAMES: [&str; 2] = ["forward", "reversed"];
-
-/// The sawtooth's period in frames (its levels: 0, 1/(P-1), ..., 1).
+/// The period in frames (its levels: 0, 1/(P-1), ..., 1).
 const PERIOD: usize = 4;
 
-/// The bar's brightness level (0..=1) at frame `t`: a sawtooth that jumps to 1 and decays
-/// (forward), or its time reversal, from phase `phase`.
+/// Each class's cyclic order of the levels: all six orders of four levels up to rotation.
+const ORDERS: [[usize; PERIOD]; 6] = [
+    [3, 2, 1, 0],
+    [0, 1, 2, 3],
+    [3, 0, 2, 1],
+    [3, 1, 0, 2],
+    [3, 1, 2, 0],
+    [3, 2, 0, 1],
+];
+
+/// The most classes `synthetic-video` has.
+pub const MAX_CLASSES: usize = ORDERS.len();
+
+/// Class `k`'s name: forward, reversed, then its order of levels (`order-3021`).
+pub fn class_name(k: usize) -> String {
+    match k {
+        0 => "forward".into(),
+        1 => "reversed".into(),
+        _ => format!("order-{}", ORDERS[k].map(|l| l.to_string()).concat()),
+    }
+}
+
+/// The bar's brightness level (0..=1) at frame `t` of a clip of class `class` from phase
+/// `phase`.
 pub fn level(class: usize, t: usize, phase: usize) -> f64 {
-    let k = (t + phase) % PERIOD;
-    let step = if class == 0 { PERIOD - 1 - k } else { k };
-    step as f64 / (PERIOD - 1) as f64
+    ORDERS[class][(t + phase) % PERIOD] as f64 / (PERIOD - 1) as f64
 }
 
 /// `n` clips of `frames` frames, drawn from a generator seeded by `seed`.
@@ -43,7 +63,7 @@ pub fn synthetic(cfg: &Data, n: usize, seed: u64) -> Split {
     let mut clips = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
     for _ in 0..n {
-        let class = rng.random_range(0..CLASS_NAMES.len());
+        let class = rng.random_range(0..cfg.num_classes.clamp(1, MAX_CLASSES));
         let phase = rng.random_range(0..PERIOD);
         // The turning is a distractor: random direction and speed.
         let theta0 = rng.random_range(0.0..PI);
@@ -158,7 +178,9 @@ pub fn synthetic_dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         valid: gen(cfg.num_valid, seed.wrapping_mul(3) + 2),
         test: (cfg.num_test > 0).then(|| gen(cfg.num_test, seed.wrapping_mul(3) + 3)),
         vocab: Vocab::from_tokens(Vec::new()),
-        classes: CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
+        classes: (0..cfg.num_classes.min(MAX_CLASSES))
+            .map(class_name)
+            .collect(),
         notes: Vec::new(),
     })
 }
@@ -183,6 +205,26 @@ mod tests {
         assert_eq!(f[..4], [1.0, 2.0 / 3.0, 1.0 / 3.0, 0.0]);
         let r: Vec<f64> = (0..4).map(|t| level(1, t, 0)).collect();
         assert_eq!(r, [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]);
+    }
+
+    /// Every class steps through the same four levels once a period, and no two classes are
+    /// the same order from any phase (so only the order tells them apart, and it always does).
+    #[test]
+    fn all_classes_show_the_same_levels_in_distinct_orders() {
+        let period = |k: usize, phase: usize| -> Vec<f64> {
+            (0..PERIOD).map(|t| level(k, t, phase)).collect()
+        };
+        for k in 0..MAX_CLASSES {
+            let mut levels = period(k, 0);
+            levels.sort_by(f64::total_cmp);
+            assert_eq!(levels, [0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0], "class {k}");
+            for j in 0..k {
+                for phase in 0..PERIOD {
+                    assert_ne!(period(k, 0), period(j, phase), "classes {k} and {j}");
+                }
+            }
+        }
+        assert_eq!(class_name(2), "order-3021");
     }
 
     #[test]
