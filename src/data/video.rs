@@ -248,6 +248,18 @@ mod tests {
             let n = a.labels.iter().filter(|&&l| l == class).count();
             assert!((70..130).contains(&n), "class {class}: {n}");
         }
+        let six = synthetic(
+            &Data {
+                num_classes: 6,
+                ..cfg.clone()
+            },
+            300,
+            1,
+        );
+        for class in 0..6 {
+            let n = six.labels.iter().filter(|&&l| l == class).count();
+            assert!((25..75).contains(&n), "class {class} of 6: {n}");
+        }
         // One frame kept: the middle one; shuffled: the same frames in another order.
         let one = select_frames(
             a.clone(),
