@@ -216,12 +216,20 @@ mod tests {
     }
 }
 
-/// The CNN frame encoder's activations for one batch of clips: per frame, each conv block's
-/// output (before pooling) kept about 8 times over in a training step (the conv output, bias,
-/// batch norm and ReLU results, the pooled copy, their gradients, and candle's conv
-/// temporaries) — measured: 2.0 GiB peak for 16 clips x 16 frames x 3 x 64 x 64 through conv
-/// 32-64-128-128, estimated 1.9 GiB.
-pub fn frame_encoder_part(cfg: &Config, frames: usize, height: usize, width: usize) -> Part {
+/// The CNN frame encoder's activations for one batch of clips, from each conv block's output
+/// (before pooling) per frame. The fused CPU op (`fused`) keeps it once plus the pooled copy,
+/// and in backward one gradient of a block's input at a time: ~1.6 times (measured: 405 MiB
+/// peak RSS for 16 clips x 16 frames x 3 x 64 x 64 through conv 32-64-128-128, estimated
+/// 389 MiB). Composed candle ops keep it about 8 times over (the conv output, bias, batch norm
+/// and ReLU results, the pooled copy, their gradients, and candle's conv temporaries: 2.0 GiB
+/// peak there, estimated 1.9 GiB).
+pub fn frame_encoder_part(
+    cfg: &Config,
+    frames: usize,
+    height: usize,
+    width: usize,
+    fused: bool,
+) -> Part {
     let (mut h, mut w) = (height as f64, width as f64);
     let mut per_frame = 0.0;
     for &c in &cfg.model.conv_channels {
@@ -231,9 +239,10 @@ pub fn frame_encoder_part(cfg: &Config, frames: usize, height: usize, width: usi
             w = (w / 2.0).floor();
         }
     }
+    let copies = if fused { 1.6 } else { 8.0 };
     let n = cfg.train.batch_size as f64 * frames as f64;
     Part {
-        bytes: 8.0 * per_frame * n * F32,
+        bytes: copies * per_frame * n * F32,
         what: format!(
             "CNN activations of one batch ({} clips x {frames} frames of {height} x {width})",
             cfg.train.batch_size

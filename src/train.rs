@@ -61,7 +61,10 @@ pub fn prepare(config: Config) -> Result<Prepared> {
         Some(crate::config::FrameEncoder::Linear | crate::config::FrameEncoder::None)
     );
     if let (Input::Frames { height, width, .. }, true) = (input_of(&data), uses_cnn) {
-        parts.push(memory::frame_encoder_part(&config, longest, height, width));
+        let fused = device.is_cpu();
+        parts.push(memory::frame_encoder_part(
+            &config, longest, height, width, fused,
+        ));
     }
     parts.extend(generated);
     memory::check(&parts, available)?;
