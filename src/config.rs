@@ -213,6 +213,9 @@ pub struct Data {
     /// Video, training: scale each clip's brightness by a factor drawn from [1 - b, 1 + b].
     /// Default 0.
     pub augment_brightness: f64,
+    /// frames: where decoded clips are cached (uint8 files named by a hash of the frames they
+    /// hold). Default `<experiment.out_dir>/.cache`.
+    pub cache_dir: Option<PathBuf>,
     /// file: training table (required); hub: its path inside the repo.
     pub train: Option<PathBuf>,
     /// file, hub: validation table; absent = carve `val_fraction` of train.
@@ -271,6 +274,7 @@ impl Default for Data {
             augment_shift: 0,
             augment_flip: false,
             augment_brightness: 0.0,
+            cache_dir: None,
             train: None,
             valid: None,
             test: None,
@@ -1029,6 +1033,16 @@ impl Config {
 
     /// Relative file paths made absolute (against the working directory), so the run folder's
     /// config works from anywhere (a `--resume` from another directory, a cluster job).
+    /// The data section as the loaders read it: `data.cache_dir` defaulted to
+    /// `<experiment.out_dir>/.cache`.
+    pub fn data_to_load(&self) -> Data {
+        let mut d = self.data.clone();
+        if d.cache_dir.is_none() {
+            d.cache_dir = Some(self.experiment.out_dir.join(".cache"));
+        }
+        d
+    }
+
     pub fn with_absolute_paths(mut self) -> Config {
         let abs = |p: &mut PathBuf| {
             if let Ok(a) = std::path::absolute(&*p) {
@@ -1051,6 +1065,9 @@ impl Config {
             }
         }
         if let Some(p) = &mut self.model.embeddings {
+            abs(p);
+        }
+        if let Some(p) = &mut self.data.cache_dir {
             abs(p);
         }
         abs(&mut self.experiment.out_dir);
@@ -1106,6 +1123,7 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "experiment.threads",
     "experiment.device",
     "experiment.out_dir",
+    "data.cache_dir",
     "log.",
 ];
 

@@ -134,7 +134,10 @@ pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec
     }
     let split = Split {
         labels: vec![0; clips.len()],
-        inputs: Inputs::Frames { shape, clips },
+        inputs: Inputs::Frames {
+            shape,
+            clips: clips.into(),
+        },
     };
     let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     predict_split(run, &split, &names)
@@ -165,7 +168,11 @@ fn video_splits(
     run: &LoadedRun,
     data: &Data,
 ) -> Result<(Vec<(&'static str, crate::data::Split)>, Vec<String>)> {
-    let ds = crate::data::load(data, run.config.experiment.seed)?;
+    let mut data = data.clone();
+    if data.cache_dir.is_none() {
+        data.cache_dir = run.config.data_to_load().cache_dir;
+    }
+    let ds = crate::data::load(&data, run.config.experiment.seed)?;
     let input = crate::train::input_of(&ds);
     if input != run.input || ds.classes != run.classes {
         return Err(Error::Config {

@@ -50,7 +50,7 @@ pub fn prepare(config: Config) -> Result<Prepared> {
     let available = memory::available();
     let generated = memory::synthetic_data_part(&config);
     memory::check(generated.as_slice(), available)?;
-    let data = data::load(&config.data, config.experiment.seed)?;
+    let data = data::load(&config.data_to_load(), config.experiment.seed)?;
     let longest = (0..data.train.len())
         .map(|i| data.train.inputs.steps(i))
         .max()

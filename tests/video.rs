@@ -517,6 +517,44 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("classes.json")).unwrap())
             .unwrap();
     assert_eq!(classes, ["brighten", "darken"]);
+    // Each split was decoded once into a cache file (train, carved validation, test); a second
+    // run reads them back, decodes nothing and trains alike; a re-written clip misses the cache.
+    let cache = out.join(".cache");
+    let cached = || std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(cached(), 3);
+    let said = |o: &Output| {
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+    };
+    assert!(said(&o).contains("decoded 64 clips"), "{}", said(&o));
+    let again = run(&["--set".into(), "experiment.name=again".into()]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        said(&again).contains("64 clips (256 frames) read from the decoded cache"),
+        "{}",
+        said(&again)
+    );
+    let acc = |name: &str| -> serde_json::Value {
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(name).join("run-001/summary.json")).unwrap(),
+        )
+        .unwrap();
+        s["test_acc"].clone()
+    };
+    assert_eq!(acc("video-frames"), acc("again"));
+    write_clip(
+        &root.join("test/darken/c007"),
+        &[200, 10, 200, 10],
+        10,
+        false,
+    );
+    let edited = run(&["--set".into(), "experiment.name=edited".into()]);
+    assert!(edited.status.success(), "{}", stderr(&edited));
+    assert!(
+        said(&edited).contains("decoded 16 clips"),
+        "{}",
+        said(&edited)
+    );
+    assert_eq!(cached(), 4);
     // predict --clip: one JSON line per clip folder, probabilities over the run's classes.
     let clip = root.join("test/darken/c001");
     let p = run_exp(&[
@@ -626,6 +664,14 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
         assert!(
             !out.join("bad").exists(),
             "{name}: a run folder was written"
+        );
+    }
+    // A decode that failed left no partial cache file behind.
+    for e in std::fs::read_dir(&cache).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(
+            name.starts_with("frames-") && name.ends_with(".u8"),
+            "{name}"
         );
     }
 }

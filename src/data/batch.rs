@@ -142,17 +142,17 @@ pub fn make_augmented(
             let picked: Vec<Vec<u8>> = idx
                 .iter()
                 .map(|&i| {
-                    let clip = &clips[i];
-                    a.pick(clip.len() / px.max(1), rng)
+                    let clip = clips.get(i)?;
+                    Ok(a.pick(clip.len() / px.max(1), rng)
                         .into_iter()
                         .flat_map(|f| clip[f * px..(f + 1) * px].iter().copied())
-                        .collect()
+                        .collect())
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             let sub = Split {
                 inputs: Inputs::Frames {
                     shape: *shape,
-                    clips: picked,
+                    clips: picked.into(),
                 },
                 labels: idx.iter().map(|&i| split.labels[i]).collect(),
             };
@@ -185,9 +185,9 @@ pub fn make_augmented(
             let px = shape.pixels();
             let mut v = vec![0f32; b * t * px];
             for (row, &i) in idx.iter().enumerate() {
-                let clip = &clips[i];
+                let clip = clips.get(i)?;
                 let out = &mut v[row * t * px..row * t * px + clip.len()];
-                for (o, &p) in out.iter_mut().zip(clip) {
+                for (o, &p) in out.iter_mut().zip(clip.iter()) {
                     *o = p as f32 * (1.0 / 255.0);
                 }
                 if let Some((a, rng)) = augment.as_mut() {

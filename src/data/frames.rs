@@ -4,18 +4,25 @@
 //! `clip_dir num_frames label` lines (mmaction's rawframes format; relative clip folders are
 //! found next to the list file). Each frame is resized to `height` x `width`, grey or RGB
 //! (`channels`); with `frames_per_clip`, evaluation splits decode only their centred frames
-//! (training keeps every frame and picks per batch). Clips are decoded up front, on every core,
-//! after a memory check.
+//! (training keeps every frame and picks per batch). Each split is decoded once, on every core,
+//! a window of clips at a time, into a uint8 cache file under `data.cache_dir` named by a hash
+//! of its frame files (paths, sizes, modification times), the frame size and the frame order;
+//! batches then read clips from that file, so memory holds a window of clips, never the
+//! folder, and a second run over the same files decodes nothing.
 
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
 
-use super::{Dataset, FrameShape, Inputs, Split};
+use std::io::Write;
+
+use super::clips::Cached;
+use super::{Clips, Dataset, FrameShape, Inputs, Split};
 use crate::config::Data;
 use crate::error::{Error, Result};
 
 /// One clip to decode: its folder, its frame files in order, its class id.
+#[derive(Clone)]
 struct ClipRef {
     dir: PathBuf,
     frames: Vec<PathBuf>,
@@ -226,36 +233,170 @@ pub fn decode_clip(
     Ok(out)
 }
 
-fn decode_all(clips: &[ClipRef], shape: FrameShape, keep: Option<usize>) -> Result<Split> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = clips.len().div_ceil(threads).max(1);
-    let decoded: Vec<Result<Vec<Vec<u8>>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = clips
-            .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|c| decode_clip(&c.dir, &c.frames, shape, keep))
-                        .collect::<Result<Vec<_>>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(bad(Path::new("frames"), "a decoding thread panicked")))
-            })
-            .collect()
-    });
-    let mut out = Vec::with_capacity(clips.len());
-    for d in decoded {
-        out.extend(d?);
+/// Clips decoded per window (per core): what memory holds while a split is decoded.
+const WINDOW_PER_THREAD: usize = 8;
+
+/// A split's cache file: FNV-1a over the frame size and every clip's frame files in order
+/// (path, size, modification time), so edited or re-extracted frames miss the cache.
+fn cache_key(clips: &[ClipRef], shape: FrameShape) -> Result<u64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= *b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(b"rnnlab-frames-v1");
+    for v in [shape.channels, shape.height, shape.width, clips.len()] {
+        eat(&(v as u64).to_le_bytes());
     }
-    Ok(Split {
-        inputs: Inputs::Frames { shape, clips: out },
-        labels: clips.iter().map(|c| c.label).collect(),
-    })
+    for c in clips {
+        eat(&(c.frames.len() as u64).to_le_bytes());
+        for f in &c.frames {
+            let meta = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            eat(f.as_os_str().as_encoded_bytes());
+            eat(&meta.len().to_le_bytes());
+            eat(&mtime.to_le_bytes());
+        }
+    }
+    Ok(h)
+}
+
+/// Decodes a split's clips (each clip's `frames`, in order) into its cache file in `dir`, or
+/// finds it there. Returns the split and whether it was decoded now.
+fn decode_cached(clips: &[ClipRef], shape: FrameShape, dir: &Path) -> Result<(Split, bool)> {
+    let lengths: Vec<usize> = clips
+        .iter()
+        .map(|c| c.frames.len() * shape.pixels())
+        .collect();
+    let labels = clips.iter().map(|c| c.label).collect();
+    let path = dir.join(format!("frames-{:016x}.u8", cache_key(clips, shape)?));
+    let split = |cached| Split {
+        inputs: Inputs::Frames {
+            shape,
+            clips: Clips::Disk(cached),
+        },
+        labels,
+    };
+    if let Ok(cached) = Cached::open(&path, &lengths) {
+        return Ok((split(cached), false));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = crate::fsutil::temp_sibling(&path);
+    let written = write_decoded(clips, shape, &tmp)
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok((split(Cached::open(&path, &lengths)?), true))
+}
+
+/// Decodes `clips` window by window on every core, appending each clip's bytes to `path`.
+fn write_decoded(clips: &[ClipRef], shape: FrameShape, path: &Path) -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    for window in clips.chunks(threads * WINDOW_PER_THREAD) {
+        let chunk = window.len().div_ceil(threads).max(1);
+        let decoded: Vec<Result<Vec<Vec<u8>>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = window
+                .chunks(chunk)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|c| decode_clip(&c.dir, &c.frames, shape, None))
+                            .collect::<Result<Vec<_>>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(bad(Path::new("frames"), "a decoding thread panicked"))
+                    })
+                })
+                .collect()
+        });
+        for part in decoded {
+            for clip in part? {
+                out.write_all(&clip).map_err(|e| Error::io(path, e))?;
+            }
+        }
+    }
+    let file = out
+        .into_inner()
+        .map_err(|e| Error::io(path, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// Room for `bytes` of decoded clips under `dir` (or its nearest existing parent), else an
+/// error naming `data.cache_dir`. Space already taken by this data's cache files counts as
+/// free: they are reused.
+fn check_space(dir: &Path, bytes: u64) -> Result<()> {
+    let mut probe = dir;
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p,
+            _ => {
+                probe = Path::new(".");
+                break;
+            }
+        }
+    }
+    let Ok(c) = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()) else {
+        return Ok(());
+    };
+    // SAFETY: statvfs writes into the zeroed struct it is given; `c` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Ok(());
+    }
+    let free = st.f_bavail as u64 * st.f_frsize as u64;
+    let cached: u64 = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("frames-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    if bytes > free + cached {
+        return Err(Error::Config {
+            location: "config".into(),
+            key: "data.cache_dir".into(),
+            msg: format!(
+                "the decoded clips need {:.1} GiB in {}, which has {:.1} GiB free: \
+                 point data.cache_dir at a larger disk, or keep fewer frames (frames_per_clip, \
+                 height, width)",
+                bytes as f64 / (1u64 << 30) as f64,
+                dir.display(),
+                free as f64 / (1u64 << 30) as f64
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Each clip keeps the frames `order` gives it (`frames_per_clip`, `shuffle_frames`), in that
+/// order.
+fn select(clips: Vec<ClipRef>, order: &mut super::video::FrameOrder) -> Vec<ClipRef> {
+    clips
+        .into_iter()
+        .map(|c| {
+            let idx = order.next(c.frames.len());
+            ClipRef {
+                frames: idx.iter().map(|&i| c.frames[i].clone()).collect(),
+                ..c
+            }
+        })
+        .collect()
 }
 
 /// The `frames` dataset: train (required), valid (or carved from train), test.
@@ -303,78 +444,83 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
             ));
         }
     }
-    // Memory: every kept frame as bytes, checked before decoding anything.
-    // Training keeps every frame (`frames_per_clip` picks them per batch, at a random offset);
-    // evaluation splits only the centred ones.
-    let frames: usize = train_clips.iter().map(|c| c.frames.len()).sum::<usize>()
-        + [valid_clips.as_ref(), test_clips.as_ref()]
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|c| chosen(c.frames.len(), cfg.frames_per_clip).len())
-            .sum::<usize>();
-    crate::memory::check(
-        &[crate::memory::Part {
-            bytes: (frames * shape.pixels()) as f64,
-            what: format!(
-                "{frames} decoded frames of {} x {} x {}",
-                shape.channels, shape.height, shape.width
-            ),
-            key: "data.frames_per_clip",
-        }],
-        crate::memory::available(),
-    )?;
     let mut notes = Vec::new();
-    let started = std::time::Instant::now();
-    let train = decode_all(&train_clips, shape, None)?;
-    let (train, valid) = match valid_clips {
-        Some(v) => (train, decode_all(&v, shape, cfg.frames_per_clip)?),
-        None if train.len() < 2 => {
+    // Validation carved from train by clip (the tables' seeded rule), before decoding.
+    let (train_clips, valid_clips) = match valid_clips {
+        Some(v) => (train_clips, v),
+        None if train_clips.len() < 2 => {
             return Err(bad(
                 train_path,
                 "one clip cannot be split into train and validation (give data.valid)",
             ))
         }
         None => {
-            let (t, v) = super::tensors::carve(train, cfg.val_fraction, seed);
-            // The carved validation clips get their centred frames like a valid split.
-            let v = super::video::select_frames(
-                v,
-                &Data {
-                    shuffle_frames: false,
-                    ..cfg.clone()
-                },
-                seed,
-            );
+            let (t, v) = super::tensors::carve_indices(train_clips.len(), cfg.val_fraction, seed);
+            let pick = |idx: &[usize]| -> Vec<ClipRef> {
+                idx.iter().map(|&i| train_clips[i].clone()).collect()
+            };
             notes.push(format!(
                 "validation: {} clips carved from train (val_fraction {}, seed {seed})",
                 v.len(),
                 cfg.val_fraction
             ));
-            (t, v)
+            (pick(&t), pick(&v))
         }
     };
-    let test = test_clips
-        .map(|c| decode_all(&c, shape, cfg.frames_per_clip))
-        .transpose()?;
+    // Training keeps every frame (`frames_per_clip` picks them per batch, at a random offset);
+    // evaluation splits only the centred ones. `shuffle_frames` permutes them here.
+    let all = Data {
+        frames_per_clip: None,
+        ..cfg.clone()
+    };
+    let order = |c: &Data, k: u64| super::video::FrameOrder::new(c, seed.wrapping_mul(3) + k);
+    let train_clips = select(train_clips, &mut order(&all, 1));
+    let valid_clips = select(valid_clips, &mut order(cfg, 2));
+    let test_clips = test_clips.map(|c| select(c, &mut order(cfg, 3)));
+    let dir = match &cfg.cache_dir {
+        Some(d) => d.clone(),
+        None => PathBuf::from("results/.cache"),
+    };
+    let splits = [Some(&train_clips), Some(&valid_clips), test_clips.as_ref()];
+    let frames: usize = splits
+        .iter()
+        .flatten()
+        .flat_map(|s| s.iter())
+        .map(|c| c.frames.len())
+        .sum();
+    check_space(&dir, (frames * shape.pixels()) as u64)?;
+    let started = std::time::Instant::now();
+    let mut decoded = 0;
+    let mut load = |clips: &[ClipRef]| -> Result<Split> {
+        let (split, fresh) = decode_cached(clips, shape, &dir)?;
+        if fresh {
+            decoded += clips.len();
+        }
+        Ok(split)
+    };
+    let train = load(&train_clips)?;
+    let valid = load(&valid_clips)?;
+    let test = test_clips.as_deref().map(&mut load).transpose()?;
     let secs = started.elapsed().as_secs_f64();
     let clips = train.len() + valid.len() + test.as_ref().map_or(0, Split::len);
-    notes.push(format!(
-        "decoded {clips} clips ({frames} frames) in {secs:.1} s: {:.0} clips/s, {:.0} frames/s",
-        clips as f64 / secs.max(1e-9),
-        frames as f64 / secs.max(1e-9)
-    ));
-    let shuffle = |s: Split, k: u64| {
-        let no_keep = Data {
-            frames_per_clip: None,
-            ..cfg.clone()
-        };
-        super::video::select_frames(s, &no_keep, seed.wrapping_mul(3) + k)
-    };
+    notes.push(if decoded == 0 {
+        format!(
+            "{clips} clips ({frames} frames) read from the decoded cache in {}",
+            dir.display()
+        )
+    } else {
+        format!(
+            "decoded {decoded} clips in {secs:.1} s ({:.0} clips/s, {:.0} frames/s) into {}; \
+             later runs over the same frames read them from there",
+            decoded as f64 / secs.max(1e-9),
+            frames as f64 * decoded as f64 / clips.max(1) as f64 / secs.max(1e-9),
+            dir.display()
+        )
+    });
     Ok(Dataset {
-        train: shuffle(train, 1),
-        valid: shuffle(valid, 2),
-        test: test.map(|t| shuffle(t, 3)),
+        train,
+        valid,
+        test,
         vocab: super::text::Vocab::from_tokens(Vec::new()),
         classes,
         notes,

@@ -4,6 +4,7 @@
 //! names) comes from here and is saved with the run.
 
 pub mod batch;
+pub mod clips;
 pub mod frames;
 pub mod hub;
 pub mod synthetic;
@@ -22,6 +23,7 @@ use rand::SeedableRng;
 
 use crate::config::{Data, Source};
 use crate::error::{Error, Result};
+pub use clips::Clips;
 use table::{Spec, Table};
 use text::Vocab;
 
@@ -33,11 +35,8 @@ pub enum Inputs {
     /// `dim` reals per step: each sequence is steps x dim values, step-major.
     Features { dim: usize, seqs: Vec<Vec<f32>> },
     /// Clips: each is frames x (channels x height x width) bytes (0..=255), frame-major, each
-    /// frame channel-major (CHW, as PyTorch).
-    Frames {
-        shape: FrameShape,
-        clips: Vec<Vec<u8>>,
-    },
+    /// frame channel-major (CHW, as PyTorch); in memory or in a cache file.
+    Frames { shape: FrameShape, clips: Clips },
 }
 
 /// One video frame's size.
@@ -78,7 +77,7 @@ impl Inputs {
         match self {
             Inputs::Tokens(s) => s[i].len(),
             Inputs::Features { dim, seqs } => seqs[i].len() / (*dim).max(1),
-            Inputs::Frames { shape, clips } => clips[i].len() / shape.pixels().max(1),
+            Inputs::Frames { shape, clips } => clips.bytes(i) / shape.pixels().max(1),
         }
     }
 

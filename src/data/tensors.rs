@@ -164,8 +164,11 @@ pub fn read(path: &Path) -> Result<Split> {
             .chunks(per.max(1))
             .zip(&lengths)
             .map(|(c, &len)| c[..len * shape.pixels()].to_vec())
-            .collect();
-        Inputs::Frames { shape, clips }
+            .collect::<Vec<_>>();
+        Inputs::Frames {
+            shape,
+            clips: clips.into(),
+        }
     } else {
         let dim = dims[2];
         let v = match data.dtype() {
@@ -226,11 +229,11 @@ fn keys(map: &HashMap<String, Tensor>) -> Vec<&String> {
     k
 }
 
-/// Moves a seeded `fraction` of `split` into a new validation split.
-pub fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
+/// Which of `n` examples a seeded `fraction` moves to validation: (train, validation)
+/// indices, each in order.
+pub fn carve_indices(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     use rand::seq::SliceRandom;
     use rand::SeedableRng;
-    let n = split.len();
     let mut idx: Vec<usize> = (0..n).collect();
     idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x05ee_d5a1));
     let n_val = ((n as f64 * fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
@@ -238,8 +241,13 @@ pub fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
     for &i in &idx[..n_val] {
         is_val[i] = true;
     }
-    let pick = |want: bool| -> Split {
-        let keep: Vec<usize> = (0..n).filter(|&i| is_val[i] == want).collect();
+    (0..n).partition(|&i| !is_val[i])
+}
+
+/// Moves a seeded `fraction` of `split` into a new validation split.
+pub fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
+    let (train, valid) = carve_indices(split.len(), fraction, seed);
+    let pick = |keep: &[usize]| -> Split {
         let inputs = match &split.inputs {
             Inputs::Tokens(s) => Inputs::Tokens(keep.iter().map(|&i| s[i].clone()).collect()),
             Inputs::Features { dim, seqs } => Inputs::Features {
@@ -248,7 +256,7 @@ pub fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
             },
             Inputs::Frames { shape, clips } => Inputs::Frames {
                 shape: *shape,
-                clips: keep.iter().map(|&i| clips[i].clone()).collect(),
+                clips: clips.subset(keep),
             },
         };
         Split {
@@ -256,7 +264,7 @@ pub fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
             labels: keep.iter().map(|&i| split.labels[i]).collect(),
         }
     };
-    (pick(false), pick(true))
+    (pick(&train), pick(&valid))
 }
 
 /// What one step holds, to compare splits: features' width, or a frame's shape.

@@ -15,7 +15,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::text::Vocab;
-use super::{Dataset, FrameShape, Inputs, Split};
+use super::{Clips, Dataset, FrameShape, Inputs, Split};
 use crate::config::Data;
 use crate::error::Result;
 
@@ -122,7 +122,10 @@ pub fn synthetic(cfg: &Data, n: usize, seed: u64) -> Split {
         labels.push(class as u32);
     }
     Split {
-        inputs: Inputs::Frames { shape, clips },
+        inputs: Inputs::Frames {
+            shape,
+            clips: clips.into(),
+        },
         labels,
     }
 }
@@ -137,30 +140,59 @@ fn gaussian(rng: &mut StdRng) -> f64 {
 /// its own per batch, see `batch::Augment`) and `data.shuffle_frames` (a seeded permutation per
 /// clip) applied to a split of clips.
 pub fn select_frames(split: Split, cfg: &Data, seed: u64) -> Split {
-    let Inputs::Frames { shape, clips } = split.inputs else {
+    let Inputs::Frames {
+        shape,
+        clips: Clips::Memory(clips),
+    } = split.inputs
+    else {
         return split;
     };
     let px = shape.pixels();
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_f4a3);
-    let clips = clips
+    let mut order = FrameOrder::new(cfg, seed);
+    let clips: Vec<Vec<u8>> = clips
         .into_iter()
         .map(|clip| {
-            let t = clip.len() / px.max(1);
-            let mut idx: Vec<usize> = match cfg.frames_per_clip {
-                Some(k) if k < t => (0..k).map(|i| ((2 * i + 1) * t) / (2 * k)).collect(),
-                _ => (0..t).collect(),
-            };
-            if cfg.shuffle_frames {
-                idx.shuffle(&mut rng);
-            }
-            idx.iter()
+            order
+                .next(clip.len() / px.max(1))
+                .iter()
                 .flat_map(|&i| clip[i * px..(i + 1) * px].iter().copied())
                 .collect()
         })
         .collect();
     Split {
-        inputs: Inputs::Frames { shape, clips },
+        inputs: Inputs::Frames {
+            shape,
+            clips: clips.into(),
+        },
         labels: split.labels,
+    }
+}
+
+/// The frames each clip of a split keeps, in the order it keeps them: `frames_per_clip`'s
+/// centred ones (or all), permuted with `shuffle_frames` by a generator seeded per split and
+/// drawn clip after clip.
+pub struct FrameOrder {
+    keep: Option<usize>,
+    shuffle: Option<StdRng>,
+}
+
+impl FrameOrder {
+    pub fn new(cfg: &Data, seed: u64) -> FrameOrder {
+        FrameOrder {
+            keep: cfg.frames_per_clip,
+            shuffle: cfg
+                .shuffle_frames
+                .then(|| StdRng::seed_from_u64(seed ^ 0x5eed_f4a3)),
+        }
+    }
+
+    /// The next clip's frame indices, for a clip of `t` frames.
+    pub fn next(&mut self, t: usize) -> Vec<usize> {
+        let mut idx = super::frames::chosen(t, self.keep);
+        if let Some(rng) = &mut self.shuffle {
+            idx.shuffle(rng);
+        }
+        idx
     }
 }
 
@@ -239,7 +271,11 @@ mod tests {
         };
         let a = synthetic(&cfg, 200, 1);
         assert_eq!(a, synthetic(&cfg, 200, 1));
-        let Inputs::Frames { shape, clips } = &a.inputs else {
+        let Inputs::Frames {
+            shape,
+            clips: Clips::Memory(clips),
+        } = &a.inputs
+        else {
             panic!("frames expected")
         };
         assert_eq!(shape.pixels(), 3 * 12 * 10);
@@ -269,8 +305,16 @@ mod tests {
             },
             0,
         );
-        let (Inputs::Frames { clips: c1, .. }, Inputs::Frames { clips: c0, .. }) =
-            (&one.inputs, &a.inputs)
+        let (
+            Inputs::Frames {
+                clips: Clips::Memory(c1),
+                ..
+            },
+            Inputs::Frames {
+                clips: Clips::Memory(c0),
+                ..
+            },
+        ) = (&one.inputs, &a.inputs)
         else {
             panic!()
         };
@@ -283,7 +327,11 @@ mod tests {
             },
             0,
         );
-        let Inputs::Frames { clips: cs, .. } = &sh.inputs else {
+        let Inputs::Frames {
+            clips: Clips::Memory(cs),
+            ..
+        } = &sh.inputs
+        else {
             panic!()
         };
         let frames = |c: &[u8]| {
