@@ -808,6 +808,7 @@ fn fit(
         let epoch_start = Instant::now();
         let mut epoch_seen = 0usize;
         let mut last_grads = None;
+        let mut ahead = batch::Ahead::new(&data.train, &plan[state.batches_done.min(plan.len())..]);
 
         for idx in plan.iter().skip(state.batches_done) {
             if let Some(sig) = stop.requested() {
@@ -821,8 +822,7 @@ fn fit(
             }
             let index = state.step;
             let lr = optim::lr_at(t, index, epoch, total_steps);
-            let b =
-                batch::make_augmented(&data.train, idx, device, augment.map(|a| (a, &mut rng)))?;
+            let b = ahead.make(&data.train, idx, device, augment.map(|a| (a, &mut rng)))?;
             let log_now = index.is_multiple_of(cfg.log.every_steps);
 
             let fwd = model.forward(

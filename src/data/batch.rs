@@ -5,8 +5,11 @@
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 
-use super::{Inputs, Split};
+use super::{Clips, Inputs, Split};
 use crate::error::Result;
+
+/// Batches whose clips a cached split reads ahead of training.
+const AHEAD: usize = 4;
 
 /// Batches pooled this many at a time before sorting by length (randomness vs. padding).
 const BUCKET_POOL: usize = 50;
@@ -121,6 +124,67 @@ impl Augment {
                 }
             }
         }
+    }
+}
+
+/// The clips of an epoch's batches read from a cached (on-disk) split on a background thread,
+/// at most `AHEAD` batches ahead of training, in the plan's order; splits in memory are read
+/// where they are.
+pub struct Ahead {
+    rx: Option<std::sync::mpsc::Receiver<Result<Vec<Vec<u8>>>>>,
+}
+
+impl Ahead {
+    /// Starts reading the clips of `batches` (the rest of an epoch's plan) from `split`.
+    pub fn new(split: &Split, batches: &[Vec<usize>]) -> Ahead {
+        let Inputs::Frames {
+            clips: clips @ Clips::Disk(_),
+            ..
+        } = &split.inputs
+        else {
+            return Ahead { rx: None };
+        };
+        let (clips, batches) = (clips.clone(), batches.to_vec());
+        let (tx, rx) = std::sync::mpsc::sync_channel(AHEAD);
+        std::thread::spawn(move || {
+            for idx in batches {
+                let read = idx
+                    .iter()
+                    .map(|&i| clips.get(i).map(std::borrow::Cow::into_owned))
+                    .collect();
+                // Training stopped early: nobody is listening any more.
+                if tx.send(read).is_err() {
+                    break;
+                }
+            }
+        });
+        Ahead { rx: Some(rx) }
+    }
+
+    /// [`make_augmented`] for the next batch of the plan, `idx`, from the clips read ahead.
+    pub fn make(
+        &mut self,
+        split: &Split,
+        idx: &[usize],
+        device: &Device,
+        augment: Option<(Augment, &mut crate::EpochRng)>,
+    ) -> Result<Batch> {
+        let (Some(rx), Inputs::Frames { shape, .. }) = (&self.rx, &split.inputs) else {
+            return make_augmented(split, idx, device, augment);
+        };
+        let clips = match rx.recv() {
+            Ok(read) => read?,
+            Err(_) => return make_augmented(split, idx, device, augment),
+        };
+        let own = Split {
+            inputs: Inputs::Frames {
+                shape: *shape,
+                clips: clips.into(),
+            },
+            labels: idx.iter().map(|&i| split.labels[i]).collect(),
+        };
+        let all: Vec<usize> = (0..idx.len()).collect();
+        make_augmented(&own, &all, device, augment)
     }
 }
 
@@ -326,6 +390,68 @@ mod tests {
         }
         assert!(offsets.len() > 1, "the offset never moved");
         assert_eq!(a.pick(3, &mut crate::EpochRng::seed_from_u64(0)), [0, 1, 2]);
+    }
+
+    /// A split cached on disk, read ahead on a thread, gives the batches the same split in
+    /// memory gives, with the same augmentation draws, batch after batch.
+    #[test]
+    fn batches_read_ahead_from_disk_equal_batches_from_memory() {
+        let shape = super::super::FrameShape {
+            channels: 1,
+            height: 4,
+            width: 4,
+        };
+        let clips: Vec<Vec<u8>> = (0..10)
+            .map(|c| {
+                (0..(3 + c % 4) * 16)
+                    .map(|i| (i * 7 + c * 13) as u8)
+                    .collect()
+            })
+            .collect();
+        let path = std::env::temp_dir().join(format!("rnnlab-ahead-{}.u8", std::process::id()));
+        std::fs::write(&path, clips.concat()).unwrap();
+        let lengths: Vec<usize> = clips.iter().map(Vec::len).collect();
+        let disk = Split {
+            inputs: Inputs::Frames {
+                shape,
+                clips: Clips::Disk(super::super::clips::Cached::open(&path, &lengths).unwrap()),
+            },
+            labels: (0..10).map(|i| i % 3).collect(),
+        };
+        let memory = Split {
+            inputs: Inputs::Frames {
+                shape,
+                clips: clips.into(),
+            },
+            labels: disk.labels.clone(),
+        };
+        let a = Augment {
+            keep: Some(2),
+            shift: 1,
+            flip: true,
+            brightness: 0.2,
+        };
+        let plan = vec![vec![3, 1, 4], vec![0, 9, 2, 6], vec![5, 8, 7]];
+        let mut ahead = Ahead::new(&disk, &plan);
+        assert!(ahead.rx.is_some());
+        let (mut r1, mut r2) = (
+            crate::EpochRng::seed_from_u64(5),
+            crate::EpochRng::seed_from_u64(5),
+        );
+        for idx in &plan {
+            let x = ahead
+                .make(&disk, idx, &Device::Cpu, Some((a, &mut r1)))
+                .unwrap();
+            let y = make_augmented(&memory, idx, &Device::Cpu, Some((a, &mut r2))).unwrap();
+            let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(v(&x.x), v(&y.x));
+            assert_eq!(x.lengths, y.lengths);
+            assert_eq!(
+                x.labels.to_vec1::<u32>().unwrap(),
+                y.labels.to_vec1::<u32>().unwrap()
+            );
+        }
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
