@@ -176,16 +176,27 @@ impl Ahead {
             Ok(read) => read?,
             Err(_) => return make_augmented(split, idx, device, augment),
         };
-        let own = Split {
-            inputs: Inputs::Frames {
-                shape: *shape,
-                clips: clips.into(),
-            },
-            labels: idx.iter().map(|&i| split.labels[i]).collect(),
-        };
-        let all: Vec<usize> = (0..idx.len()).collect();
+        let (own, all) = own_clips(split, *shape, idx, clips);
         make_augmented(&own, &all, device, augment)
     }
+}
+
+/// A batch's clips (`clips`, those of `idx` in `split`) as a split of their own, with their
+/// labels, and its indices 0, 1, ...
+fn own_clips(
+    split: &Split,
+    shape: super::FrameShape,
+    idx: &[usize],
+    clips: Vec<Vec<u8>>,
+) -> (Split, Vec<usize>) {
+    let own = Split {
+        inputs: Inputs::Frames {
+            shape,
+            clips: clips.into(),
+        },
+        labels: idx.iter().map(|&i| split.labels[i]).collect(),
+    };
+    (own, (0..idx.len()).collect())
 }
 
 pub fn make(split: &Split, idx: &[usize], device: &Device) -> Result<Batch> {
@@ -213,14 +224,7 @@ pub fn make_augmented(
                         .collect())
                 })
                 .collect::<Result<_>>()?;
-            let sub = Split {
-                inputs: Inputs::Frames {
-                    shape: *shape,
-                    clips: picked.into(),
-                },
-                labels: idx.iter().map(|&i| split.labels[i]).collect(),
-            };
-            let all: Vec<usize> = (0..idx.len()).collect();
+            let (sub, all) = own_clips(split, *shape, idx, picked);
             let rest = Augment { keep: None, ..*a };
             return make_augmented(&sub, &all, device, Some((rest, &mut **rng)));
         }
