@@ -319,6 +319,25 @@ pub enum Nonlinearity {
     Relu,
 }
 
+/// `model.init_hh`: how W_hh starts.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HhInit {
+    #[default]
+    Default,
+    Orthogonal,
+    Identity,
+}
+
+/// `model.init_gate_bias`: how the gate biases start.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GateBiasInit {
+    #[default]
+    Default,
+    Chrono,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Readout {
@@ -365,6 +384,18 @@ pub struct Model {
     /// lstm only (ignored by rnn and gru): initial forget-gate bias, added to `bias_ih`
     /// (PyTorch's init has none). Default 0.
     pub forget_bias: f64,
+    /// Recurrent weights: "default" (PyTorch's uniform), "orthogonal" (each gate's hidden x
+    /// hidden block of W_hh a random orthogonal matrix) or "identity" (each block the identity
+    /// and every recurrent bias 0: IRNN, Le et al. 2015, meant for nonlinearity = "relu").
+    /// Default "default".
+    pub init_hh: HhInit,
+    /// lstm, gru: "default" or "chrono" (Tallec & Ollivier 2018): lstm forget-gate bias
+    /// log U[1, chrono_t_max - 1] and input-gate bias its negative; gru update-gate bias the
+    /// same log U (z near 1 keeps the state); in bias_ih, with those slices of bias_hh 0.
+    /// Default "default".
+    pub init_gate_bias: GateBiasInit,
+    /// chrono: the longest dependency the model should span, in steps (T_max). Default 100.
+    pub chrono_t_max: f64,
     /// Text sources: pretrained word vectors, a GloVe / word2vec text file (`word v1 v2 ...`
     /// per line, an optional word2vec `count dim` first line); their width must equal
     /// `embedding_dim`. Vocabulary words not in the file keep their random init.
@@ -393,6 +424,9 @@ impl Default for Model {
             dropout: 0.0,
             readout: Readout::Last,
             forget_bias: 0.0,
+            init_hh: HhInit::Default,
+            init_gate_bias: GateBiasInit::Default,
+            chrono_t_max: 100.0,
             embeddings: None,
             freeze_embeddings: false,
             frame_encoder: None,
@@ -938,6 +972,23 @@ impl Config {
         if !m.forget_bias.is_finite() {
             return bad("model.forget_bias", "must be a finite number");
         }
+        if m.init_gate_bias == GateBiasInit::Chrono {
+            if m.cell == CellKind::Rnn {
+                return bad(
+                    "model.init_gate_bias",
+                    "\"chrono\" sets gate biases; the rnn cell has no gates (lstm or gru)",
+                );
+            }
+            if m.forget_bias != 0.0 {
+                return bad(
+                    "model.forget_bias",
+                    "chrono initialisation sets the forget-gate bias itself: leave forget_bias out",
+                );
+            }
+            if !(m.chrono_t_max >= 2.0 && m.chrono_t_max.is_finite()) {
+                return bad("model.chrono_t_max", "must be at least 2 (steps)");
+            }
+        }
         if t.epochs == 0 {
             return bad("train.epochs", "must be at least 1");
         }
@@ -1334,6 +1385,39 @@ mod tests {
         assert_eq!(c.model.cell, CellKind::Gru);
         assert_eq!(c.train.lr, 1e-3);
         assert_eq!(c.data.max_len, 64);
+    }
+
+    #[test]
+    fn inits_parse_and_chrono_needs_gates() {
+        let c = load(
+            "[model]\ncell = \"rnn\"\nnonlinearity = \"relu\"\ninit_hh = \"identity\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.model.init_hh, HhInit::Identity);
+        let m = msg(load(
+            "[model]\ncell = \"rnn\"\ninit_gate_bias = \"chrono\"\n",
+            &[],
+        ));
+        assert!(
+            m.contains("model.init_gate_bias") && m.contains("no gates"),
+            "{m}"
+        );
+        let m = msg(load(
+            "[model]\ninit_gate_bias = \"chrono\"\nforget_bias = 1.0\n",
+            &[],
+        ));
+        assert!(m.contains("model.forget_bias"), "{m}");
+        let m = msg(load(
+            "[model]\ninit_gate_bias = \"chrono\"\nchrono_t_max = 1\n",
+            &[],
+        ));
+        assert!(m.contains("model.chrono_t_max"), "{m}");
+        let m = msg(load("[model]\ninit_hh = \"orthogonl\"\n", &[]));
+        assert!(
+            m.contains("model.init_hh") && m.contains("orthogonal"),
+            "{m}"
+        );
     }
 
     #[test]

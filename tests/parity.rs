@@ -109,7 +109,7 @@ fn case_with(
         layers,
         bidirectional,
         0.0,
-        0.0,
+        &rnnlab::model::cell::Init::default(),
         &Device::Cpu,
     )
     .unwrap();

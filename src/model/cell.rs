@@ -12,9 +12,10 @@
 use candle_core::{Device, Tensor, D};
 use candle_nn::ops::sigmoid;
 use rand::rngs::StdRng;
+use rand::Rng;
 
 use super::Params;
-use crate::config::{CellKind, Nonlinearity};
+use crate::config::{CellKind, GateBiasInit, HhInit, Nonlinearity};
 use crate::error::Result;
 
 /// Recurrent state: `h` [batch, hidden], and `c` [batch, hidden] for the LSTM.
@@ -69,8 +70,7 @@ pub struct Cell {
 
 impl Cell {
     /// Registers `{prefix}weight_ih_{suffix}` etc. (suffix "l0", "l1_reverse", ...) with
-    /// PyTorch's init U(-1/sqrt(hidden), 1/sqrt(hidden)); `forget_bias` is added to the LSTM's
-    /// forget-gate slice of bias_ih.
+    /// PyTorch's init U(-1/sqrt(hidden), 1/sqrt(hidden)), then `init`'s changes.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         params: &mut Params,
@@ -81,7 +81,7 @@ impl Cell {
         nonlinearity: Nonlinearity,
         input: usize,
         hidden: usize,
-        forget_bias: f64,
+        init: &Init,
         device: &Device,
     ) -> Result<Cell> {
         let g = kind.gates() * hidden;
@@ -93,22 +93,67 @@ impl Cell {
             k,
             device,
         )?;
-        let weight_hh = params.uniform(
-            rng,
-            &format!("{prefix}weight_hh_{suffix}"),
-            &[g, hidden],
-            k,
-            device,
-        )?;
-        let name = format!("{prefix}bias_ih_{suffix}");
-        let mut bias_ih = params.uniform(rng, &name, &[g], k, device)?;
-        if kind == CellKind::Lstm && forget_bias != 0.0 {
-            let mut shift = vec![0f32; g];
-            shift[hidden..2 * hidden].fill(forget_bias as f32);
-            let shifted = (&bias_ih + Tensor::from_vec(shift, g, device)?)?;
-            bias_ih = params.add(&name, shifted)?;
+        let hh_name = format!("{prefix}weight_hh_{suffix}");
+        let mut weight_hh = params.uniform(rng, &hh_name, &[g, hidden], k, device)?;
+        let ih_name = format!("{prefix}bias_ih_{suffix}");
+        let mut bias_ih = params.uniform(rng, &ih_name, &[g], k, device)?;
+        let bhh_name = format!("{prefix}bias_hh_{suffix}");
+        let mut bias_hh = params.uniform(rng, &bhh_name, &[g], k, device)?;
+        // The default draws above happen whatever `init` says, so the parameters after these
+        // (and every other run's) are drawn alike.
+        let blocks = kind.gates();
+        let mut set = |name: &str, v: Vec<f32>, shape: &[usize]| {
+            params.add(name, Tensor::from_vec(v, shape, device)?)
+        };
+        match init.hh {
+            HhInit::Default => {}
+            HhInit::Orthogonal => {
+                let w: Vec<f32> = (0..blocks).flat_map(|_| orthogonal(hidden, rng)).collect();
+                weight_hh = set(&hh_name, w, &[g, hidden])?;
+            }
+            HhInit::Identity => {
+                let mut w = vec![0f32; g * hidden];
+                for q in 0..blocks {
+                    for j in 0..hidden {
+                        w[(q * hidden + j) * hidden + j] = 1.0;
+                    }
+                }
+                weight_hh = set(&hh_name, w, &[g, hidden])?;
+                bias_ih = set(&ih_name, vec![0.0; g], &[g])?;
+                bias_hh = set(&bhh_name, vec![0.0; g], &[g])?;
+            }
         }
-        let bias_hh = params.uniform(rng, &format!("{prefix}bias_hh_{suffix}"), &[g], k, device)?;
+        let mut b_ih = bias_ih.to_vec1::<f32>()?;
+        let mut b_hh = bias_hh.to_vec1::<f32>()?;
+        let before = (b_ih.clone(), b_hh.clone());
+        if init.gate_bias == GateBiasInit::Chrono {
+            // PyTorch's gate order: lstm i, f, g, o; gru r, z, n.
+            let (keep, negated) = match kind {
+                CellKind::Lstm => (hidden..2 * hidden, Some(0..hidden)),
+                CellKind::Gru => (hidden..2 * hidden, None),
+                CellKind::Rnn => (0..0, None),
+            };
+            let hi = (init.chrono_t_max - 1.0).max(1.0);
+            for j in keep.clone() {
+                let b = rng.random_range(1.0..=hi).ln() as f32;
+                b_ih[j] = b;
+                b_hh[j] = 0.0;
+                if let Some(neg) = &negated {
+                    let i = neg.start + (j - keep.start);
+                    b_ih[i] = -b;
+                    b_hh[i] = 0.0;
+                }
+            }
+        }
+        if kind == CellKind::Lstm && init.forget_bias != 0.0 {
+            for b in &mut b_ih[hidden..2 * hidden] {
+                *b += init.forget_bias as f32;
+            }
+        }
+        if (b_ih.clone(), b_hh.clone()) != before {
+            bias_ih = set(&ih_name, b_ih, &[g])?;
+            bias_hh = set(&bhh_name, b_hh, &[g])?;
+        }
         Ok(Cell {
             kind,
             nonlinearity,
@@ -178,5 +223,192 @@ impl Cell {
                 State { h, c: None }
             }
         })
+    }
+}
+
+/// How a cell's parameters start, from `[model]`: PyTorch's init, then these changes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Init {
+    pub hh: HhInit,
+    pub gate_bias: GateBiasInit,
+    pub chrono_t_max: f64,
+    /// lstm: added to the forget gate's slice of bias_ih.
+    pub forget_bias: f64,
+}
+
+impl Init {
+    pub fn of(m: &crate::config::Model) -> Init {
+        Init {
+            hh: m.init_hh,
+            gate_bias: m.init_gate_bias,
+            chrono_t_max: m.chrono_t_max,
+            forget_bias: m.forget_bias,
+        }
+    }
+}
+
+/// A random n x n orthogonal matrix, row-major: Gram-Schmidt (modified, twice, in f64) on the
+/// columns of a standard normal matrix, each column's sign that of R's diagonal (so the
+/// result is uniform over the orthogonal group).
+fn orthogonal(n: usize, rng: &mut StdRng) -> Vec<f32> {
+    let normal = |rng: &mut StdRng| {
+        let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+        let u2: f64 = rng.random();
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    };
+    // cols[j]: column j.
+    let mut cols: Vec<Vec<f64>> = (0..n)
+        .map(|_| (0..n).map(|_| normal(rng)).collect())
+        .collect();
+    for j in 0..n {
+        for _ in 0..2 {
+            for i in 0..j {
+                let dot: f64 = (0..n).map(|r| cols[i][r] * cols[j][r]).sum();
+                for r in 0..n {
+                    cols[j][r] -= dot * cols[i][r];
+                }
+            }
+        }
+        let norm = cols[j]
+            .iter()
+            .map(|v| v * v)
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-300);
+        for v in &mut cols[j] {
+            *v /= norm;
+        }
+    }
+    let mut w = vec![0f32; n * n];
+    for (j, col) in cols.iter().enumerate() {
+        for (r, v) in col.iter().enumerate() {
+            w[r * n + j] = *v as f32;
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn cell(kind: CellKind, hidden: usize, init: Init) -> (Cell, Cell) {
+        let make = |init: &Init| {
+            let mut params = Params::default();
+            let mut rng = StdRng::seed_from_u64(7);
+            Cell::new(
+                &mut params,
+                &mut rng,
+                "",
+                "l0",
+                kind,
+                Nonlinearity::Relu,
+                3,
+                hidden,
+                init,
+                &Device::Cpu,
+            )
+            .unwrap()
+        };
+        (make(&init), make(&Init::default()))
+    }
+
+    fn blocks(w: &Tensor, hidden: usize) -> Vec<Vec<f32>> {
+        let v = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v.chunks(hidden * hidden).map(<[f32]>::to_vec).collect()
+    }
+
+    #[test]
+    fn orthogonal_blocks_are_orthogonal_to_1e_5() {
+        let h = 24;
+        let (c, default) = cell(
+            CellKind::Lstm,
+            h,
+            Init {
+                hh: HhInit::Orthogonal,
+                ..Init::default()
+            },
+        );
+        let bs = blocks(&c.weight_hh, h);
+        assert_eq!(bs.len(), 4);
+        for b in &bs {
+            for i in 0..h {
+                for j in 0..h {
+                    // (W^T W)_ij and (W W^T)_ij.
+                    let col: f32 = (0..h).map(|r| b[r * h + i] * b[r * h + j]).sum();
+                    let row: f32 = (0..h).map(|r| b[i * h + r] * b[j * h + r]).sum();
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((col - want).abs() < 1e-5 && (row - want).abs() < 1e-5);
+                }
+            }
+        }
+        assert_ne!(bs[0], bs[1], "each gate draws its own block");
+        // Everything else is PyTorch's default draw.
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(&c.weight_ih), v(&default.weight_ih));
+        assert_eq!(v(&c.bias_ih), v(&default.bias_ih));
+    }
+
+    #[test]
+    fn identity_is_the_identity_with_zero_biases() {
+        let h = 5;
+        let (c, _) = cell(
+            CellKind::Rnn,
+            h,
+            Init {
+                hh: HhInit::Identity,
+                ..Init::default()
+            },
+        );
+        let w = c.weight_hh.to_vec2::<f32>().unwrap();
+        for (i, row) in w.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                assert_eq!(x, if i == j { 1.0 } else { 0.0 });
+            }
+        }
+        assert!(c
+            .bias_ih
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0.0));
+        assert!(c
+            .bias_hh
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0.0));
+    }
+
+    #[test]
+    fn chrono_biases_lie_in_log_range_with_input_gate_negated() {
+        let (h, t_max) = (200, 50.0f64);
+        let init = Init {
+            gate_bias: GateBiasInit::Chrono,
+            chrono_t_max: t_max,
+            ..Init::default()
+        };
+        let top = (t_max - 1.0).ln() as f32;
+        let v = |t: &Tensor| t.to_vec1::<f32>().unwrap();
+        // LSTM: i, f, g, o.
+        let (c, default) = cell(CellKind::Lstm, h, init);
+        let (bi, bh) = (v(&c.bias_ih), v(&c.bias_hh));
+        let f = &bi[h..2 * h];
+        assert!(f.iter().all(|&b| (0.0..=top).contains(&b)), "{f:?}");
+        assert!(f.iter().any(|&b| b > top / 2.0) && f.iter().any(|&b| b < top / 2.0));
+        for j in 0..h {
+            assert_eq!(bi[j], -bi[h + j]);
+        }
+        assert!(bh[..2 * h].iter().all(|&b| b == 0.0));
+        assert_eq!(bi[2 * h..], v(&default.bias_ih)[2 * h..]);
+        assert_eq!(bh[2 * h..], v(&default.bias_hh)[2 * h..]);
+        // GRU: r, z, n; only z.
+        let (c, default) = cell(CellKind::Gru, h, init);
+        let (bi, bh) = (v(&c.bias_ih), v(&c.bias_hh));
+        assert!(bi[h..2 * h].iter().all(|&b| (0.0..=top).contains(&b)));
+        assert!(bh[h..2 * h].iter().all(|&b| b == 0.0));
+        assert_eq!(bi[..h], v(&default.bias_ih)[..h]);
+        assert_eq!(bh[2 * h..], v(&default.bias_hh)[2 * h..]);
     }
 }

@@ -150,7 +150,7 @@ impl Classifier {
             cfg.num_layers,
             cfg.bidirectional,
             cfg.dropout,
-            cfg.forget_bias,
+            &super::cell::Init::of(cfg),
             device,
         )?;
         let d = rnn.output_size();

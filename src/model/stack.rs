@@ -111,7 +111,7 @@ impl Stack {
         num_layers: usize,
         bidirectional: bool,
         dropout: f64,
-        forget_bias: f64,
+        init: &super::cell::Init,
         device: &Device,
     ) -> Result<Stack> {
         let dirs = if bidirectional { 2 } else { 1 };
@@ -134,7 +134,7 @@ impl Stack {
                     nonlinearity,
                     in_l,
                     hidden,
-                    forget_bias,
+                    init,
                     device,
                 )?);
             }
