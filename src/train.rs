@@ -874,15 +874,17 @@ fn fit(
                 for (name, grad) in &g {
                     tb.scalar(&format!("grad_norm/{name}"), step, grads::norm(grad)?)?;
                 }
-                if !flow.is_empty() {
-                    tb.curve("grad_flow/by_timestep", step, &flow)?;
-                    tb.scalar("grad_flow/first_step", step, flow[0])?;
-                    tb.scalar("grad_flow/last_step", step, flow[flow.len() - 1])?;
+                for (label, steps) in &flow {
+                    tb.curve(&format!("grad_flow/{label}/by_timestep"), step, steps)?;
+                    for (name, v) in grads::flow_scalars(label, steps) {
+                        tb.scalar(&format!("grad_flow/{label}/{name}"), step, v)?;
+                    }
                 }
                 metrics.row(json!({
                     "step": step, "epoch": epoch + 1, "split": "train", "loss": loss_v, "lr": lr,
                     "grad_norm": norm, "clipped": clipped,
-                    "grad_flow": if flow.is_empty() { None } else { Some(&flow) },
+                    "grad_flow": (!flow.is_empty())
+                        .then(|| flow.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
                 }))?;
             }
             let rate = epoch_seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);

@@ -13,8 +13,9 @@ acc.Reload()
 tags = acc.Tags()
 scalars, histos = set(tags["scalars"]), set(tags["histograms"])
 want_scalars = {"train/loss", "train/lr", "grad/global_norm", "grad/clipped", "train/acc",
-                "val/loss", "val/acc", "grad_flow/first_step", "grad_flow/last_step"}
-want_histos = {"grad_flow/by_timestep"}
+                "val/loss", "val/acc", "grad_flow/l0/first_step", "grad_flow/l0/last_step",
+                "grad_flow/l0/far_over_near", "grad_flow/l0/log_slope"}
+want_histos = {"grad_flow/l0/by_timestep"}
 missing = (want_scalars - scalars) | (want_histos - histos)
 if not any(t.startswith("grad_norm/") for t in scalars):
     missing.add("grad_norm/<param>")

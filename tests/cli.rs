@@ -283,9 +283,9 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         "test/confusion_matrix",
         "weights/rnn.weight_ih_l0",
         "grads/rnn.weight_ih_l0",
-        "grad_flow/by_timestep",
-        "grad_flow/first_step",
-        "grad_flow/last_step",
+        "grad_flow/l0/by_timestep",
+        "grad_flow/l0/first_step",
+        "grad_flow/l0/last_step",
     ] {
         assert!(tags.contains(want), "missing tag {want}; have {tags:?}");
     }

@@ -101,7 +101,7 @@ fn a_video_run_trains_reloads_scores_and_resumes() {
         "grad_norm/encoder.1.weight",
         "grad_norm/encoder.4.bias",
         "weights/encoder.0.weight",
-        "grad_flow/by_timestep",
+        "grad_flow/l0/by_timestep",
     ] {
         assert!(tags.contains(t), "missing {t}: {tags:?}");
     }

@@ -58,7 +58,7 @@ pub struct Classifier {
 /// for token inputs the looked-up embeddings as a gradient leaf (see `embedding_grad`).
 pub struct Forward {
     pub logits: Tensor,
-    pub flow: Option<Flow>,
+    pub flow: Vec<(String, Flow)>,
     pub tokens: Option<Looked>,
 }
 

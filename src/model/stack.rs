@@ -60,8 +60,8 @@ pub struct RunOpts<'a> {
     pub tbptt: usize,
     /// Some = training mode: dropout masks drawn from this generator.
     pub dropout_rng: Option<&'a mut crate::EpochRng>,
-    /// Measure ∂L/∂h_t for every step of the top layer's forward direction (gradient flow),
-    /// read after backward with `grads::flow`.
+    /// Measure ∂L/∂h_t for every step of every layer and direction (gradient flow), read
+    /// after backward with `grads::flow`.
     pub probe: bool,
     /// Use the composed-candle-ops reference implementation instead of the fused CPU op.
     pub reference: bool,
@@ -93,8 +93,9 @@ pub struct StackOut {
     pub h_n: Tensor,
     /// c_n: same shape as h_n, LSTM only.
     pub c_n: Option<Tensor>,
-    /// Gradient-flow handle (top layer, forward direction) when `RunOpts::probe`.
-    pub flow: Option<Flow>,
+    /// Gradient-flow handles when `RunOpts::probe`, one per layer and direction, labelled as
+    /// PyTorch suffixes their parameters ("l0", "l0_reverse", "l1", ...), bottom layer first.
+    pub flow: Vec<(String, Flow)>,
 }
 
 impl Stack {
@@ -194,13 +195,13 @@ impl Stack {
             StackInput::Lookup { table, .. } if from_table => table.clone(),
             StackInput::Lookup { table, ids } => lookup(table, ids)?,
         };
-        let (mut h_n, mut c_n, mut flow) = (Vec::new(), Vec::new(), None);
+        let (mut h_n, mut c_n, mut flow) = (Vec::new(), Vec::new(), Vec::new());
         let mut top_out = None;
         for (l, layer) in self.cells.iter().enumerate() {
             let top = l + 1 == self.num_layers;
             let mut outs = Vec::new();
             for (d, cell) in layer.iter().enumerate() {
-                let probe = opts.probe && top && d == 0;
+                let probe = opts.probe;
                 let run = if fused {
                     let final_only = opts.final_only && top;
                     run_fused(
@@ -221,8 +222,9 @@ impl Stack {
                 if let Some(c) = run.last.c {
                     c_n.push(c);
                 }
-                if run.flow.is_some() {
-                    flow = run.flow;
+                if let Some(f) = run.flow {
+                    let suffix = if d == 0 { "" } else { "_reverse" };
+                    flow.push((format!("l{l}{suffix}"), f));
                 }
                 outs.push(run.out);
             }
@@ -474,6 +476,10 @@ fn run_direction(
         outs[s] = Some(out);
     }
     let outs: Vec<Tensor> = outs.into_iter().flatten().collect();
+    // By position in the sequence, as the fused op reports them.
+    if reverse {
+        probes.reverse();
+    }
     Ok(DirectionRun {
         out: Some(Tensor::stack(&outs, 1)?),
         last: state,
