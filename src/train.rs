@@ -21,6 +21,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::eval::{self, Scores};
 use crate::grads;
+use crate::log::plots;
 use crate::log::progress::epoch_bar;
 use crate::log::tensorboard::EventWriter;
 use crate::log::Metrics;
@@ -935,6 +936,24 @@ fn fit(
         tb.scalar("train/acc", step, train_acc)?;
         tb.scalar("train/epoch_loss", step, train_loss)?;
         log_scores(&mut tb, "val", step, &val, &data.classes)?;
+        if cfg.log.grad_flow {
+            // The whole run's gradient flow so far (from metrics.jsonl, so a resumed run's too),
+            // per layer and direction: a TensorBoard image and a PNG in the run folder.
+            for map in plots::flow_maps(&dir.join(checkpoint::METRICS))? {
+                let (png, w, h) = plots::flow_heatmap(&map, dir)?;
+                tb.image(
+                    &format!("grad_flow/{}/heatmap", map.label),
+                    step,
+                    &png,
+                    w,
+                    h,
+                )?;
+                crate::fsutil::write_atomic(
+                    &dir.join(format!("grad_flow_{}.png", map.label)),
+                    &png,
+                )?;
+            }
+        }
         let hist = cfg.log.histograms_every_epochs;
         if hist > 0 && e % hist == 0 {
             for (name, var) in model.params.iter() {

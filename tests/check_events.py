@@ -11,12 +11,12 @@ run = sys.argv[1]
 acc = EventAccumulator(run, size_guidance={"scalars": 0, "histograms": 0})
 acc.Reload()
 tags = acc.Tags()
-scalars, histos = set(tags["scalars"]), set(tags["histograms"])
+scalars, histos, images = set(tags["scalars"]), set(tags["histograms"]), set(tags["images"])
 want_scalars = {"train/loss", "train/lr", "grad/global_norm", "grad/clipped", "train/acc",
                 "val/loss", "val/acc", "grad_flow/l0/first_step", "grad_flow/l0/last_step",
                 "grad_flow/l0/far_over_near", "grad_flow/l0/log_slope"}
 want_histos = {"grad_flow/l0/by_timestep"}
-missing = (want_scalars - scalars) | (want_histos - histos)
+missing = (want_scalars - scalars) | (want_histos - histos) | ({"grad_flow/l0/heatmap"} - images)
 if not any(t.startswith("grad_norm/") for t in scalars):
     missing.add("grad_norm/<param>")
 if not any(t.startswith("weights/") for t in histos):

@@ -3,6 +3,8 @@
 //! train -> save -> reload round trip, exact resume, and a diverging run.
 
 use std::collections::BTreeSet;
+
+use image::GenericImageView;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -257,6 +259,14 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
                     if v.tag == "train/loss" {
                         losses.push(v.simple_value.unwrap());
                     }
+                    if v.tag == "grad_flow/l0/heatmap" {
+                        // A valid PNG image summary of the size it says.
+                        let img = v.image.as_ref().expect("an image summary");
+                        let png = &img.encoded_image_string;
+                        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+                        let (w, h) = image::load_from_memory(png).unwrap().dimensions();
+                        assert_eq!((w as i32, h as i32), (img.width, img.height));
+                    }
                 }
             }
         }
@@ -286,9 +296,15 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         "grad_flow/l0/by_timestep",
         "grad_flow/l0/first_step",
         "grad_flow/l0/last_step",
+        "grad_flow/l0/far_over_near",
+        "grad_flow/l0/log_slope",
+        "grad_flow/l0/heatmap",
     ] {
         assert!(tags.contains(want), "missing tag {want}; have {tags:?}");
     }
+    // The heatmap is also a PNG in the run folder.
+    let png = image::open(run.join("grad_flow_l0.png")).unwrap();
+    assert!(png.dimensions().0 > 100);
     // The loss fell.
     assert!(losses.len() >= 4);
     let head: f32 = losses[..2].iter().sum::<f32>() / 2.0;

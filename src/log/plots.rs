@@ -112,15 +112,185 @@ pub fn curves(path: &Path, title: &str, y_label: &str, curves: &[Curve]) -> Resu
         }
         root.present().map_err(|e| draw_err(e.to_string()))?;
     }
+    let png_bytes = encode_png(&rgb, w, h).map_err(draw_err)?;
+    crate::fsutil::write_atomic(path, &png_bytes)
+}
+
+/// RGB pixels as PNG bytes.
+fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String> {
     let mut png_bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut png_bytes, w, h);
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(|e| draw_err(e.to_string()))?;
-        writer
-            .write_image_data(&rgb)
-            .map_err(|e| draw_err(e.to_string()))?;
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(rgb).map_err(|e| e.to_string())?;
     }
-    crate::fsutil::write_atomic(path, &png_bytes)
+    Ok(png_bytes)
+}
+
+/// One layer and direction's gradient flow over training: (training step, ‖∂L/∂h_t‖ for each
+/// time step t) per logged step.
+pub struct FlowMap {
+    pub label: String,
+    pub rows: Vec<(usize, Vec<f64>)>,
+}
+
+/// The gradient flow a run logged in its metrics.jsonl, per layer and direction, in label
+/// order (rows that do not parse are skipped: the file is the run's own).
+pub fn flow_maps(metrics: &Path) -> Result<Vec<FlowMap>> {
+    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
+    let mut maps: std::collections::BTreeMap<String, Vec<(usize, Vec<f64>)>> = Default::default();
+    for line in text.lines() {
+        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some(step), Some(flow)) = (row["step"].as_u64(), row["grad_flow"].as_object()) else {
+            continue;
+        };
+        for (label, steps) in flow {
+            let v: Vec<f64> = steps
+                .as_array()
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+                .unwrap_or_default();
+            maps.entry(label.clone())
+                .or_default()
+                .push((step as usize, v));
+        }
+    }
+    Ok(maps
+        .into_iter()
+        .map(|(label, rows)| FlowMap { label, rows })
+        .collect())
+}
+
+/// Colour for t in [0, 1] on viridis (five stops, linear between).
+fn viridis(t: f64) -> RGBColor {
+    const STOPS: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let x = t.clamp(0.0, 1.0) * 4.0;
+    let i = (x.floor() as usize).min(3);
+    let f = x - i as f64;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    let mix = |p: f64, q: f64| (p + (q - p) * f).round() as u8;
+    RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Rows drawn at most (evenly spaced over training) and time steps (evenly spaced).
+const HEATMAP_ROWS: usize = 300;
+const HEATMAP_COLS: usize = 256;
+
+/// A flow map as a heatmap, PNG bytes and size: x the time step, y the training step (first
+/// at the top), colour log10 ‖∂L/∂h_t‖ on viridis with a colour bar; steps without gradient
+/// (padding, truncated-BPTT cuts) grey. `what` names the run in errors.
+pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
+    font();
+    let draw_err = |e: String| Error::Checkpoint {
+        path: what.to_path_buf(),
+        msg: format!("drawing the gradient-flow heatmap: {e}"),
+    };
+    let pick = |n: usize, most: usize| -> Vec<usize> {
+        if n <= most {
+            (0..n).collect()
+        } else {
+            (0..most).map(|i| i * (n - 1) / (most - 1)).collect()
+        }
+    };
+    let rows: Vec<&(usize, Vec<f64>)> = pick(map.rows.len(), HEATMAP_ROWS)
+        .into_iter()
+        .map(|i| &map.rows[i])
+        .collect();
+    let t = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(1);
+    let cols = pick(t, HEATMAP_COLS);
+    let logs = rows
+        .iter()
+        .flat_map(|r| r.1.iter())
+        .filter(|v| **v > 0.0 && v.is_finite())
+        .map(|v| v.log10());
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for l in logs {
+        lo = lo.min(l);
+        hi = hi.max(l);
+    }
+    if !lo.is_finite() {
+        (lo, hi) = (0.0, 1.0);
+    }
+    if hi - lo < 1e-9 {
+        hi = lo + 1.0;
+    }
+    let (first, last) = (
+        rows.first().map_or(0, |r| r.0),
+        rows.last().map_or(1, |r| r.0),
+    );
+    let (w, h) = (960u32, 640u32);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let (plot, bar) = root.split_horizontally(840);
+        let n = rows.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(&plot)
+            .caption(
+                format!("gradient flow {}: log10 ||dL/dh_t||", map.label),
+                ("sans-serif", 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..cols.len() as f64, n..0.0)
+            .map_err(|e| draw_err(e.to_string()))?;
+        let step_at = |y: f64| -> usize {
+            let i = (y.max(0.0) as usize).min(rows.len().saturating_sub(1));
+            rows.get(i).map_or(0, |r| r.0)
+        };
+        let col_at = |x: f64| cols.get(x.max(0.0) as usize).copied().unwrap_or(t);
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("time step t")
+            .y_desc(format!("training step ({first}..{last})"))
+            .x_label_formatter(&|x| col_at(*x).to_string())
+            .y_label_formatter(&|y| step_at(*y).to_string())
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| draw_err(e.to_string()))?;
+        let cells = rows.iter().enumerate().flat_map(|(i, r)| {
+            cols.iter().enumerate().map(move |(j, &c)| {
+                let v = r.1.get(c).copied().unwrap_or(0.0);
+                let color = if v > 0.0 && v.is_finite() {
+                    viridis((v.log10() - lo) / (hi - lo))
+                } else {
+                    RGBColor(200, 200, 200)
+                };
+                Rectangle::new(
+                    [(j as f64, i as f64), (j as f64 + 1.0, i as f64 + 1.0)],
+                    color.filled(),
+                )
+            })
+        });
+        chart
+            .draw_series(cells)
+            .map_err(|e| draw_err(e.to_string()))?;
+        // The colour bar: hi at the top, lo at the bottom.
+        let (top, bottom) = (40i32, h as i32 - 60);
+        for y in top..bottom {
+            let f = 1.0 - (y - top) as f64 / (bottom - top) as f64;
+            bar.draw(&Rectangle::new([(10, y), (34, y + 1)], viridis(f).filled()))
+                .map_err(|e| draw_err(e.to_string()))?;
+        }
+        for (y, v) in [(top, hi), (bottom - 14, lo)] {
+            bar.draw(&Text::new(
+                format!("{v:.1}"),
+                (40, y),
+                ("sans-serif", 13).into_font().color(&BLACK),
+            ))
+            .map_err(|e| draw_err(e.to_string()))?;
+        }
+        root.present().map_err(|e| draw_err(e.to_string()))?;
+    }
+    Ok((encode_png(&rgb, w, h).map_err(draw_err)?, w, h))
 }
