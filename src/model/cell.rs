@@ -262,10 +262,12 @@ fn orthogonal(n: usize, rng: &mut StdRng) -> Vec<f32> {
         .collect();
     for j in 0..n {
         for _ in 0..2 {
-            for i in 0..j {
-                let dot: f64 = (0..n).map(|r| cols[i][r] * cols[j][r]).sum();
-                for r in 0..n {
-                    cols[j][r] -= dot * cols[i][r];
+            let (done, rest) = cols.split_at_mut(j);
+            let col = &mut rest[0];
+            for prev in done.iter() {
+                let dot: f64 = prev.iter().zip(col.iter()).map(|(a, b)| a * b).sum();
+                for (x, p) in col.iter_mut().zip(prev) {
+                    *x -= dot * p;
                 }
             }
         }
