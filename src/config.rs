@@ -570,6 +570,11 @@ pub struct Log {
     pub histograms_every_epochs: usize,
     /// Per-timestep gradient norms ‖∂L/∂h_t‖ on logged steps. Default true.
     pub grad_flow: bool,
+    /// Largest singular value of each W_hh on logged steps (power iteration). Default true.
+    pub spectrum: bool,
+    /// ‖Δw‖ / ‖w‖ of each parameter's update on logged steps (a copy of the weights before
+    /// the step). Default true.
+    pub update_ratio: bool,
     /// Progress bar on a terminal. Default true.
     pub progress: bool,
 }
@@ -580,6 +585,8 @@ impl Default for Log {
             every_steps: 10,
             histograms_every_epochs: 1,
             grad_flow: true,
+            spectrum: true,
+            update_ratio: true,
             progress: true,
         }
     }

@@ -71,6 +71,80 @@ pub fn flow(flow: &[(String, Flow)], store: &GradStore) -> Result<Vec<(String, V
         .collect()
 }
 
+/// The largest singular value of a matrix (`rows` x `cols`, row-major): power iteration on
+/// W^T W from a fixed start, to a relative change below 1e-6 or 200 iterations.
+pub fn sigma_max(w: &[f32], rows: usize, cols: usize) -> f64 {
+    if rows == 0 || cols == 0 {
+        return 0.0;
+    }
+    let w: Vec<f64> = w.iter().map(|&x| x as f64).collect();
+    // Start off every axis and symmetry: 1 + i/cols.
+    let mut v: Vec<f64> = (0..cols).map(|i| 1.0 + i as f64 / cols as f64).collect();
+    let mut sigma = 0.0;
+    for _ in 0..200 {
+        let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return 0.0;
+        }
+        v.iter_mut().for_each(|x| *x /= norm);
+        let wv: Vec<f64> = w
+            .chunks(cols)
+            .map(|row| row.iter().zip(&v).map(|(a, b)| a * b).sum())
+            .collect();
+        let next = wv.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let mut u = vec![0f64; cols];
+        for (row, s) in w.chunks(cols).zip(&wv) {
+            u.iter_mut().zip(row).for_each(|(a, r)| *a += r * s);
+        }
+        v = u;
+        if (next - sigma).abs() <= 1e-6 * next {
+            return next;
+        }
+        sigma = next;
+    }
+    sigma
+}
+
+/// σ_max of every recurrent weight matrix (`*weight_hh*`), by parameter name.
+pub fn spectrum(model: &Classifier) -> Result<Vec<(String, f64)>> {
+    model
+        .params
+        .iter()
+        .filter(|(name, _)| name.contains("weight_hh"))
+        .map(|(name, var)| {
+            let (r, c) = var.as_tensor().dims2()?;
+            let w = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            Ok((name.clone(), sigma_max(&w, r, c)))
+        })
+        .collect()
+}
+
+/// A copy of every parameter (not sharing storage: the optimizer updates in place), to
+/// measure the update against.
+pub fn snapshot(model: &Classifier) -> Result<Vec<(String, Tensor)>> {
+    model
+        .params
+        .iter()
+        .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?)))
+        .collect()
+}
+
+/// ‖w_now - w_before‖ / ‖w_before‖ per parameter (0 for an all-zero parameter).
+pub fn update_ratios(
+    model: &Classifier,
+    before: &[(String, Tensor)],
+) -> Result<Vec<(String, f64)>> {
+    before
+        .iter()
+        .filter_map(|(name, old)| model.params.get(name).map(|v| (name, old, v)))
+        .map(|(name, old, var)| {
+            let step = norm(&(var.as_tensor() - old)?)?;
+            let size = norm(old)?;
+            Ok((name.clone(), if size > 0.0 { step / size } else { 0.0 }))
+        })
+        .collect()
+}
+
 /// The scalars logged for one layer and direction's flow: its two ends, and with
 /// `flow_shape` far_over_near and log_slope.
 pub fn flow_scalars(label: &str, steps: &[f64]) -> Vec<(&'static str, f64)> {
@@ -144,5 +218,18 @@ mod tests {
             names,
             ["first_step", "last_step", "far_over_near", "log_slope"]
         );
+    }
+
+    /// Against closed forms: [[1, 2], [0, 1]] has largest singular value 1 + sqrt(2); a
+    /// diagonal matrix its largest magnitude; [[3, 0], [0, 4], [0, 0]] 4.
+    #[test]
+    fn sigma_max_matches_closed_forms() {
+        let s = sigma_max(&[1.0, 2.0, 0.0, 1.0], 2, 2);
+        assert!((s - (1.0 + 2f64.sqrt())).abs() < 1e-5, "{s}");
+        let s = sigma_max(&[0.5, 0.0, 0.0, 0.0, -3.0, 0.0, 0.0, 0.0, 2.0], 3, 3);
+        assert!((s - 3.0).abs() < 1e-5, "{s}");
+        let s = sigma_max(&[3.0, 0.0, 0.0, 4.0, 0.0, 0.0], 3, 2);
+        assert!((s - 4.0).abs() < 1e-5, "{s}");
+        assert_eq!(sigma_max(&[0.0; 4], 2, 2), 0.0);
     }
 }

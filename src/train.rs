@@ -857,6 +857,11 @@ fn fit(
             if let Some(v) = t.clip_value {
                 optim::clip_value(&mut g, v)?;
             }
+            let before = if log_now && cfg.log.update_ratio {
+                Some(grads::snapshot(model)?)
+            } else {
+                None
+            };
             optimizer.step(&model.params, &g, lr)?;
 
             state.step += 1;
@@ -881,11 +886,34 @@ fn fit(
                         tb.scalar(&format!("grad_flow/{label}/{name}"), step, v)?;
                     }
                 }
+                let spectrum = if cfg.log.spectrum {
+                    grads::spectrum(model)?
+                } else {
+                    Vec::new()
+                };
+                let updates = match &before {
+                    Some(b) => grads::update_ratios(model, b)?,
+                    None => Vec::new(),
+                };
+                for (name, v) in &spectrum {
+                    tb.scalar(&format!("spectrum/{name}"), step, *v)?;
+                }
+                for (name, v) in &updates {
+                    tb.scalar(&format!("update_ratio/{name}"), step, *v)?;
+                }
+                let by_name = |v: &[(String, f64)]| {
+                    (!v.is_empty()).then(|| {
+                        v.iter()
+                            .cloned()
+                            .collect::<std::collections::BTreeMap<_, _>>()
+                    })
+                };
                 metrics.row(json!({
                     "step": step, "epoch": epoch + 1, "split": "train", "loss": loss_v, "lr": lr,
                     "grad_norm": norm, "clipped": clipped,
                     "grad_flow": (!flow.is_empty())
                         .then(|| flow.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
+                    "spectrum": by_name(&spectrum), "update_ratio": by_name(&updates),
                 }))?;
             }
             let rate = epoch_seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);

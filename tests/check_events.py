@@ -14,7 +14,8 @@ tags = acc.Tags()
 scalars, histos, images = set(tags["scalars"]), set(tags["histograms"]), set(tags["images"])
 want_scalars = {"train/loss", "train/lr", "grad/global_norm", "grad/clipped", "train/acc",
                 "val/loss", "val/acc", "grad_flow/l0/first_step", "grad_flow/l0/last_step",
-                "grad_flow/l0/far_over_near", "grad_flow/l0/log_slope"}
+                "grad_flow/l0/far_over_near", "grad_flow/l0/log_slope",
+                "spectrum/rnn.weight_hh_l0", "update_ratio/rnn.weight_hh_l0"}
 want_histos = {"grad_flow/l0/by_timestep"}
 missing = (want_scalars - scalars) | (want_histos - histos) | ({"grad_flow/l0/heatmap"} - images)
 if not any(t.startswith("grad_norm/") for t in scalars):

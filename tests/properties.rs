@@ -84,6 +84,8 @@ const KEYS: &[(&str, &[&str])] = &[
             "every_steps",
             "histograms_every_epochs",
             "grad_flow",
+            "spectrum",
+            "update_ratio",
             "progress",
         ],
     ),
