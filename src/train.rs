@@ -1013,6 +1013,7 @@ fn fit(
             "val_precision": &val.precision, "val_recall": &val.recall, "val_confusion": &val.confusion,
             "elapsed_s": elapsed_before + started.elapsed().as_secs_f64(),
         }))?;
+        plots::epoch_curves(&dir.join(checkpoint::METRICS), dir)?;
         commit!(state, improved);
         eprintln!(
             "epoch {e}/{}: train loss {train_loss:.4} acc {train_acc:.4} | val loss {val_loss:.4} acc {val_acc:.4} macro-F1 {:.4}{}",

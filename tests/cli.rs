@@ -305,9 +305,11 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     ] {
         assert!(tags.contains(want), "missing tag {want}; have {tags:?}");
     }
-    // The heatmap is also a PNG in the run folder.
-    let png = image::open(run.join("grad_flow_l0.png")).unwrap();
-    assert!(png.dimensions().0 > 100);
+    // The heatmap, and loss and accuracy by epoch, are also PNGs in the run folder.
+    for file in ["grad_flow_l0.png", "loss.png", "accuracy.png"] {
+        let png = image::open(run.join(file)).unwrap();
+        assert!(png.dimensions().0 > 100, "{file}");
+    }
     // The loss fell.
     assert!(losses.len() >= 4);
     let head: f32 = losses[..2].iter().sum::<f32>() / 2.0;

@@ -129,6 +129,41 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String
     Ok(png_bytes)
 }
 
+/// loss.png and accuracy.png in `dir`: train and validation by epoch, from the epoch rows of
+/// the run's metrics.jsonl (so a resumed run's whole history).
+pub fn epoch_curves(metrics: &Path, dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["split"] == "epoch")
+        .collect();
+    for (file, what) in [("loss.png", "loss"), ("accuracy.png", "acc")] {
+        let series = |split: &str| Curve {
+            group: if split == "train" {
+                "train"
+            } else {
+                "validation"
+            }
+            .into(),
+            points: rows
+                .iter()
+                .filter_map(|r| {
+                    Some((r["epoch"].as_f64()?, r[format!("{split}_{what}")].as_f64()?))
+                })
+                .collect(),
+        };
+        let label = if what == "acc" { "accuracy" } else { "loss" };
+        curves(
+            &dir.join(file),
+            &format!("{label} by epoch"),
+            label,
+            &[series("train"), series("val")],
+        )?;
+    }
+    Ok(())
+}
+
 /// One layer and direction's gradient flow over training: (training step, ‖∂L/∂h_t‖ for each
 /// time step t) per logged step.
 pub struct FlowMap {
