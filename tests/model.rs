@@ -520,3 +520,106 @@ fn inference_from_the_embedding_table_matches_looked_up_rows() {
         assert!(err.to_string().contains("token id 20"), "{err}");
     }
 }
+
+/// The gradient flow against a finite difference computed apart from rnnlab: a tanh RNN
+/// classifier re-implemented here in f64 from the model's own weights (projection -> RNN ->
+/// last state -> head -> mean cross-entropy), each h_t nudged by ±eps in every unit and row;
+/// ‖∂L/∂h_t‖ (norm over the batch) must equal what the fused op and the reference report.
+#[test]
+fn grad_flow_matches_a_finite_difference() {
+    let m = feature_model(CellKind::Rnn);
+    let (b, t, dim) = (2, 5, 4);
+    let x = Tensor::randn(0f32, 1.0, (b, t, dim), &Device::Cpu).unwrap();
+    let labels = [0usize, 1];
+    let p = |name: &str| -> (Vec<f64>, Vec<usize>) {
+        let v = m.params.get(name).unwrap().as_tensor();
+        let data = v.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        (data.into_iter().map(f64::from).collect(), v.dims().to_vec())
+    };
+    let ((pw, pd), (pb, _)) = (p("proj.weight"), p("proj.bias"));
+    let ((wih, _), (whh, hd), (bih, _), (bhh, _)) = (
+        p("rnn.weight_ih_l0"),
+        p("rnn.weight_hh_l0"),
+        p("rnn.bias_ih_l0"),
+        p("rnn.bias_hh_l0"),
+    );
+    let ((hw, hwd), (hb, _)) = (p("head.weight"), p("head.bias"));
+    let (e, h, k) = (pd[0], hd[1], hwd[0]);
+    let xs: Vec<f64> = x
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let matvec = |w: &[f64], cols: usize, v: &[f64]| -> Vec<f64> {
+        w.chunks(cols)
+            .map(|row| row.iter().zip(v).map(|(a, b)| a * b).sum())
+            .collect()
+    };
+    // The loss with `nudge` added to h at step `s` of row `r` (after the cell computes it).
+    let loss = |nudge: Option<(usize, usize, usize, f64)>| -> f64 {
+        let mut total = 0.0;
+        for r in 0..b {
+            let mut hs = vec![0f64; h];
+            for s in 0..t {
+                let xt = &xs[(r * t + s) * dim..][..dim];
+                let z: Vec<f64> = matvec(&pw, dim, xt)
+                    .iter()
+                    .zip(&pb)
+                    .map(|(a, c)| a + c)
+                    .collect();
+                assert_eq!(z.len(), e);
+                let a = matvec(&wih, e, &z);
+                let u = matvec(&whh, h, &hs);
+                hs = (0..h)
+                    .map(|j| (a[j] + bih[j] + u[j] + bhh[j]).tanh())
+                    .collect();
+                if let Some((nr, ns, nj, eps)) = nudge {
+                    if nr == r && ns == s {
+                        hs[nj] += eps;
+                    }
+                }
+            }
+            let logits: Vec<f64> = matvec(&hw, h, &hs)
+                .iter()
+                .zip(&hb)
+                .map(|(a, c)| a + c)
+                .collect();
+            assert_eq!(logits.len(), k);
+            let mx = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + logits.iter().map(|l| (l - mx).exp()).sum::<f64>().ln();
+            total += lse - logits[labels[r]];
+        }
+        total / b as f64
+    };
+    let eps = 1e-5;
+    let fd: Vec<f64> = (0..t)
+        .map(|s| {
+            let mut sq = 0.0;
+            for r in 0..b {
+                for j in 0..h {
+                    let d =
+                        (loss(Some((r, s, j, eps))) - loss(Some((r, s, j, -eps)))) / (2.0 * eps);
+                    sq += d * d;
+                }
+            }
+            sq.sqrt()
+        })
+        .collect();
+    let label_t = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    for reference in [false, true] {
+        let fwd = m.forward(&x, opts(None, 0, true, reference)).unwrap();
+        let l = candle_nn::loss::cross_entropy(&fwd.logits, &label_t).unwrap();
+        let ours = rnnlab::grads::flow(&fwd.flow, &l.backward().unwrap()).unwrap();
+        let (label, steps) = &ours[0];
+        assert_eq!((label.as_str(), steps.len()), ("l0", t));
+        for (s, (a, want)) in steps.iter().zip(&fd).enumerate() {
+            assert!(
+                (a - want).abs() <= 1e-3 * want.abs() + 1e-7,
+                "reference={reference} step {s}: {a} vs finite difference {want} ({steps:?} vs {fd:?})"
+            );
+        }
+    }
+}
