@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Truncated BPTT on delayed recall: configs/recall-gru.toml at lag 20 (the class token at step
+# 0, the readout at step 20: 21 steps) with train.tbptt = k for k in 5 10 15 20 21 25 and 0
+# (full BPTT), 3 epochs, seed 0. Gradients flow only through the last k steps of each
+# sequence, so the token is reachable only when k >= 21. Prints test accuracy, best epoch,
+# wall time and peak RSS per k (one process per run).
+#   usage: experiments/truncated-bptt/run.sh [OUT_DIR]   (default results/truncated-bptt)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-results/truncated-bptt}
+bin=${RUN_EXP:-target/release/run-exp}
+[ -x "$bin" ] || cargo build --release --bin run-exp
+python3 - "$bin" "$out" <<'PY'
+import json, os, subprocess, sys, time
+bin, out = sys.argv[1], sys.argv[2]
+print("| tbptt k | test acc | best val acc (epoch) | wall s | peak RSS MiB |")
+print("|---|---|---|---|---|")
+for k in [5, 10, 15, 20, 21, 25, 0]:
+    name = f"k{k}"
+    t0 = time.time()
+    pid = os.fork()
+    if pid == 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1); os.dup2(devnull, 2)
+        os.execv(bin, [bin, "configs/recall-gru.toml", "--set", f"experiment.out_dir=\"{out}\"",
+                       "--set", f"experiment.name=\"{name}\"", "--set", "data.lag=20",
+                       "--set", f"train.tbptt={k}", "--set", "train.epochs=3",
+                       "--set", "log.progress=false"])
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.time() - t0
+    runs = sorted(d for d in os.listdir(f"{out}/{name}") if d.startswith("run-"))
+    s = json.load(open(f"{out}/{name}/{runs[-1]}/summary.json"))
+    label = "full" if k == 0 else str(k)
+    print(f"| {label} | {s['test_acc']:.4f} | {s['best_val_acc']:.4f} ({s['best_epoch']}) | {wall:.0f} "
+          f"| {usage.ru_maxrss / 1024:.0f} |", flush=True)
+PY
