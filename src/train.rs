@@ -895,6 +895,19 @@ fn fit(
                     Some(b) => grads::update_ratios(model, b)?,
                     None => Vec::new(),
                 };
+                let mut gates = std::collections::BTreeMap::new();
+                for (label, sink) in &fwd.gates {
+                    let stats = sink.lock().map(|g| g.clone()).unwrap_or_default();
+                    for (name, v) in &stats {
+                        tb.scalar(&format!("gates/{label}/{name}"), step, *v)?;
+                    }
+                    gates.insert(
+                        label.clone(),
+                        stats
+                            .into_iter()
+                            .collect::<std::collections::BTreeMap<_, _>>(),
+                    );
+                }
                 for (name, v) in &spectrum {
                     tb.scalar(&format!("spectrum/{name}"), step, *v)?;
                 }
@@ -914,6 +927,7 @@ fn fit(
                     "grad_flow": (!flow.is_empty())
                         .then(|| flow.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
                     "spectrum": by_name(&spectrum), "update_ratio": by_name(&updates),
+                    "gates": (!gates.is_empty()).then_some(&gates),
                 }))?;
             }
             let rate = epoch_seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);

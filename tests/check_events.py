@@ -15,7 +15,8 @@ scalars, histos, images = set(tags["scalars"]), set(tags["histograms"]), set(tag
 want_scalars = {"train/loss", "train/lr", "grad/global_norm", "grad/clipped", "train/acc",
                 "val/loss", "val/acc", "grad_flow/l0/first_step", "grad_flow/l0/last_step",
                 "grad_flow/l0/far_over_near", "grad_flow/l0/log_slope",
-                "spectrum/rnn.weight_hh_l0", "update_ratio/rnn.weight_hh_l0"}
+                "spectrum/rnn.weight_hh_l0", "update_ratio/rnn.weight_hh_l0",
+                "gates/l0/forget_mean", "gates/l0/saturated"}
 want_histos = {"grad_flow/l0/by_timestep"}
 missing = (want_scalars - scalars) | (want_histos - histos) | ({"grad_flow/l0/heatmap"} - images)
 if not any(t.startswith("grad_norm/") for t in scalars):

@@ -300,6 +300,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         "grad_flow/l0/log_slope",
         "grad_flow/l0/heatmap",
         "spectrum/rnn.weight_hh_l0",
+        "gates/l0/saturated",
         "update_ratio/rnn.weight_hh_l0",
         "update_ratio/head.bias",
     ] {

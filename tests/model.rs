@@ -623,3 +623,60 @@ fn grad_flow_matches_a_finite_difference() {
         }
     }
 }
+
+/// Gate statistics from the fused op on cells whose gates are fixed by construction (zero
+/// weights, chosen biases), over the valid steps only (the padded steps hold zeros, which
+/// would count as saturated): lstm σ(f) = σ(10), i = o = 0.5, g = 0 -> a quarter saturated;
+/// gru z = σ(-10), r = 0.5, n = 0 -> a third; tanh rnn h = tanh(5) in half the units -> half.
+#[test]
+fn gate_statistics_match_gates_fixed_by_construction() {
+    let x = Tensor::randn(0f32, 1.0, (2, 5, 4), &Device::Cpu).unwrap();
+    let labels = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+    for cell in CELLS {
+        let m = feature_model(cell);
+        let h = 8;
+        let g = match cell {
+            CellKind::Rnn => 1,
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+        } * h;
+        let set = |name: &str, v: Vec<f32>, shape: &[usize]| {
+            let t = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+            m.params.get(name).unwrap().set(&t).unwrap();
+        };
+        set("rnn.weight_ih_l0", vec![0.0; g * 6], &[g, 6]);
+        set("rnn.weight_hh_l0", vec![0.0; g * h], &[g, h]);
+        set("rnn.bias_hh_l0", vec![0.0; g], &[g]);
+        let mut b = vec![0f32; g];
+        match cell {
+            CellKind::Lstm => b[h..2 * h].fill(10.0),
+            CellKind::Gru => b[h..2 * h].fill(-10.0),
+            CellKind::Rnn => b[..h / 2].fill(5.0),
+        }
+        set("rnn.bias_ih_l0", b, &[g]);
+        let fwd = m.forward(&x, opts(Some(&[5, 3]), 0, true, false)).unwrap();
+        let l = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
+        l.backward().unwrap();
+        assert_eq!(fwd.gates.len(), 1, "{cell:?}");
+        let stats: std::collections::BTreeMap<&str, f64> =
+            fwd.gates[0].1.lock().unwrap().iter().cloned().collect();
+        let want: Vec<(&str, f64)> = match cell {
+            CellKind::Lstm => vec![
+                ("forget_mean", sig(10.0)),
+                ("input_mean", 0.5),
+                ("saturated", 0.25),
+            ],
+            CellKind::Gru => vec![
+                ("reset_mean", 0.5),
+                ("update_mean", sig(-10.0)),
+                ("saturated", 1.0 / 3.0),
+            ],
+            CellKind::Rnn => vec![("saturated", 0.5)],
+        };
+        assert_eq!(stats.len(), want.len(), "{cell:?}: {stats:?}");
+        for (name, v) in want {
+            assert!((stats[name] - v).abs() < 1e-6, "{cell:?} {name}: {stats:?}");
+        }
+    }
+}

@@ -59,6 +59,8 @@ pub struct Classifier {
 pub struct Forward {
     pub logits: Tensor,
     pub flow: Vec<(String, Flow)>,
+    /// Gate statistics per layer and direction (`RunOpts::probe`, fused CPU op only).
+    pub gates: Vec<(String, super::fused::GateSink)>,
     pub tokens: Option<Looked>,
 }
 
@@ -281,6 +283,7 @@ impl Classifier {
         Ok(Forward {
             logits,
             flow: out.flow,
+            gates: out.gates,
             tokens,
         })
     }

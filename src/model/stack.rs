@@ -12,7 +12,7 @@ use rand::Rng;
 use std::sync::{Arc, Mutex};
 
 use super::cell::{Cell, State};
-use super::fused::{self, FlowSink, Recurrence};
+use super::fused::{self, FlowSink, GateSink, Recurrence};
 use super::Params;
 use crate::config::{CellKind, Nonlinearity};
 use crate::error::Result;
@@ -96,6 +96,8 @@ pub struct StackOut {
     /// Gradient-flow handles when `RunOpts::probe`, one per layer and direction, labelled as
     /// PyTorch suffixes their parameters ("l0", "l0_reverse", "l1", ...), bottom layer first.
     pub flow: Vec<(String, Flow)>,
+    /// Gate statistics when `RunOpts::probe`, labelled as `flow` (the fused CPU op only).
+    pub gates: Vec<(String, GateSink)>,
 }
 
 impl Stack {
@@ -195,7 +197,8 @@ impl Stack {
             StackInput::Lookup { table, .. } if from_table => table.clone(),
             StackInput::Lookup { table, ids } => lookup(table, ids)?,
         };
-        let (mut h_n, mut c_n, mut flow) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut h_n, mut c_n, mut flow, mut gates) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut top_out = None;
         for (l, layer) in self.cells.iter().enumerate() {
             let top = l + 1 == self.num_layers;
@@ -222,9 +225,12 @@ impl Stack {
                 if let Some(c) = run.last.c {
                     c_n.push(c);
                 }
+                let label = format!("l{l}{}", if d == 0 { "" } else { "_reverse" });
+                if let Some(g) = run.gates {
+                    gates.push((label.clone(), g));
+                }
                 if let Some(f) = run.flow {
-                    let suffix = if d == 0 { "" } else { "_reverse" };
-                    flow.push((format!("l{l}{suffix}"), f));
+                    flow.push((label, f));
                 }
                 outs.push(run.out);
             }
@@ -254,6 +260,7 @@ impl Stack {
                 Some(Tensor::stack(&c_n, 0)?)
             },
             flow,
+            gates,
         })
     }
 }
@@ -333,6 +340,7 @@ struct DirectionRun {
     out: Option<Tensor>,
     last: State,
     flow: Option<Flow>,
+    gates: Option<GateSink>,
 }
 
 /// One direction through the fused CPU op (see `fused/`).
@@ -352,6 +360,7 @@ fn run_fused(
     let (b, t) = (masks.lengths.len(), masks.t);
     let h = cell.hidden;
     let sink: Option<FlowSink> = probe.then(|| Arc::new(Mutex::new(Vec::new())));
+    let gates: Option<GateSink> = (probe && !no_grad).then(|| Arc::new(Mutex::new(Vec::new())));
     let mut op = Recurrence::new(
         cell.kind,
         cell.nonlinearity,
@@ -366,6 +375,7 @@ fn run_fused(
         sink.clone(),
     );
     op.final_only = final_only;
+    op.gates = gates.clone();
     op.tokens = tokens.map(<[u32]>::to_vec);
     let res = if from_table {
         fused::run_from_table(op, xs, cell)?
@@ -387,6 +397,7 @@ fn run_fused(
             out: None,
             last: state(&res)?,
             flow: sink.map(Flow::Sink),
+            gates,
         });
     }
     let slots = Recurrence::slots(cell.kind) * h;
@@ -404,6 +415,7 @@ fn run_fused(
         out: Some(res.narrow(2, 0, h)?),
         last: state(&last)?,
         flow: sink.map(Flow::Sink),
+        gates,
     })
 }
 
@@ -484,5 +496,6 @@ fn run_direction(
         out: Some(Tensor::stack(&outs, 1)?),
         last: state,
         flow: probe.then_some(Flow::Probes(probes)),
+        gates: None,
     })
 }

@@ -38,6 +38,9 @@ use split::{
 /// Per-step ‖∂L/∂h_t‖ (norm over the batch), written by backward when asked for.
 pub type FlowSink = Arc<Mutex<Vec<f64>>>;
 
+/// Gate statistics of a training forward, by name (see `Recurrence::gate_stats`).
+pub type GateSink = Arc<Mutex<Vec<(&'static str, f64)>>>;
+
 /// One forward worker's share: batch rows r0..r0+nb and hidden units u0..u0+hk (all units
 /// when the batch is split between threads, all rows when the units are). xp, wt and bhh
 /// hold just its gate columns (gate q, unit j at q*hk + j; wt in `pack_panels` panels); out,
@@ -143,6 +146,8 @@ pub struct Recurrence {
     /// Truncated BPTT: no gradient reaches steps before `window_start[row]`.
     pub window_start: Option<Vec<usize>>,
     pub flow: Option<FlowSink>,
+    /// Gate statistics over the valid steps, written by a training forward when asked for.
+    pub gates: Option<GateSink>,
     /// Return only each row's final state ([batch, slots * hidden]: the forward direction's
     /// last valid step, the reverse direction's step 0) instead of every step's output.
     pub final_only: bool,
@@ -176,11 +181,95 @@ impl Recurrence {
             reverse,
             window_start,
             flow,
+            gates: None,
             final_only: false,
             tokens: None,
             saved: Mutex::new(Vec::new()),
             kept_out: Mutex::new(Vec::new()),
             keep_for_backward: true,
+        }
+    }
+
+    /// Means over the valid steps of every row and unit: lstm `input_mean`, `forget_mean`
+    /// (σ(i), σ(f)); gru `reset_mean`, `update_mean` (σ(r), σ(z)); and `saturated`, the
+    /// fraction of gate values a gradient barely passes (a sigmoid below 0.01 or above 0.99, a
+    /// tanh beyond ±0.99; for the rnn its tanh output h, or for relu the fraction at 0).
+    /// `saved`: the gate activations ([row, step, sv]); `out`: every step's output ([row,
+    /// step, s]). Empty where they were not kept.
+    fn gate_stats(
+        &self,
+        saved: &[f32],
+        sv: usize,
+        out: &[f32],
+        s: usize,
+        t: usize,
+    ) -> Vec<(&'static str, f64)> {
+        let h = self.hidden;
+        let valid = || {
+            self.lengths
+                .iter()
+                .enumerate()
+                .flat_map(move |(r, &len)| (0..len.min(t)).map(move |tt| r * t + tt))
+        };
+        let n = valid().count() as f64 * h as f64;
+        if n == 0.0 {
+            return Vec::new();
+        }
+        let sig_sat = |v: f32| !(0.01..=0.99).contains(&v);
+        let tanh_sat = |v: f32| v.abs() > 0.99;
+        let slot = |at: usize, q: usize| &saved[at * sv + q * h..][..h];
+        match self.kind {
+            CellKind::Rnn => {
+                if out.len() < t * s * self.lengths.len() {
+                    return Vec::new();
+                }
+                let mut sat = 0usize;
+                for at in valid() {
+                    let hs = &out[at * s..][..h];
+                    sat += match self.nonlinearity {
+                        Nonlinearity::Tanh => hs.iter().filter(|v| tanh_sat(**v)).count(),
+                        Nonlinearity::Relu => hs.iter().filter(|v| **v == 0.0).count(),
+                    };
+                }
+                vec![("saturated", sat as f64 / n)]
+            }
+            CellKind::Lstm | CellKind::Gru if sv == 0 => Vec::new(),
+            CellKind::Lstm => {
+                let (mut i_sum, mut f_sum, mut sat) = (0f64, 0f64, 0usize);
+                for at in valid() {
+                    let (i, f, g, o) = (slot(at, 0), slot(at, 1), slot(at, 2), slot(at, 3));
+                    i_sum += i.iter().map(|&v| v as f64).sum::<f64>();
+                    f_sum += f.iter().map(|&v| v as f64).sum::<f64>();
+                    sat += [i, f, o]
+                        .iter()
+                        .map(|q| q.iter().filter(|v| sig_sat(**v)).count())
+                        .sum::<usize>()
+                        + g.iter().filter(|v| tanh_sat(**v)).count();
+                }
+                vec![
+                    ("input_mean", i_sum / n),
+                    ("forget_mean", f_sum / n),
+                    ("saturated", sat as f64 / (4.0 * n)),
+                ]
+            }
+            CellKind::Gru => {
+                let (mut r_sum, mut z_sum, mut sat) = (0f64, 0f64, 0usize);
+                for at in valid() {
+                    let (r, z, nn) = (slot(at, 0), slot(at, 1), slot(at, 2));
+                    r_sum += r.iter().map(|&v| v as f64).sum::<f64>();
+                    z_sum += z.iter().map(|&v| v as f64).sum::<f64>();
+                    sat += [r, z]
+                        .iter()
+                        .map(|q| q.iter().filter(|v| sig_sat(**v)).count())
+                        .sum::<usize>()
+                        + nn.iter().filter(|v| tanh_sat(**v)).count();
+                }
+                vec![
+                    ("reset_mean", r_sum / n),
+                    ("update_mean", z_sum / n),
+                    ("saturated", sat as f64 / (3.0 * n)),
+                ]
+            }
         }
     }
 
@@ -750,6 +839,11 @@ impl Recurrence {
         unsafe {
             out.set_len(out_len);
             saved.set_len(b * t * sv);
+        }
+        if let Some(sink) = &self.gates {
+            if let Ok(mut g) = sink.lock() {
+                *g = self.gate_stats(&saved, sv, &out, s, t);
+            }
         }
         if let Ok(mut keep) = self.saved.lock() {
             *keep = saved;
