@@ -204,7 +204,6 @@ impl Stack {
             let top = l + 1 == self.num_layers;
             let mut outs = Vec::new();
             for (d, cell) in layer.iter().enumerate() {
-                let probe = opts.probe;
                 let run = if fused {
                     let final_only = opts.final_only && top;
                     run_fused(
@@ -212,14 +211,14 @@ impl Stack {
                         &input,
                         &masks,
                         d == 1,
-                        probe,
+                        opts.probe,
                         opts.no_grad,
                         final_only,
                         if l == 0 { opts.tokens } else { None },
                         l == 0 && from_table,
                     )?
                 } else {
-                    run_direction(cell, &input, &masks, d == 1, probe, &device)?
+                    run_direction(cell, &input, &masks, d == 1, opts.probe, &device)?
                 };
                 h_n.push(run.last.h);
                 if let Some(c) = run.last.c {

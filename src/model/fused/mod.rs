@@ -234,40 +234,31 @@ impl Recurrence {
                 vec![("saturated", sat as f64 / n)]
             }
             CellKind::Lstm | CellKind::Gru if sv == 0 => Vec::new(),
-            CellKind::Lstm => {
-                let (mut i_sum, mut f_sum, mut sat) = (0f64, 0f64, 0usize);
+            CellKind::Lstm | CellKind::Gru => {
+                // Saved slots: lstm i f g o, gru r z n hn. The two means, the sigmoid gates,
+                // the tanh one.
+                let (means, sigmoids, tanh_slot): ([(&'static str, usize); 2], &[usize], usize) =
+                    if self.kind == CellKind::Lstm {
+                        ([("input_mean", 0), ("forget_mean", 1)], &[0, 1, 3], 2)
+                    } else {
+                        ([("reset_mean", 0), ("update_mean", 1)], &[0, 1], 2)
+                    };
+                let (mut sums, mut sat) = ([0f64; 2], 0usize);
                 for at in valid() {
-                    let (i, f, g, o) = (slot(at, 0), slot(at, 1), slot(at, 2), slot(at, 3));
-                    i_sum += i.iter().map(|&v| v as f64).sum::<f64>();
-                    f_sum += f.iter().map(|&v| v as f64).sum::<f64>();
-                    sat += [i, f, o]
+                    for (sum, (_, q)) in sums.iter_mut().zip(&means) {
+                        *sum += slot(at, *q).iter().map(|&v| v as f64).sum::<f64>();
+                    }
+                    sat += sigmoids
                         .iter()
-                        .map(|q| q.iter().filter(|v| sig_sat(**v)).count())
+                        .map(|&q| slot(at, q).iter().filter(|v| sig_sat(**v)).count())
                         .sum::<usize>()
-                        + g.iter().filter(|v| tanh_sat(**v)).count();
+                        + slot(at, tanh_slot).iter().filter(|v| tanh_sat(**v)).count();
                 }
+                let gates = (sigmoids.len() + 1) as f64;
                 vec![
-                    ("input_mean", i_sum / n),
-                    ("forget_mean", f_sum / n),
-                    ("saturated", sat as f64 / (4.0 * n)),
-                ]
-            }
-            CellKind::Gru => {
-                let (mut r_sum, mut z_sum, mut sat) = (0f64, 0f64, 0usize);
-                for at in valid() {
-                    let (r, z, nn) = (slot(at, 0), slot(at, 1), slot(at, 2));
-                    r_sum += r.iter().map(|&v| v as f64).sum::<f64>();
-                    z_sum += z.iter().map(|&v| v as f64).sum::<f64>();
-                    sat += [r, z]
-                        .iter()
-                        .map(|q| q.iter().filter(|v| sig_sat(**v)).count())
-                        .sum::<usize>()
-                        + nn.iter().filter(|v| tanh_sat(**v)).count();
-                }
-                vec![
-                    ("reset_mean", r_sum / n),
-                    ("update_mean", z_sum / n),
-                    ("saturated", sat as f64 / (3.0 * n)),
+                    (means[0].0, sums[0] / n),
+                    (means[1].0, sums[1] / n),
+                    ("saturated", sat as f64 / (gates * n)),
                 ]
             }
         }
