@@ -123,10 +123,11 @@ impl Cell {
                 bias_hh = set(&bhh_name, vec![0.0; g], &[g])?;
             }
         }
+        let chrono = init.gate_bias == GateBiasInit::Chrono && kind != CellKind::Rnn;
+        let forget = kind == CellKind::Lstm && init.forget_bias != 0.0;
         let mut b_ih = bias_ih.to_vec1::<f32>()?;
         let mut b_hh = bias_hh.to_vec1::<f32>()?;
-        let before = (b_ih.clone(), b_hh.clone());
-        if init.gate_bias == GateBiasInit::Chrono {
+        if chrono {
             // PyTorch's gate order: lstm i, f, g, o; gru r, z, n.
             let (keep, negated) = match kind {
                 CellKind::Lstm => (hidden..2 * hidden, Some(0..hidden)),
@@ -145,12 +146,12 @@ impl Cell {
                 }
             }
         }
-        if kind == CellKind::Lstm && init.forget_bias != 0.0 {
+        if forget {
             for b in &mut b_ih[hidden..2 * hidden] {
                 *b += init.forget_bias as f32;
             }
         }
-        if (b_ih.clone(), b_hh.clone()) != before {
+        if chrono || forget {
             bias_ih = set(&ih_name, b_ih, &[g])?;
             bias_hh = set(&bhh_name, b_hh, &[g])?;
         }
@@ -251,14 +252,9 @@ impl Init {
 /// columns of a standard normal matrix, each column's sign that of R's diagonal (so the
 /// result is uniform over the orthogonal group).
 fn orthogonal(n: usize, rng: &mut StdRng) -> Vec<f32> {
-    let normal = |rng: &mut StdRng| {
-        let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-        let u2: f64 = rng.random();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-    };
     // cols[j]: column j.
     let mut cols: Vec<Vec<f64>> = (0..n)
-        .map(|_| (0..n).map(|_| normal(rng)).collect())
+        .map(|_| (0..n).map(|_| super::standard_normal(rng)).collect())
         .collect();
     for j in 0..n {
         for _ in 0..2 {

@@ -59,14 +59,7 @@ impl Params {
         device: &Device,
     ) -> Result<Tensor> {
         let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                // Box-Muller.
-                let u1: f64 = rng.random_range(f64::EPSILON..1.0);
-                let u2: f64 = rng.random();
-                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-            })
-            .collect();
+        let data: Vec<f32> = (0..n).map(|_| standard_normal(rng) as f32).collect();
         self.add(name, Tensor::from_vec(data, shape, device)?)
     }
 
@@ -169,6 +162,13 @@ impl Params {
         }
         Ok(())
     }
+}
+
+/// One N(0, 1) draw (Box-Muller), for the inits that need normals.
+pub(crate) fn standard_normal(rng: &mut StdRng) -> f64 {
+    let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
 /// Writes tensors as safetensors through a temporary file (no half-written checkpoint); an
