@@ -192,18 +192,13 @@ impl FrameEncoder {
                 Err(_) => Vec::new(),
             };
             let device = frames.device();
-            // Each block's conv output size: halved by every pool before it.
-            let (mut hh, mut ww) = (h, w);
-            for ((mean, var), bn) in stats.into_iter().zip(&self.norms) {
-                let c = mean.len();
+            for (m, bn) in stats.into_iter().zip(&self.norms) {
+                let c = m.mean.len();
                 bn.update(
-                    &Tensor::from_vec(mean, c, device)?,
-                    &Tensor::from_vec(var, c, device)?,
-                    b * t * hh * ww,
+                    &Tensor::from_vec(m.mean, c, device)?,
+                    &Tensor::from_vec(m.var, c, device)?,
+                    m.count,
                 )?;
-                if hh >= 2 && ww >= 2 {
-                    (hh, ww) = (hh / 2, ww / 2);
-                }
             }
         }
         Ok(out.reshape((b, t, ()))?)

@@ -33,8 +33,18 @@ pub const BN_EPS: f64 = 1e-5;
 /// through while its output stays in cache for the passes that follow.
 const COL_BUDGET: usize = 1 << 19;
 
-/// Each block's batch (mean, biased variance) from a training forward, per channel.
-pub type BatchStats = Arc<Mutex<Vec<(Vec<f32>, Vec<f32>)>>>;
+/// Each block's batch statistics from a training forward.
+pub type BatchStats = Arc<Mutex<Vec<Moments>>>;
+
+/// One block's batch statistics per channel, and how many values each covers (frames x
+/// pixels: the running variance's unbiasing needs it).
+#[derive(Debug, Clone, Default)]
+pub struct Moments {
+    pub mean: Vec<f32>,
+    /// Biased (divided by `count`).
+    pub var: Vec<f32>,
+    pub count: usize,
+}
 
 /// One block's geometry: conv input channels, output channels, spatial size (the conv keeps
 /// it), and whether a 2x2 max-pool follows.
@@ -211,11 +221,12 @@ impl ConvStack {
                 });
                 (s.mean, s.invstd) = if training_norm {
                     let (mean, var) = reduce_stats(sums, n * b.hw(), b.cout);
-                    stats.push((mean.clone(), var.clone()));
-                    let invstd = var
-                        .iter()
-                        .map(|v| (1.0 / (*v as f64 + BN_EPS).sqrt()) as f32)
-                        .collect();
+                    let invstd = invstd(&var);
+                    stats.push(Moments {
+                        mean: mean.clone(),
+                        var,
+                        count: n * b.hw(),
+                    });
                     (mean, invstd)
                 } else {
                     self.norm_of(k, b.cout)
@@ -299,11 +310,7 @@ impl ConvStack {
         match (&self.running, self.batch_norm) {
             (Some(run), true) => {
                 let (mean, var) = &run[k];
-                let invstd = var
-                    .iter()
-                    .map(|v| (1.0 / (*v as f64 + BN_EPS).sqrt()) as f32)
-                    .collect();
-                (mean.clone(), invstd)
+                (mean.clone(), invstd(var))
             }
             _ => (vec![0.0; c], vec![1.0; c]),
         }
@@ -368,8 +375,8 @@ impl ConvStack {
                 let mut sg = vec![0f64; b.cout];
                 let mut sgx = vec![0f64; b.cout];
                 for (a, ax) in sums {
-                    sg.iter_mut().zip(&a).for_each(|(s, v)| *s += v);
-                    sgx.iter_mut().zip(&ax).for_each(|(s, v)| *s += v);
+                    add_f64(&mut sg, &a);
+                    add_f64(&mut sgx, &ax);
                 }
                 (sg, sgx)
             } else {
@@ -455,8 +462,8 @@ impl ConvStack {
             let mut dwt = vec![0f32; b.k() * b.cout];
             let mut db = vec![0f64; b.cout];
             for (w_, b_) in parts {
-                dwt.iter_mut().zip(&w_).for_each(|(a, v)| *a += v);
-                db.iter_mut().zip(&b_).for_each(|(a, v)| *a += v);
+                add_into(&mut dwt, &w_);
+                add_f64(&mut db, &b_);
             }
             let mut g = weight_from_rows(&dwt, &b);
             g.extend(db.iter().map(|&v| v as f32));
@@ -492,13 +499,25 @@ fn affine(mean: &[f32], invstd: &[f32], p: &BlockParams, batch_norm: bool) -> (V
     (scale, shift)
 }
 
+/// 1 / sqrt(var + eps) per channel.
+fn invstd(var: &[f32]) -> Vec<f32> {
+    var.iter()
+        .map(|v| (1.0 / (*v as f64 + BN_EPS).sqrt()) as f32)
+        .collect()
+}
+
+/// acc += v, element by element (per-thread partial sums).
+fn add_f64(acc: &mut [f64], v: &[f64]) {
+    acc.iter_mut().zip(v).for_each(|(a, x)| *a += x);
+}
+
 /// The batch's mean and biased variance per channel from each thread's (sum, sum of squares).
 fn reduce_stats(sums: Vec<(Vec<f64>, Vec<f64>)>, m: usize, c: usize) -> (Vec<f32>, Vec<f32>) {
     let mut s = vec![0f64; c];
     let mut q = vec![0f64; c];
     for (a, b) in sums {
-        s.iter_mut().zip(&a).for_each(|(x, v)| *x += v);
-        q.iter_mut().zip(&b).for_each(|(x, v)| *x += v);
+        add_f64(&mut s, &a);
+        add_f64(&mut q, &b);
     }
     let m = m.max(1) as f64;
     let mean: Vec<f64> = s.iter().map(|v| v / m).collect();
