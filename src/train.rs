@@ -5,6 +5,7 @@
 //! loss -> backward -> clip -> step -> log, then validate, checkpoint and decide whether to
 //! stop, once per epoch (and on a stop request or every `checkpoint_every_steps`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -882,8 +883,14 @@ fn fit(
                 }
                 for (label, steps) in &flow {
                     tb.curve(&format!("grad_flow/{label}/by_timestep"), step, steps)?;
-                    for (name, v) in grads::flow_scalars(label, steps) {
-                        tb.scalar(&format!("grad_flow/{label}/{name}"), step, v)?;
+                    let ends = grads::flow_scalars(label, steps);
+                    log_named(&mut tb, &format!("grad_flow/{label}"), step, &ends)?;
+                }
+                let mut gates = BTreeMap::new();
+                for (label, sink) in &fwd.gates {
+                    let stats = sink.lock().map(|g| g.clone()).unwrap_or_default();
+                    if let Some(m) = log_named(&mut tb, &format!("gates/{label}"), step, &stats)? {
+                        gates.insert(label.clone(), m);
                     }
                 }
                 let spectrum = if cfg.log.spectrum {
@@ -895,38 +902,13 @@ fn fit(
                     Some(b) => grads::update_ratios(model, b)?,
                     None => Vec::new(),
                 };
-                let mut gates = std::collections::BTreeMap::new();
-                for (label, sink) in &fwd.gates {
-                    let stats = sink.lock().map(|g| g.clone()).unwrap_or_default();
-                    for (name, v) in &stats {
-                        tb.scalar(&format!("gates/{label}/{name}"), step, *v)?;
-                    }
-                    gates.insert(
-                        label.clone(),
-                        stats
-                            .into_iter()
-                            .collect::<std::collections::BTreeMap<_, _>>(),
-                    );
-                }
-                for (name, v) in &spectrum {
-                    tb.scalar(&format!("spectrum/{name}"), step, *v)?;
-                }
-                for (name, v) in &updates {
-                    tb.scalar(&format!("update_ratio/{name}"), step, *v)?;
-                }
-                let by_name = |v: &[(String, f64)]| {
-                    (!v.is_empty()).then(|| {
-                        v.iter()
-                            .cloned()
-                            .collect::<std::collections::BTreeMap<_, _>>()
-                    })
-                };
                 metrics.row(json!({
                     "step": step, "epoch": epoch + 1, "split": "train", "loss": loss_v, "lr": lr,
                     "grad_norm": norm, "clipped": clipped,
                     "grad_flow": (!flow.is_empty())
-                        .then(|| flow.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
-                    "spectrum": by_name(&spectrum), "update_ratio": by_name(&updates),
+                        .then(|| flow.iter().cloned().collect::<BTreeMap<_, _>>()),
+                    "spectrum": log_named(&mut tb, "spectrum", step, &spectrum)?,
+                    "update_ratio": log_named(&mut tb, "update_ratio", step, &updates)?,
                     "gates": (!gates.is_empty()).then_some(&gates),
                 }))?;
             }
@@ -978,22 +960,16 @@ fn fit(
         tb.scalar("train/acc", step, train_acc)?;
         tb.scalar("train/epoch_loss", step, train_loss)?;
         log_scores(&mut tb, "val", step, &val, &data.classes)?;
+        // The run's whole history so far (from metrics.jsonl, so a resumed run's too): the
+        // gradient-flow heatmaps (a TensorBoard image and a PNG each) and, after the epoch's
+        // row, the loss and accuracy curves.
+        let mut history = plots::metrics_rows(&dir.join(checkpoint::METRICS))?;
         if cfg.log.grad_flow {
-            // The whole run's gradient flow so far (from metrics.jsonl, so a resumed run's too),
-            // per layer and direction: a TensorBoard image and a PNG in the run folder.
-            for map in plots::flow_maps(&dir.join(checkpoint::METRICS))? {
+            for map in plots::flow_maps(&history) {
                 let (png, w, h) = plots::flow_heatmap(&map, dir)?;
-                tb.image(
-                    &format!("grad_flow/{}/heatmap", map.label),
-                    step,
-                    &png,
-                    w,
-                    h,
-                )?;
-                crate::fsutil::write_atomic(
-                    &dir.join(format!("grad_flow_{}.png", map.label)),
-                    &png,
-                )?;
+                let label = &map.label;
+                tb.image(&format!("grad_flow/{label}/heatmap"), step, &png, w, h)?;
+                crate::fsutil::write_atomic(&dir.join(format!("grad_flow_{label}.png")), &png)?;
             }
         }
         let hist = cfg.log.histograms_every_epochs;
@@ -1021,13 +997,15 @@ fn fit(
             state.bad_epochs += 1;
         }
         state.end_epoch(e);
-        metrics.row(json!({
+        let row = json!({
             "step": step, "epoch": e, "split": "epoch", "train_loss": train_loss, "train_acc": train_acc,
             "val_loss": val_loss, "val_acc": val_acc, "val_macro_f1": val.macro_f1,
             "val_precision": &val.precision, "val_recall": &val.recall, "val_confusion": &val.confusion,
             "elapsed_s": elapsed_before + started.elapsed().as_secs_f64(),
-        }))?;
-        plots::epoch_curves(&dir.join(checkpoint::METRICS), dir)?;
+        });
+        metrics.row(row.clone())?;
+        history.push(row);
+        plots::epoch_curves(&history, dir)?;
         commit!(state, improved);
         eprintln!(
             "epoch {e}/{}: train loss {train_loss:.4} acc {train_acc:.4} | val loss {val_loss:.4} acc {val_acc:.4} macro-F1 {:.4}{}",
@@ -1047,4 +1025,23 @@ fn fit(
         }
     }
     finish!(Status::Completed, None)
+}
+
+/// Writes each (name, value) as the scalar `<prefix>/<name>` and returns them by name for the
+/// metrics row (None when there are none).
+fn log_named<N: AsRef<str>>(
+    tb: &mut EventWriter,
+    prefix: &str,
+    step: usize,
+    values: &[(N, f64)],
+) -> Result<Option<BTreeMap<String, f64>>> {
+    for (name, v) in values {
+        tb.scalar(&format!("{prefix}/{}", name.as_ref()), step, *v)?;
+    }
+    Ok((!values.is_empty()).then(|| {
+        values
+            .iter()
+            .map(|(n, v)| (n.as_ref().to_string(), *v))
+            .collect()
+    }))
 }

@@ -129,15 +129,19 @@ fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String
     Ok(png_bytes)
 }
 
-/// loss.png and accuracy.png in `dir`: train and validation by epoch, from the epoch rows of
-/// the run's metrics.jsonl (so a resumed run's whole history).
-pub fn epoch_curves(metrics: &Path, dir: &Path) -> Result<()> {
+/// A run's metrics.jsonl rows (lines that do not parse are skipped: the file is the run's own).
+pub fn metrics_rows(metrics: &Path) -> Result<Vec<serde_json::Value>> {
     let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
-    let rows: Vec<serde_json::Value> = text
+    Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|r| r["split"] == "epoch")
-        .collect();
+        .collect())
+}
+
+/// loss.png and accuracy.png in `dir`: train and validation by epoch, from the epoch rows of
+/// the run's metrics (`metrics_rows`: a resumed run's whole history).
+pub fn epoch_curves(rows: &[serde_json::Value], dir: &Path) -> Result<()> {
+    let rows: Vec<&serde_json::Value> = rows.iter().filter(|r| r["split"] == "epoch").collect();
     for (file, what) in [("loss.png", "loss"), ("accuracy.png", "acc")] {
         let series = |split: &str| Curve {
             group: if split == "train" {
@@ -171,15 +175,11 @@ pub struct FlowMap {
     pub rows: Vec<(usize, Vec<f64>)>,
 }
 
-/// The gradient flow a run logged in its metrics.jsonl, per layer and direction, in label
-/// order (rows that do not parse are skipped: the file is the run's own).
-pub fn flow_maps(metrics: &Path) -> Result<Vec<FlowMap>> {
-    let text = std::fs::read_to_string(metrics).map_err(|e| Error::io(metrics, e))?;
+/// The gradient flow a run logged (its `metrics_rows`), per layer and direction, in label
+/// order.
+pub fn flow_maps(rows: &[serde_json::Value]) -> Vec<FlowMap> {
     let mut maps: std::collections::BTreeMap<String, Vec<(usize, Vec<f64>)>> = Default::default();
-    for line in text.lines() {
-        let Ok(row) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for row in rows {
         let (Some(step), Some(flow)) = (row["step"].as_u64(), row["grad_flow"].as_object()) else {
             continue;
         };
@@ -193,10 +193,9 @@ pub fn flow_maps(metrics: &Path) -> Result<Vec<FlowMap>> {
                 .push((step as usize, v));
         }
     }
-    Ok(maps
-        .into_iter()
+    maps.into_iter()
         .map(|(label, rows)| FlowMap { label, rows })
-        .collect())
+        .collect()
 }
 
 /// Colour for t in [0, 1] on viridis (five stops, linear between).
