@@ -11,6 +11,28 @@ use crate::error::{Error, Result};
 static TEMPS: AtomicUsize = AtomicUsize::new(0);
 
 /// A sibling of `path` that no other writer picks: `.<name>.<pid>.<n>.tmp`.
+/// FNV-1a, 64 bits: a stable hash of bytes on any machine (trial ids, cache keys).
+pub struct Fnv1a(pub u64);
+
+impl Fnv1a {
+    pub fn new() -> Fnv1a {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn eat(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+impl Default for Fnv1a {
+    fn default() -> Fnv1a {
+        Fnv1a::new()
+    }
+}
+
 pub fn temp_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()

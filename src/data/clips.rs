@@ -58,10 +58,6 @@ impl Cached {
             spans,
         })
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 impl Default for Clips {

@@ -239,19 +239,13 @@ const WINDOW_PER_THREAD: usize = 8;
 /// A split's cache file: FNV-1a over the frame size and every clip's frame files in order
 /// (path, size, modification time), so edited or re-extracted frames miss the cache.
 fn cache_key(clips: &[ClipRef], shape: FrameShape) -> Result<u64> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= *b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(b"rnnlab-frames-v1");
+    let mut fnv = crate::fsutil::Fnv1a::new();
+    fnv.eat(b"rnnlab-frames-v1");
     for v in [shape.channels, shape.height, shape.width, clips.len()] {
-        eat(&(v as u64).to_le_bytes());
+        fnv.eat(&(v as u64).to_le_bytes());
     }
     for c in clips {
-        eat(&(c.frames.len() as u64).to_le_bytes());
+        fnv.eat(&(c.frames.len() as u64).to_le_bytes());
         for f in &c.frames {
             let meta = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
             let mtime = meta
@@ -259,12 +253,12 @@ fn cache_key(clips: &[ClipRef], shape: FrameShape) -> Result<u64> {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos());
-            eat(f.as_os_str().as_encoded_bytes());
-            eat(&meta.len().to_le_bytes());
-            eat(&mtime.to_le_bytes());
+            fnv.eat(f.as_os_str().as_encoded_bytes());
+            fnv.eat(&meta.len().to_le_bytes());
+            fnv.eat(&mtime.to_le_bytes());
         }
     }
-    Ok(h)
+    Ok(fnv.0)
 }
 
 /// Decodes a split's clips (each clip's `frames`, in order) into its cache file in `dir`, or
@@ -490,11 +484,13 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         .sum();
     check_space(&dir, (frames * shape.pixels()) as u64)?;
     let started = std::time::Instant::now();
-    let mut decoded = 0;
+    // Clips and frames decoded now (not found in the cache).
+    let (mut decoded, mut decoded_frames) = (0, 0);
     let mut load = |clips: &[ClipRef]| -> Result<Split> {
         let (split, fresh) = decode_cached(clips, shape, &dir)?;
         if fresh {
             decoded += clips.len();
+            decoded_frames += clips.iter().map(|c| c.frames.len()).sum::<usize>();
         }
         Ok(split)
     };
@@ -513,7 +509,7 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
             "decoded {decoded} clips in {secs:.1} s ({:.0} clips/s, {:.0} frames/s) into {}; \
              later runs over the same frames read them from there",
             decoded as f64 / secs.max(1e-9),
-            frames as f64 * decoded as f64 / clips.max(1) as f64 / secs.max(1e-9),
+            decoded_frames as f64 / secs.max(1e-9),
             dir.display()
         )
     });

@@ -174,11 +174,9 @@ pub fn trial_id(values: &[(String, toml::Value)], seed: u64) -> String {
     let mut lines: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     lines.push(format!("experiment.seed={seed}\n"));
     lines.sort();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in lines.concat().bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let mut fnv = crate::fsutil::Fnv1a::new();
+    fnv.eat(lines.concat().as_bytes());
+    let h = fnv.0;
     format!("{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
 }
 
