@@ -3,7 +3,7 @@
 //! path plants zero probes): the curve that shows gradients vanishing or exploding through time.
 
 use candle_core::backprop::GradStore;
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 
 use crate::error::Result;
 use crate::model::classifier::{Classifier, Forward};
@@ -52,23 +52,30 @@ pub fn norm(t: &Tensor) -> Result<f64> {
 }
 
 /// Per-step ‖∂L/∂h_t‖ (gradient flow) of each layer and direction after backward, by
-/// position in the sequence, under the stack's labels; empty when not measured.
+/// position in the sequence, under the stack's labels, each LSTM's ‖∂L/∂c_t‖ after it as
+/// "<label>/c"; empty when not measured.
 pub fn flow(flow: &[(String, Flow)], store: &GradStore) -> Result<Vec<(String, Vec<f64>)>> {
-    flow.iter()
-        .map(|(label, f)| {
-            let steps = match f {
-                Flow::Probes(probes) => probes
-                    .iter()
-                    .map(|z| match store.get(z.as_tensor()) {
-                        Some(g) => norm(g),
-                        None => Ok(0.0),
-                    })
-                    .collect::<Result<Vec<f64>>>()?,
-                Flow::Sink(sink) => sink.lock().map(|v| v.clone()).unwrap_or_default(),
-            };
-            Ok((label.clone(), steps))
-        })
-        .collect()
+    let norms = |probes: &[Var]| -> Result<Vec<f64>> {
+        probes
+            .iter()
+            .map(|z| store.get(z.as_tensor()).map_or(Ok(0.0), norm))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (label, f) in flow {
+        let (h, c) = match f {
+            Flow::Probes { h, c } => (norms(h)?, norms(c)?),
+            Flow::Sink(sink) => {
+                let steps = sink.lock().map(|v| v.clone()).unwrap_or_default();
+                (steps.h, steps.c)
+            }
+        };
+        out.push((label.clone(), h));
+        if !c.is_empty() {
+            out.push((format!("{label}/c"), c));
+        }
+    }
+    Ok(out)
 }
 
 /// The largest singular value of a matrix (`rows` x `cols`, row-major): power iteration on
@@ -152,7 +159,7 @@ pub fn flow_scalars(label: &str, steps: &[f64]) -> Vec<(&'static str, f64)> {
         return Vec::new();
     };
     let mut v = vec![("first_step", *first), ("last_step", *last)];
-    if let Some((ratio, slope)) = flow_shape(steps, label.ends_with("_reverse")) {
+    if let Some((ratio, slope)) = flow_shape(steps, label.contains("_reverse")) {
         v.push(("far_over_near", ratio));
         v.push(("log_slope", slope));
     }

@@ -969,7 +969,8 @@ fn fit(
                 let (png, w, h) = plots::flow_heatmap(&map, dir)?;
                 let label = &map.label;
                 tb.image(&format!("grad_flow/{label}/heatmap"), step, &png, w, h)?;
-                crate::fsutil::write_atomic(&dir.join(format!("grad_flow_{label}.png")), &png)?;
+                let file = format!("grad_flow_{}.png", label.replace('/', "_"));
+                crate::fsutil::write_atomic(&dir.join(file), &png)?;
             }
         }
         let hist = cfg.log.histograms_every_epochs;

@@ -168,34 +168,43 @@ fn grad_flow_matches_between_implementations() {
     for cell in CELLS {
         let m = feature_model(cell);
         for tbptt in [0, 2] {
-            let measure = |reference: bool| -> (Vec<f64>, Tensor) {
+            let measure = |reference: bool| -> (Vec<(String, Vec<f64>)>, Tensor) {
                 let fwd = m
                     .forward(&x, opts(Some(&[6, 4]), tbptt, true, reference))
                     .unwrap();
                 let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
                 let store = loss.backward().unwrap();
-                let mut flow = rnnlab::grads::flow(&fwd.flow, &store).unwrap();
-                assert_eq!(flow.len(), 1);
-                let (label, steps) = flow.remove(0);
-                assert_eq!(label, "l0");
-                (steps, fwd.logits)
+                (rnnlab::grads::flow(&fwd.flow, &store).unwrap(), fwd.logits)
             };
-            let (fused, logits_f) = measure(false);
-            let (reference, logits_r) = measure(true);
-            assert_eq!((fused.len(), reference.len()), (6, 6));
+            let (fused_all, logits_f) = measure(false);
+            let (reference_all, logits_r) = measure(true);
             assert!(max_diff(&logits_f, &logits_r) < 1e-6);
-            for (t, (a, b)) in fused.iter().zip(&reference).enumerate() {
-                assert!(
-                    (a - b).abs() <= 1e-6 + 1e-4 * b.abs(),
-                    "{cell:?} tbptt={tbptt} step {t}: fused {a} vs reference {b}"
-                );
-            }
-            if tbptt == 0 {
-                assert!(fused.iter().all(|&g| g > 0.0), "{cell:?}: {fused:?}");
+            // ∂L/∂h_t, and for the LSTM ∂L/∂c_t after it.
+            let names: Vec<&str> = fused_all.iter().map(|(l, _)| l.as_str()).collect();
+            let want: &[&str] = if cell == CellKind::Lstm {
+                &["l0", "l0/c"]
             } else {
-                // Sequence 0 (length 6) keeps steps 4, 5; sequence 1 (length 4) steps 2, 3.
-                assert_eq!((fused[0], fused[1]), (0.0, 0.0), "{cell:?}: {fused:?}");
-                assert!(fused[2] > 0.0 && fused[5] > 0.0, "{cell:?}: {fused:?}");
+                &["l0"]
+            };
+            assert_eq!(names, want);
+            for ((label, fused), (label_r, reference)) in fused_all.iter().zip(&reference_all) {
+                assert_eq!(label, label_r);
+                assert_eq!((fused.len(), reference.len()), (6, 6));
+                for (t, (a, b)) in fused.iter().zip(reference).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-6 + 1e-4 * b.abs(),
+                        "{cell:?} {label} tbptt={tbptt} step {t}: fused {a} vs reference {b}"
+                    );
+                }
+            }
+            for (_, fused) in &fused_all {
+                if tbptt == 0 {
+                    assert!(fused.iter().all(|&g| g > 0.0), "{cell:?}: {fused:?}");
+                } else {
+                    // Sequence 0 (length 6) keeps steps 4, 5; sequence 1 (length 4) 2, 3.
+                    assert_eq!((fused[0], fused[1]), (0.0, 0.0), "{cell:?}: {fused:?}");
+                    assert!(fused[2] > 0.0 && fused[5] > 0.0, "{cell:?}: {fused:?}");
+                }
             }
         }
     }
@@ -228,7 +237,22 @@ fn grad_flow_covers_every_layer_and_direction() {
         };
         let (fused, reference) = (measure(false), measure(true));
         let names: Vec<&str> = fused.iter().map(|(l, _)| l.as_str()).collect();
-        assert_eq!(names, ["l0", "l0_reverse", "l1", "l1_reverse"]);
+        if cell == CellKind::Lstm {
+            let want = [
+                "l0",
+                "l0/c",
+                "l0_reverse",
+                "l0_reverse/c",
+                "l1",
+                "l1/c",
+                "l1_reverse",
+                "l1_reverse/c",
+            ];
+            assert_eq!(names, want);
+        } else {
+            assert_eq!(names, ["l0", "l0_reverse", "l1", "l1_reverse"]);
+        }
+        assert_eq!(reference.len(), fused.len());
         for ((label, a), (label_r, b)) in fused.iter().zip(&reference) {
             assert_eq!(label, label_r);
             assert_eq!(a.len(), 6);
@@ -247,7 +271,7 @@ fn grad_flow_probes_do_not_change_the_forward_pass() {
     let m = feature_model(CellKind::Rnn);
     let x = Tensor::randn(0f32, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
     let fwd = m.forward(&x, opts(Some(&[6, 4]), 0, true, true)).unwrap();
-    let Some((_, Flow::Probes(probes))) = fwd.flow.first() else {
+    let Some((_, Flow::Probes { h: probes, .. })) = fwd.flow.first() else {
         panic!("the reference path plants probes")
     };
     assert_eq!(probes.len(), 6);

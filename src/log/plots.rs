@@ -169,7 +169,7 @@ pub fn epoch_curves(rows: &[serde_json::Value], dir: &Path) -> Result<()> {
 }
 
 /// One layer and direction's gradient flow over training: (training step, ‖∂L/∂h_t‖ for each
-/// time step t) per logged step.
+/// time step t) per logged step; an LSTM's ‖∂L/∂c_t‖ under "<label>/c".
 pub struct FlowMap {
     pub label: String,
     pub rows: Vec<(usize, Vec<f64>)>,
@@ -269,7 +269,10 @@ pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
         let n = rows.len().max(1) as f64;
         let mut chart = ChartBuilder::on(&plot)
             .caption(
-                format!("gradient flow {}: log10 ||dL/dh_t||", map.label),
+                match map.label.strip_suffix("/c") {
+                    Some(l) => format!("gradient flow {l}, cell state: log10 ||dL/dc_t||"),
+                    None => format!("gradient flow {}: log10 ||dL/dh_t||", map.label),
+                },
                 ("sans-serif", 20),
             )
             .margin(12)

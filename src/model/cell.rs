@@ -191,6 +191,12 @@ impl Cell {
 
     /// One step. xp: [batch, gates*hidden] (this step's slice of `project`).
     pub fn step(&self, xp: &Tensor, state: &State) -> Result<State> {
+        self.step_probed(xp, state, None)
+    }
+
+    /// `step` with `c_add` (lstm) added to the new cell state before h is formed from it: a
+    /// zero there leaves the step unchanged, and its gradient is the total ∂L/∂c_t.
+    pub fn step_probed(&self, xp: &Tensor, state: &State, c_add: Option<&Tensor>) -> Result<State> {
         let hh = state.h.matmul(&self.weight_hh.t()?)?;
         let n = self.hidden;
         let gate = |t: &Tensor, k: usize| t.narrow(D::Minus1, k * n, n);
@@ -210,7 +216,10 @@ impl Cell {
                 let cand = gate(&g, 2)?.tanh()?;
                 let o = sigmoid(&gate(&g, 3)?)?;
                 let c_prev = state.c.as_ref().unwrap_or(&state.h);
-                let c = ((f * c_prev)? + (i * cand)?)?;
+                let mut c = ((f * c_prev)? + (i * cand)?)?;
+                if let Some(add) = c_add {
+                    c = (c + add)?;
+                }
                 let h = (o * c.tanh()?)?;
                 State { h, c: Some(c) }
             }

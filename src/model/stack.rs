@@ -79,8 +79,9 @@ pub struct RunOpts<'a> {
 
 /// Where the per-step gradient norms come from after backward.
 pub enum Flow {
-    /// Reference path: a zero variable added to h_t at each step; its gradient is ∂L/∂h_t.
-    Probes(Vec<Var>),
+    /// Reference path: a zero variable added to h_t at each step, whose gradient is ∂L/∂h_t,
+    /// and (lstm) one added to c_t inside the step, whose gradient is ∂L/∂c_t.
+    Probes { h: Vec<Var>, c: Vec<Var> },
     /// Fused path: backward writes the per-step norms here.
     Sink(FlowSink),
 }
@@ -358,7 +359,7 @@ fn run_fused(
     // xs: [batch, seq, input], or with `from_table` the embedding table that `tokens` index.
     let (b, t) = (masks.lengths.len(), masks.t);
     let h = cell.hidden;
-    let sink: Option<FlowSink> = probe.then(|| Arc::new(Mutex::new(Vec::new())));
+    let sink: Option<FlowSink> = probe.then(FlowSink::default);
     let gates: Option<GateSink> = (probe && !no_grad).then(|| Arc::new(Mutex::new(Vec::new())));
     let mut op = Recurrence::new(
         cell.kind,
@@ -437,7 +438,7 @@ fn run_direction(
     };
     let mut state = State::zeros(cell.kind, b, cell.hidden, device)?;
     let mut outs: Vec<Option<Tensor>> = vec![None; masks.t];
-    let mut probes = Vec::new();
+    let (mut probes, mut c_probes) = (Vec::new(), Vec::new());
     let order: Box<dyn Iterator<Item = usize>> = if reverse {
         Box::new((0..masks.t).rev())
     } else {
@@ -451,17 +452,12 @@ fn run_direction(
             (cell, &xp)
         };
         let x_s = x.narrow(1, s, 1)?.squeeze(1)?;
-        let mut next = c.step(&x_s, &state)?;
-        if !early && !reverse {
-            if let Some(w) = &masks.in_window[s] {
-                next = next.blend(&next.detach(), w)?;
-            }
-        }
         let valid = masks.valid.as_ref().map(|v| &v[s]);
-        if probe {
-            // ∂L/∂z = ∂L/∂h_t through both the output and the recurrence; zero where no
-            // gradient may arrive (padding, before a truncated-BPTT window).
-            let z = Var::zeros(next.h.dims(), DType::F32, device)?;
+        // A probe: a zero variable whose gradient is ∂L/∂(what it is added to), through both
+        // the output and the recurrence; masked to zero where no gradient may arrive (padding,
+        // before a truncated-BPTT window).
+        let plant = |dims: &[usize]| -> Result<(Var, Tensor)> {
+            let z = Var::zeros(dims, DType::F32, device)?;
             let mut add = if early {
                 z.as_tensor().zeros_like()?
             } else {
@@ -473,9 +469,24 @@ fn run_direction(
             if let Some(w) = masks.in_window[s].as_ref().filter(|_| !reverse) {
                 add = add.broadcast_mul(w)?;
             }
+            Ok((z, add))
+        };
+        let c_probe = match (probe, cell.kind) {
+            (true, CellKind::Lstm) => Some(plant(state.h.dims())?),
+            _ => None,
+        };
+        let mut next = c.step_probed(&x_s, &state, c_probe.as_ref().map(|(_, add)| add))?;
+        if !early && !reverse {
+            if let Some(w) = &masks.in_window[s] {
+                next = next.blend(&next.detach(), w)?;
+            }
+        }
+        if probe {
+            let (z, add) = plant(next.h.dims())?;
             next.h = (&next.h + add)?;
             probes.push(z);
         }
+        c_probes.extend(c_probe.map(|(z, _)| z));
         let out = match valid {
             Some(v) => next.h.broadcast_mul(v)?,
             None => next.h.clone(),
@@ -490,11 +501,15 @@ fn run_direction(
     // By position in the sequence, as the fused op reports them.
     if reverse {
         probes.reverse();
+        c_probes.reverse();
     }
     Ok(DirectionRun {
         out: Some(Tensor::stack(&outs, 1)?),
         last: state,
-        flow: probe.then_some(Flow::Probes(probes)),
+        flow: probe.then_some(Flow::Probes {
+            h: probes,
+            c: c_probes,
+        }),
         gates: None,
     })
 }

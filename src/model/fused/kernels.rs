@@ -86,6 +86,23 @@ kernel! {
 }
 
 kernel! {
+    /// The sum over units of (∂L/∂c_t)² at one LSTM step of one row, computed as `lstm_bwd`
+    /// forms it (carried + direct + through h_t = o ⊙ tanh c_t), before it runs: the cell
+    /// state's gradient flow.
+    fn lstm_dc_squares(og: &[f32], c: &[f32], dc_out: &[f32], dh: &[f32], dc: &[f32]) -> f32 {
+        let h = dh.len();
+        let (og, c, dc_out, dc) = (&og[..h], &c[..h], &dc_out[..h], &dc[..h]);
+        let mut total = 0f32;
+        for j in 0..h {
+            let tc = tanh(c[j]);
+            let dct = dc[j] + dc_out[j] + dh[j] * og[j] * (1.0 - tc * tc);
+            total += dct * dct;
+        }
+        total
+    }
+}
+
+kernel! {
     /// GRU backward at one step of one row. `dh` holds the total ∂L/∂h_t and leaves with the
     /// part that flows to h_{t-1} directly (z ⊙ ∂L/∂h_t; the rest goes through W_hh). Writes
     /// the pre-activation gradients of the input side (r, z, n) and of h @ W_hh^T + b_hh.

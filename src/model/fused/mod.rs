@@ -28,15 +28,24 @@ pub mod conv;
 mod matmul;
 mod split;
 
-use kernels::{gates, gru_bwd, lstm_bwd, prefetch, sum_rows, sum_squares, FlushDenormals};
+use kernels::{
+    gates, gru_bwd, lstm_bwd, lstm_dc_squares, prefetch, sum_rows, sum_squares, FlushDenormals,
+};
 use matmul::{mm, mm_new, mm_tn_cols, pack_panels, pack_panels_into, step_mm, transpose, PANEL};
 use split::{
     gate_rows, recycle, row_chunks, take, unit_chunks, PoisonOnPanic, Shared, StepBarrier,
     UNIT_SPLIT_BYTES,
 };
 
-/// Per-step ‖∂L/∂h_t‖ (norm over the batch), written by backward when asked for.
-pub type FlowSink = Arc<Mutex<Vec<f64>>>;
+/// Per-step gradient norms over the batch, written by backward when asked for: ‖∂L/∂h_t‖ and,
+/// for the LSTM, ‖∂L/∂c_t‖ (empty for the other cells), by position in the sequence.
+#[derive(Debug, Clone, Default)]
+pub struct FlowSteps {
+    pub h: Vec<f64>,
+    pub c: Vec<f64>,
+}
+
+pub type FlowSink = Arc<Mutex<FlowSteps>>;
 
 /// Gate statistics of a training forward, by name (see `Recurrence::gate_stats`).
 pub type GateSink = Arc<Mutex<Vec<(&'static str, f64)>>>;
@@ -407,7 +416,8 @@ impl Recurrence {
     }
 
     /// Backward over a contiguous chunk of batch rows; dxp, dhh and hprev hold just these
-    /// rows (hprev: see `BwdChunk`). Returns this chunk's per-step sums of (∂L/∂h_t)².
+    /// rows (hprev: see `BwdChunk`). Returns this chunk's per-step sums of (∂L/∂h_t)², then
+    /// (lstm) of (∂L/∂c_t)² (2 * t values; zeros unless the flow is measured).
     #[inline(always)]
     fn bwd_rows_body(&self, chunk: BwdChunk) -> Vec<f64> {
         let BwdChunk {
@@ -429,7 +439,7 @@ impl Recurrence {
         let ld = inp + h;
         let mut dh = vec![0f32; b * h];
         let mut dc = vec![0f32; b * h];
-        let mut flow = vec![0f64; t];
+        let mut flow = vec![0f64; 2 * t];
         let zeros = vec![0f32; h];
         let zeros_s = vec![0f32; s];
         for tt in self.order(t).rev() {
@@ -499,6 +509,10 @@ impl Recurrence {
                         let (df, rest) = rest.split_at_mut(h);
                         let (dg, dout_g) = rest.split_at_mut(h);
                         let c_prev = prev.map_or(&zeros[..h], |p| &p[h..2 * h]);
+                        if self.flow.is_some() {
+                            flow[t + tt] +=
+                                lstm_dc_squares(og, &o[h..], &d_o[h..], dh_row, dc_row) as f64;
+                        }
                         lstm_bwd(
                             i,
                             f,
@@ -1071,7 +1085,7 @@ impl CustomOp2 for Recurrence {
         let plen = g * inp + g * h + 2 * g;
         let chunks = row_chunks(b);
         let par = chunks.len() == 1;
-        let mut flow = vec![0f64; t];
+        let mut flow = vec![0f64; 2 * t];
         let mut dpacked = vec![0f32; plen];
         std::thread::scope(|scope| {
             let mut handles = Vec::new();
@@ -1184,7 +1198,12 @@ impl CustomOp2 for Recurrence {
         }
         if let Some(sink) = &self.flow {
             if let Ok(mut f) = sink.lock() {
-                *f = flow.into_iter().map(f64::sqrt).collect();
+                let norms: Vec<f64> = flow.into_iter().map(f64::sqrt).collect();
+                f.h = norms[..t].to_vec();
+                f.c = match self.kind {
+                    CellKind::Lstm => norms[t..].to_vec(),
+                    _ => Vec::new(),
+                };
             }
         }
         for v in [dxp, dhh, hprev, saved, kept] {
