@@ -1,8 +1,12 @@
 //! Seeded built-in tasks, so the default configs run offline.
 //!
-//! - synthetic-sentiment: short reviews whose label needs word order. A clause is
-//!   `det noun verb [not] [intensifier] adjective`; negation flips the adjective, and in
-//!   "A but B" the clause after "but" decides. A bag of words cannot solve it.
+//! - synthetic-sentiment: reviews of one to seven sentences. One sentence is the verdict;
+//!   the others describe the plot in neutral words. The verdict is a clause
+//!   `det noun verb [not] [intensifier] adjective`, or "A but B" (the clause after "but"
+//!   decides), optionally wrapped in "i would not say" / "it is not true that", which flips it
+//!   again (nested negation). The verdict sits anywhere, so the deciding words can be 40 tokens
+//!   before the readout: a bag of words cannot solve the task (negation, "but") and a vanilla
+//!   RNN loses the far verdicts that an LSTM or GRU keeps.
 //! - delayed-recall: a class token, then `lag` random distractors; the label is the first
 //!   token. Vanilla RNNs lose it as the lag grows, LSTM/GRU keep it.
 
@@ -42,10 +46,35 @@ const NEG: &[&str] = &[
 ];
 const INT: &[&str] = &["very", "really", "truly", "quite", "so"];
 const NOT: &[&str] = &["not", "never"];
+/// Outer negations: each flips the verdict clause it wraps.
+const OUTER: &[&[&str]] = &[
+    &["i", "would", "not", "say"],
+    &["it", "is", "not", "true", "that"],
+];
 const FILLER: &[&str] = &["honestly", "overall", "frankly", "well", "i", "think", ","];
+/// Most neutral plot sentences in a review.
+const PLOT_MAX: usize = 6;
+/// Neutral plot sentences: `det character action det place|thing .`
+const CHARACTER: &[&str] = &[
+    "detective",
+    "family",
+    "teacher",
+    "soldier",
+    "robot",
+    "sister",
+    "pilot",
+    "stranger",
+];
+const ACTION: &[&str] = &[
+    "visits", "leaves", "finds", "follows", "meets", "returns", "builds", "watches",
+];
+const PLACE: &[&str] = &[
+    "town", "city", "house", "ship", "river", "school", "island", "letter", "war", "farm",
+];
 
 pub fn sentiment_vocab() -> Vocab {
     let mut itos = vec!["<pad>".to_string(), "<unk>".to_string()];
+    let outer: Vec<&str> = OUTER.iter().flat_map(|w| w.iter().copied()).collect();
     for group in [
         DET,
         NOUN,
@@ -54,48 +83,86 @@ pub fn sentiment_vocab() -> Vocab {
         NEG,
         INT,
         NOT,
+        &outer[..],
         FILLER,
+        CHARACTER,
+        ACTION,
+        PLACE,
         &["but", "."][..],
     ] {
-        itos.extend(group.iter().map(|w| w.to_string()));
+        for w in group {
+            if !itos.iter().any(|t| t == w) {
+                itos.push(w.to_string());
+            }
+        }
     }
     Vocab::from_tokens(itos)
 }
 
+fn pick(rng: &mut StdRng, words: &[&'static str]) -> &'static str {
+    words.choose(rng).copied().unwrap_or(".")
+}
+
 /// One clause and its polarity (true = positive).
 fn clause(rng: &mut StdRng, words: &mut Vec<&'static str>) -> bool {
-    words.push(DET.choose(rng).copied().unwrap_or("the"));
-    words.push(NOUN.choose(rng).copied().unwrap_or("movie"));
-    words.push(VERB.choose(rng).copied().unwrap_or("is"));
+    words.push(pick(rng, DET));
+    words.push(pick(rng, NOUN));
+    words.push(pick(rng, VERB));
     let negated = rng.random_bool(0.4);
     if negated {
-        words.push(NOT.choose(rng).copied().unwrap_or("not"));
+        words.push(pick(rng, NOT));
     }
     if rng.random_bool(0.4) {
-        words.push(INT.choose(rng).copied().unwrap_or("very"));
+        words.push(pick(rng, INT));
     }
     let positive = rng.random_bool(0.5);
-    let adj = if positive { POS } else { NEG };
-    words.push(adj.choose(rng).copied().unwrap_or("good"));
+    words.push(pick(rng, if positive { POS } else { NEG }));
     positive != negated
 }
 
-/// `n` generated reviews. Labels: 0 = negative, 1 = positive.
+/// The verdict sentence and its polarity: [outer negation] clause [but clause] .
+fn verdict(rng: &mut StdRng, words: &mut Vec<&'static str>) -> bool {
+    for _ in 0..rng.random_range(0..=2) {
+        words.push(pick(rng, FILLER));
+    }
+    let outer = rng.random_bool(0.3);
+    if outer {
+        words.extend(OUTER.choose(rng).copied().unwrap_or(OUTER[0]));
+    }
+    let mut positive = clause(rng, words);
+    if rng.random_bool(0.5) {
+        words.push("but");
+        positive = clause(rng, words);
+    }
+    words.push(".");
+    positive != outer
+}
+
+fn plot_sentence(rng: &mut StdRng, words: &mut Vec<&'static str>) {
+    words.push(pick(rng, DET));
+    words.push(pick(rng, CHARACTER));
+    words.push(pick(rng, ACTION));
+    words.push(pick(rng, DET));
+    words.push(pick(rng, PLACE));
+    words.push(".");
+}
+
+/// `n` generated reviews. Labels: 0 = negative, 1 = positive. Each review is 0..=6 neutral
+/// plot sentences with the verdict at a uniformly drawn place among them.
 pub fn sentiment(n: usize, seed: u64, vocab: &Vocab) -> Split {
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut seqs, mut labels) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
         let mut words = Vec::new();
-        for _ in 0..rng.random_range(0..=3) {
-            words.push(FILLER.choose(&mut rng).copied().unwrap_or("well"));
-        }
-        let mut label = clause(&mut rng, &mut words);
-        if rng.random_bool(0.5) {
-            words.push("but");
-            label = clause(&mut rng, &mut words);
-        }
-        if rng.random_bool(0.5) {
-            words.push(".");
+        let plot = rng.random_range(0..=PLOT_MAX);
+        let at = rng.random_range(0..=plot);
+        let mut label = false;
+        for s in 0..=plot {
+            if s == at {
+                label = verdict(&mut rng, &mut words);
+            } else {
+                plot_sentence(&mut rng, &mut words);
+            }
         }
         seqs.push(words.iter().map(|w| vocab.id(w)).collect());
         labels.push(label as u32);
@@ -137,17 +204,58 @@ pub fn delayed_recall(n: usize, lag: usize, classes: usize, vocab_size: usize, s
 mod tests {
     use super::*;
 
+    /// Reads a review back the way a person would: the sentence with an adjective is the
+    /// verdict; an outer "i would not say" / "it is not true that" flips it; of the rest, the
+    /// clause after "but" decides, and its own "not"/"never" flips it. Returns the polarity and
+    /// how many sentences follow the verdict.
+    fn read_back(words: &[&str]) -> (bool, usize) {
+        let sentences: Vec<&[&str]> = words
+            .split(|w| *w == ".")
+            .filter(|s| !s.is_empty())
+            .collect();
+        let is_adj = |w: &&str| POS.contains(w) || NEG.contains(w);
+        let v = sentences
+            .iter()
+            .position(|s| s.iter().any(is_adj))
+            .expect("a verdict");
+        let sentence = sentences[v];
+        let outer_end = match sentence.iter().position(|w| *w == "say" || *w == "true") {
+            Some(i) if sentence[i] == "say" => Some(i + 1),
+            Some(i) => Some(i + 2), // "true that"
+            None => None,
+        };
+        let rest = &sentence[outer_end.unwrap_or(0)..];
+        let last = rest.rsplit(|w| *w == "but").next().expect("a clause");
+        let own = last.iter().any(|w| NOT.contains(w));
+        let adj = last.iter().find(|w| is_adj(w)).expect("an adjective");
+        (
+            (POS.contains(adj) != own) != outer_end.is_some(),
+            sentences.len() - 1 - v,
+        )
+    }
+
     #[test]
-    fn sentiment_is_seeded_and_balanced() {
+    fn sentiment_labels_follow_the_verdict_anywhere_in_the_review() {
         let v = sentiment_vocab();
-        let a = sentiment(2000, 7, &v);
-        let b = sentiment(2000, 7, &v);
+        let a = sentiment(3000, 7, &v);
+        let b = sentiment(3000, 7, &v);
         assert_eq!(a.inputs, b.inputs);
         let pos = a.labels.iter().filter(|&&l| l == 1).count();
-        assert!((800..1200).contains(&pos), "{pos}");
-        assert!(a.tokens().iter().all(|s| s.iter().all(|&t| t > 1)));
-        let but = v.id("but");
-        assert!(a.tokens().iter().any(|s| s.contains(&but)));
+        assert!((1300..1700).contains(&pos), "{pos}");
+        let mut after = [0usize; 7];
+        let (mut outer, mut but) = (0, 0);
+        for (seq, &label) in a.tokens().iter().zip(&a.labels) {
+            assert!(seq.iter().all(|&t| t > 1) && seq.len() <= 64, "{seq:?}");
+            let words: Vec<&str> = seq.iter().map(|&t| v.itos[t as usize].as_str()).collect();
+            let (positive, sentences_after) = read_back(&words);
+            assert_eq!(positive, label == 1, "{}", words.join(" "));
+            after[sentences_after] += 1;
+            outer += usize::from(words.contains(&"say") || words.contains(&"true"));
+            but += usize::from(words.contains(&"but"));
+        }
+        // The verdict is last in some reviews and six plot sentences from the end in others.
+        assert!(after.iter().all(|&n| n > 20), "{after:?}");
+        assert!(outer > 600 && but > 1200, "{outer} {but}");
     }
 
     #[test]
