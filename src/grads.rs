@@ -52,19 +52,34 @@ pub fn norm(t: &Tensor) -> Result<f64> {
 }
 
 /// Per-step ‖∂L/∂h_t‖ (gradient flow) of each layer and direction after backward, by
-/// position in the sequence, under the stack's labels, each LSTM's ‖∂L/∂c_t‖ after it as
+/// position in the sequence (a forward direction's rows right-aligned at their last valid
+/// step, see `FlowSteps`), under the stack's labels, each LSTM's ‖∂L/∂c_t‖ after it as
 /// "<label>/c"; empty when not measured.
 pub fn flow(flow: &[(String, Flow)], store: &GradStore) -> Result<Vec<(String, Vec<f64>)>> {
-    let norms = |probes: &[Var]| -> Result<Vec<f64>> {
-        probes
-            .iter()
-            .map(|z| store.get(z.as_tensor()).map_or(Ok(0.0), norm))
-            .collect()
+    // Per row and step, summed into the row's aligned position (see `Flow::Probes`).
+    let norms = |probes: &[Var], shift: &[usize]| -> Result<Vec<f64>> {
+        let mut sums = vec![0f64; probes.len()];
+        for (t, z) in probes.iter().enumerate() {
+            let Some(g) = store.get(z.as_tensor()) else {
+                continue;
+            };
+            let rows = g
+                .to_dtype(candle_core::DType::F32)?
+                .sqr()?
+                .sum(1)?
+                .to_vec1::<f32>()?;
+            for (row, v) in rows.into_iter().enumerate() {
+                if let Some(s) = sums.get_mut(t + shift[row]) {
+                    *s += v as f64;
+                }
+            }
+        }
+        Ok(sums.into_iter().map(f64::sqrt).collect())
     };
     let mut out = Vec::new();
     for (label, f) in flow {
         let (h, c) = match f {
-            Flow::Probes { h, c } => (norms(h)?, norms(c)?),
+            Flow::Probes { h, c, shift } => (norms(h, shift)?, norms(c, shift)?),
             Flow::Sink(sink) => {
                 let steps = sink.lock().map(|v| v.clone()).unwrap_or_default();
                 (steps.h, steps.c)

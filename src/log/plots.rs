@@ -219,8 +219,9 @@ fn viridis(t: f64) -> RGBColor {
 const HEATMAP_ROWS: usize = 300;
 const HEATMAP_COLS: usize = 256;
 
-/// A flow map as a heatmap, PNG bytes and size: x the time step, y the training step (first
-/// at the top), colour log10 ‖∂L/∂h_t‖ on viridis with a colour bar; steps without gradient
+/// A flow map as a heatmap, PNG bytes and size: x the time step (a forward direction's rows
+/// right-aligned at their last step when batches differ in length), y the training step
+/// (first at the top), colour log10 ‖∂L/∂h_t‖ on viridis with a colour bar; steps without gradient
 /// (padding, truncated-BPTT cuts) grey. `what` names the run in errors.
 pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
     font();
@@ -284,20 +285,46 @@ pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
             let i = (y.max(0.0) as usize).min(rows.len().saturating_sub(1));
             rows.get(i).map_or(0, |r| r.0)
         };
+        // A forward direction's rows end at their readout: right-align rows of different
+        // lengths (batches of different longest sequences) and count steps back from it.
+        let varied = rows.iter().any(|r| r.1.len() != t);
+        let right = varied && !map.label.contains("_reverse");
         let col_at = |x: f64| cols.get(x.max(0.0) as usize).copied().unwrap_or(t);
+        let tick = |x: f64| -> String {
+            if right {
+                format!("{}", col_at(x) as i64 - (t as i64 - 1))
+            } else {
+                col_at(x).to_string()
+            }
+        };
+        let value = |r: &[f64], c: usize| -> f64 {
+            if right {
+                (c + r.len())
+                    .checked_sub(t)
+                    .and_then(|i| r.get(i))
+                    .copied()
+                    .unwrap_or(0.0)
+            } else {
+                r.get(c).copied().unwrap_or(0.0)
+            }
+        };
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc("time step t")
+            .x_desc(if right {
+                "time step, counted back from the last (t - T)"
+            } else {
+                "time step t"
+            })
             .y_desc(format!("training step ({first}..{last})"))
-            .x_label_formatter(&|x| col_at(*x).to_string())
+            .x_label_formatter(&|x| tick(*x))
             .y_label_formatter(&|y| step_at(*y).to_string())
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| draw_err(e.to_string()))?;
         let cells = rows.iter().enumerate().flat_map(|(i, r)| {
             cols.iter().enumerate().map(move |(j, &c)| {
-                let v = r.1.get(c).copied().unwrap_or(0.0);
+                let v = value(&r.1, c);
                 let color = if v > 0.0 && v.is_finite() {
                     viridis((v.log10() - lo) / (hi - lo))
                 } else {

@@ -80,8 +80,13 @@ pub struct RunOpts<'a> {
 /// Where the per-step gradient norms come from after backward.
 pub enum Flow {
     /// Reference path: a zero variable added to h_t at each step, whose gradient is ∂L/∂h_t,
-    /// and (lstm) one added to c_t inside the step, whose gradient is ∂L/∂c_t.
-    Probes { h: Vec<Var>, c: Vec<Var> },
+    /// and (lstm) one added to c_t inside the step, whose gradient is ∂L/∂c_t; `shift[row]`
+    /// right-aligns each row as the fused op does (seq - length forward, 0 reverse).
+    Probes {
+        h: Vec<Var>,
+        c: Vec<Var>,
+        shift: Vec<usize>,
+    },
     /// Fused path: backward writes the per-step norms here.
     Sink(FlowSink),
 }
@@ -506,9 +511,14 @@ fn run_direction(
     Ok(DirectionRun {
         out: Some(Tensor::stack(&outs, 1)?),
         last: state,
-        flow: probe.then_some(Flow::Probes {
+        flow: probe.then(|| Flow::Probes {
             h: probes,
             c: c_probes,
+            shift: masks
+                .lengths
+                .iter()
+                .map(|&n| if reverse { 0 } else { masks.t - n })
+                .collect(),
         }),
         gates: None,
     })

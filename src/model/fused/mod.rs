@@ -38,7 +38,10 @@ use split::{
 };
 
 /// Per-step gradient norms over the batch, written by backward when asked for: ‖∂L/∂h_t‖ and,
-/// for the LSTM, ‖∂L/∂c_t‖ (empty for the other cells), by position in the sequence.
+/// for the LSTM, ‖∂L/∂c_t‖ (empty for the other cells), by position in the sequence, with
+/// each row of a forward direction right-aligned at the batch's last step (so every row's
+/// last valid step, where the readout reads it, is the last position; a reverse direction's
+/// rows all end at step 0 already).
 #[derive(Debug, Clone, Default)]
 pub struct FlowSteps {
     pub h: Vec<f64>,
@@ -482,8 +485,12 @@ impl Recurrence {
                         *d += e;
                     }
                 }
+                // The flow's position: a forward row is right-aligned at the batch's last step
+                // (its readout, the last valid step, lands on the right edge for every row);
+                // a reverse row's readout is at step 0 already.
+                let fi = if self.reverse { tt } else { tt + t - len };
                 if self.flow.is_some() {
-                    flow[tt] += sum_squares(dh_row) as f64;
+                    flow[fi] += sum_squares(dh_row) as f64;
                 }
                 match self.kind {
                     CellKind::Rnn => {
@@ -510,7 +517,7 @@ impl Recurrence {
                         let (dg, dout_g) = rest.split_at_mut(h);
                         let c_prev = prev.map_or(&zeros[..h], |p| &p[h..2 * h]);
                         if self.flow.is_some() {
-                            flow[t + tt] +=
+                            flow[t + fi] +=
                                 lstm_dc_squares(og, &o[h..], &d_o[h..], dh_row, dc_row) as f64;
                         }
                         lstm_bwd(
