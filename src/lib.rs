@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod fsutil;
 pub mod grads;
+pub mod instruments;
 pub mod log;
 pub mod memory;
 pub mod model;

@@ -5,7 +5,6 @@
 //! loss -> backward -> clip -> step -> log, then validate, checkpoint and decide whether to
 //! stop, once per epoch (and on a stop request or every `checkpoint_every_steps`).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,6 +21,7 @@ use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::eval::{self, Scores};
 use crate::grads;
+use crate::instruments::{self, StepLog, StepView};
 use crate::log::plots;
 use crate::log::progress::epoch_bar;
 use crate::log::tensorboard::EventWriter;
@@ -733,6 +733,7 @@ fn fit(
     }
     let steps_per_epoch = data.train.len().div_ceil(t.batch_size);
     let augment = batch::Augment::of(&cfg.data);
+    let mut instruments = instruments::from_config(&cfg.log);
     let total_steps = t
         .max_steps
         .unwrap_or(usize::MAX)
@@ -833,7 +834,7 @@ fn fit(
                     lengths: Some(&b.lengths),
                     tbptt: t.tbptt,
                     dropout_rng: Some(&mut rng),
-                    probe: log_now && cfg.log.grad_flow,
+                    probe: log_now && instruments.iter().any(|i| i.needs_probe()),
                     ..Default::default()
                 },
             )?;
@@ -845,7 +846,6 @@ fn fit(
             }
             let store = loss.backward()?;
             let mut g = grads::collect(model, &fwd, &store)?;
-            let flow = grads::flow(&fwd.flow, &store)?;
             let (norm, clipped) = match t.clip_norm {
                 Some(max) => optim::clip_norm(&mut g, max)?,
                 None => (grads::global_norm(&g)?, false),
@@ -858,11 +858,11 @@ fn fit(
             if let Some(v) = t.clip_value {
                 optim::clip_value(&mut g, v)?;
             }
-            let before = if log_now && cfg.log.update_ratio {
-                Some(grads::snapshot(model)?)
-            } else {
-                None
-            };
+            if log_now {
+                for i in instruments.iter_mut() {
+                    i.before_update(model)?;
+                }
+            }
             optimizer.step(&model.params, &g, lr)?;
 
             state.step += 1;
@@ -874,43 +874,27 @@ fn fit(
             state.epoch_examples += idx.len();
             let step = state.step;
             if log_now {
-                tb.scalar("train/loss", step, loss_v)?;
-                tb.scalar("train/lr", step, lr)?;
-                tb.scalar("grad/global_norm", step, norm)?;
-                tb.scalar("grad/clipped", step, clipped as u8 as f64)?;
-                for (name, grad) in &g {
-                    tb.scalar(&format!("grad_norm/{name}"), step, grads::norm(grad)?)?;
-                }
-                for (label, steps) in &flow {
-                    tb.curve(&format!("grad_flow/{label}/by_timestep"), step, steps)?;
-                    let ends = grads::flow_scalars(label, steps);
-                    log_named(&mut tb, &format!("grad_flow/{label}"), step, &ends)?;
-                }
-                let mut gates = BTreeMap::new();
-                for (label, sink) in &fwd.gates {
-                    let stats = sink.lock().map(|g| g.clone()).unwrap_or_default();
-                    if let Some(m) = log_named(&mut tb, &format!("gates/{label}"), step, &stats)? {
-                        gates.insert(label.clone(), m);
-                    }
-                }
-                let spectrum = if cfg.log.spectrum {
-                    grads::spectrum(model)?
-                } else {
-                    Vec::new()
+                let row = json!({"step": step, "epoch": epoch + 1, "split": "train"});
+                let mut log = StepLog::new(&mut tb, step, row);
+                log.scalar("loss", "train/loss", loss_v)?;
+                log.scalar("lr", "train/lr", lr)?;
+                log.scalar("grad_norm", "grad/global_norm", norm)?;
+                log.tb_scalar("grad/clipped", clipped as u8 as f64)?;
+                log.field("clipped", clipped.into());
+                let norms = g
+                    .iter()
+                    .map(|(name, grad)| Ok((name.clone(), grads::norm(grad)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                log.group(&["param_grad_norm"], "grad_norm", &norms)?;
+                let view = StepView {
+                    model,
+                    fwd: &fwd,
+                    store: &store,
                 };
-                let updates = match &before {
-                    Some(b) => grads::update_ratios(model, b)?,
-                    None => Vec::new(),
-                };
-                metrics.row(json!({
-                    "step": step, "epoch": epoch + 1, "split": "train", "loss": loss_v, "lr": lr,
-                    "grad_norm": norm, "clipped": clipped,
-                    "grad_flow": (!flow.is_empty())
-                        .then(|| flow.iter().cloned().collect::<BTreeMap<_, _>>()),
-                    "spectrum": log_named(&mut tb, "spectrum", step, &spectrum)?,
-                    "update_ratio": log_named(&mut tb, "update_ratio", step, &updates)?,
-                    "gates": (!gates.is_empty()).then_some(&gates),
-                }))?;
+                for i in instruments.iter_mut() {
+                    i.record(&view, &mut log)?;
+                }
+                metrics.row(log.into_row())?;
             }
             let rate = epoch_seen as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("loss {loss_v:.4} {rate:.0} samples/s"));
@@ -964,14 +948,8 @@ fn fit(
         // gradient-flow heatmaps (a TensorBoard image and a PNG each) and, after the epoch's
         // row, the loss and accuracy curves.
         let mut history = plots::metrics_rows(&dir.join(checkpoint::METRICS))?;
-        if cfg.log.grad_flow {
-            for map in plots::flow_maps(&history) {
-                let (png, w, h) = plots::flow_heatmap(&map, dir)?;
-                let label = &map.label;
-                tb.image(&format!("grad_flow/{label}/heatmap"), step, &png, w, h)?;
-                let file = format!("grad_flow_{}.png", label.replace('/', "_"));
-                crate::fsutil::write_atomic(&dir.join(file), &png)?;
-            }
+        for i in instruments.iter_mut() {
+            i.epoch_end(&history, dir, &mut tb, step)?;
         }
         let hist = cfg.log.histograms_every_epochs;
         if hist > 0 && e % hist == 0 {
@@ -1026,23 +1004,4 @@ fn fit(
         }
     }
     finish!(Status::Completed, None)
-}
-
-/// Writes each (name, value) as the scalar `<prefix>/<name>` and returns them by name for the
-/// metrics row (None when there are none).
-fn log_named<N: AsRef<str>>(
-    tb: &mut EventWriter,
-    prefix: &str,
-    step: usize,
-    values: &[(N, f64)],
-) -> Result<Option<BTreeMap<String, f64>>> {
-    for (name, v) in values {
-        tb.scalar(&format!("{prefix}/{}", name.as_ref()), step, *v)?;
-    }
-    Ok((!values.is_empty()).then(|| {
-        values
-            .iter()
-            .map(|(n, v)| (n.as_ref().to_string(), *v))
-            .collect()
-    }))
 }
