@@ -8,7 +8,11 @@
 # each. Prints, per cell and lag, the seeds solved (best validation accuracy >= 0.99), the steps
 # to solve (the first validation at >= 0.99, per seed; - for not solved), the mean test
 # accuracy, and the gradient flow at training step 1 (||dL/dh_1|| / ||dL/dh_T||, the class
-# token's step over the readout's, geometric mean over seeds). Seeded: a rerun prints the same.
+# token's step over the readout's, geometric mean over seeds); then, for seed 0 at lags 50 and
+# 100, what the instruments saw at the first and the last logged step: far/near, the largest
+# singular value of W_hh, the mean forget (lstm) / update (gru) gate and the fraction of
+# saturated units; and copies those runs' gradient-flow heatmaps here (flow_<cell>_lag<L>.png).
+# Seeded: a rerun prints the same. Runs already in OUT_DIR are not repeated.
 #   usage: experiments/vanishing-gradients/run.sh [OUT_DIR]   (default results/vanishing-gradients)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,7 +53,7 @@ def result(cell, lag, seed):
         return None
     s = json.load(open(f"{runs[-1]}/summary.json"))
     rows = [json.loads(l) for l in open(f"{runs[-1]}/metrics.jsonl")]
-    solved = next((r["step"] for r in rows if r.get("split") == "val" and r["acc"] >= 0.99), None)
+    solved = next((r["step"] for r in rows if r.get("split") == "epoch" and r["val_acc"] >= 0.99), None)
     flow = next(r["grad_flow"]["l0"] for r in rows if r.get("grad_flow"))
     ratio = flow[0] / flow[-1] if flow[-1] > 0 else float("nan")
     return s["test_acc"], solved, ratio
@@ -66,4 +70,35 @@ for cell in CELLS:
         logs = [math.log10(r[2]) for r in res if r[2] > 0]
         flow = f"{10 ** (sum(logs) / len(logs)):.1e}" if logs else "0"
         print(f"| {cell} | {lag} | {solved}/3 | {steps} | {acc:.4f} | {flow} |", flush=True)
+# The gradient-flow heatmaps of seed 0 at lags 50 and 100, next to this script.
+import shutil
+here = "experiments/vanishing-gradients"  # the script cd-ed to the repository root
+for lag in [50, 100]:
+    for cell in CELLS:
+        runs = sorted(glob.glob(f"{folder(cell, lag, 0)}/run-*"))
+        if runs and os.path.exists(f"{runs[-1]}/grad_flow_l0.png"):
+            shutil.copy(f"{runs[-1]}/grad_flow_l0.png", f"{here}/flow_{slug(cell)}_lag{lag}.png")
+print()
+print("| cell | lag | far/near, first → last | σ_max(W_hh), first → last | gate mean, first → last | saturated, first → last |")
+print("|---|---|---|---|---|---|")
+for lag in [50, 100]:
+    for cell in CELLS:
+        runs = sorted(glob.glob(f"{folder(cell, lag, 0)}/run-*"))
+        if not runs:
+            continue
+        rows = [json.loads(l) for l in open(f"{runs[-1]}/metrics.jsonl")]
+        logged = [r for r in rows if r.get("grad_flow")]
+        first, last = logged[0], logged[-1]
+        def far(r):
+            f = r["grad_flow"]["l0"]
+            return f"{f[0] / f[-1]:.1e}" if f[-1] > 0 else "-"
+        def sigma(r):
+            return f"{next(iter(r['spectrum'].values())):.2f}"
+        gate_key = {"lstm": "forget_mean", "gru": "update_mean"}.get(slug(cell).split("-")[0])
+        def gate(r):
+            return f"{r['gates']['l0'][gate_key]:.3f}" if gate_key else "-"
+        def sat(r):
+            return f"{r['gates']['l0']['saturated']:.3f}"
+        print(f"| {cell} | {lag} | {far(first)} → {far(last)} | {sigma(first)} → {sigma(last)} | "
+              f"{gate(first)} → {gate(last)} | {sat(first)} → {sat(last)} |")
 PY
