@@ -63,14 +63,15 @@ pub fn flow(flow: &[(String, Flow)], store: &GradStore) -> Result<Vec<(String, V
             let Some(g) = store.get(z.as_tensor()) else {
                 continue;
             };
+            // In f64: a vanishing gradient's squares would underflow f32.
             let rows = g
-                .to_dtype(candle_core::DType::F32)?
+                .to_dtype(candle_core::DType::F64)?
                 .sqr()?
                 .sum(1)?
-                .to_vec1::<f32>()?;
+                .to_vec1::<f64>()?;
             for (row, v) in rows.into_iter().enumerate() {
                 if let Some(s) = sums.get_mut(t + shift[row]) {
-                    *s += v as f64;
+                    *s += v;
                 }
             }
         }

@@ -68,7 +68,8 @@ for cell in CELLS:
         steps = ", ".join("-" if r[1] is None else str(r[1]) for r in res)
         acc = sum(r[0] for r in res) / len(res)
         logs = [math.log10(r[2]) for r in res if r[2] > 0]
-        flow = f"{10 ** (sum(logs) / len(logs)):.1e}" if logs else "0"
+        flow = f"{10 ** (sum(logs) / len(logs)):.1e}" if len(logs) == len(res) else (
+            "0 (f32 underflow)" if not logs else f"{10 ** (sum(logs) / len(logs)):.1e} ({len(res) - len(logs)} seed(s) 0)")
         print(f"| {cell} | {lag} | {solved}/3 | {steps} | {acc:.4f} | {flow} |", flush=True)
 # The gradient-flow heatmaps of seed 0 at lags 50 and 100, next to this script.
 import shutil

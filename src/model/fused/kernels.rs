@@ -89,14 +89,14 @@ kernel! {
     /// The sum over units of (∂L/∂c_t)² at one LSTM step of one row, computed as `lstm_bwd`
     /// forms it (carried + direct + through h_t = o ⊙ tanh c_t), before it runs: the cell
     /// state's gradient flow.
-    fn lstm_dc_squares(og: &[f32], c: &[f32], dc_out: &[f32], dh: &[f32], dc: &[f32]) -> f32 {
+    fn lstm_dc_squares(og: &[f32], c: &[f32], dc_out: &[f32], dh: &[f32], dc: &[f32]) -> f64 {
         let h = dh.len();
         let (og, c, dc_out, dc) = (&og[..h], &c[..h], &dc_out[..h], &dc[..h]);
-        let mut total = 0f32;
+        let mut total = 0f64;
         for j in 0..h {
             let tc = tanh(c[j]);
             let dct = dc[j] + dc_out[j] + dh[j] * og[j] * (1.0 - tc * tc);
-            total += dct * dct;
+            total += dct as f64 * dct as f64;
         }
         total
     }
@@ -155,16 +155,19 @@ kernel! {
 
 kernel! {
     /// Σ v², in 8 independent f32 lanes (a single running sum is one long dependency chain).
-    fn sum_squares(v: &[f32]) -> f32 {
-        let mut lanes = [0f32; 8];
+    fn sum_squares(v: &[f32]) -> f64 {
+        // In f64: a vanishing gradient's squares (below 1e-19) would underflow an f32 sum.
+        let mut lanes = [0f64; 8];
         let mut chunks = v.chunks_exact(8);
         for c in &mut chunks {
-            for (l, x) in lanes.iter_mut().zip(c) {
-                *l += x * x;
+            for (l, &x) in lanes.iter_mut().zip(c) {
+                *l += x as f64 * x as f64;
             }
         }
-        chunks.remainder().iter().map(|x| x * x).sum::<f32>() + lanes.iter().sum::<f32>()
+        chunks.remainder().iter().map(|&x| x as f64 * x as f64).sum::<f64>()
+            + lanes.iter().sum::<f64>()
     }
+
 }
 
 kernel! {
@@ -332,6 +335,19 @@ impl Drop for FlushDenormals {
 #[cfg(test)]
 mod tests {
     use super::{sigmoid, tanh};
+
+    /// A vanishing gradient's squared norm survives: 1e-25 squared is 1e-50, far below f32.
+    #[test]
+    fn sum_squares_keeps_tiny_gradients() {
+        let v = [1e-25f32; 19];
+        let want = 19.0 * (1e-25f32 as f64).powi(2);
+        assert!(
+            (sum_squares(&v) - want).abs() < 1e-12 * want,
+            "{}",
+            sum_squares(&v)
+        );
+        assert_eq!(sum_squares(&[3.0, 4.0]), 25.0);
+    }
 
     /// Against f64's tanh and 1 / (1 + e^-x) on a dense grid over the range gates see and past
     /// both saturation points.

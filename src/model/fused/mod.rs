@@ -490,7 +490,7 @@ impl Recurrence {
                 // a reverse row's readout is at step 0 already.
                 let fi = if self.reverse { tt } else { tt + t - len };
                 if self.flow.is_some() {
-                    flow[fi] += sum_squares(dh_row) as f64;
+                    flow[fi] += sum_squares(dh_row);
                 }
                 match self.kind {
                     CellKind::Rnn => {
@@ -517,8 +517,7 @@ impl Recurrence {
                         let (dg, dout_g) = rest.split_at_mut(h);
                         let c_prev = prev.map_or(&zeros[..h], |p| &p[h..2 * h]);
                         if self.flow.is_some() {
-                            flow[t + fi] +=
-                                lstm_dc_squares(og, &o[h..], &d_o[h..], dh_row, dc_row) as f64;
+                            flow[t + fi] += lstm_dc_squares(og, &o[h..], &d_o[h..], dh_row, dc_row);
                         }
                         lstm_bwd(
                             i,
@@ -551,18 +550,25 @@ impl Recurrence {
                 }
             }
             // dh_{prev} += dG_t @ W_hh over the batch: dG_t rows sit t*g apart in [b, t, g].
-            let dg: &[f32] = if gru { dhh } else { dxp };
-            mm(
-                &mut dh,
-                h,
-                (b, h, g),
-                &dg[tt * g..],
-                (t * g, 1),
-                whh,
-                (h, 1),
-                true,
-                par,
-            );
+            // Skipped where every row is padding or before its truncated-BPTT window: dG_t is
+            // zero there, so truncation saves the recurrent half of backward's work.
+            let live = (0..b).any(|row| {
+                tt < rows.lengths[row] && !rows.window_start.is_some_and(|w| tt < w[row])
+            });
+            if live {
+                let dg: &[f32] = if gru { dhh } else { dxp };
+                mm(
+                    &mut dh,
+                    h,
+                    (b, h, g),
+                    &dg[tt * g..],
+                    (t * g, 1),
+                    whh,
+                    (h, 1),
+                    true,
+                    par,
+                );
+            }
         }
         flow
     }
