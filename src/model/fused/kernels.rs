@@ -334,7 +334,7 @@ impl Drop for FlushDenormals {
 
 #[cfg(test)]
 mod tests {
-    use super::{sigmoid, tanh};
+    use super::{sigmoid, sum_squares, tanh};
 
     /// A vanishing gradient's squared norm survives: 1e-25 squared is 1e-50, far below f32.
     #[test]
