@@ -319,6 +319,16 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         let png = image::open(run.join(file)).unwrap();
         assert!(png.dimensions().0 > 100, "{file}");
     }
+    // `run-exp plots` redraws them from metrics.jsonl, the same pixels; a folder without
+    // metrics.jsonl is bad input.
+    let before = std::fs::read(run.join("grad_flow_l0.png")).unwrap();
+    std::fs::remove_file(run.join("grad_flow_l0.png")).unwrap();
+    let o = run_exp(&["plots", run.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::read(run.join("grad_flow_l0.png")).unwrap(), before);
+    let o = run_exp(&["plots", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("metrics.jsonl"), "{}", stderr(&o));
     // The loss fell.
     assert!(losses.len() >= 4);
     let head: f32 = losses[..2].iter().sum::<f32>() / 2.0;

@@ -77,7 +77,8 @@ here = "experiments/vanishing-gradients"  # the script cd-ed to the repository r
 for lag in [50, 100]:
     for cell in CELLS:
         runs = sorted(glob.glob(f"{folder(cell, lag, 0)}/run-*"))
-        if runs and os.path.exists(f"{runs[-1]}/grad_flow_l0.png"):
+        if runs:  # drawn again from metrics.jsonl by this binary's renderer
+            subprocess.run([bin, "plots", runs[-1]], stdout=subprocess.DEVNULL, check=True)
             shutil.copy(f"{runs[-1]}/grad_flow_l0.png", f"{here}/flow_{slug(cell)}_lag{lag}.png")
 print()
 print("| cell | lag | far/near, first → last | σ_max(W_hh), first → last | gate mean, first → last | saturated, first → last |")

@@ -87,6 +87,30 @@ enum Command {
     /// A sweep's results table (rewrites summary.csv/.parquet, summary_by_config.csv,
     /// best.toml, curves.png from the folder as it is: while a sweep runs, or after Slurm).
     Summarize(SummarizeCli),
+    /// Redraw a run's pictures from its metrics.jsonl: loss.png, accuracy.png and the
+    /// gradient-flow heatmaps (after the renderer changed, or for a run from an older version).
+    Plots(PlotsCli),
+}
+
+#[derive(clap::Args)]
+struct PlotsCli {
+    /// Run folders, results/<name>/run-NNN.
+    #[arg(required = true)]
+    run_dirs: Vec<PathBuf>,
+}
+
+fn plots(a: PlotsCli) -> ExitCode {
+    for dir in &a.run_dirs {
+        match rnnlab::log::plots::redraw(dir) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            }
+            Err(e) => return fail(e),
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[derive(clap::Args)]
@@ -543,6 +567,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(b)) => return bench(b),
         Some(Command::Predict(p)) => return predict(p),
         Some(Command::Eval(a)) => return eval(a),
+        Some(Command::Plots(a)) => return plots(a),
         Some(Command::Summarize(a)) => {
             table_format();
             return summarize(a);

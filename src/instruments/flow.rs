@@ -42,11 +42,8 @@ impl Instrument for GradFlow {
         tb: &mut EventWriter,
         step: usize,
     ) -> Result<()> {
-        for map in plots::flow_maps(history) {
-            let (png, w, h) = plots::flow_heatmap(&map, dir)?;
-            let label = &map.label;
+        for (label, file, png, w, h) in plots::flow_pngs(history, dir)? {
             tb.image(&format!("grad_flow/{label}/heatmap"), step, &png, w, h)?;
-            let file = format!("grad_flow_{}.png", label.replace('/', "_"));
             crate::fsutil::write_atomic(&dir.join(file), &png)?;
         }
         Ok(())

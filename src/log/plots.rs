@@ -198,6 +198,35 @@ pub fn flow_maps(rows: &[serde_json::Value]) -> Vec<FlowMap> {
         .collect()
 }
 
+/// Every gradient-flow heatmap of a run's metrics rows, with the PNG file name each goes to
+/// (`grad_flow_<label>.png`, "/" as "_"): (label, file, png, width, height).
+pub fn flow_pngs(
+    rows: &[serde_json::Value],
+    what: &Path,
+) -> Result<Vec<(String, String, Vec<u8>, u32, u32)>> {
+    flow_maps(rows)
+        .into_iter()
+        .map(|map| {
+            let (png, w, h) = flow_heatmap(&map, what)?;
+            let file = format!("grad_flow_{}.png", map.label.replace('/', "_"));
+            Ok((map.label, file, png, w, h))
+        })
+        .collect()
+}
+
+/// Redraws a run folder's pictures from its metrics.jsonl (`run-exp plots`): loss.png,
+/// accuracy.png and the gradient-flow heatmaps. Returns the files written.
+pub fn redraw(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let rows = metrics_rows(&dir.join(crate::checkpoint::METRICS))?;
+    epoch_curves(&rows, dir)?;
+    let mut written = vec![dir.join("loss.png"), dir.join("accuracy.png")];
+    for (_, file, png, _, _) in flow_pngs(&rows, dir)? {
+        crate::fsutil::write_atomic(&dir.join(&file), &png)?;
+        written.push(dir.join(file));
+    }
+    Ok(written)
+}
+
 /// Colour for t in [0, 1] on viridis (five stops, linear between).
 fn viridis(t: f64) -> RGBColor {
     const STOPS: [(f64, f64, f64); 5] = [
@@ -221,7 +250,8 @@ const HEATMAP_COLS: usize = 256;
 
 /// A flow map as a heatmap, PNG bytes and size: x the time step (a forward direction's rows
 /// right-aligned at their last step when batches differ in length), y the training step
-/// (first at the top), colour log10 ‖∂L/∂h_t‖ on viridis with a colour bar; steps without gradient
+/// (first at the top), colour log10 ‖∂L/∂h_t‖ relative to the row's largest on viridis with a
+/// colour bar; steps without gradient
 /// (padding, truncated-BPTT cuts) grey. `what` names the run in errors.
 pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
     font();
@@ -242,15 +272,25 @@ pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
         .collect();
     let t = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(1);
     let cols = pick(t, HEATMAP_COLS);
-    let logs = rows
-        .iter()
-        .flat_map(|r| r.1.iter())
-        .filter(|v| **v > 0.0 && v.is_finite())
-        .map(|v| v.log10());
+    // Each row relative to its own largest value: the shape of the flow (how fast it falls
+    // with distance), not the loss's overall scale, which shrinks as a model learns; the
+    // absolute values are the by_timestep curves and the scalars.
+    let row_max = |r: &[f64]| -> f64 {
+        r.iter()
+            .copied()
+            .filter(|v| *v > 0.0 && v.is_finite())
+            .fold(0.0, f64::max)
+    };
+    let rel = |v: f64, top: f64| -> Option<f64> {
+        (v > 0.0 && v.is_finite() && top > 0.0).then(|| (v / top).log10())
+    };
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for l in logs {
-        lo = lo.min(l);
-        hi = hi.max(l);
+    for r in &rows {
+        let top = row_max(&r.1);
+        for l in r.1.iter().filter_map(|&v| rel(v, top)) {
+            lo = lo.min(l);
+            hi = hi.max(l);
+        }
     }
     if !lo.is_finite() {
         (lo, hi) = (0.0, 1.0);
@@ -271,8 +311,10 @@ pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
         let mut chart = ChartBuilder::on(&plot)
             .caption(
                 match map.label.strip_suffix("/c") {
-                    Some(l) => format!("gradient flow {l}, cell state: log10 ||dL/dc_t||"),
-                    None => format!("gradient flow {}: log10 ||dL/dh_t||", map.label),
+                    Some(l) => {
+                        format!("gradient flow {l}, cell state: log10 ||dL/dc_t|| / row max")
+                    }
+                    None => format!("gradient flow {}: log10 ||dL/dh_t|| / row max", map.label),
                 },
                 ("sans-serif", 20),
             )
@@ -323,12 +365,11 @@ pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
             .draw()
             .map_err(|e| draw_err(e.to_string()))?;
         let cells = rows.iter().enumerate().flat_map(|(i, r)| {
+            let top = row_max(&r.1);
             cols.iter().enumerate().map(move |(j, &c)| {
-                let v = value(&r.1, c);
-                let color = if v > 0.0 && v.is_finite() {
-                    viridis((v.log10() - lo) / (hi - lo))
-                } else {
-                    RGBColor(200, 200, 200)
+                let color = match rel(value(&r.1, c), top) {
+                    Some(l) => viridis((l - lo) / (hi - lo)),
+                    None => RGBColor(200, 200, 200),
                 };
                 Rectangle::new(
                     [(j as f64, i as f64), (j as f64 + 1.0, i as f64 + 1.0)],
