@@ -33,4 +33,28 @@ for k in [5, 10, 15, 20, 21, 25, 0]:
     label = "full" if k == 0 else str(k)
     print(f"| {label} | {s['test_acc']:.4f} | {s['best_val_acc']:.4f} ({s['best_epoch']}) | {wall:.0f} "
           f"| {usage.ru_maxrss / 1024:.0f} |", flush=True)
+print()
+# Time and memory against k where the recurrence dominates: lag 200 (201 steps), hidden 256,
+# one epoch of 8,000 sequences (125 steps), logging off the per-step instruments' cost.
+print("| lag 200, hidden 256: tbptt k | train s | wall s | peak RSS MiB |")
+print("|---|---|---|---|")
+for k in [10, 50, 100, 0]:
+    name = f"big-k{k}"
+    t0 = time.time()
+    pid = os.fork()
+    if pid == 0:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1); os.dup2(devnull, 2)
+        os.execv(bin, [bin, "configs/recall-gru.toml", "--set", f"experiment.out_dir=\"{out}\"",
+                       "--set", f"experiment.name=\"{name}\"", "--set", "data.lag=200",
+                       "--set", "data.max_len=201", "--set", "model.hidden_size=256",
+                       "--set", "data.num_train=8000", "--set", "train.epochs=1",
+                       "--set", f"train.tbptt={k}", "--set", "log.every_steps=1000",
+                       "--set", "log.progress=false"])
+    _, status, usage = os.wait4(pid, 0)
+    wall = time.time() - t0
+    runs = sorted(d for d in os.listdir(f"{out}/{name}") if d.startswith("run-"))
+    s = json.load(open(f"{out}/{name}/{runs[-1]}/summary.json"))
+    label = "full" if k == 0 else str(k)
+    print(f"| {label} | {s['elapsed_s']:.1f} | {wall:.1f} | {usage.ru_maxrss / 1024:.0f} |", flush=True)
 PY
