@@ -42,9 +42,10 @@ impl Instrument for GradFlow {
         tb: &mut EventWriter,
         step: usize,
     ) -> Result<()> {
-        for (label, file, png, w, h) in plots::flow_pngs(history, dir)? {
-            tb.image(&format!("grad_flow/{label}/heatmap"), step, &png, w, h)?;
-            crate::fsutil::write_atomic(&dir.join(file), &png)?;
+        for f in plots::flow_pngs(history, dir)? {
+            let tag = format!("grad_flow/{}/heatmap", f.label);
+            tb.image(&tag, step, &f.png, f.width, f.height)?;
+            crate::fsutil::write_atomic(&dir.join(&f.file), &f.png)?;
         }
         Ok(())
     }

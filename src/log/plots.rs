@@ -198,18 +198,30 @@ pub fn flow_maps(rows: &[serde_json::Value]) -> Vec<FlowMap> {
         .collect()
 }
 
-/// Every gradient-flow heatmap of a run's metrics rows, with the PNG file name each goes to
-/// (`grad_flow_<label>.png`, "/" as "_"): (label, file, png, width, height).
-pub fn flow_pngs(
-    rows: &[serde_json::Value],
-    what: &Path,
-) -> Result<Vec<(String, String, Vec<u8>, u32, u32)>> {
+/// One gradient-flow heatmap, ready to log and write.
+pub struct FlowPng {
+    pub label: String,
+    /// `grad_flow_<label>.png`, "/" as "_".
+    pub file: String,
+    pub png: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Every gradient-flow heatmap of a run's metrics rows.
+pub fn flow_pngs(rows: &[serde_json::Value], what: &Path) -> Result<Vec<FlowPng>> {
     flow_maps(rows)
         .into_iter()
         .map(|map| {
-            let (png, w, h) = flow_heatmap(&map, what)?;
+            let (png, width, height) = flow_heatmap(&map, what)?;
             let file = format!("grad_flow_{}.png", map.label.replace('/', "_"));
-            Ok((map.label, file, png, w, h))
+            Ok(FlowPng {
+                label: map.label,
+                file,
+                png,
+                width,
+                height,
+            })
         })
         .collect()
 }
@@ -220,9 +232,9 @@ pub fn redraw(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let rows = metrics_rows(&dir.join(crate::checkpoint::METRICS))?;
     epoch_curves(&rows, dir)?;
     let mut written = vec![dir.join("loss.png"), dir.join("accuracy.png")];
-    for (_, file, png, _, _) in flow_pngs(&rows, dir)? {
-        crate::fsutil::write_atomic(&dir.join(&file), &png)?;
-        written.push(dir.join(file));
+    for f in flow_pngs(&rows, dir)? {
+        crate::fsutil::write_atomic(&dir.join(&f.file), &f.png)?;
+        written.push(dir.join(f.file));
     }
     Ok(written)
 }

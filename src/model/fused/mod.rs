@@ -553,7 +553,7 @@ impl Recurrence {
             // Skipped where every row is padding or before its truncated-BPTT window: dG_t is
             // zero there, so truncation saves the recurrent half of backward's work.
             let live = (0..b).any(|row| {
-                tt < rows.lengths[row] && !rows.window_start.is_some_and(|w| tt < w[row])
+                tt < rows.lengths[row] && rows.window_start.is_none_or(|w| tt >= w[row])
             });
             if live {
                 let dg: &[f32] = if gru { dhh } else { dxp };
