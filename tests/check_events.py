@@ -15,10 +15,12 @@ scalars, histos, images = set(tags["scalars"]), set(tags["histograms"]), set(tag
 want_scalars = {"train/loss", "train/lr", "grad/global_norm", "grad/clipped", "train/acc",
                 "val/loss", "val/acc", "grad_flow/l0/first_step", "grad_flow/l0/last_step",
                 "grad_flow/l0/far_over_near", "grad_flow/l0/log_slope",
+                "grad_flow/l0/c/far_over_near",
                 "spectrum/rnn.weight_hh_l0", "update_ratio/rnn.weight_hh_l0",
                 "gates/l0/forget_mean", "gates/l0/saturated"}
-want_histos = {"grad_flow/l0/by_timestep"}
-missing = (want_scalars - scalars) | (want_histos - histos) | ({"grad_flow/l0/heatmap"} - images)
+want_histos = {"grad_flow/l0/by_timestep", "grad_flow/l0/c/by_timestep"}
+want_images = {"grad_flow/l0/heatmap", "grad_flow/l0/c/heatmap"}
+missing = (want_scalars - scalars) | (want_histos - histos) | (want_images - images)
 if not any(t.startswith("grad_norm/") for t in scalars):
     missing.add("grad_norm/<param>")
 if not any(t.startswith("weights/") for t in histos):
