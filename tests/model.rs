@@ -234,9 +234,25 @@ fn grad_flow_covers_every_layer_and_direction() {
                 .unwrap();
             let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
             let store = loss.backward().unwrap();
-            rnnlab::grads::flow(&fwd.flow, &store).unwrap()
+            let gates: Vec<(String, Vec<(&str, f64)>)> = fwd
+                .gates
+                .iter()
+                .map(|(l, g)| (l.clone(), g.lock().unwrap().clone()))
+                .collect();
+            (rnnlab::grads::flow(&fwd.flow, &store).unwrap(), gates)
         };
-        let (fused, reference) = (measure(false), measure(true));
+        let ((fused, gates_f), (reference, gates_r)) = (measure(false), measure(true));
+        // Gate statistics too: every layer and direction, the same names and values.
+        assert_eq!(gates_f.len(), 4, "{cell:?}");
+        for ((la, a), (lb, b)) in gates_f.iter().zip(&gates_r) {
+            assert_eq!((la, a.len()), (lb, b.len()), "{cell:?}");
+            for ((na, va), (nb, vb)) in a.iter().zip(b) {
+                assert!(
+                    na == nb && (va - vb).abs() < 1e-5,
+                    "{cell:?} {la} {na}: {va} vs {vb}"
+                );
+            }
+        }
         let names: Vec<&str> = fused.iter().map(|(l, _)| l.as_str()).collect();
         if cell == CellKind::Lstm {
             let want = [
@@ -649,7 +665,7 @@ fn grad_flow_matches_a_finite_difference() {
     }
 }
 
-/// Gate statistics from the fused op on cells whose gates are fixed by construction (zero
+/// Gate statistics from the fused op and the reference on cells whose gates are fixed by construction (zero
 /// weights, chosen biases), over the valid steps only (the padded steps hold zeros, which
 /// would count as saturated): lstm σ(f) = σ(10), i = o = 0.5, g = 0 -> a quarter saturated;
 /// gru z = σ(-10), r = 0.5, n = 0 -> a third; tanh rnn h = tanh(5) in half the units -> half.
@@ -680,28 +696,36 @@ fn gate_statistics_match_gates_fixed_by_construction() {
             CellKind::Rnn => b[..h / 2].fill(5.0),
         }
         set("rnn.bias_ih_l0", b, &[g]);
-        let fwd = m.forward(&x, opts(Some(&[5, 3]), 0, true, false)).unwrap();
-        let l = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
-        l.backward().unwrap();
-        assert_eq!(fwd.gates.len(), 1, "{cell:?}");
-        let stats: std::collections::BTreeMap<&str, f64> =
-            fwd.gates[0].1.lock().unwrap().iter().cloned().collect();
-        let want: Vec<(&str, f64)> = match cell {
-            CellKind::Lstm => vec![
-                ("forget_mean", sig(10.0)),
-                ("input_mean", 0.5),
-                ("saturated", 0.25),
-            ],
-            CellKind::Gru => vec![
-                ("reset_mean", 0.5),
-                ("update_mean", sig(-10.0)),
-                ("saturated", 1.0 / 3.0),
-            ],
-            CellKind::Rnn => vec![("saturated", 0.5)],
-        };
-        assert_eq!(stats.len(), want.len(), "{cell:?}: {stats:?}");
-        for (name, v) in want {
-            assert!((stats[name] - v).abs() < 1e-6, "{cell:?} {name}: {stats:?}");
+        // The fused op from its saved activations, the reference step by step.
+        for reference in [false, true] {
+            let fwd = m
+                .forward(&x, opts(Some(&[5, 3]), 0, true, reference))
+                .unwrap();
+            let l = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
+            l.backward().unwrap();
+            assert_eq!(fwd.gates.len(), 1, "{cell:?}");
+            let stats: std::collections::BTreeMap<&str, f64> =
+                fwd.gates[0].1.lock().unwrap().iter().cloned().collect();
+            let want: Vec<(&str, f64)> = match cell {
+                CellKind::Lstm => vec![
+                    ("forget_mean", sig(10.0)),
+                    ("input_mean", 0.5),
+                    ("saturated", 0.25),
+                ],
+                CellKind::Gru => vec![
+                    ("reset_mean", 0.5),
+                    ("update_mean", sig(-10.0)),
+                    ("saturated", 1.0 / 3.0),
+                ],
+                CellKind::Rnn => vec![("saturated", 0.5)],
+            };
+            assert_eq!(stats.len(), want.len(), "{cell:?}: {stats:?}");
+            for (name, v) in want {
+                assert!(
+                    (stats[name] - v).abs() < 1e-6,
+                    "{cell:?} reference={reference} {name}: {stats:?}"
+                );
+            }
         }
     }
 }

@@ -191,12 +191,19 @@ impl Cell {
 
     /// One step. xp: [batch, gates*hidden] (this step's slice of `project`).
     pub fn step(&self, xp: &Tensor, state: &State) -> Result<State> {
-        self.step_probed(xp, state, None)
+        Ok(self.step_full(xp, state, None)?.0)
     }
 
-    /// `step` with `c_add` (lstm) added to the new cell state before h is formed from it: a
-    /// zero there leaves the step unchanged, and its gradient is the total ∂L/∂c_t.
-    pub fn step_probed(&self, xp: &Tensor, state: &State, c_add: Option<&Tensor>) -> Result<State> {
+    /// `step` with `c_add` (lstm) added to the new cell state before h is formed from it (a
+    /// zero there leaves the step unchanged, and its gradient is the total ∂L/∂c_t), also
+    /// returning the step's activations the gate statistics read: lstm i, f, g, o; gru r, z,
+    /// n; rnn h.
+    pub fn step_full(
+        &self,
+        xp: &Tensor,
+        state: &State,
+        c_add: Option<&Tensor>,
+    ) -> Result<(State, Vec<Tensor>)> {
         let hh = state.h.matmul(&self.weight_hh.t()?)?;
         let n = self.hidden;
         let gate = |t: &Tensor, k: usize| t.narrow(D::Minus1, k * n, n);
@@ -207,7 +214,13 @@ impl Cell {
                     Nonlinearity::Tanh => pre.tanh()?,
                     Nonlinearity::Relu => pre.relu()?,
                 };
-                State { h, c: None }
+                (
+                    State {
+                        h: h.clone(),
+                        c: None,
+                    },
+                    vec![h],
+                )
             }
             CellKind::Lstm => {
                 let g = (xp + hh)?;
@@ -216,21 +229,21 @@ impl Cell {
                 let cand = gate(&g, 2)?.tanh()?;
                 let o = sigmoid(&gate(&g, 3)?)?;
                 let c_prev = state.c.as_ref().unwrap_or(&state.h);
-                let mut c = ((f * c_prev)? + (i * cand)?)?;
+                let mut c = ((&f * c_prev)? + (&i * &cand)?)?;
                 if let Some(add) = c_add {
                     c = (c + add)?;
                 }
-                let h = (o * c.tanh()?)?;
-                State { h, c: Some(c) }
+                let h = (&o * c.tanh()?)?;
+                (State { h, c: Some(c) }, vec![i, f, cand, o])
             }
             CellKind::Gru => {
                 let hh = hh.broadcast_add(&self.bias_hh)?;
                 let r = sigmoid(&(gate(xp, 0)? + gate(&hh, 0)?)?)?;
                 let z = sigmoid(&(gate(xp, 1)? + gate(&hh, 1)?)?)?;
-                let cand = (gate(xp, 2)? + (r * gate(&hh, 2)?)?)?.tanh()?;
+                let cand = (gate(xp, 2)? + (&r * gate(&hh, 2)?)?)?.tanh()?;
                 // (1 - z) n + z h  ==  n + z (h - n)
-                let h = (&cand + (z * (&state.h - &cand)?)?)?;
-                State { h, c: None }
+                let h = (&cand + (&z * (&state.h - &cand)?)?)?;
+                (State { h, c: None }, vec![r, z, cand])
             }
         })
     }

@@ -59,7 +59,8 @@ pub struct Classifier {
 pub struct Forward {
     pub logits: Tensor,
     pub flow: Vec<(String, Flow)>,
-    /// Gate statistics per layer and direction (`RunOpts::probe`, fused CPU op only).
+    /// Gate statistics per layer and direction (`RunOpts::probe`; the fused op from its saved
+    /// activations, the composed path step by step).
     pub gates: Vec<(String, super::fused::GateSink)>,
     pub tokens: Option<Looked>,
 }

@@ -102,7 +102,7 @@ pub struct StackOut {
     /// Gradient-flow handles when `RunOpts::probe`, one per layer and direction, labelled as
     /// PyTorch suffixes their parameters ("l0", "l0_reverse", "l1", ...), bottom layer first.
     pub flow: Vec<(String, Flow)>,
-    /// Gate statistics when `RunOpts::probe`, labelled as `flow` (the fused CPU op only).
+    /// Gate statistics when `RunOpts::probe`, labelled as `flow`.
     pub gates: Vec<(String, GateSink)>,
 }
 
@@ -444,6 +444,7 @@ fn run_direction(
     let mut state = State::zeros(cell.kind, b, cell.hidden, device)?;
     let mut outs: Vec<Option<Tensor>> = vec![None; masks.t];
     let (mut probes, mut c_probes) = (Vec::new(), Vec::new());
+    let mut tally = probe.then(|| GateTally::new(cell));
     let order: Box<dyn Iterator<Item = usize>> = if reverse {
         Box::new((0..masks.t).rev())
     } else {
@@ -480,7 +481,10 @@ fn run_direction(
             (true, CellKind::Lstm) => Some(plant(state.h.dims())?),
             _ => None,
         };
-        let mut next = c.step_probed(&x_s, &state, c_probe.as_ref().map(|(_, add)| add))?;
+        let (mut next, acts) = c.step_full(&x_s, &state, c_probe.as_ref().map(|(_, add)| add))?;
+        if let Some(t) = tally.as_mut() {
+            t.add(&acts, valid)?;
+        }
         if !early && !reverse {
             if let Some(w) = &masks.in_window[s] {
                 next = next.blend(&next.detach(), w)?;
@@ -520,6 +524,95 @@ fn run_direction(
                 .map(|&n| if reverse { 0 } else { masks.t - n })
                 .collect(),
         }),
-        gates: None,
+        gates: tally.map(|t| Arc::new(Mutex::new(t.stats()))),
     })
+}
+
+/// Gate statistics on the reference path, summed step by step over the valid steps as the
+/// fused op's `Recurrence::gate_stats` computes them from its saved activations (same names,
+/// same definitions).
+struct GateTally {
+    kind: CellKind,
+    nonlinearity: Nonlinearity,
+    hidden: usize,
+    /// The two gate means' sums (lstm input, forget; gru reset, update).
+    sums: [f64; 2],
+    /// Saturated gate values, and the valid (row, step) pairs seen.
+    saturated: f64,
+    cells: f64,
+}
+
+impl GateTally {
+    fn new(cell: &Cell) -> GateTally {
+        GateTally {
+            kind: cell.kind,
+            nonlinearity: cell.nonlinearity,
+            hidden: cell.hidden,
+            sums: [0.0; 2],
+            saturated: 0.0,
+            cells: 0.0,
+        }
+    }
+
+    /// One step's activations (`Cell::step_full`), `valid` [batch, 1] or all rows.
+    fn add(&mut self, acts: &[Tensor], valid: Option<&Tensor>) -> Result<()> {
+        let total = |t: Tensor| -> Result<f64> {
+            let t = t.to_dtype(DType::F32)?;
+            let t = match valid {
+                Some(v) => t.broadcast_mul(v)?,
+                None => t,
+            };
+            Ok(t.sum_all()?.to_scalar::<f32>()? as f64)
+        };
+        let sig_sat = |v: &Tensor| -> Result<f64> {
+            total((v.lt(0.01)?.to_dtype(DType::F32)? + v.gt(0.99)?.to_dtype(DType::F32)?)?)
+        };
+        let tanh_sat = |v: &Tensor| -> Result<f64> { total(v.abs()?.gt(0.99)?) };
+        let rows = match valid {
+            Some(v) => v.sum_all()?.to_scalar::<f32>()? as f64,
+            None => acts.first().map_or(0, |a| a.dims()[0]) as f64,
+        };
+        self.cells += rows;
+        let acts: Vec<Tensor> = acts.iter().map(Tensor::detach).collect();
+        match (self.kind, &acts[..]) {
+            (CellKind::Rnn, [h]) => {
+                self.saturated += match self.nonlinearity {
+                    Nonlinearity::Tanh => tanh_sat(h)?,
+                    Nonlinearity::Relu => total(h.eq(0.0)?)?,
+                };
+            }
+            (CellKind::Lstm, [i, f, g, o]) => {
+                self.sums[0] += total(i.clone())?;
+                self.sums[1] += total(f.clone())?;
+                self.saturated += sig_sat(i)? + sig_sat(f)? + sig_sat(o)? + tanh_sat(g)?;
+            }
+            (CellKind::Gru, [r, z, n]) => {
+                self.sums[0] += total(r.clone())?;
+                self.sums[1] += total(z.clone())?;
+                self.saturated += sig_sat(r)? + sig_sat(z)? + tanh_sat(n)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> Vec<(&'static str, f64)> {
+        let n = self.cells * self.hidden as f64;
+        if n == 0.0 {
+            return Vec::new();
+        }
+        match self.kind {
+            CellKind::Rnn => vec![("saturated", self.saturated / n)],
+            CellKind::Lstm => vec![
+                ("input_mean", self.sums[0] / n),
+                ("forget_mean", self.sums[1] / n),
+                ("saturated", self.saturated / (4.0 * n)),
+            ],
+            CellKind::Gru => vec![
+                ("reset_mean", self.sums[0] / n),
+                ("update_mean", self.sums[1] / n),
+                ("saturated", self.saturated / (3.0 * n)),
+            ],
+        }
+    }
 }
