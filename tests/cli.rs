@@ -2,33 +2,18 @@
 //! written), an end-to-end run whose TensorBoard file holds the expected tags, a
 //! train -> save -> reload round trip, exact resume, and a diverging run.
 
+mod common;
+use common::{run_exp, stderr, temp_dir};
+
 use std::collections::BTreeSet;
 
 use image::GenericImageView;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use candle_core::Device;
 use rnnlab::checkpoint::{self, load_run};
 use rnnlab::log::tensorboard::read_events;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnnlab-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run_exp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_run-exp"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 const TINY: &str = r#"
 [experiment]

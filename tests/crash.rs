@@ -5,36 +5,15 @@
 //! a second process cannot take a held run folder; absurd sizes and bad paths exit 2 before
 //! anything is written.
 
+mod common;
+use common::{run_exp, run_exp_env, stderr, temp_dir};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rnnlab::checkpoint;
 use rnnlab::log::tensorboard::read_events;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnnlab-crash-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run_exp_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_run-exp"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn run_exp(args: &[&str]) -> Output {
-    run_exp_env(args, &[])
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// 3 epochs of 25 steps, dropout on (the generator's position must survive a resume), a
 /// checkpoint every 7 steps inside epochs.

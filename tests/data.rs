@@ -3,17 +3,13 @@
 //! a carved validation split, malformed rows named by file:line (or skipped and counted), and the
 //! hub path against a cache folder laid out as hf-hub lays it out.
 
+mod common;
+use common::temp_dir;
+
 use std::path::{Path, PathBuf};
 
 use polars::prelude::Column as PlColumn;
 use rnnlab::config::{Column, Data, Source, TruncationSide};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnnlab-data-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn file_cfg(train: &Path) -> Data {
     Data {

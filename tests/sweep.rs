@@ -3,30 +3,13 @@
 //! sweep process and of trial processes followed by a rerun that completes every trial exactly
 //! once, two sweep processes on one folder, halving, and `train::run` twice in one process.
 
+mod common;
+use common::{run_exp_env, stderr, temp_dir};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnnlab-sweep-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run_exp(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_run-exp"));
-    c.args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// A small sweep file in `dir`: `axes` and `sweep` lines go under [sweep.axes] / [sweep].
 fn sweep_file(dir: &Path, name: &str, sweep: &str, axes: &str, train: &str) -> PathBuf {
@@ -115,7 +98,7 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
         "\"model.cell\" = [\"lstm\", \"gru\"]\n\"train.lr\" = [1e-2, 1e30]",
         "epochs = 2",
     );
-    let dry = run_exp(&[file.to_str().unwrap(), "--dry-run"], &[]);
+    let dry = run_exp_env(&[file.to_str().unwrap(), "--dry-run"], &[]);
     assert!(dry.status.success(), "{}", stderr(&dry));
     let listing = String::from_utf8_lossy(&dry.stdout).into_owned();
     assert!(
@@ -125,7 +108,7 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     assert_eq!(listing.lines().count(), 9, "{listing}");
     assert!(!dir.join("results").exists(), "a dry run writes nothing");
 
-    let o = run_exp(&[file.to_str().unwrap()], &[]);
+    let o = run_exp_env(&[file.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let root = dir.join("results/st");
     let recs = records(&root);
@@ -163,13 +146,13 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
         "{best}"
     );
     // best.toml runs as is (dry run: it resolves).
-    let b = run_exp(
+    let b = run_exp_env(
         &[root.join("best.toml").to_str().unwrap(), "--dry-run"],
         &[],
     );
     assert!(b.status.success(), "{}", stderr(&b));
     // Rerunning a finished sweep runs nothing again.
-    let again = run_exp(&[file.to_str().unwrap()], &[]);
+    let again = run_exp_env(&[file.to_str().unwrap()], &[]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
         stderr(&again).contains("8 final already, 0 to run here"),
@@ -186,7 +169,7 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
             .replace("hidden_size = 16", "hidden_size = 24"),
     )
     .unwrap();
-    let e = run_exp(&[edited.to_str().unwrap()], &[]);
+    let e = run_exp_env(&[edited.to_str().unwrap()], &[]);
     assert_eq!(e.status.code(), Some(2), "{}", stderr(&e));
     assert!(
         stderr(&e).contains("model.hidden_size") && stderr(&e).contains("base config changed"),
@@ -194,7 +177,7 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
         stderr(&e)
     );
     // summarize reads the folder alone.
-    let s = run_exp(&["summarize", root.to_str().unwrap()], &[]);
+    let s = run_exp_env(&["summarize", root.to_str().unwrap()], &[]);
     assert!(s.status.success(), "{}", stderr(&s));
     assert!(String::from_utf8_lossy(&s.stdout).contains("best:"));
 
@@ -213,7 +196,7 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
         ),
         "epochs = 1",
     );
-    let o = run_exp(&[file.to_str().unwrap()], &[]);
+    let o = run_exp_env(&[file.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("some trials failed"), "{}", stderr(&o));
     let recs = records(&dir.join("results/fail"));
@@ -330,7 +313,7 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
 
     // Trial processes killed outright (abort at step 250 of 300, like kill -9: no destructor runs):
     // recorded failed by the sweep, with how they died.
-    let o = run_exp(
+    let o = run_exp_env(
         &[file.to_str().unwrap()],
         &[("RNNLAB_TEST_CRASH", "step:250")],
     );
@@ -350,7 +333,7 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
 
     // The rerun finishes every trial, each logged exactly once, with the numbers of a sweep
     // that was never interrupted.
-    let o = run_exp(&[file.to_str().unwrap()], &[]);
+    let o = run_exp_env(&[file.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let recs = records(&root);
     assert_eq!(recs.len(), 4);
@@ -365,7 +348,7 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
         text.replace("name = \"k\"", "name = \"straight\""),
     )
     .unwrap();
-    let o = run_exp(&[straight.to_str().unwrap()], &[]);
+    let o = run_exp_env(&[straight.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(summaries(&root), summaries(&dir.join("results/straight")));
 }
@@ -406,13 +389,13 @@ fn halving_prunes_by_the_rung_rule_and_promoted_trials_resume() {
         "\"train.lr\" = { log_uniform = [1e-3, 3e-1] }\n\"model.cell\" = { choice = [\"rnn\", \"gru\"] }",
         "epochs = 3",
     );
-    let o = run_exp(&[file.to_str().unwrap()], &[]);
+    let o = run_exp_env(&[file.to_str().unwrap()], &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let root = dir.join("results/h");
     // With one job the trials reach rung 0 in plan order: each decision is the rule applied
     // to the values recorded up to it.
     let plan =
-        String::from_utf8_lossy(&run_exp(&[file.to_str().unwrap(), "--dry-run"], &[]).stdout)
+        String::from_utf8_lossy(&run_exp_env(&[file.to_str().unwrap(), "--dry-run"], &[]).stdout)
             .into_owned();
     let order: Vec<String> = plan.lines().skip(1).map(|l| l[..8].to_string()).collect();
     let recs = records(&root);

@@ -4,29 +4,14 @@
 //! scored, `predict --text` is refused, and a resume continues it; mismatched encoders and bad
 //! values are refused before anything is written.
 
+mod common;
+use common::{run_exp, stderr, temp_dir};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rnnlab::checkpoint::{load_run, Weights};
 use rnnlab::log::tensorboard::read_events;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnnlab-video-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn run_exp(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_run-exp"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 fn config(dir: &Path, extra_model: &str) -> PathBuf {
     let text = format!(
