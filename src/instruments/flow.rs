@@ -53,7 +53,7 @@ impl Instrument for GradFlow {
 
 /// The scalars logged for one layer and direction's flow: its two ends, and with
 /// `flow_shape` far_over_near and log_slope.
-pub fn flow_scalars(label: &str, steps: &[f64]) -> Vec<(&'static str, f64)> {
+fn flow_scalars(label: &str, steps: &[f64]) -> Vec<(&'static str, f64)> {
     let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
         return Vec::new();
     };
@@ -70,7 +70,7 @@ pub fn flow_scalars(label: &str, steps: &[f64]) -> Vec<(&'static str, f64)> {
 /// slope of ln ‖∂L/∂h‖ per step of distance, negative when gradients vanish, positive when
 /// they explode). `reverse`: the backward direction, whose readout sits at step 0. Steps with
 /// no gradient (padding, truncated-BPTT cuts) are left out; None without two such steps.
-pub fn flow_shape(steps: &[f64], reverse: bool) -> Option<(f64, f64)> {
+fn flow_shape(steps: &[f64], reverse: bool) -> Option<(f64, f64)> {
     let t = steps.len();
     let pts: Vec<(f64, f64)> = steps
         .iter()

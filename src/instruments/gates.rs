@@ -1,6 +1,6 @@
-//! Gate statistics per layer and direction from the fused op's saved activations (see
-//! `Recurrence::gate_stats`): lstm input / forget gate means, gru reset / update gate means,
-//! and the fraction of saturated units.
+//! Gate statistics per layer and direction, measured by the forward pass on a probed step
+//! (the fused op's `Recurrence::gate_stats`, the composed path's `GateTally`): lstm input /
+//! forget gate means, gru reset / update gate means, and the fraction of saturated units.
 
 use super::{Instrument, StepLog, StepView};
 use crate::error::Result;

@@ -15,9 +15,6 @@ use std::path::Path;
 use candle_core::backprop::GradStore;
 use serde_json::{Map, Value};
 
-pub use flow::{flow_scalars, flow_shape};
-pub use spectrum::sigma_max;
-
 use crate::config::Log;
 use crate::error::Result;
 use crate::log::tensorboard::EventWriter;
@@ -100,9 +97,8 @@ impl<'a> StepLog<'a> {
             if !entry.is_object() {
                 *entry = Value::Object(Map::new());
             }
-            let Value::Object(next) = entry else {
-                return;
-            };
+            // An object now, by the two lines above.
+            let Value::Object(next) = entry else { return };
             at = next;
         }
         at.insert(last.to_string(), value);

@@ -29,7 +29,7 @@ fn spectrum(model: &Classifier) -> Result<Vec<(String, f64)>> {
 
 /// The largest singular value of a matrix (`rows` x `cols`, row-major): power iteration on
 /// W^T W from a fixed start, to a relative change below 1e-6 or 200 iterations.
-pub fn sigma_max(w: &[f32], rows: usize, cols: usize) -> f64 {
+fn sigma_max(w: &[f32], rows: usize, cols: usize) -> f64 {
     if rows == 0 || cols == 0 {
         return 0.0;
     }

@@ -2,7 +2,7 @@
 //! curves, one line per trial, one colour per configuration, so seeds of a configuration read
 //! as one band and configurations compare at a glance.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
 
@@ -139,9 +139,10 @@ pub fn metrics_rows(metrics: &Path) -> Result<Vec<serde_json::Value>> {
 }
 
 /// loss.png and accuracy.png in `dir`: train and validation by epoch, from the epoch rows of
-/// the run's metrics (`metrics_rows`: a resumed run's whole history).
-pub fn epoch_curves(rows: &[serde_json::Value], dir: &Path) -> Result<()> {
+/// the run's metrics (`metrics_rows`: a resumed run's whole history). Returns the files.
+pub fn epoch_curves(rows: &[serde_json::Value], dir: &Path) -> Result<Vec<PathBuf>> {
     let rows: Vec<&serde_json::Value> = rows.iter().filter(|r| r["split"] == "epoch").collect();
+    let mut written = Vec::new();
     for (file, what) in [("loss.png", "loss"), ("accuracy.png", "acc")] {
         let series = |split: &str| Curve {
             group: if split == "train" {
@@ -164,8 +165,9 @@ pub fn epoch_curves(rows: &[serde_json::Value], dir: &Path) -> Result<()> {
             label,
             &[series("train"), series("val")],
         )?;
+        written.push(dir.join(file));
     }
-    Ok(())
+    Ok(written)
 }
 
 /// One layer and direction's gradient flow over training: (training step, ‖∂L/∂h_t‖ for each
@@ -228,10 +230,9 @@ pub fn flow_pngs(rows: &[serde_json::Value], what: &Path) -> Result<Vec<FlowPng>
 
 /// Redraws a run folder's pictures from its metrics.jsonl (`run-exp plots`): loss.png,
 /// accuracy.png and the gradient-flow heatmaps. Returns the files written.
-pub fn redraw(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+pub fn redraw(dir: &Path) -> Result<Vec<PathBuf>> {
     let rows = metrics_rows(&dir.join(crate::checkpoint::METRICS))?;
-    epoch_curves(&rows, dir)?;
-    let mut written = vec![dir.join("loss.png"), dir.join("accuracy.png")];
+    let mut written = epoch_curves(&rows, dir)?;
     for f in flow_pngs(&rows, dir)? {
         crate::fsutil::write_atomic(&dir.join(&f.file), &f.png)?;
         written.push(dir.join(f.file));
@@ -263,8 +264,8 @@ const HEATMAP_COLS: usize = 256;
 /// A flow map as a heatmap, PNG bytes and size: x the time step (a forward direction's rows
 /// right-aligned at their last step when batches differ in length), y the training step
 /// (first at the top), colour log10 ‖∂L/∂h_t‖ relative to the row's largest on viridis with a
-/// colour bar; steps without gradient
-/// (padding, truncated-BPTT cuts) grey. `what` names the run in errors.
+/// colour bar; steps without gradient (padding, truncated-BPTT cuts) grey. `what` names the
+/// run in errors.
 pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
     font();
     let draw_err = |e: String| Error::Checkpoint {

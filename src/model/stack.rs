@@ -524,22 +524,34 @@ fn run_direction(
                 .map(|&n| if reverse { 0 } else { masks.t - n })
                 .collect(),
         }),
-        gates: tally.map(|t| Arc::new(Mutex::new(t.stats()))),
+        gates: match tally {
+            Some(t) => Some(Arc::new(Mutex::new(t.stats()?))),
+            None => None,
+        },
     })
 }
 
 /// Gate statistics on the reference path, summed step by step over the valid steps as the
 /// fused op's `Recurrence::gate_stats` computes them from its saved activations (same names,
-/// same definitions).
+/// same definitions). The sums stay on the device until `stats` reads them once.
 struct GateTally {
     kind: CellKind,
     nonlinearity: Nonlinearity,
     hidden: usize,
-    /// The two gate means' sums (lstm input, forget; gru reset, update).
-    sums: [f64; 2],
-    /// Saturated gate values, and the valid (row, step) pairs seen.
-    saturated: f64,
-    cells: f64,
+    /// Running sums: the two gate means' (lstm input, forget; gru reset, update), the
+    /// saturated gate values, and the valid (row, step) pairs seen.
+    sums: [Option<Tensor>; 2],
+    saturated: Option<Tensor>,
+    cells: Option<Tensor>,
+}
+
+/// `acc += t` (a scalar tensor), starting from `t`.
+fn accumulate(acc: &mut Option<Tensor>, t: Tensor) -> Result<()> {
+    *acc = Some(match acc.take() {
+        Some(a) => (a + t)?,
+        None => t,
+    });
+    Ok(())
 }
 
 impl GateTally {
@@ -548,71 +560,83 @@ impl GateTally {
             kind: cell.kind,
             nonlinearity: cell.nonlinearity,
             hidden: cell.hidden,
-            sums: [0.0; 2],
-            saturated: 0.0,
-            cells: 0.0,
+            sums: [None, None],
+            saturated: None,
+            cells: None,
         }
     }
 
     /// One step's activations (`Cell::step_full`), `valid` [batch, 1] or all rows.
     fn add(&mut self, acts: &[Tensor], valid: Option<&Tensor>) -> Result<()> {
-        let total = |t: Tensor| -> Result<f64> {
+        let total = |t: Tensor| -> Result<Tensor> {
             let t = t.to_dtype(DType::F32)?;
             let t = match valid {
                 Some(v) => t.broadcast_mul(v)?,
                 None => t,
             };
-            Ok(t.sum_all()?.to_scalar::<f32>()? as f64)
+            // The step's sum in f32, the running sums in f64 (counts pass 2^24).
+            Ok(t.sum_all()?.to_dtype(DType::F64)?)
         };
-        let sig_sat = |v: &Tensor| -> Result<f64> {
+        let sig_sat = |v: &Tensor| -> Result<Tensor> {
             total((v.lt(0.01)?.to_dtype(DType::F32)? + v.gt(0.99)?.to_dtype(DType::F32)?)?)
         };
-        let tanh_sat = |v: &Tensor| -> Result<f64> { total(v.abs()?.gt(0.99)?) };
-        let rows = match valid {
-            Some(v) => v.sum_all()?.to_scalar::<f32>()? as f64,
-            None => acts.first().map_or(0, |a| a.dims()[0]) as f64,
+        let tanh_sat = |v: &Tensor| -> Result<Tensor> { total(v.abs()?.gt(0.99)?) };
+        let Some(first) = acts.first() else {
+            return Ok(());
         };
-        self.cells += rows;
+        let rows = match valid {
+            Some(v) => v.sum_all()?.to_dtype(DType::F64)?,
+            None => Tensor::new(first.dims()[0] as f64, first.device())?,
+        };
+        accumulate(&mut self.cells, rows)?;
         let acts: Vec<Tensor> = acts.iter().map(Tensor::detach).collect();
-        match (self.kind, &acts[..]) {
-            (CellKind::Rnn, [h]) => {
-                self.saturated += match self.nonlinearity {
-                    Nonlinearity::Tanh => tanh_sat(h)?,
-                    Nonlinearity::Relu => total(h.eq(0.0)?)?,
-                };
-            }
+        let saturated = match (self.kind, &acts[..]) {
+            (CellKind::Rnn, [h]) => match self.nonlinearity {
+                Nonlinearity::Tanh => tanh_sat(h)?,
+                Nonlinearity::Relu => total(h.eq(0.0)?)?,
+            },
             (CellKind::Lstm, [i, f, g, o]) => {
-                self.sums[0] += total(i.clone())?;
-                self.sums[1] += total(f.clone())?;
-                self.saturated += sig_sat(i)? + sig_sat(f)? + sig_sat(o)? + tanh_sat(g)?;
+                accumulate(&mut self.sums[0], total(i.clone())?)?;
+                accumulate(&mut self.sums[1], total(f.clone())?)?;
+                (((sig_sat(i)? + sig_sat(f)?)? + sig_sat(o)?)? + tanh_sat(g)?)?
             }
             (CellKind::Gru, [r, z, n]) => {
-                self.sums[0] += total(r.clone())?;
-                self.sums[1] += total(z.clone())?;
-                self.saturated += sig_sat(r)? + sig_sat(z)? + tanh_sat(n)?;
+                accumulate(&mut self.sums[0], total(r.clone())?)?;
+                accumulate(&mut self.sums[1], total(z.clone())?)?;
+                ((sig_sat(r)? + sig_sat(z)?)? + tanh_sat(n)?)?
             }
-            _ => {}
-        }
-        Ok(())
+            _ => return Ok(()),
+        };
+        accumulate(&mut self.saturated, saturated)
     }
 
-    fn stats(&self) -> Vec<(&'static str, f64)> {
-        let n = self.cells * self.hidden as f64;
+    fn stats(&self) -> Result<Vec<(&'static str, f64)>> {
+        let read = |t: &Option<Tensor>| -> Result<f64> {
+            Ok(match t {
+                Some(t) => t.to_scalar::<f64>()?,
+                None => 0.0,
+            })
+        };
+        let n = read(&self.cells)? * self.hidden as f64;
         if n == 0.0 {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        match self.kind {
-            CellKind::Rnn => vec![("saturated", self.saturated / n)],
+        let (means, saturated) = (
+            [read(&self.sums[0])? / n, read(&self.sums[1])? / n],
+            read(&self.saturated)?,
+        );
+        Ok(match self.kind {
+            CellKind::Rnn => vec![("saturated", saturated / n)],
             CellKind::Lstm => vec![
-                ("input_mean", self.sums[0] / n),
-                ("forget_mean", self.sums[1] / n),
-                ("saturated", self.saturated / (4.0 * n)),
+                ("input_mean", means[0]),
+                ("forget_mean", means[1]),
+                ("saturated", saturated / (4.0 * n)),
             ],
             CellKind::Gru => vec![
-                ("reset_mean", self.sums[0] / n),
-                ("update_mean", self.sums[1] / n),
-                ("saturated", self.saturated / (3.0 * n)),
+                ("reset_mean", means[0]),
+                ("update_mean", means[1]),
+                ("saturated", saturated / (3.0 * n)),
             ],
-        }
+        })
     }
 }

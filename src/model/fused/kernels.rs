@@ -154,7 +154,7 @@ kernel! {
 }
 
 kernel! {
-    /// Σ v², in 8 independent f32 lanes (a single running sum is one long dependency chain).
+    /// Σ v², in 8 independent f64 lanes (a single running sum is one long dependency chain).
     fn sum_squares(v: &[f32]) -> f64 {
         // In f64: a vanishing gradient's squares (below 1e-19) would underflow an f32 sum.
         let mut lanes = [0f64; 8];
@@ -167,7 +167,6 @@ kernel! {
         chunks.remainder().iter().map(|&x| x as f64 * x as f64).sum::<f64>()
             + lanes.iter().sum::<f64>()
     }
-
 }
 
 kernel! {
