@@ -397,7 +397,7 @@ fn halving_prunes_by_the_rung_rule_and_promoted_trials_resume() {
     let plan =
         String::from_utf8_lossy(&run_exp_env(&[file.to_str().unwrap(), "--dry-run"], &[]).stdout)
             .into_owned();
-    let order: Vec<String> = plan.lines().skip(1).map(|l| l[..8].to_string()).collect();
+    let order: Vec<String> = plan.lines().skip(1).map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
     let recs = records(&root);
     let mut seen = Vec::new();
     let (mut pruned, mut completed) = (0, 0);
@@ -467,4 +467,158 @@ fn train_run_twice_in_one_process_shares_nothing() {
         a1, a2,
         "the second run of the same config differs: state leaked between runs"
     );
+}
+
+fn json_at(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Files at the sweep's root and their bytes: what a refused rerun must leave as it was.
+fn root_files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A rerun with a raised train.epochs continues every completed trial from its checkpoint to
+/// the new budget (equal, bit for bit, to trials trained straight to it); a lowered budget or a
+/// changed patience is refused (exit 2, the key named, nothing written); while trials of the
+/// old budget wait to be continued, the tables show each trial's budget and leave them out of
+/// the means.
+#[test]
+fn a_raised_budget_continues_trials_a_lowered_one_is_refused_and_budgets_never_mix() {
+    let dir = temp_dir("budget");
+    let axes = "\"model.cell\" = [\"rnn\", \"gru\"]";
+    let file = sweep_file(&dir, "b", "seeds = [0]\njobs = 2", axes, "epochs = 1");
+    let f = file.to_str().unwrap();
+    let o = run_exp_env(&[f], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let root = dir.join("results/b");
+    let ids: Vec<String> = records(&root).keys().cloned().collect();
+    assert_eq!(ids.len(), 2);
+
+    // Raised, but not run yet (a Slurm script written): both are listed to run, and the tables
+    // keep their 1-epoch results out of the 2-epoch means.
+    let o = run_exp_env(
+        &[f, "--set", "train.epochs=2", "--slurm", "--no-submit"],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = std::fs::read_to_string(root.join("sweep.sbatch")).unwrap();
+    assert!(script.contains("--array=0-1"), "{script}");
+    let o = run_exp_env(&["summarize", root.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.contains("2 completed trial(s) trained to a smaller budget"),
+        "{text}"
+    );
+    for row in csv_rows(&root.join("summary_by_config.csv")) {
+        assert_eq!(row["n"], "0", "{row:?}");
+    }
+    for row in csv_rows(&root.join("summary.csv")) {
+        assert_eq!(row["epochs"], "1", "{row:?}");
+    }
+
+    let o = run_exp_env(&[f, "--set", "train.epochs=2"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 trials, 0 final already, 2 to run here, 2 of them completed before and continued to the raised budget (train.epochs = 2)"),
+        "{}",
+        stderr(&o)
+    );
+    // The same two trials trained straight to 2 epochs in another sweep.
+    let straight = sweep_file(&dir, "s", "seeds = [0]\njobs = 2", axes, "epochs = 2");
+    let o = run_exp_env(&[straight.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for id in &ids {
+        let run = root.join(id);
+        let log = std::fs::read_to_string(run.join("trial.log")).unwrap();
+        assert!(
+            log.contains("it continues to train.epochs = 2") && log.contains("from step"),
+            "{log}"
+        );
+        assert_logged_once(&run, 2);
+        let a = json_at(&run.join("summary.json"));
+        let b = json_at(&dir.join("results/s").join(id).join("summary.json"));
+        assert_eq!(a["epochs_done"], 2);
+        for k in ["best_val_loss", "best_val_acc", "test_acc", "steps"] {
+            assert_eq!(a[k], b[k], "{id} {k}");
+        }
+        assert_eq!(json_at(&run.join("trial.json"))["budget"]["epochs"], 2);
+    }
+    for row in csv_rows(&root.join("summary_by_config.csv")) {
+        assert_eq!(row["n"], "1", "{row:?}");
+    }
+    let again = run_exp_env(&[f, "--set", "train.epochs=2"], &[]);
+    assert!(
+        stderr(&again).contains("2 final already, 0 to run here"),
+        "{}",
+        stderr(&again)
+    );
+
+    // Lowered, or patience changed: refused before anything is written.
+    let before = root_files(&root);
+    for (set, key) in [
+        ("train.epochs=1", "train.epochs = 2, the sweep now gives 1"),
+        ("train.max_steps=3", "train.max_steps = (unset), the sweep now gives 3"),
+        ("train.patience=1", "train.patience = (unset), the sweep now gives 1"),
+    ] {
+        let o = run_exp_env(&[f, "--set", "train.epochs=2", "--set", set], &[]);
+        assert_eq!(o.status.code(), Some(2), "{set}: {}", stderr(&o));
+        assert!(stderr(&o).contains(key), "{set}: {}", stderr(&o));
+    }
+    assert_eq!(root_files(&root), before);
+}
+
+/// An empty or corrupt trial.json does not block the sweep: summarize shows the trial failed
+/// with the reason, and a rerun sets the record aside and runs the trial again (from its last
+/// checkpoint).
+#[test]
+fn an_unreadable_trial_record_is_set_aside_and_the_trial_runs_again() {
+    let dir = temp_dir("corrupt");
+    let file = sweep_file(
+        &dir,
+        "c",
+        "seeds = [0, 1]\njobs = 2",
+        "\"model.cell\" = [\"gru\"]",
+        "epochs = 1",
+    );
+    let f = file.to_str().unwrap();
+    assert!(run_exp_env(&[f], &[]).status.success());
+    let root = dir.join("results/c");
+    let ids: Vec<String> = records(&root).keys().cloned().collect();
+    let want = json_at(&root.join(&ids[0]).join("summary.json"));
+    std::fs::write(root.join(&ids[0]).join("trial.json"), "").unwrap();
+    std::fs::write(root.join(&ids[1]).join("trial.json"), "{\"id\": ").unwrap();
+    let o = run_exp_env(&["summarize", root.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = csv_rows(&root.join("summary.csv"));
+    assert!(
+        rows.iter().all(|r| r["status"] == "failed" && r["error"].contains("trial.json")),
+        "{rows:?}"
+    );
+    let o = run_exp_env(&[f], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("it runs again (the record is set aside as trial.json.unreadable)"),
+        "{}",
+        stderr(&o)
+    );
+    for id in &ids {
+        let run = root.join(id);
+        assert!(run.join("trial.json.unreadable").is_file());
+        assert_eq!(json_at(&run.join("trial.json"))["status"], "completed");
+        assert_logged_once(&run, 1);
+    }
+    let again = json_at(&root.join(&ids[0]).join("summary.json"));
+    assert_eq!(again["best_val_loss"], want["best_val_loss"]);
 }

@@ -122,7 +122,7 @@ struct SummarizeCli {
 fn summarize(a: SummarizeCli) -> ExitCode {
     match sweep::summary::write_root(&a.sweep_dir) {
         Ok(t) => {
-            print!("{}", sweep::summary::render(&a.sweep_dir, &t));
+            print!("{}", t.text);
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
@@ -131,7 +131,12 @@ fn summarize(a: SummarizeCli) -> ExitCode {
 
 /// Runs a sweep file: the dry run, one trial, a Slurm submission, or the whole sweep here.
 fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
-    let plan = match sweep::Plan::load(file, &cli.set) {
+    // A trial process builds its own trial's config only (the driver checked them all).
+    let check = match &cli.trial {
+        Some(id) => sweep::Check::Only(id),
+        None => sweep::Check::All,
+    };
+    let plan = match sweep::Plan::load(file, &cli.set, check) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -200,7 +205,7 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
     }
     match sweep::driver::run(&plan, stop) {
         Ok(out) => {
-            print!("{}", sweep::summary::render(&plan.root, &out.tables));
+            print!("{}", out.tables.text);
             let counts: Vec<String> = out
                 .counts
                 .iter()
@@ -538,22 +543,6 @@ fn pin_thread_count() {
     }
 }
 
-/// Tables print whole: every row and column, strings up to 60 characters.
-fn table_format() {
-    for (k, v) in [
-        ("POLARS_FMT_MAX_ROWS", "200"),
-        ("POLARS_FMT_MAX_COLS", "40"),
-        ("POLARS_FMT_STR_LEN", "60"),
-        ("POLARS_FMT_TABLE_HIDE_COLUMN_DATA_TYPES", "1"),
-        ("POLARS_TABLE_WIDTH", "250"),
-        ("POLARS_FMT_TABLE_FORMATTING", "ASCII_MARKDOWN"),
-    ] {
-        if std::env::var_os(k).is_none() {
-            std::env::set_var(k, v);
-        }
-    }
-}
-
 fn main() -> ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
@@ -568,10 +557,7 @@ fn main() -> ExitCode {
         Some(Command::Predict(p)) => return predict(p),
         Some(Command::Eval(a)) => return eval(a),
         Some(Command::Plots(a)) => return plots(a),
-        Some(Command::Summarize(a)) => {
-            table_format();
-            return summarize(a);
-        }
+        Some(Command::Summarize(a)) => return summarize(a),
         None => {}
     }
     if cli.config.is_none() && cli.resume.is_none() {
@@ -587,10 +573,7 @@ fn main() -> ExitCode {
     };
     if let (Some(file), None) = (&cli.config, &cli.resume) {
         match Config::load(file, &cli.set) {
-            Ok(c) if c.sweep.is_some() => {
-                table_format();
-                return run_sweep(&cli, file, &stop);
-            }
+            Ok(c) if c.sweep.is_some() => return run_sweep(&cli, file, &stop),
             Err(e) => return fail(e),
             Ok(_) => {}
         }

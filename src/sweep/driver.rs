@@ -44,9 +44,8 @@ struct Running {
 }
 
 pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
-    check_same_base(plan)?;
-    std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
-    summary::write_plan(plan)?;
+    // Every check first: nothing is written before they pass.
+    check_folder(plan)?;
     let jobs = plan.sweep.jobs.unwrap_or_else(default_jobs).max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = match plan.base.experiment.threads {
@@ -57,23 +56,48 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
 
     let mut queue = VecDeque::new();
     let mut elsewhere = Vec::new();
-    let mut done = 0usize;
-    for (t, r) in record::all(plan)? {
+    let (mut done, mut continued) = (0usize, 0usize);
+    let mut notes = Vec::new();
+    for t in &plan.trials {
         let dir = plan.trial_dir(&t.id);
-        if r.status.is_final() {
-            done += 1;
-        } else if r.status == TrialStatus::Running && !r.is_abandoned(&dir, stale) {
-            elsewhere.push(t.id.clone());
-        } else {
-            queue.push_back(t.id.clone());
+        match Record::read(&dir) {
+            Err(e) => {
+                notes.push(format!(
+                    "trial {}: {e:#}; it runs again (the record is set aside as {}.unreadable)",
+                    t.id,
+                    record::RECORD
+                ));
+                queue.push_back(t.id.clone());
+            }
+            Ok(Some(r)) if r.is_final_for(&dir, t.budget) => done += 1,
+            Ok(Some(r)) if r.status == TrialStatus::Running && !r.is_abandoned(&dir, stale) => {
+                elsewhere.push(t.id.clone())
+            }
+            Ok(r) => {
+                if r.is_some_and(|r| r.status == TrialStatus::Completed) {
+                    continued += 1;
+                }
+                queue.push_back(t.id.clone());
+            }
         }
     }
+    std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
+    summary::write_plan(plan)?;
+    let mut results = summary::Results::of_plan(plan)?;
     eprintln!(
-        "sweep {}: {} trials, {} final already, {} to run here ({} at a time, {} thread{} each){}",
+        "sweep {}: {} trials, {} final already, {} to run here{} ({} at a time, {} thread{} each){}",
         plan.root.display(),
         plan.trials.len(),
         done,
         queue.len(),
+        if continued > 0 {
+            format!(
+                ", {continued} of them completed before and continued to the raised budget (train.epochs = {})",
+                plan.base.train.epochs
+            )
+        } else {
+            String::new()
+        },
         jobs,
         threads,
         if threads == 1 { "" } else { "s" },
@@ -83,12 +107,15 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
             format!(", {} running in another process", elsewhere.len())
         }
     );
+    for n in notes {
+        eprintln!("{n}");
+    }
     let bar = progress_bar();
     let mut running: Vec<Running> = Vec::new();
     let mut durations: Vec<f64> = Vec::new();
     let mut forwarded = false;
     let mut last_poll = Instant::now();
-    update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
+    update_bar(&bar, plan, &results, &running, &elsewhere, &durations, jobs);
     loop {
         if let Some(sig) = stop.requested() {
             if !forwarded {
@@ -112,7 +139,7 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
                 running.push(spawn(plan, &id, threads)?);
             }
             if running.len() != before {
-                update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
+                update_bar(&bar, plan, &results, &running, &elsewhere, &durations, jobs);
             }
         }
         if running.is_empty() && (elsewhere.is_empty() || stop.requested().is_some()) {
@@ -139,27 +166,43 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
             if rec.status != TrialStatus::Pending {
                 durations.push(secs);
             }
+            // The tables are a view: failing to write them must not stop the trials.
+            let written = results.refresh(&r.id).and_then(|_| results.write(false));
+            let metric = results
+                .rows()
+                .iter()
+                .find(|row| row.trial == r.id)
+                .and_then(|row| match plan.sweep.metric {
+                    Monitor::ValAcc => row.best_val_acc.map(|v| format!(", best val_acc {v:.4}")),
+                    Monitor::ValLoss => {
+                        row.best_val_loss.map(|v| format!(", best val_loss {v:.4}"))
+                    }
+                })
+                .unwrap_or_default();
             say(
                 &bar,
                 format!(
-                    "trial {} {} in {secs:.2}s{} — {}",
+                    "trial {} {} in {secs:.2}s{metric}{} — {}",
                     r.id,
                     rec.status.name(),
                     rec.error
                         .as_deref()
                         .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
                         .unwrap_or_default(),
-                    rec.group
+                    if rec.group.is_empty() {
+                        "the base config"
+                    } else {
+                        &rec.group
+                    }
                 ),
             );
-            // The tables are a view: failing to write them must not stop the trials.
-            if let Err(e) = summary::write_root(&plan.root) {
+            if let Err(e) = written {
                 say(
                     &bar,
                     format!("warning: could not write the sweep's tables: {e:#}"),
                 );
             }
-            update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
+            update_bar(&bar, plan, &results, &running, &elsewhere, &durations, jobs);
         }
         // Trials of other processes: ours to run once their process is gone.
         if !elsewhere.is_empty() && last_poll.elapsed() > Duration::from_secs(1) {
@@ -167,9 +210,13 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
             let mut still = Vec::new();
             for id in elsewhere.drain(..) {
                 let dir = plan.trial_dir(&id);
-                match Record::read(&dir)? {
-                    Some(r) if r.status.is_final() => {}
-                    Some(r) if r.status == TrialStatus::Running && !r.is_abandoned(&dir, stale) => {
+                match Record::read(&dir) {
+                    Ok(Some(r)) if r.status.is_final() => {
+                        let _ = results.refresh(&id);
+                    }
+                    Ok(Some(r))
+                        if r.status == TrialStatus::Running && !r.is_abandoned(&dir, stale) =>
+                    {
                         still.push(id)
                     }
                     _ if record::is_locked(&dir) => still.push(id),
@@ -177,16 +224,16 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
                 }
             }
             elsewhere = still;
-            update_bar(&bar, plan, &running, &elsewhere, &durations, jobs);
+            update_bar(&bar, plan, &results, &running, &elsewhere, &durations, jobs);
         }
     }
     bar.finish_and_clear();
     let mut out = Outcome {
         interrupted: stop.requested(),
         counts: Default::default(),
-        tables: summary::write_root(&plan.root)?,
+        tables: results.write(true)?,
     };
-    for (_, r) in record::all(plan)? {
+    for r in results.rows() {
         *out.counts.entry(r.status).or_default() += 1;
     }
     Ok(out)
@@ -194,24 +241,64 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
 
 /// A trial id names its axis values only: a trial folder trained with another base config (the
 /// file edited since) would be kept, or resumed, as if it were this sweep's. Refused, naming
-/// the first key that differs.
-pub fn check_same_base(plan: &Plan) -> Result<()> {
+/// the first key that differs. So is a budget that would mix with the one the trials ran:
+/// `train.epochs` or `train.max_steps` lowered, or `train.patience` changed (a raised budget
+/// continues the completed trials).
+pub fn check_folder(plan: &Plan) -> Result<()> {
     for t in &plan.trials {
         let saved = plan.trial_dir(&t.id).join(crate::checkpoint::CONFIG);
         if !saved.is_file() {
             continue;
         }
         let before = crate::Config::load(&saved, &[])?;
-        if let Some((key, old, new)) = t.config.unsafe_resume_changes(&before).into_iter().next() {
-            return Err(Error::Config {
-                location: plan.file.display().to_string(),
-                key,
-                msg: format!(
-                    "{} holds trial {} trained with {old}, the file now gives {new}: the sweep's base config changed since; use another experiment.name (or remove that folder)",
-                    plan.root.display(),
-                    t.id
-                ),
-            });
+        let now = plan.config(t)?;
+        let refuse = |key: &str, old: String, new: String, why: &str| Error::Config {
+            location: plan.file.display().to_string(),
+            key: key.into(),
+            msg: format!(
+                "{} holds trial {} trained with {key} = {old}, the sweep now gives {new}: {why}",
+                plan.root.display(),
+                t.id
+            ),
+        };
+        if let Some((key, old, new)) = now.unsafe_resume_changes(&before).into_iter().next() {
+            return Err(refuse(
+                &key,
+                old,
+                new,
+                "the sweep's base config changed since; use another experiment.name (or remove that folder)",
+            ));
+        }
+        let show = |m: Option<usize>| m.map_or("(unset)".to_string(), |m| m.to_string());
+        let mix = "a budget can be raised (completed trials continue to it) but not lowered: the trials would mix budgets; use another experiment.name for a shorter sweep";
+        if before.train.epochs > now.train.epochs {
+            return Err(refuse(
+                "train.epochs",
+                before.train.epochs.to_string(),
+                now.train.epochs.to_string(),
+                mix,
+            ));
+        }
+        let lowered = match (before.train.max_steps, now.train.max_steps) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(a), Some(b)) => b < a,
+        };
+        if lowered {
+            return Err(refuse(
+                "train.max_steps",
+                show(before.train.max_steps),
+                show(now.train.max_steps),
+                mix,
+            ));
+        }
+        if before.train.patience != now.train.patience {
+            return Err(refuse(
+                "train.patience",
+                show(before.train.patience),
+                show(now.train.patience),
+                "early stopping decides when a trial ends: its trials would have stopped by another rule; use another experiment.name",
+            ));
         }
     }
     Ok(())
@@ -319,17 +406,21 @@ fn progress_bar() -> ProgressBar {
 fn update_bar(
     bar: &ProgressBar,
     plan: &Plan,
+    results: &summary::Results,
     running: &[Running],
     elsewhere: &[String],
     durations: &[f64],
     jobs: usize,
 ) {
-    let Ok(all) = record::all(plan) else { return };
-    let count = |s: TrialStatus| all.iter().filter(|(_, r)| r.status == s).count();
-    let finals = all.iter().filter(|(_, r)| r.status.is_final()).count();
+    if bar.is_hidden() {
+        return;
+    }
+    let rows = results.rows();
+    let count = |s: TrialStatus| rows.iter().filter(|r| r.status == s).count();
+    let finals = rows.iter().filter(|r| r.status.is_final()).count();
     let failed = count(TrialStatus::Failed);
     let remaining = plan.trials.len().saturating_sub(finals + failed);
-    let best = summary::best_so_far(plan);
+    let best = results.best_so_far();
     let eta = if durations.is_empty() {
         "ETA -".to_string()
     } else {

@@ -20,6 +20,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{locate_parts, Config, Override, Sweep, SweepMethod};
 use crate::error::{Error, Result};
+use record::Budget;
 
 /// One axis of `[sweep.axes]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,13 +135,14 @@ fn round_sig(x: f64) -> f64 {
 /// One trial: a configuration (axis values) and a seed.
 #[derive(Debug, Clone)]
 pub struct Trial {
-    /// Stable hash of `values` and `seed`.
+    /// Stable hash of `values` and `seed` (16 hex digits; 8 for a folder an earlier version
+    /// made, kept as it is).
     pub id: String,
     /// (axis key, value), in the order of `Plan::axes`.
     pub values: Vec<(String, toml::Value)>,
     pub seed: u64,
-    /// The base config with the trial's values applied (no `[sweep]`).
-    pub config: Config,
+    /// How long it trains (an axis may set it).
+    pub budget: Budget,
 }
 
 impl Trial {
@@ -168,16 +170,35 @@ pub fn group_name(values: &[(String, toml::Value)]) -> String {
         .join(" ")
 }
 
-/// FNV-1a over the sorted `key=value` lines: the same overrides give the same id on any
-/// machine, whatever their order in the file.
+/// FNV-1a (64 bits) over the sorted `key=value` lines: the same overrides give the same id
+/// on any machine, whatever their order in the file. 16 hex digits: a million trials collide
+/// with odds of about 3 in 10^8.
 pub fn trial_id(values: &[(String, toml::Value)], seed: u64) -> String {
+    format!("{:016x}", trial_hash(values, seed))
+}
+
+fn trial_hash(values: &[(String, toml::Value)], seed: u64) -> u64 {
     let mut lines: Vec<String> = values.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
     lines.push(format!("experiment.seed={seed}\n"));
     lines.sort();
     let mut fnv = crate::fsutil::Fnv1a::new();
     fnv.eat(lines.concat().as_bytes());
-    let h = fnv.0;
+    fnv.0
+}
+
+/// The 8-hex id earlier versions gave the same trial (the hash's halves folded): their
+/// folders keep it.
+fn legacy_id(values: &[(String, toml::Value)], seed: u64) -> String {
+    let h = trial_hash(values, seed);
     format!("{:08x}", (h >> 32) ^ (h & 0xffff_ffff))
+}
+
+/// Which trials' whole configs `Plan::load` builds and checks: every one (a sweep about to
+/// run, a dry run), or one (`--trial ID`, whose process need not check the others again).
+#[derive(Debug, Clone, Copy)]
+pub enum Check<'a> {
+    All,
+    Only(&'a str),
 }
 
 /// A sweep file expanded and checked.
@@ -193,12 +214,15 @@ pub struct Plan {
     pub root: PathBuf,
     /// The base config (no `[sweep]`).
     pub base: Config,
+    /// The file's text and the `--set`s parsed: a trial's config is built from them.
+    text: String,
+    base_sets: Vec<Override>,
 }
 
 impl Plan {
     /// Reads a sweep file, checks every axis value against the base config and builds every
     /// trial's config: all bad input is found here, before anything runs.
-    pub fn load(file: &Path, sets: &[String]) -> Result<Plan> {
+    pub fn load(file: &Path, sets: &[String], check: Check) -> Result<Plan> {
         let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
         let base_sets = Override::parse_sets(sets)?;
         let mut base = Config::from_toml_with(file, &text, &base_sets)?;
@@ -300,6 +324,13 @@ impl Plan {
                 });
                 Config::from_toml_with(file, &text, &all)?;
             }
+            if let Axis::Values(vs) = &axis {
+                for (i, v) in vs.iter().enumerate() {
+                    if vs[..i].contains(v) {
+                        return Err(bad(&here, format!("lists {v} twice")));
+                    }
+                }
+            }
             axes.push((key.clone(), axis));
         }
 
@@ -309,53 +340,86 @@ impl Plan {
                 sample(&axes, sweep.trials.unwrap_or(1), sweep.seed)
             }
         };
-        let mut trials = Vec::new();
-        let mut ids = std::collections::HashMap::new();
-        for values in configs {
-            for &seed in &seeds {
-                let id = trial_id(&values, seed);
-                let described = format!("{} experiment.seed={seed}", group_name(&values));
-                if let Some(other) = ids.insert(id.clone(), described.clone()) {
-                    return Err(bad(
-                        &["sweep", "axes"],
-                        format!("trials {other} and {described} hash to the same id {id}; change a value slightly"),
-                    ));
-                }
-                let mut all = base_sets.clone();
-                for (k, v) in &values {
-                    all.push(Override {
-                        key: k.clone(),
-                        value: v.clone(),
-                        origin: format!("trial {id} ({described})"),
-                    });
-                }
-                all.push(Override {
-                    key: "experiment.seed".into(),
-                    value: toml::Value::Integer(seed as i64),
-                    origin: at(&["sweep", "seeds"]),
-                });
-                let mut config = Config::from_toml_with(file, &text, &all)?;
-                config.sweep = None;
-                trials.push(Trial {
-                    id,
-                    values: values.clone(),
-                    seed,
-                    config,
-                });
-            }
-        }
         let root = std::path::absolute(base.experiment.out_dir.join(&base.experiment.name))
             .map_err(|e| Error::io(&base.experiment.out_dir, e))?;
+        // Folders an earlier version named with 8-hex ids keep them.
+        let existing: std::collections::HashSet<String> = std::fs::read_dir(&root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 8)
+            .collect();
+        let axes_at = at(&["sweep", "axes"]);
         let file = std::path::absolute(file).map_err(|e| Error::io(file, e))?;
-        Ok(Plan {
+        let mut plan = Plan {
             file,
             sets: sets.to_vec(),
             sweep,
             axes,
-            trials,
+            trials: Vec::new(),
             root,
             base,
-        })
+            text,
+            base_sets,
+        };
+        let mut ids = std::collections::HashMap::new();
+        for values in configs {
+            for &seed in &seeds {
+                let mut id = trial_id(&values, seed);
+                if !existing.is_empty() {
+                    let old = legacy_id(&values, seed);
+                    if existing.contains(&old) && !plan.root.join(&id).exists() {
+                        id = old;
+                    }
+                }
+                let described = format!("{} experiment.seed={seed}", group_name(&values));
+                if let Some(other) = ids.insert(id.clone(), described.clone()) {
+                    return Err(Error::Config {
+                        location: axes_at,
+                        key: "sweep.axes".into(),
+                        msg: format!("trials {other} and {described} hash to the same id {id}"),
+                    });
+                }
+                let mut trial = Trial {
+                    id,
+                    values: values.clone(),
+                    seed,
+                    budget: Budget::of(&plan.base),
+                };
+                let build = match check {
+                    Check::All => true,
+                    Check::Only(want) => trial.id == want,
+                };
+                if build {
+                    trial.budget = Budget::of(&plan.config(&trial)?);
+                }
+                plan.trials.push(trial);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// A trial's whole config: the base with its values and seed applied (no `[sweep]`),
+    /// checked as a `--set` is.
+    pub fn config(&self, trial: &Trial) -> Result<Config> {
+        let origin = format!("trial {} ({})", trial.id, trial.describe());
+        let mut all = self.base_sets.clone();
+        for (k, v) in &trial.values {
+            all.push(Override {
+                key: k.clone(),
+                value: v.clone(),
+                origin: origin.clone(),
+            });
+        }
+        all.push(Override {
+            key: "experiment.seed".into(),
+            value: toml::Value::Integer(trial.seed as i64),
+            origin: locate_parts(&self.file, &self.text, &["sweep", "seeds"]),
+        });
+        let mut config = Config::from_toml_with(&self.file, &self.text, &all)?;
+        config.sweep = None;
+        Ok(config)
     }
 
     pub fn trial(&self, id: &str) -> Result<&Trial> {
@@ -460,7 +524,7 @@ mod tests {
         ));
         std::fs::write(&path, text).unwrap();
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        Plan::load(&path, &sets)
+        Plan::load(&path, &sets, Check::All)
     }
 
     fn err(r: Result<Plan>) -> String {
@@ -483,14 +547,16 @@ mod tests {
             .iter()
             .find(|t| t.group() == "model.cell=\"gru\" train.lr=0.01" && t.seed == 1)
             .unwrap();
-        assert_eq!(t.config.model.cell, crate::config::CellKind::Gru);
-        assert_eq!(t.config.train.lr, 1e-2);
-        assert_eq!(t.config.experiment.seed, 1);
-        assert!(t.config.sweep.is_none());
+        let c = p.config(t).unwrap();
+        assert_eq!(c.model.cell, crate::config::CellKind::Gru);
+        assert_eq!(c.train.lr, 1e-2);
+        assert_eq!(c.experiment.seed, 1);
+        assert!(c.sweep.is_none());
         // --set changes the base of every trial; an axis wins over it.
         let p = plan(GRID, &["train.epochs=2", "train.lr=0.5"]).unwrap();
-        assert!(p.trials.iter().all(|t| t.config.train.epochs == 2));
-        assert!(p.trials.iter().all(|t| t.config.train.lr < 0.1));
+        assert!(p.trials.iter().all(|t| p.config(t).unwrap().train.epochs == 2));
+        assert!(p.trials.iter().all(|t| t.budget.epochs == 2));
+        assert!(p.trials.iter().all(|t| p.config(t).unwrap().train.lr < 0.1));
     }
 
     #[test]
@@ -514,6 +580,9 @@ mod tests {
         ];
         let y = [x[1].clone(), x[0].clone()];
         assert_eq!(trial_id(&x, 3), trial_id(&y, 3));
+        // 64 bits: 16 hex digits (earlier versions folded them to 8; their folders keep those).
+        assert_eq!(trial_id(&x, 3).len(), 16);
+        assert_eq!(legacy_id(&x, 3).len(), 8);
         assert_ne!(trial_id(&x, 3), trial_id(&x, 4));
     }
 
@@ -558,6 +627,11 @@ mod tests {
         assert!(m.contains("cannot be an axis"), "{m}");
         let m = err(plan(&GRID.replace("[\"rnn\", \"gru\"]", "[]"), &[]));
         assert!(m.contains("empty list"), "{m}");
+        let m = err(plan(&GRID.replace("1e-3, 1e-2, 3e-2", "1e-3, 1e-2, 1e-3"), &[]));
+        assert!(
+            m.contains(":9:1: sweep.axes.train.lr: lists 0.001 twice"),
+            "{m}"
+        );
         let m = err(plan(&GRID.replace("seeds = [0, 1]", "seeds = [0, 0]"), &[]));
         assert!(m.contains("sweep.seeds") && m.contains("twice"), "{m}");
         let m = err(plan(
@@ -583,7 +657,7 @@ mod tests {
         let a = plan(text, &[]).unwrap();
         assert_eq!(a.trials.len(), 8);
         for t in &a.trials {
-            let c = &t.config;
+            let c = &a.config(t).unwrap();
             assert!((1e-4..=1e-1).contains(&c.train.lr), "{}", c.train.lr);
             assert!((8..=64).contains(&c.model.hidden_size));
             assert!((0.0..=0.5).contains(&c.model.dropout));
@@ -605,7 +679,8 @@ mod tests {
         assert!(p
             .trials
             .iter()
-            .any(|t| t.config.train.betas == [0.8, 0.9] && t.config.train.clip_norm == Some(1.0)));
+            .map(|t| p.config(t).unwrap())
+            .any(|c| c.train.betas == [0.8, 0.9] && c.train.clip_norm == Some(1.0)));
         // --set reaches the sweep table itself.
         let p = plan(GRID, &["sweep.seeds=[5]"]).unwrap();
         assert!(p.trials.iter().all(|t| t.seed == 5));

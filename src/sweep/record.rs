@@ -8,8 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Plan, Trial};
+use super::Trial;
 use crate::checkpoint;
+use crate::config::Config;
 use crate::error::Result;
 
 pub const RECORD: &str = "trial.json";
@@ -61,6 +62,33 @@ pub struct Rung {
     pub value: f64,
 }
 
+/// How long a trial trains: `train.epochs` and `train.max_steps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+}
+
+impl Budget {
+    pub fn of(c: &Config) -> Budget {
+        Budget {
+            epochs: c.train.epochs,
+            max_steps: c.train.max_steps,
+        }
+    }
+
+    /// Whether a run that ended as `summary.json` says (completed) would train further under
+    /// this budget: it neither stopped early nor reached these epochs or steps.
+    pub fn trains_past(&self, summary: &serde_json::Value) -> bool {
+        if summary["stopped_early"].as_bool() == Some(true) {
+            return false;
+        }
+        let epochs = summary["epochs_done"].as_u64().unwrap_or(u64::MAX);
+        let steps = summary["steps"].as_u64().unwrap_or(u64::MAX);
+        epochs < self.epochs as u64 && self.max_steps.is_none_or(|m| steps < m as u64)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
@@ -82,6 +110,9 @@ pub struct Record {
     /// halving: the rungs reached, in order.
     #[serde(default)]
     pub rungs: Vec<Rung>,
+    /// The budget of the latest attempt (absent in records written before it was kept).
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 impl Record {
@@ -104,6 +135,7 @@ impl Record {
             attempts: 0,
             error: None,
             rungs: Vec::new(),
+            budget: None,
         }
     }
 
@@ -122,6 +154,20 @@ impl Record {
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         checkpoint::save_json(&Record::path(dir), self)
+    }
+
+    /// Whether the trial is done for `want`: a final status, except a completed trial that
+    /// would train further under a raised budget (`train.epochs` or `train.max_steps`): rerunning
+    /// the sweep continues it from its last checkpoint. Pruned and diverged trials stay final.
+    pub fn is_final_for(&self, dir: &Path, want: Budget) -> bool {
+        if self.status != TrialStatus::Completed {
+            return self.status.is_final();
+        }
+        let Ok(summary) = checkpoint::load_json::<serde_json::Value>(&dir.join(checkpoint::SUMMARY))
+        else {
+            return true;
+        };
+        !want.trains_past(&summary)
     }
 
     /// Whether a `running` record's process is gone: on this host, its pid is not alive (or
@@ -156,15 +202,4 @@ pub fn is_locked(dir: &Path) -> bool {
 /// Now, as RFC 3339 UTC.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
-
-/// Every trial of the plan with its record (a fresh pending one where the folder has none).
-pub fn all(plan: &Plan) -> Result<Vec<(Trial, Record)>> {
-    plan.trials
-        .iter()
-        .map(|t| {
-            let r = Record::read(&plan.trial_dir(&t.id))?.unwrap_or_else(|| Record::new(t));
-            Ok((t.clone(), r))
-        })
-        .collect()
 }

@@ -28,10 +28,16 @@ pub struct SlurmOptions {
 
 /// The script for the trials still to run (None: every trial is final already).
 pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)>> {
-    let ids: Vec<String> = record::all(plan)?
-        .into_iter()
-        .filter(|(_, r)| !r.status.is_final())
-        .map(|(t, _)| t.id)
+    // Not final: no record, an unreadable one (the task sets it aside), or a completed trial
+    // under a raised budget.
+    let ids: Vec<String> = plan
+        .trials
+        .iter()
+        .filter(|t| {
+            let dir = plan.trial_dir(&t.id);
+            !matches!(record::Record::read(&dir), Ok(Some(r)) if r.is_final_for(&dir, t.budget))
+        })
+        .map(|t| t.id.clone())
         .collect();
     if ids.is_empty() {
         return Ok(None);
@@ -100,7 +106,7 @@ pub fn submit(
     plan: &Plan,
     opts: &SlurmOptions,
 ) -> Result<Option<(PathBuf, usize, Option<String>)>> {
-    super::driver::check_same_base(plan)?;
+    super::driver::check_folder(plan)?;
     let Some((text, n)) = script(plan, opts)? else {
         return Ok(None);
     };

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::record::{Record, TrialStatus};
+use super::record::{Budget, Record, TrialStatus};
 use super::{Domain, Plan};
 use crate::checkpoint;
 use crate::config::{Monitor, SweepMethod};
@@ -44,6 +44,9 @@ pub struct StudyTrial {
     pub group: String,
     pub seed: u64,
     pub values: Vec<(String, toml::Value)>,
+    /// The budget the plan gives it (absent in folders written before it was kept).
+    #[serde(default)]
+    pub budget: Option<Budget>,
 }
 
 impl Study {
@@ -62,6 +65,7 @@ impl Study {
                     group: t.group(),
                     seed: t.seed,
                     values: t.values.clone(),
+                    budget: Some(t.budget),
                 })
                 .collect(),
         }
@@ -69,6 +73,12 @@ impl Study {
 
     pub fn read(root: &Path) -> Result<Study> {
         let p = root.join(SWEEP_JSON);
+        if !root.exists() {
+            return Err(Error::Checkpoint {
+                path: root.to_path_buf(),
+                msg: "no such folder; give results/<name> of a sweep".into(),
+            });
+        }
         if !p.is_file() {
             return Err(Error::Checkpoint {
                 path: root.to_path_buf(),
@@ -76,6 +86,14 @@ impl Study {
             });
         }
         checkpoint::load_json(&p)
+    }
+
+    /// The metric's name in metrics.jsonl's epoch rows.
+    fn curve_key(&self) -> &'static str {
+        match self.metric {
+            Monitor::ValAcc => "val_acc",
+            Monitor::ValLoss => "val_loss",
+        }
     }
 
     fn metric_name(&self) -> &'static str {
@@ -173,58 +191,116 @@ pub struct Row {
     pub test_macro_f1: Option<f64>,
     pub elapsed_s: Option<f64>,
     pub error: Option<String>,
+    /// The budget it ran with, and the one the plan gives it: a completed trial counts in the
+    /// by-configuration means only at the plan's budget.
+    pub budget: Option<Budget>,
+    pub planned: Option<Budget>,
+    /// The validation metric by epoch (curves.png).
+    pub curve: Vec<(f64, f64)>,
 }
 
 /// Every trial of the study as it stands now.
 pub fn rows(root: &Path, study: &Study) -> Result<Vec<Row>> {
-    let mut out = Vec::new();
-    for t in &study.trials {
-        let dir = root.join(&t.id);
-        let rec = Record::read(&dir)?;
-        let mut row = Row {
-            trial: t.id.clone(),
-            status: rec.as_ref().map_or(TrialStatus::Pending, |r| r.status),
-            group: t.group.clone(),
-            values: t.values.clone(),
-            seed: t.seed,
-            best_val_acc: None,
-            best_val_loss: None,
-            best_epoch: None,
-            epochs_done: None,
-            test_acc: None,
-            test_macro_f1: None,
-            elapsed_s: None,
-            error: rec.as_ref().and_then(|r| r.error.clone()),
-        };
-        let summary = dir.join(checkpoint::SUMMARY);
-        if summary.is_file() {
-            let s: serde_json::Value = checkpoint::load_json(&summary)?;
-            let f = |k: &str| s[k].as_f64();
-            row.best_epoch = s["best_epoch"].as_u64();
-            if row.best_epoch.is_some() {
-                row.best_val_acc = f("best_val_acc");
-                row.best_val_loss = f("best_val_loss");
-            }
-            row.epochs_done = s["epochs_done"].as_u64();
-            row.test_acc = f("test_acc");
-            row.test_macro_f1 = f("test_macro_f1");
-            row.elapsed_s = f("elapsed_s");
-        } else if let Some(c) = checkpoint::newest(&dir)? {
-            let st = &c.state;
-            row.best_epoch = st.best_epoch.map(|e| e as u64);
-            if st.best_epoch.is_some() {
-                row.best_val_acc = Some(st.best_val_acc);
-                row.best_val_loss = Some(st.best_val_loss);
-            }
-            row.epochs_done = Some(st.epochs_done as u64);
-            row.elapsed_s = Some(st.elapsed_s);
-        }
-        out.push(row);
+    study.trials.iter().map(|t| row(root, study, t)).collect()
+}
+
+/// One trial's row, from its folder. A `trial.json` that cannot be read shows as failed with
+/// the reason (the next run of the sweep sets it aside and runs the trial again).
+pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
+    let dir = root.join(&t.id);
+    let (rec, unreadable) = match Record::read(&dir) {
+        Ok(r) => (r, None),
+        Err(e) => (None, Some(format!("{e:#}; the next run of the sweep runs it again"))),
+    };
+    let mut row = Row {
+        trial: t.id.clone(),
+        status: match (&rec, &unreadable) {
+            (_, Some(_)) => TrialStatus::Failed,
+            (Some(r), None) => r.status,
+            (None, None) => TrialStatus::Pending,
+        },
+        group: t.group.clone(),
+        values: t.values.clone(),
+        seed: t.seed,
+        best_val_acc: None,
+        best_val_loss: None,
+        best_epoch: None,
+        epochs_done: None,
+        test_acc: None,
+        test_macro_f1: None,
+        elapsed_s: None,
+        error: unreadable.or_else(|| rec.as_ref().and_then(|r| r.error.clone())),
+        budget: rec.as_ref().and_then(|r| r.budget),
+        planned: t.budget,
+        curve: Vec::new(),
+    };
+    if row.budget.is_none() && rec.is_some() {
+        row.budget = saved_budget(&dir);
     }
-    Ok(out)
+    let summary = dir.join(checkpoint::SUMMARY);
+    if summary.is_file() {
+        let s: serde_json::Value = checkpoint::load_json(&summary)?;
+        let f = |k: &str| s[k].as_f64();
+        row.best_epoch = s["best_epoch"].as_u64();
+        if row.best_epoch.is_some() {
+            row.best_val_acc = f("best_val_acc");
+            row.best_val_loss = f("best_val_loss");
+        }
+        row.epochs_done = s["epochs_done"].as_u64();
+        row.test_acc = f("test_acc");
+        row.test_macro_f1 = f("test_macro_f1");
+        row.elapsed_s = f("elapsed_s");
+    } else if let Some(c) = checkpoint::newest(&dir)? {
+        let st = &c.state;
+        row.best_epoch = st.best_epoch.map(|e| e as u64);
+        if st.best_epoch.is_some() {
+            row.best_val_acc = Some(st.best_val_acc);
+            row.best_val_loss = Some(st.best_val_loss);
+        }
+        row.epochs_done = Some(st.epochs_done as u64);
+        row.elapsed_s = Some(st.elapsed_s);
+    }
+    row.curve = curve(&dir, study.curve_key());
+    Ok(row)
+}
+
+/// The budget in a trial folder's config.toml (records written before they kept it).
+fn saved_budget(dir: &Path) -> Option<Budget> {
+    let text = std::fs::read_to_string(dir.join(checkpoint::CONFIG)).ok()?;
+    let t: toml::Table = toml::from_str(&text).ok()?;
+    let train = t.get("train")?.as_table()?;
+    Some(Budget {
+        epochs: train.get("epochs")?.as_integer()? as usize,
+        max_steps: train
+            .get("max_steps")
+            .and_then(|v| v.as_integer())
+            .map(|m| m as usize),
+    })
+}
+
+/// `key` by epoch from a run's metrics.jsonl (only its epoch rows are parsed).
+fn curve(dir: &Path, key: &str) -> Vec<(f64, f64)> {
+    let Ok(text) = std::fs::read_to_string(dir.join(checkpoint::METRICS)) else {
+        return Vec::new();
+    };
+    text.lines()
+        // serde_json writes `"split":"epoch"` so: the step rows are not parsed.
+        .filter(|l| l.contains("\"split\":\"epoch\""))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["split"] == "epoch")
+        .filter_map(|v| Some((v["epoch"].as_f64()?, v[key].as_f64()?)))
+        .collect()
 }
 
 impl Row {
+    /// Trained to the budget the plan gives it (unknown in older folders: taken as yes).
+    fn at_budget(&self) -> bool {
+        match (self.budget, self.planned) {
+            (Some(b), Some(p)) => b == p,
+            _ => true,
+        }
+    }
+
     fn metric(&self, study: &Study) -> Option<f64> {
         match study.metric {
             Monitor::ValAcc => self.best_val_acc,
@@ -248,23 +324,17 @@ fn rank(
     a: (Option<f64>, Option<f64>),
     b: (Option<f64>, Option<f64>),
 ) -> std::cmp::Ordering {
-    let flip = Study {
-        metric: match study.metric {
-            Monitor::ValAcc => Monitor::ValLoss,
-            Monitor::ValLoss => Monitor::ValAcc,
-        },
-        ..study.clone()
-    };
-    order(study, a.0, b.0).then_with(|| order(&flip, a.1, b.1))
+    let max = study.maximize();
+    order(max, a.0, b.0).then_with(|| order(!max, a.1, b.1))
 }
 
-/// Best first (by the sweep's metric), trials without a value last.
-fn order(study: &Study, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
+/// Best first (higher first when `maximize`), values missing last.
+fn order(maximize: bool, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
     use std::cmp::Ordering::*;
     match (a, b) {
         (Some(a), Some(b)) => {
             let o = a.partial_cmp(&b).unwrap_or(Equal);
-            if study.maximize() {
+            if maximize {
                 o.reverse()
             } else {
                 o
@@ -359,6 +429,8 @@ pub fn trials_frame(study: &Study, rows: &[Row]) -> Result<DataFrame> {
         "seed".into(),
         rows.iter().map(|r| r.seed).collect::<Vec<_>>(),
     ));
+    cols.push(u("epochs", |r| r.budget.map(|b| b.epochs as u64)));
+    cols.push(u("max_steps", |r| r.budget.and_then(|b| b.max_steps).map(|m| m as u64)));
     cols.push(f("best_val_acc", |r| r.best_val_acc));
     cols.push(f("best_val_loss", |r| r.best_val_loss));
     cols.push(u("best_epoch", |r| r.best_epoch));
@@ -380,11 +452,13 @@ pub struct Group<'a> {
 }
 
 impl Group<'_> {
+    /// Its completed trials at the plan's budget (one trained to a smaller budget, waiting to
+    /// be continued, is not averaged with them).
     fn done(&self) -> Vec<&Row> {
         self.rows
             .iter()
             .copied()
-            .filter(|r| r.status == TrialStatus::Completed)
+            .filter(|r| r.status == TrialStatus::Completed && r.at_budget())
             .collect()
     }
 
@@ -490,38 +564,114 @@ fn csv_bytes(path: &Path, df: &mut DataFrame) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// What `write` produced, for printing.
+/// What `Results::write` produced, for printing.
 pub struct Tables {
-    pub trials: DataFrame,
-    pub by_config: DataFrame,
+    /// The tables as printed at the end of a sweep and by `run-exp summarize`.
+    pub text: String,
     /// The winning configuration, its mean metric and n.
     pub best: Option<(String, f64, usize)>,
 }
 
 /// Rewrites every result file of the sweep at `root` from what its folder holds now.
 pub fn write_root(root: &Path) -> Result<Tables> {
-    let study = Study::read(root)?;
-    let rows = rows(root, &study)?;
-    let mut trials = trials_frame(&study, &rows)?;
-    let p = root.join(SUMMARY_CSV);
-    write_atomic(&p, &csv_bytes(&p, &mut trials)?)?;
-    let p = root.join(SUMMARY_PARQUET);
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf)
-        .finish(&mut trials)
-        .map_err(|e| polars_err(&p, e))?;
-    write_atomic(&p, &buf)?;
-    let groups = groups(&study, &rows);
-    let mut by_config = groups_frame(&study, &groups)?;
-    let p = root.join(BY_CONFIG_CSV);
-    write_atomic(&p, &csv_bytes(&p, &mut by_config)?)?;
-    let best = write_best(root, &study, &groups)?;
-    write_curves(root, &study, &rows)?;
-    Ok(Tables {
-        trials,
-        by_config,
-        best,
-    })
+    Results::read(root)?.write(true)
+}
+
+/// A sweep's results in memory: read once, then one trial at a time as trials end, and the
+/// files rewritten from memory, so a trial's end costs the same in a sweep of ten trials or of
+/// ten thousand. (curves.png, whose drawing grows with the trials, is redrawn at most once per
+/// ten times its own drawing time, and always by the last write.)
+pub struct Results {
+    root: PathBuf,
+    study: Study,
+    rows: Vec<Row>,
+    at: std::collections::HashMap<String, usize>,
+    curves_drawn: Option<(std::time::Instant, std::time::Duration)>,
+}
+
+impl Results {
+    /// From the folder alone (its sweep.json).
+    pub fn read(root: &Path) -> Result<Results> {
+        let study = Study::read(root)?;
+        Results::of(root, study)
+    }
+
+    /// For a plan about to run (its sweep.json is being written from the same plan).
+    pub fn of_plan(plan: &Plan) -> Result<Results> {
+        Results::of(&plan.root, Study::of(plan))
+    }
+
+    fn of(root: &Path, study: Study) -> Result<Results> {
+        let rows = rows(root, &study)?;
+        let at = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.trial.clone(), i))
+            .collect();
+        Ok(Results {
+            root: root.to_path_buf(),
+            study,
+            rows,
+            at,
+            curves_drawn: None,
+        })
+    }
+
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// Reads one trial's row again (it has just ended, or changed).
+    pub fn refresh(&mut self, id: &str) -> Result<()> {
+        let Some(&i) = self.at.get(id) else {
+            return Ok(());
+        };
+        self.rows[i] = row(&self.root, &self.study, &self.study.trials[i])?;
+        Ok(())
+    }
+
+    /// The best metric among the completed trials at their budget, and its trial.
+    pub fn best_so_far(&self) -> Option<(String, f64)> {
+        let study = &self.study;
+        self.rows
+            .iter()
+            .filter(|r| r.status == TrialStatus::Completed && r.at_budget())
+            .min_by(|a, b| rank(study, a.key(study), b.key(study)))
+            .and_then(|r| r.metric(study).map(|m| (r.trial.clone(), m)))
+    }
+
+    /// Writes summary.csv / .parquet, summary_by_config.csv, best.toml and (see the type's
+    /// doc) curves.png; `last`: the sweep's last write, curves.png drawn whatever it costs.
+    pub fn write(&mut self, last: bool) -> Result<Tables> {
+        let (root, study, rows) = (&self.root, &self.study, &self.rows);
+        let mut trials = trials_frame(study, rows)?;
+        let p = root.join(SUMMARY_CSV);
+        write_atomic(&p, &csv_bytes(&p, &mut trials)?)?;
+        let p = root.join(SUMMARY_PARQUET);
+        let mut buf = Vec::new();
+        ParquetWriter::new(&mut buf)
+            .finish(&mut trials)
+            .map_err(|e| polars_err(&p, e))?;
+        write_atomic(&p, &buf)?;
+        let groups = groups(study, rows);
+        let mut by_config = groups_frame(study, &groups)?;
+        let p = root.join(BY_CONFIG_CSV);
+        write_atomic(&p, &csv_bytes(&p, &mut by_config)?)?;
+        let best = write_best(root, study, &groups)?;
+        let due = match self.curves_drawn {
+            None => true,
+            Some((when, cost)) => when.elapsed() >= cost * 10,
+        };
+        if last || due {
+            let started = std::time::Instant::now();
+            write_curves(root, study, rows)?;
+            self.curves_drawn = Some((std::time::Instant::now(), started.elapsed()));
+        }
+        Ok(Tables {
+            text: render(root, study, rows, &groups, best.as_ref()),
+            best,
+        })
+    }
 }
 
 /// `best.toml`: the winning configuration's config (its lowest-seed completed trial's, as
@@ -567,33 +717,19 @@ fn write_best(
 
 /// `curves.png`: each trial's validation metric by epoch, coloured by configuration.
 fn write_curves(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
-    let key = match study.metric {
-        Monitor::ValAcc => "val_acc",
-        Monitor::ValLoss => "val_loss",
-    };
-    let mut curves = Vec::new();
-    for r in rows {
-        let path = root.join(&r.trial).join(checkpoint::METRICS);
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let points: Vec<(f64, f64)> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["split"] == "epoch")
-            .filter_map(|v| Some((v["epoch"].as_f64()?, v[key].as_f64()?)))
-            .collect();
-        if !points.is_empty() {
-            curves.push(Curve {
-                group: if r.group.is_empty() {
-                    "base config".into()
-                } else {
-                    r.group.clone()
-                },
-                points,
-            });
-        }
-    }
+    let key = study.curve_key();
+    let curves: Vec<Curve> = rows
+        .iter()
+        .filter(|r| !r.curve.is_empty())
+        .map(|r| Curve {
+            group: if r.group.is_empty() {
+                "base config".into()
+            } else {
+                r.group.clone()
+            },
+            points: r.curve.clone(),
+        })
+        .collect();
     if curves.is_empty() {
         return Ok(());
     }
@@ -612,51 +748,147 @@ fn write_curves(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
     )
 }
 
-/// The best metric among the plan's completed trials so far, and its trial.
-pub fn best_so_far(plan: &Plan) -> Option<(String, f64)> {
-    let study = Study::of(plan);
-    let rows = rows(&plan.root, &study).ok()?;
-    rows.iter()
-        .filter(|r| r.status == TrialStatus::Completed)
-        .min_by(|a, b| rank(&study, a.key(&study), b.key(&study)))
-        .and_then(|r| r.metric(&study).map(|m| (r.trial.clone(), m)))
+/// At most this many rows of each table are printed (the files hold them all).
+const PRINT_ROWS: usize = 40;
+
+/// A number as the tables print it: 4 decimals, or 3 significant digits below 0.001.
+fn num(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v != 0.0 && v.abs() < 1e-3 => format!("{v:.2e}"),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
+fn axis_text(values: &[(String, toml::Value)], key: &str) -> String {
+    match values.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "-".into(),
+    }
+}
+
+/// A Markdown table (it reads as a table in a terminal and pastes into a README).
+fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut s = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
+    for r in rows {
+        s += &format!("| {} |\n", r.join(" | "));
+    }
+    s
 }
 
 /// The tables as printed at the end of a sweep and by `run-exp summarize`: the columns a
-/// reader compares (the files hold them all).
-pub fn render(root: &Path, t: &Tables) -> String {
-    let pick = |df: &DataFrame, drop: &[&str]| -> String {
-        let keep: Vec<&str> = df
-            .get_column_names()
-            .into_iter()
-            .map(|c| c.as_str())
-            .filter(|c| !drop.contains(c))
-            .collect();
-        df.select(keep)
-            .map(|d| d.to_string())
-            .unwrap_or_else(|_| df.to_string())
+/// reader compares (the CSV files hold them all).
+fn render(
+    root: &Path,
+    study: &Study,
+    rows: &[Row],
+    groups: &[Group],
+    best: Option<&(String, f64, usize)>,
+) -> String {
+    let (metric, other) = match study.metric {
+        Monitor::ValAcc => ("best_val_acc", "best_val_loss"),
+        Monitor::ValLoss => ("best_val_loss", "best_val_acc"),
     };
-    let mut s = format!(
-        "{}\nby configuration (mean and std over completed seeds), best first:\n{}\n",
-        root.display(),
-        pick(
-            &t.by_config,
-            &[
-                "best_val_loss_std",
-                "test_macro_f1_mean",
-                "test_macro_f1_std",
-                "epochs_done_std",
-                "elapsed_s_std"
-            ]
-        )
+    let get = |name: &str| -> fn(&Row) -> Option<f64> {
+        match name {
+            "best_val_acc" => |r| r.best_val_acc,
+            _ => |r| r.best_val_loss,
+        }
+    };
+    let more = |n: usize, what: &str, file: &str| {
+        if n > PRINT_ROWS {
+            format!("({} more {what} in {})\n", n - PRINT_ROWS, root.join(file).display())
+        } else {
+            String::new()
+        }
+    };
+    let mut s = format!("{}\n\nby configuration (mean and std over the completed seeds), best first:\n\n", root.display());
+    let mut header: Vec<String> = study.axes.clone();
+    header.extend(
+        ["epochs", "n", &format!("{metric} mean"), "std", &format!("{other} mean"), "test_acc mean", "std", "elapsed_s mean"]
+            .map(String::from),
     );
-    s += &format!(
-        "trials, best first:\n{}\n",
-        pick(&t.trials, &["test_macro_f1", "best_epoch"])
+    let table: Vec<Vec<String>> = groups
+        .iter()
+        .take(PRINT_ROWS)
+        .map(|g| {
+            let first = g.rows.first();
+            let mut r: Vec<String> = study
+                .axes
+                .iter()
+                .map(|k| first.map_or("-".into(), |f| axis_text(&f.values, k)))
+                .collect();
+            let (m, sd, n) = g.stats(get(metric));
+            let (t, tsd, _) = g.stats(|r| r.test_acc);
+            r.push(
+                first
+                    .and_then(|f| f.planned.or(f.budget))
+                    .map_or("-".into(), |b| b.epochs.to_string()),
+            );
+            r.push(format!("{n}/{}", g.rows.len()));
+            r.extend([
+                num(m),
+                num(sd),
+                num(g.stats(get(other)).0),
+                num(t),
+                num(tsd),
+                num(g.stats(|r| r.elapsed_s).0),
+            ]);
+            r
+        })
+        .collect();
+    s += &markdown(&header, &table);
+    s += &more(groups.len(), "configurations", BY_CONFIG_CSV);
+    let mut sorted: Vec<&Row> = rows.iter().collect();
+    sorted.sort_by(|a, b| rank(study, a.key(study), b.key(study)));
+    s += "\ntrials, best first:\n\n";
+    let mut header: Vec<String> = vec!["trial".into(), "status".into()];
+    header.extend(study.axes.iter().cloned());
+    header.extend(
+        ["seed", "epochs", "epochs_done", metric, other, "test_acc", "elapsed_s", "error"]
+            .map(String::from),
     );
-    if let Some((group, mean, n)) = &t.best {
+    let table: Vec<Vec<String>> = sorted
+        .iter()
+        .take(PRINT_ROWS)
+        .map(|t| {
+            let mut r = vec![t.trial.clone(), t.status.name().to_string()];
+            r.extend(study.axes.iter().map(|k| axis_text(&t.values, k)));
+            let mut error: String = t
+                .error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .unwrap_or("")
+                .replace('|', "/");
+            if error.chars().count() > 60 {
+                error = error.chars().take(59).collect::<String>() + "…";
+            }
+            r.extend([
+                t.seed.to_string(),
+                t.budget.map_or("-".into(), |b| b.epochs.to_string()),
+                t.epochs_done.map_or("-".into(), |e| e.to_string()),
+                num(get(metric)(t)),
+                num(get(other)(t)),
+                num(t.test_acc),
+                t.elapsed_s.map_or("-".into(), |e| format!("{e:.1}")),
+                error,
+            ]);
+            r
+        })
+        .collect();
+    s += &markdown(&header, &table);
+    s += &more(rows.len(), "trials", SUMMARY_CSV);
+    let behind = rows
+        .iter()
+        .filter(|r| r.status == TrialStatus::Completed && !r.at_budget())
+        .count();
+    if behind > 0 {
+        s += &format!("\n{behind} completed trial(s) trained to a smaller budget than the sweep now gives (column epochs): not in the means; rerun the sweep to continue them\n");
+    }
+    if let Some((group, mean, n)) = best {
         s += &format!(
-            "best: {} ({mean:.4} over {n} seed(s)) -> {}\n",
+            "\nbest: {} ({mean:.4} over {n} seed(s)) -> {}\n",
             if group.is_empty() {
                 "the base config"
             } else {
@@ -687,6 +919,9 @@ mod tests {
             test_macro_f1: None,
             elapsed_s: Some(1.0),
             error: None,
+            budget: None,
+            planned: None,
+            curve: Vec::new(),
         }
     }
 

@@ -37,11 +37,36 @@ pub fn run(plan: &Plan, id: &str, stop: &Stop) -> Result<Outcome> {
         Ok(f) => f,
         Err(holder) => return Ok(Outcome::Busy(holder)),
     };
-    // Read again under the claim: another process may have finished it a moment ago.
-    let mut rec = Record::read(&dir)?.unwrap_or_else(|| Record::new(trial));
-    if rec.status.is_final() {
+    // Read again under the claim: another process may have finished it a moment ago. A record
+    // that cannot be read (a disk that filled up, a hand edit) is set aside and the trial runs
+    // again, from its last checkpoint if it has one.
+    let mut rec = match Record::read(&dir) {
+        Ok(r) => r.unwrap_or_else(|| Record::new(trial)),
+        Err(e) => {
+            let aside = dir.join(format!("{}.unreadable", record::RECORD));
+            std::fs::rename(Record::path(&dir), &aside).map_err(|e| Error::io(&aside, e))?;
+            eprintln!(
+                "trial {id}: {e:#}; moved to {} and the trial runs again",
+                aside.display()
+            );
+            Record::new(trial)
+        }
+    };
+    if rec.is_final_for(&dir, trial.budget) {
         return Ok(Outcome::AlreadyFinal(rec.status));
     }
+    if rec.status == TrialStatus::Completed {
+        eprintln!(
+            "trial {id}: completed before with a smaller budget; it continues to train.epochs = {}{}",
+            trial.budget.epochs,
+            trial
+                .budget
+                .max_steps
+                .map(|m| format!(", train.max_steps = {m}"))
+                .unwrap_or_default()
+        );
+    }
+    rec.budget = Some(trial.budget);
     rec.status = TrialStatus::Running;
     rec.pid = Some(std::process::id());
     rec.host = Some(crate::fsutil::hostname());
@@ -114,7 +139,8 @@ fn train_trial(
     rec: &mut Record,
     stop: &Stop,
 ) -> Result<(TrialStatus, Option<Summary>)> {
-    let epochs = trial.config.train.epochs;
+    let base = plan.config(trial)?;
+    let epochs = base.train.epochs;
     let budgets = match plan.sweep.method {
         SweepMethod::Halving => halving::budgets(plan.sweep.min_epochs, plan.sweep.eta, epochs),
         _ => vec![epochs],
@@ -123,7 +149,11 @@ fn train_trial(
     let mut last = None;
     for (k, &budget) in budgets.iter().enumerate() {
         let final_rung = k + 1 == budgets.len();
-        let mut config = trial.config.clone();
+        // A rung this trial passed already (it is continuing to a raised budget).
+        if !final_rung && rec.rungs.iter().any(|r| r.rung == k && r.epochs == budget) {
+            continue;
+        }
+        let mut config = base.clone();
         config.train.epochs = budget;
         let ready = open(dir, config, &trial.id)?;
         let ready = if final_rung {
