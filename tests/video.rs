@@ -363,6 +363,18 @@ fn the_features_config_trains_from_safetensors_and_bad_files_are_named() {
             ],
             "expected [N, T, C, H, W]",
         ),
+        (
+            // One stray 7 among 0/1: not an 8-way head with six empty classes.
+            "stray",
+            vec![
+                ("features", t(vec![0.0; 192], &[8, 3, 8])),
+                (
+                    "labels",
+                    candle_core::Tensor::new(vec![0u32, 1, 0, 1, 0, 1, 0, 7], &dev).unwrap(),
+                ),
+            ],
+            "class \"2\" has no training example (training labels, with counts: 0 (3), 1 (3), 7 (1))",
+        ),
     ];
     for (name, tensors, want) in cases {
         let bad = dir.join(format!("{name}.safetensors"));
@@ -589,6 +601,58 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
         "{}",
         stderr(&o)
     );
+    // One class rule for every source: a stray label 7 among 0/1 is not an 8-way head; a label
+    // only the test list has is named with its file, line and split; a carved validation split
+    // without a class is refused. Nothing is written.
+    let listing = |name: &str, lines: &[(&str, u32)]| -> String {
+        let text: String = lines.iter().map(|(c, l)| format!("{c} 4 {l}\n")).collect();
+        std::fs::write(root.join(name), text).unwrap();
+        root.join(name).display().to_string()
+    };
+    let good: Vec<(&str, u32)> = (0..6)
+        .map(|i| (["train/brighten/c000", "train/darken/c000"][i % 2], (i % 2) as u32))
+        .collect();
+    let mut stray = good.clone();
+    stray.push(("train/darken/c001", 7));
+    let mut with_test_only = good.clone();
+    with_test_only.push(("train/darken/c001", 2));
+    let carve_miss: Vec<(&str, u32)> = (0..12)
+        .map(|i| ("train/brighten/c000", u32::from(i == 11)))
+        .collect();
+    let cases = [
+        (
+            listing("stray.txt", &stray),
+            listing("v.txt", &good),
+            "stray.txt: class \"2\" has no training example (training labels, with counts: 0 (3), 1 (3), 7 (1))".to_string(),
+        ),
+        (
+            listing("t.txt", &good),
+            listing("testonly.txt", &with_test_only),
+            "testonly.txt:7: valid label 2 has no training example".to_string(),
+        ),
+        (
+            listing("carve.txt", &carve_miss),
+            String::new(),
+            "carve.txt: the validation examples carved from train (val_fraction 0.1) hold no example of class \"1\" (1 in train)".to_string(),
+        ),
+    ];
+    for (train, valid, want) in cases {
+        let mut args = vec![
+            "--set".into(),
+            format!("data.train={train}"),
+            "--set".into(),
+            format!("data.test={train}"),
+            "--set".into(),
+            "experiment.name=labels".into(),
+        ];
+        if !valid.is_empty() {
+            args.extend(["--set".into(), format!("data.valid={valid}")]);
+        }
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains(&want), "{want}\n{}", stderr(&o));
+        assert!(!out.join("labels").exists());
+    }
 
     // Bad folders: exit 2 naming the path, no run folder.
     let broken = dir.join("broken");
@@ -635,6 +699,8 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
         let o = run(&[
             "--set".into(),
             format!("data.train={}", split.display()),
+            "--set".into(),
+            format!("data.valid={}", split.display()),
             "--set".into(),
             format!("data.test={}", split.display()),
             "--set".into(),

@@ -27,6 +27,8 @@ struct ClipRef {
     dir: PathBuf,
     frames: Vec<PathBuf>,
     label: u32,
+    /// Where its label was given: a list file and line, or the clip folder (line 0).
+    at: (PathBuf, usize),
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
@@ -70,8 +72,9 @@ pub fn clip_frames(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(frames)
 }
 
-/// The clips of a split and, for a folder tree, its class names.
-fn list(path: &Path, classes: Option<&[String]>) -> Result<(Vec<ClipRef>, Vec<String>)> {
+/// The clips of a split and, for a folder tree, its class names (its folders'; a list file's
+/// numeric labels are class ids and name none).
+fn list(path: &Path, classes: Option<&[String]>) -> Result<(Vec<ClipRef>, Option<Vec<String>>)> {
     if path.is_dir() {
         let class_dirs: Vec<PathBuf> = sorted_entries(path)?
             .into_iter()
@@ -112,18 +115,18 @@ fn list(path: &Path, classes: Option<&[String]>) -> Result<(Vec<ClipRef>, Vec<St
             for c in clip_dirs {
                 let frames = clip_frames(&c)?;
                 clips.push(ClipRef {
+                    at: (c.clone(), 0),
                     dir: c,
                     frames,
                     label: label as u32,
                 });
             }
         }
-        return Ok((clips, names));
+        return Ok((clips, Some(names)));
     }
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut clips = Vec::new();
-    let mut top = 0;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -156,17 +159,17 @@ fn list(path: &Path, classes: Option<&[String]>) -> Result<(Vec<ClipRef>, Vec<St
                 ),
             ));
         }
-        top = top.max(label as usize);
-        clips.push(ClipRef { dir, frames, label });
+        clips.push(ClipRef {
+            dir,
+            frames,
+            label,
+            at: (path.to_path_buf(), i + 1),
+        });
     }
     if clips.is_empty() {
         return Err(bad(path, "lists no clips"));
     }
-    let names = match classes {
-        Some(c) => c.to_vec(),
-        None => (0..=top.max(1)).map(|c| c.to_string()).collect(),
-    };
-    Ok((clips, names))
+    Ok((clips, None))
 }
 
 /// The frame indices `frames_per_clip` keeps of `t` (evenly spaced, centred), or all.
@@ -406,38 +409,26 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         height: cfg.height,
         width: cfg.width,
     };
-    let (train_clips, mut classes) = list(train_path, cfg.class_names.as_deref())?;
-    if let Some(names) = &cfg.class_names {
-        classes = names.clone();
-    }
-    let known = Some(classes.as_slice());
+    let (train_clips, tree) = list(train_path, cfg.class_names.as_deref())?;
+    // Declared classes: data.class_names, else a folder tree's class folders.
+    let declared = cfg.class_names.clone().or(tree);
+    // Other splits' folders are mapped by these names (a list file's ids, named "0", "1", ...).
+    let known: Vec<String> = declared.clone().unwrap_or_else(|| {
+        let top = train_clips.iter().map(|c| c.label).max().unwrap_or(0);
+        (0..=top).map(|c| c.to_string()).collect()
+    });
     let valid_clips = cfg
         .valid
         .as_deref()
-        .map(|p| list(p, known))
+        .map(|p| list(p, Some(&known)))
         .transpose()?
         .map(|v| v.0);
     let test_clips = cfg
         .test
         .as_deref()
-        .map(|p| list(p, known))
+        .map(|p| list(p, Some(&known)))
         .transpose()?
         .map(|v| v.0);
-    for c in [
-        Some(&train_clips),
-        valid_clips.as_ref(),
-        test_clips.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if let Some(bad_label) = c.iter().find(|c| c.label as usize >= classes.len()) {
-            return Err(bad(
-                &bad_label.dir,
-                format!("label {} has no class name ({classes:?})", bad_label.label),
-            ));
-        }
-    }
     let mut notes = Vec::new();
     // Validation carved from train by clip (the tables' seeded rule), before decoding.
     let (train_clips, valid_clips) = match valid_clips {
@@ -461,6 +452,35 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
             (pick(&t), pick(&v))
         }
     };
+    let ids = |c: &[ClipRef]| -> Vec<u32> { c.iter().map(|c| c.label).collect() };
+    let (train_ids, valid_ids) = (ids(&train_clips), ids(&valid_clips));
+    let test_ids = test_clips.as_deref().map(ids);
+    let at_train = |i: usize| train_clips[i].at.clone();
+    let at_valid = |i: usize| valid_clips[i].at.clone();
+    let at_test = |i: usize| test_clips.as_ref().map_or((train_path.to_path_buf(), 0), |t| t[i].at.clone());
+    let mut others = vec![super::labels::Labeled {
+        split: "valid",
+        labels: &valid_ids,
+        at: &at_valid,
+    }];
+    if let Some(t) = &test_ids {
+        others.push(super::labels::Labeled {
+            split: "test",
+            labels: t,
+            at: &at_test,
+        });
+    }
+    let classes = super::labels::classes(
+        &super::labels::Labeled {
+            split: "train",
+            labels: &train_ids,
+            at: &at_train,
+        },
+        &others,
+        declared.as_deref(),
+        cfg.valid.is_none().then_some(cfg.val_fraction),
+        &mut notes,
+    )?;
     // Training keeps every frame (`frames_per_clip` picks them per batch, at a random offset);
     // evaluation splits only the centred ones. `shuffle_frames` permutes them here.
     let all = Data {

@@ -7,6 +7,7 @@ pub mod batch;
 pub mod clips;
 pub mod frames;
 pub mod hub;
+pub mod labels;
 pub mod synthetic;
 pub mod table;
 pub mod tensors;
@@ -325,19 +326,39 @@ fn load_tables(cfg: &Data, seed: u64) -> Result<Dataset> {
         }
     };
     let (train_split, valid_split) = (encode(&train), encode(&valid));
-    check_class_coverage(
-        cfg,
-        &classes,
-        &train,
-        &train_split.labels,
-        &valid,
-        &valid_split.labels,
+    let test_split = test.as_ref().map(encode);
+    let row_of = |t: &Tokenized, i: usize| (t.table.path.clone(), t.table.rows[i].at);
+    let (at_train, at_valid) = (|i| row_of(&train, i), |i| row_of(&valid, i));
+    let at_test = |i| test.as_ref().map_or((PathBuf::new(), 0), |t| row_of(t, i));
+    let mut others = vec![labels::Labeled {
+        split: "valid",
+        labels: &valid_split.labels,
+        at: &at_valid,
+    }];
+    if let Some(t) = &test_split {
+        others.push(labels::Labeled {
+            split: "test",
+            labels: &t.labels,
+            at: &at_test,
+        });
+    }
+    // Named classes (class_names, or string labels) are declared by the names.
+    let declared = matches!(kind, Labels::Names) || cfg.class_names.is_some();
+    labels::classes(
+        &labels::Labeled {
+            split: "train",
+            labels: &train_split.labels,
+            at: &at_train,
+        },
+        &others,
+        declared.then_some(classes.as_slice()),
+        cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,
     )?;
     Ok(Dataset {
         train: train_split,
         valid: valid_split,
-        test: test.as_ref().map(encode),
+        test: test_split,
         vocab,
         classes,
         notes,
@@ -382,7 +403,7 @@ fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<S
         .all(|s| s.labels().all(|l| number(l).is_some()));
     if all_numeric {
         let mut max = 0u32;
-        for s in splits {
+        for (k, s) in splits.iter().enumerate() {
             for r in &s.table.rows {
                 let v = number(&r.label).unwrap_or(-1.0);
                 if v < 0.0 || v.fract() != 0.0 || v > u32::MAX as f64 {
@@ -405,18 +426,31 @@ fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<S
                         ));
                     }
                 }
-                max = max.max(v as u32);
+                if k == 0 {
+                    max = max.max(v as u32);
+                }
             }
         }
         if let Some(names) = given {
             return Ok((names.to_vec(), Labels::Ids));
         }
-        if max == 0 {
-            return Err(first.error(0, "every label is 0: need at least 2 classes"));
-        }
         Ok(((0..=max).map(|c| c.to_string()).collect(), Labels::Ids))
     } else {
-        let set: BTreeSet<&str> = splits.iter().flat_map(|s| s.labels()).collect();
+        // The training labels are the classes: a label only another split has is refused.
+        let set: BTreeSet<&str> = splits[0].labels().collect();
+        if given.is_none() {
+            for (s, name) in splits.iter().zip(["train", "valid", "test"]).skip(1) {
+                if let Some(r) = s.table.rows.iter().find(|r| !set.contains(r.label.as_str())) {
+                    return Err(s.table.error(
+                        r.at,
+                        format!(
+                            "{name} label \"{}\" has no training example (training labels: {set:?}); a model cannot learn a class it never sees: fix the labels, or declare the classes with data.class_names",
+                            r.label
+                        ),
+                    ));
+                }
+            }
+        }
         if let Some(names) = given {
             for s in splits {
                 if let Some(r) = s.table.rows.iter().find(|r| !names.contains(&r.label)) {
@@ -433,58 +467,6 @@ fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<S
         }
         Ok((set.into_iter().map(str::to_string).collect(), Labels::Names))
     }
-}
-
-/// Every class needs a training example: one without is an error (a model cannot learn it,
-/// and an id range with a hole is usually a mislabeled file), unless `data.class_names`
-/// declares it, which makes it a warning. A carved validation split must hold every class
-/// that train has.
-fn check_class_coverage(
-    cfg: &Data,
-    classes: &[String],
-    train: &Tokenized,
-    train_ids: &[u32],
-    valid: &Tokenized,
-    valid_ids: &[u32],
-    notes: &mut Vec<String>,
-) -> Result<()> {
-    let (in_train, in_valid) = (
-        label_counts(train_ids, classes.len()),
-        label_counts(valid_ids, classes.len()),
-    );
-    for (c, name) in classes.iter().enumerate() {
-        if in_train[c] > 0 {
-            if in_valid[c] == 0 && cfg.valid.is_none() {
-                return Err(valid.table.error(
-                    0,
-                    format!(
-                        "the validation rows carved from train (val_fraction {}) hold no example of class \"{name}\" ({} in train); raise data.val_fraction or give data.valid",
-                        cfg.val_fraction, in_train[c]
-                    ),
-                ));
-            }
-            continue;
-        }
-        if cfg.class_names.is_some() {
-            notes.push(format!(
-                "warning: class \"{name}\" (declared in data.class_names) has no training example"
-            ));
-            continue;
-        }
-        let seen: Vec<&String> = classes
-            .iter()
-            .zip(&in_train)
-            .filter(|(_, &n)| n > 0)
-            .map(|(c, _)| c)
-            .collect();
-        return Err(train.table.error(
-            0,
-            format!(
-                "class \"{name}\" has no training example (train labels: {seen:?}); fix the labels, or declare every class with data.class_names to train anyway"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Splits by name ("train", "valid", "test").

@@ -324,26 +324,34 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
             }
         }
     }
-    let top = [Some(&train), Some(&valid), test.as_ref()]
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s.labels.iter().copied())
-        .max()
-        .unwrap_or(0) as usize;
-    let classes: Vec<String> = match &cfg.class_names {
-        Some(names) if top < names.len() => names.clone(),
-        Some(names) => {
-            return Err(Error::Config {
-                location: "config".into(),
-                key: "data.class_names".into(),
-                msg: format!(
-                    "names {} classes but the labels go up to {top}",
-                    names.len()
-                ),
-            })
-        }
-        None => (0..=top.max(1)).map(|c| c.to_string()).collect(),
-    };
+    let valid_path = cfg.valid.as_deref().unwrap_or(train_path);
+    let test_path = cfg.test.as_deref().unwrap_or(train_path);
+    let at_train = |_: usize| (train_path.to_path_buf(), 0);
+    let at_valid = |_: usize| (valid_path.to_path_buf(), 0);
+    let at_test = |_: usize| (test_path.to_path_buf(), 0);
+    let mut others = vec![super::labels::Labeled {
+        split: "valid",
+        labels: &valid.labels,
+        at: &at_valid,
+    }];
+    if let Some(t) = &test {
+        others.push(super::labels::Labeled {
+            split: "test",
+            labels: &t.labels,
+            at: &at_test,
+        });
+    }
+    let classes = super::labels::classes(
+        &super::labels::Labeled {
+            split: "train",
+            labels: &train.labels,
+            at: &at_train,
+        },
+        &others,
+        cfg.class_names.as_deref(),
+        cfg.valid.is_none().then_some(cfg.val_fraction),
+        &mut notes,
+    )?;
     let sel = |s: Split, k: u64| super::video::select_frames(s, cfg, seed.wrapping_mul(3) + k);
     // Training keeps every frame: `frames_per_clip` picks them per batch, at a random offset.
     let all = crate::config::Data {
