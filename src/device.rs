@@ -38,7 +38,7 @@ impl DeviceSpec {
             DeviceSpec::Auto => match open_cuda(0) {
                 Ok(d) => Ok(d),
                 Err(e) => {
-                    eprintln!("device = \"auto\": using the CPU ({e})");
+                    crate::say!("device = \"auto\": using the CPU ({e})");
                     Ok(Device::Cpu)
                 }
             },

@@ -16,6 +16,7 @@ pub mod log;
 pub mod memory;
 pub mod model;
 pub mod optim;
+pub mod output;
 pub mod predict;
 pub mod stop;
 pub mod sweep;

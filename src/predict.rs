@@ -150,7 +150,7 @@ pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<(&'static str, usize, S
         _ => video_splits(run, data)?,
     };
     for n in notes {
-        eprintln!("{n}");
+        crate::say!("{n}");
     }
     let device = run.model.params.device();
     splits

@@ -200,7 +200,7 @@ fn build_model(prep: &Prepared) -> Result<Classifier> {
     )?;
     if let (Some(v), Some(p)) = (&prep.vectors, &prep.config.model.embeddings) {
         model.set_embedding_rows(&v.rows)?;
-        eprintln!("{}", v.report(&prep.data.vocab, p));
+        crate::say!("{}", v.report(&prep.data.vocab, p));
     }
     Ok(model)
 }
@@ -403,7 +403,7 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
         std::fs::remove_file(&summary).map_err(|e| Error::io(&summary, e))?;
     }
     match &ckpt {
-        Some(c) => eprintln!(
+        Some(c) => crate::say!(
             "resuming {} from step {} (epoch {}{})",
             dir.display(),
             c.state.step,
@@ -414,7 +414,7 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
                 String::new()
             }
         ),
-        None => eprintln!(
+        None => crate::say!(
             "resuming {}: no checkpoint was written, starting over from the seeded init",
             dir.display()
         ),
@@ -450,10 +450,10 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
         ..
     } = prep;
     for note in &data.notes {
-        eprintln!("{note}");
+        crate::say!("{note}");
     }
     let counts = class_counts(&data);
-    eprintln!(
+    crate::say!(
         "classes (train examples): {}",
         data.classes
             .iter()
@@ -463,7 +463,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
             .join(", ")
     );
     if let Some(w) = &class_weights {
-        eprintln!("class weights: {w:?}");
+        crate::say!("class weights: {w:?}");
     }
     let dir = run.path.clone();
     let weights = class_weights
@@ -538,7 +538,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
         let mut tb = EventWriter::create(&dir)?;
         log_scores(&mut tb, "test", f.state.step, scores, &data.classes)?;
         tb.flush()?;
-        eprintln!(
+        crate::say!(
             "test (epoch {} weights): loss {:.4} acc {:.4} macro-F1 {:.4}\n{}",
             f.state.best_epoch.unwrap_or(0),
             scores.loss,
@@ -786,7 +786,7 @@ fn fit(
             } else {
                 "SIGINT"
             };
-            eprintln!(
+            crate::say!(
                 "{name}: checkpointed at step {}; continue with run-exp --resume {}",
                 state.step,
                 dir.display()
@@ -986,7 +986,7 @@ fn fit(
         history.push(row);
         plots::epoch_curves(&history, dir)?;
         commit!(state, improved);
-        eprintln!(
+        crate::say!(
             "epoch {e}/{}: train loss {train_loss:.4} acc {train_acc:.4} | val loss {val_loss:.4} acc {val_acc:.4} macro-F1 {:.4}{}",
             t.epochs,
             val.macro_f1,

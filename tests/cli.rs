@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use image::GenericImageView;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use candle_core::Device;
 use rnnlab::checkpoint::{self, load_run};
@@ -852,4 +852,66 @@ fn shipped_configs_learn_and_the_cells_separate() {
         rnn <= 0.8,
         "rnn {rnn}: the default task no longer separates the cells"
     );
+}
+
+/// A run's results do not depend on whether anyone reads its output: with stdout and stderr
+/// closed before the first line (`run-exp cfg 2>&1 | head -1`), training goes on and every
+/// file completes; `predict` into a closed pipe ends quietly with success; a write past
+/// `ulimit -f` fails with EFBIG naming its file (exit 1, summary `failed`), not SIGXFSZ.
+#[test]
+fn closed_pipes_and_file_size_limits_do_not_kill_a_run() {
+    let dir = temp_dir("pipes");
+    let cfg = tiny_config(&dir);
+    let cfg = cfg.to_str().unwrap();
+    let short = ["--set", "data.num_train=400", "--set", "train.epochs=2"];
+    let closed = |args: &[&str]| -> std::process::ExitStatus {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        child.wait().unwrap()
+    };
+    let mut args = vec![cfg];
+    args.extend(short);
+    let status = closed(&args);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let run = only_run_dir(&dir.join("results"));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "completed");
+    assert_eq!(summary["epochs_done"], 2);
+
+    let texts: Vec<String> = (0..2000).map(|i| format!("the film {i} was good")).collect();
+    let mut args = vec!["predict", run.to_str().unwrap()];
+    for t in &texts {
+        args.extend(["--text", t.as_str()]);
+    }
+    let status = closed(&args);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 16; exec {} {cfg} --set experiment.name=fsz {}",
+            env!("CARGO_BIN_EXE_run-exp"),
+            short.join(" ")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{:?}: {}", o.status, stderr(&o));
+    let fsz = dir.join("results/fsz/run-001");
+    assert!(
+        stderr(&o).contains(&fsz.display().to_string()) && stderr(&o).contains("File too large"),
+        "{}",
+        stderr(&o)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fsz.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["status"], "failed");
+    assert!(summary["reason"].as_str().unwrap().contains("File too large"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -104,7 +104,9 @@ fn plots(a: PlotsCli) -> ExitCode {
         match rnnlab::log::plots::redraw(dir) {
             Ok(files) => {
                 for f in files {
-                    println!("{}", f.display());
+                    if let Err(code) = emit(f.display()) {
+                        return code;
+                    }
                 }
             }
             Err(e) => return fail(e),
@@ -122,8 +124,7 @@ struct SummarizeCli {
 fn summarize(a: SummarizeCli) -> ExitCode {
     match sweep::summary::write_root(&a.sweep_dir) {
         Ok(t) => {
-            print!("{}", t.text);
-            ExitCode::SUCCESS
+            emit(t.text.trim_end()).err().unwrap_or(ExitCode::SUCCESS)
         }
         Err(e) => fail(e),
     }
@@ -141,13 +142,12 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
         Err(e) => return fail(e),
     };
     if cli.dry_run {
-        print!("{}", plan.describe());
-        return ExitCode::SUCCESS;
+        return emit(plan.describe().trim_end()).err().unwrap_or(ExitCode::SUCCESS);
     }
     if let Some(id) = &cli.trial {
         return match sweep::trial::run(&plan, id, stop) {
             Ok(sweep::trial::Outcome::Ran(status)) => {
-                eprintln!("trial {id}: {}", status.name());
+                rnnlab::say!("trial {id}: {}", status.name());
                 match status {
                     TrialStatus::Completed | TrialStatus::Pruned => ExitCode::SUCCESS,
                     TrialStatus::Diverged => ExitCode::from(3),
@@ -158,11 +158,11 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
                 }
             }
             Ok(sweep::trial::Outcome::AlreadyFinal(status)) => {
-                eprintln!("trial {id} is {} already: nothing to do", status.name());
+                rnnlab::say!("trial {id} is {} already: nothing to do", status.name());
                 ExitCode::SUCCESS
             }
             Ok(sweep::trial::Outcome::Busy(holder)) => {
-                eprintln!("trial {id} is being run by another process ({holder})");
+                rnnlab::say!("trial {id} is being run by another process ({holder})");
                 ExitCode::from(sweep::driver::EXIT_BUSY)
             }
             Err(e) => fail(e),
@@ -181,7 +181,7 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
         };
         return match sweep::slurm::submit(&plan, &opts) {
             Ok(None) => {
-                eprintln!(
+                rnnlab::say!(
                     "every trial of {} is final: nothing to submit",
                     plan.root.display()
                 );
@@ -190,10 +190,10 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
             Ok(Some((path, n, job))) => {
                 match job {
                     Some(id) => {
-                        eprintln!("submitted {path} as job array {id} ({n} tasks); results: run-exp summarize {}", plan.root.display(), path = path.display());
-                        println!("{id}");
+                        rnnlab::say!("submitted {path} as job array {id} ({n} tasks); results: run-exp summarize {}", plan.root.display(), path = path.display());
+                        let _ = emit(&id);
                     }
-                    None => eprintln!(
+                    None => rnnlab::say!(
                         "wrote {} ({n} tasks); submit it with sbatch",
                         path.display()
                     ),
@@ -205,18 +205,19 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
     }
     match sweep::driver::run(&plan, stop) {
         Ok(out) => {
-            print!("{}", out.tables.text);
+            // The tables are on disk too: a closed stdout does not change the exit code.
+            let _ = emit(out.tables.text.trim_end());
             let counts: Vec<String> = out
                 .counts
                 .iter()
                 .map(|(s, n)| format!("{n} {}", s.name()))
                 .collect();
-            eprintln!("sweep {}: {}", plan.root.display(), counts.join(", "));
+            rnnlab::say!("sweep {}: {}", plan.root.display(), counts.join(", "));
             if let Some(sig) = out.interrupted {
                 return ExitCode::from(Stop::exit_code(sig));
             }
             if out.counts.get(&TrialStatus::Failed).copied().unwrap_or(0) > 0 {
-                eprintln!("error: some trials failed (their error is in summary.csv and <trial>/trial.log); rerun the same command to retry them");
+                rnnlab::say!("error: some trials failed (their error is in summary.csv and <trial>/trial.log); rerun the same command to retry them");
                 return ExitCode::from(1);
             }
             ExitCode::SUCCESS
@@ -276,20 +277,20 @@ fn eval(a: EvalCli) -> ExitCode {
     match rnnlab::predict::score(&run, &other.data) {
         Ok(scored) => {
             for (split, n, s) in scored {
-                eprintln!(
+                rnnlab::say!(
                     "{split} ({n} examples): loss {:.4} acc {:.4} macro-F1 {:.4}\n{}",
                     s.loss,
                     s.acc,
                     s.macro_f1,
                     s.confusion_markdown(&run.classes)
                 );
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "run_dir": a.run.run_dir, "data": a.data, "split": split, "examples": n,
-                        "classes": run.classes, "scores": s,
-                    })
-                );
+                let line = serde_json::json!({
+                    "run_dir": a.run.run_dir, "data": a.data, "split": split, "examples": n,
+                    "classes": run.classes, "scores": s,
+                });
+                if let Err(code) = emit(line) {
+                    return code;
+                }
             }
             ExitCode::SUCCESS
         }
@@ -297,9 +298,22 @@ fn eval(a: EvalCli) -> ExitCode {
     }
 }
 
+/// Prints one result on stdout. A reader that went away (`| head -1`) ends the command quietly
+/// with success, as Unix tools do; any other failed write is an error (exit 1).
+fn emit(text: impl std::fmt::Display) -> Result<(), ExitCode> {
+    match rnnlab::out!("{text}") {
+        Ok(()) => Ok(()),
+        Err(e) if rnnlab::output::reader_gone(&e) => Err(ExitCode::SUCCESS),
+        Err(e) => {
+            rnnlab::say!("error: writing to stdout: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
 /// Reports an error; exit 2 for bad input, 1 otherwise.
 fn fail(e: rnnlab::Error) -> ExitCode {
-    eprintln!("error: {e:#}");
+    rnnlab::say!("error: {e:#}");
     ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
 }
 
@@ -331,7 +345,9 @@ fn predict(p: PredictCli) -> ExitCode {
         return match rnnlab::predict::predict_clips(&run, &p.clip) {
             Ok(preds) => {
                 for pr in preds {
-                    println!("{}", pr.json(&run, "clip"));
+                    if let Err(code) = emit(pr.json(&run, "clip")) {
+                        return code;
+                    }
                 }
                 ExitCode::SUCCESS
             }
@@ -346,13 +362,15 @@ fn predict(p: PredictCli) -> ExitCode {
         }
     }
     if texts.is_empty() {
-        eprintln!("error: nothing to predict: give --text \"...\", --file FILE or --clip DIR");
+        rnnlab::say!("error: nothing to predict: give --text \"...\", --file FILE or --clip DIR");
         return ExitCode::from(2);
     }
     match rnnlab::predict::predict(&run, &texts) {
         Ok(preds) => {
             for pr in preds {
-                println!("{}", pr.json(&run, "text"));
+                if let Err(code) = emit(pr.json(&run, "text")) {
+                    return code;
+                }
             }
             ExitCode::SUCCESS
         }
@@ -426,7 +444,7 @@ fn bench(b: BenchCli) -> ExitCode {
             "lstm" => cells.push(CellKind::Lstm),
             "gru" => cells.push(CellKind::Gru),
             other => {
-                eprintln!("error: --cells: unknown cell \"{other}\"; expected lstm, gru or rnn");
+                rnnlab::say!("error: --cells: unknown cell \"{other}\"; expected lstm, gru or rnn");
                 return ExitCode::from(2);
             }
         }
@@ -449,7 +467,7 @@ fn bench(b: BenchCli) -> ExitCode {
     {
         Ok(c) => c,
         Err(_) => {
-            eprintln!("error: --conv: expected comma-separated widths, e.g. 32,64,128,128");
+            rnnlab::say!("error: --conv: expected comma-separated widths, e.g. 32,64,128,128");
             return ExitCode::from(2);
         }
     };
@@ -467,7 +485,7 @@ fn bench(b: BenchCli) -> ExitCode {
         ("--conv", conv.iter().copied().min().unwrap_or(0)),
     ];
     if let Some((flag, _)) = zero.iter().find(|(_, v)| *v == 0) {
-        eprintln!("error: {flag} must be at least 1");
+        rnnlab::say!("error: {flag} must be at least 1");
         return ExitCode::from(2);
     }
     let device = match DeviceSpec::parse(&b.device)
@@ -476,7 +494,7 @@ fn bench(b: BenchCli) -> ExitCode {
     {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("error: --device: {e}");
+            rnnlab::say!("error: --device: {e}");
             return ExitCode::from(2);
         }
     };
@@ -502,9 +520,13 @@ fn bench(b: BenchCli) -> ExitCode {
     };
     for &cell in &args.cells {
         match bench_cell(&args, cell, &device) {
-            Ok(line) => println!("{line}"),
+            Ok(line) => {
+                if let Err(code) = emit(line) {
+                    return code;
+                }
+            }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                rnnlab::say!("error: {e:#}");
                 return ExitCode::from(1);
             }
         }
@@ -544,6 +566,10 @@ fn pin_thread_count() {
 }
 
 fn main() -> ExitCode {
+    // A write past `ulimit -f` fails with EFBIG (and names its file) instead of killing the
+    // process with SIGXFSZ and leaving a cut events file and no summary.
+    // SAFETY: setting a signal's disposition to SIG_IGN before any other thread exists.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     keep_freed_memory();
     let cli = Cli::parse();
     if let Some(Command::Bench(b)) = &cli.command {
@@ -561,13 +587,13 @@ fn main() -> ExitCode {
         None => {}
     }
     if cli.config.is_none() && cli.resume.is_none() {
-        eprintln!("error: give a config file, e.g. run-exp configs/lstm.toml (see --help)");
+        rnnlab::say!("error: give a config file, e.g. run-exp configs/lstm.toml (see --help)");
         return ExitCode::from(2);
     }
     let stop = match Stop::install() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
+            rnnlab::say!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
             return ExitCode::from(1);
         }
     };
@@ -579,7 +605,7 @@ fn main() -> ExitCode {
         }
     }
     if cli.trial.is_some() || cli.slurm.slurm {
-        eprintln!("error: --trial and --slurm need a sweep file (one with a [sweep] table)");
+        rnnlab::say!("error: --trial and --slurm need a sweep file (one with a [sweep] table)");
         return ExitCode::from(2);
     }
     // Everything that bad input can break happens here, before any file is written (a new
@@ -588,7 +614,7 @@ fn main() -> ExitCode {
         Some(dir) => {
             train::resume_config(dir, cli.config.as_deref(), &cli.set).and_then(|resume| {
                 if cli.dry_run {
-                    print!("{}", resume.config.to_toml());
+                    let _ = emit(resume.config.to_toml().trim_end());
                     return Ok(None);
                 }
                 let prep = train::prepare(resume.config.clone())?;
@@ -598,7 +624,7 @@ fn main() -> ExitCode {
         None => {
             Config::load(&cli.config.clone().unwrap_or_default(), &cli.set).and_then(|config| {
                 if cli.dry_run {
-                    print!("{}", config.to_toml());
+                    let _ = emit(config.to_toml().trim_end());
                     return Ok(None);
                 }
                 let prep = train::prepare(config)?;
@@ -621,7 +647,7 @@ fn main() -> ExitCode {
                 .test_acc
                 .map(|a| format!(", test acc {a:.4}"))
                 .unwrap_or_default();
-            eprintln!(
+            rnnlab::say!(
                 "{}: {} — best val acc {:.4} (epoch {}){test}, {:.1}s, {:.0} train samples/s",
                 s.run_dir.display(),
                 serde_json::to_string(&s.status)
@@ -637,7 +663,7 @@ fn main() -> ExitCode {
             match s.status {
                 Status::Completed => ExitCode::SUCCESS,
                 Status::Diverged => {
-                    eprintln!("error: diverged: {}", s.reason.unwrap_or_default());
+                    rnnlab::say!("error: diverged: {}", s.reason.unwrap_or_default());
                     ExitCode::from(3)
                 }
                 Status::Interrupted => {
@@ -647,7 +673,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            rnnlab::say!("error: {e:#}");
             ExitCode::from(1)
         }
     }

@@ -84,7 +84,7 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
     std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
     summary::write_plan(plan)?;
     let mut results = summary::Results::of_plan(plan)?;
-    eprintln!(
+    crate::say!(
         "sweep {}: {} trials, {} final already, {} to run here{} ({} at a time, {} thread{} each){}",
         plan.root.display(),
         plan.trials.len(),
@@ -108,7 +108,7 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
         }
     );
     for n in notes {
-        eprintln!("{n}");
+        crate::say!("{n}");
     }
     let bar = progress_bar();
     let mut running: Vec<Running> = Vec::new();
@@ -383,7 +383,7 @@ fn settle(plan: &Plan, r: &Running, status: ExitStatus) -> Result<Record> {
 /// A line above the progress bar, or on stderr when there is no bar (not a terminal).
 fn say(bar: &ProgressBar, line: String) {
     if bar.is_hidden() {
-        eprintln!("{line}");
+        crate::say!("{line}");
     } else {
         bar.println(line);
     }

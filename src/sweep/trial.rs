@@ -45,7 +45,7 @@ pub fn run(plan: &Plan, id: &str, stop: &Stop) -> Result<Outcome> {
         Err(e) => {
             let aside = dir.join(format!("{}.unreadable", record::RECORD));
             std::fs::rename(Record::path(&dir), &aside).map_err(|e| Error::io(&aside, e))?;
-            eprintln!(
+            crate::say!(
                 "trial {id}: {e:#}; moved to {} and the trial runs again",
                 aside.display()
             );
@@ -56,7 +56,7 @@ pub fn run(plan: &Plan, id: &str, stop: &Stop) -> Result<Outcome> {
         return Ok(Outcome::AlreadyFinal(rec.status));
     }
     if rec.status == TrialStatus::Completed {
-        eprintln!(
+        crate::say!(
             "trial {id}: completed before with a smaller budget; it continues to train.epochs = {}{}",
             trial.budget.epochs,
             trial
@@ -191,7 +191,7 @@ fn train_trial(
         rec.write(dir)?;
         let competing = rung_values(plan, k)?;
         if !halving::promotable(value, &competing, plan.sweep.eta, maximize) {
-            eprintln!(
+            crate::say!(
                 "trial {}: pruned at rung {k} ({budget} epochs): {value:.4} is not in the top 1/{} of {} values there",
                 trial.id,
                 plan.sweep.eta,
@@ -199,7 +199,7 @@ fn train_trial(
             );
             return Ok((TrialStatus::Pruned, last));
         }
-        eprintln!(
+        crate::say!(
             "trial {}: promoted from rung {k} ({budget} epochs) with {value:.4} ({} values there)",
             trial.id,
             competing.len()

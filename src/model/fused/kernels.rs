@@ -363,7 +363,7 @@ mod tests {
             et = et.max((tanh(x) as f64 - (x as f64).tanh()).abs());
             es = es.max((sigmoid(x) as f64 - 1.0 / (1.0 + (-(x as f64)).exp())).abs());
         }
-        eprintln!("max abs error: tanh {et:e}, sigmoid {es:e}");
+        crate::say!("max abs error: tanh {et:e}, sigmoid {es:e}");
         assert!(et < 3e-7 && es < 3e-7, "tanh {et:e}, sigmoid {es:e}");
     }
 }
