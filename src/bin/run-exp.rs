@@ -212,7 +212,18 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
                 .iter()
                 .map(|(s, n)| format!("{n} {}", s.name()))
                 .collect();
-            rnnlab::say!("sweep {}: {}", plan.root.display(), counts.join(", "));
+            let tables = match out.table_secs.len() {
+                0 => String::new(),
+                n => format!(
+                    "; tables rewritten after each of {n} trials in {:.3} s on average",
+                    out.table_secs.iter().sum::<f64>() / n as f64
+                ),
+            };
+            rnnlab::say!(
+                "sweep {}: {}{tables}",
+                plan.root.display(),
+                counts.join(", ")
+            );
             if let Some(sig) = out.interrupted {
                 return ExitCode::from(Stop::exit_code(sig));
             }

@@ -29,6 +29,9 @@ pub struct Outcome {
     pub counts: std::collections::BTreeMap<TrialStatus, usize>,
     pub interrupted: Option<i32>,
     pub tables: summary::Tables,
+    /// Seconds each rewrite of the tables after a trial took (re-reading that trial, writing
+    /// every file): a trial's cost to the driver.
+    pub table_secs: Vec<f64>,
 }
 
 /// Trials at once when `sweep.jobs` is absent: one per core, each on one thread (the jobs x
@@ -113,6 +116,7 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
     let bar = progress_bar();
     let mut running: Vec<Running> = Vec::new();
     let mut durations: Vec<f64> = Vec::new();
+    let mut table_secs: Vec<f64> = Vec::new();
     let mut forwarded = false;
     let mut last_poll = Instant::now();
     update_bar(&bar, plan, &results, &running, &elsewhere, &durations, jobs);
@@ -167,7 +171,9 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
                 durations.push(secs);
             }
             // The tables are a view: failing to write them must not stop the trials.
+            let t0 = Instant::now();
             let written = results.refresh(&r.id).and_then(|_| results.write(false));
+            table_secs.push(t0.elapsed().as_secs_f64());
             let metric = results
                 .rows()
                 .iter()
@@ -232,6 +238,7 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
         interrupted: stop.requested(),
         counts: Default::default(),
         tables: results.write(true)?,
+        table_secs,
     };
     for r in results.rows() {
         *out.counts.entry(r.status).or_default() += 1;

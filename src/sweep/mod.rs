@@ -170,11 +170,16 @@ pub fn group_name(values: &[(String, toml::Value)]) -> String {
         .join(" ")
 }
 
-/// FNV-1a (64 bits) over the sorted `key=value` lines: the same overrides give the same id
+/// FNV-1a (64 bits, then mixed) over the sorted `key=value` lines: the same overrides give the same id
 /// on any machine, whatever their order in the file. 16 hex digits: a million trials collide
 /// with odds of about 3 in 10^8.
 pub fn trial_id(values: &[(String, toml::Value)], seed: u64) -> String {
-    format!("{:016x}", trial_hash(values, seed))
+    // FNV's last bytes reach the high bits weakly (grids differ in a digit or two): splitmix64's
+    // finalizer spreads every input bit over the whole id.
+    let mut z = trial_hash(values, seed);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    format!("{:016x}", z ^ (z >> 31))
 }
 
 fn trial_hash(values: &[(String, toml::Value)], seed: u64) -> u64 {
@@ -669,6 +674,25 @@ mod tests {
         assert_eq!(ids(&more)[..8], ids(&a)[..]);
         let other = plan(&text.replace("seed = 7", "seed = 8"), &[]).unwrap();
         assert_ne!(ids(&other), ids(&a));
+    }
+
+    /// A `--trial` process builds only its own trial's config (the driver checked them all):
+    /// a bad combination elsewhere in the grid is the driver's error, not every trial's.
+    #[test]
+    fn a_trial_process_builds_only_its_own_config() {
+        let combo = "[train]\noptimizer = \"sgd\"\nmomentum = 0.9\n[sweep]\n[sweep.axes]\n\"train.nesterov\" = [false, true]\n\"train.momentum\" = [0.0, 0.9]\n";
+        assert!(plan(combo, &[]).is_err());
+        let path = std::env::temp_dir().join(format!("rnnlab-only-{}.toml", std::process::id()));
+        std::fs::write(&path, combo).unwrap();
+        let values = vec![
+            ("train.nesterov".to_string(), toml::Value::Boolean(false)),
+            ("train.momentum".into(), toml::Value::Float(0.9)),
+        ];
+        let id = trial_id(&values, 0);
+        let p = Plan::load(&path, &[], Check::Only(&id)).unwrap();
+        assert_eq!(p.trials.len(), 4);
+        assert!(!p.config(p.trial(&id).unwrap()).unwrap().train.nesterov);
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
