@@ -1336,6 +1336,18 @@ fn key_written_at(text: &str, span: std::ops::Range<usize>) -> Option<String> {
     if written.is_empty() || written.contains(['\n', '=']) {
         return None;
     }
+    // A key in a table header (`[model.x]`): the header up to it is the whole key.
+    let line_start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+    let in_header = text.get(line_start..span.start)?.trim_start();
+    if in_header.starts_with('[') {
+        let key: String = format!("{in_header}{written}")
+            .trim_start_matches(['[', ' '])
+            .split('.')
+            .map(|p| p.trim().trim_matches(['"', '\'']))
+            .collect::<Vec<_>>()
+            .join(".");
+        return Some(key);
+    }
     let header = text.get(..span.start)?.lines().rev().find_map(|l| {
         let l = l.trim();
         l.strip_prefix('[')

@@ -179,7 +179,7 @@ fn video_splits(
             location: "--data".into(),
             key: "data".into(),
             msg: format!(
-                "gives {input:?} with classes {:?}; the run takes {:?} with classes {:?}",
+                "gives {input} with classes {:?}; the run takes {} with classes {:?}",
                 ds.classes, run.input, run.classes
             ),
         });

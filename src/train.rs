@@ -159,6 +159,8 @@ pub struct Ready {
     /// Score the best weights on validation and test once completed (not at a halving rung
     /// that training will continue from).
     final_eval: bool,
+    /// The command that continues the run after an interruption (a sweep's trial: the sweep).
+    resume_hint: Option<String>,
 }
 
 impl Ready {
@@ -170,6 +172,12 @@ impl Ready {
     /// more epochs (a halving rung).
     pub fn without_final_eval(mut self) -> Ready {
         self.final_eval = false;
+        self
+    }
+
+    /// How to continue the run once interrupted, when it is not `run-exp --resume DIR`.
+    pub fn resume_hint(mut self, command: String) -> Ready {
+        self.resume_hint = Some(command);
         self
     }
 }
@@ -254,6 +262,7 @@ pub fn open_in(prep: Prepared, run: RunDir) -> Result<Ready> {
         resumed: false,
         checkpoint: None,
         final_eval: true,
+        resume_hint: None,
     })
 }
 
@@ -355,7 +364,7 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
         return Err(Error::Checkpoint {
             path: dir.join(checkpoint::INPUT),
             msg: format!(
-                "the data now gives {input:?}, the run was trained on {saved_input:?}: the data changed since the run started"
+                "the data now gives {input}, the run was trained on {saved_input}: the data changed since the run started"
             ),
         });
     }
@@ -427,6 +436,7 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
         resumed: true,
         checkpoint: ckpt,
         final_eval: true,
+        resume_hint: None,
     })
 }
 
@@ -441,6 +451,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
         resumed,
         checkpoint,
         final_eval,
+        resume_hint,
     } = ready;
     let Prepared {
         config,
@@ -509,6 +520,12 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
             return Err(e);
         }
     };
+    if f.status == Status::Interrupted {
+        crate::say!(
+            "continue with {}",
+            resume_hint.unwrap_or_else(|| format!("run-exp --resume {}", dir.display()))
+        );
+    }
     // A completed run: the best epoch's weights in full on validation, and on the test split.
     let best = match (f.status, &f.checkpoint) {
         (Status::Completed, Some(c)) if final_eval => c.best(),
@@ -786,11 +803,7 @@ fn fit(
             } else {
                 "SIGINT"
             };
-            crate::say!(
-                "{name}: checkpointed at step {}; continue with run-exp --resume {}",
-                state.step,
-                dir.display()
-            );
+            crate::say!("{name}: checkpointed at step {}", state.step);
             let reason = format!("{name} at step {}", state.step);
             finish!(Status::Interrupted, Some(reason))
         }};

@@ -86,6 +86,11 @@ fn config_errors_exit_2_name_the_place_and_write_nothing() {
             "[experiment]\ndevice = \"tpu\"\n",
             "bad.toml:2:1: experiment.device: unknown device \"tpu\"",
         ),
+        (
+            // An unknown table under a section: named as written, not "model..sub".
+            "[model]\nhidden_size = 8\n[model.sub]\nq = 1\n",
+            "bad.toml:3:8: model.sub: unknown field `sub`",
+        ),
     ];
     for (text, want) in cases {
         let path = dir.join("bad.toml");
@@ -533,6 +538,13 @@ fn diverging_run_is_recorded_and_exits_3() {
             .unwrap();
     assert_eq!(summary["status"], "diverged");
     assert!(summary["reason"].as_str().unwrap().contains("loss is"));
+    // Diverged before any validation: said in words, not "best val acc 0.0000 (epoch -)".
+    assert!(summary["best_epoch"].is_null());
+    assert!(
+        stderr(&o).contains("diverged — no epoch validated") && !stderr(&o).contains("epoch -"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `run-exp bench` prints one JSON line per cell in torch_peer.py's keys (tiny shape: this

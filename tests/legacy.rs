@@ -84,6 +84,15 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
     let after = json(&run.join("summary.json"));
     assert_eq!(after["epochs_done"], 3);
     assert_eq!(after["steps"], 21);
+    // A video config for this text run: refused naming the file, in words.
+    let video = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/video-lstm.toml");
+    let o = run_exp(&["eval", run.to_str().unwrap(), "--data", video]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("--data {video}: data.source: the run reads text")),
+        "{}",
+        stderr(&o)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -99,6 +108,10 @@ fn an_old_sweep_folder_summarizes_and_reruns_as_final() {
         assert!(out.contains(id), "{out}");
     }
     assert!(root.join("summary.csv").is_file());
+    // A path that does not exist is said to be missing, not "not a sweep folder".
+    let o = run_exp(&["summarize", dir.join("nowhere").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nowhere: no such folder"), "{}", stderr(&o));
     // The sweep file run again over the old folder: its 8-hex trial folders are its trials,
     // every one final, nothing trains.
     let file = dir.join("sweep.toml");

@@ -309,6 +309,12 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
         let log = std::fs::read_to_string(root.join(r["id"].as_str().unwrap()).join("trial.log"))
             .unwrap();
         assert!(log.contains("SIGTERM: checkpointed at step"), "{log}");
+        // The sweep continues it: the log says so, not `--resume` of the trial's folder.
+        assert!(
+            log.contains(&format!("continue with the sweep: run-exp {}", file.display()))
+                && !log.contains("--resume"),
+            "{log}"
+        );
     }
 
     // Trial processes killed outright (abort at step 250 of 300, like kill -9: no destructor runs):

@@ -114,6 +114,17 @@ fn a_video_run_trains_reloads_scores_and_resumes() {
         .find(|v| v["split"] == "test")
         .unwrap();
     assert_eq!(test_line["scores"]["acc"], summary["test_acc"], "{out}");
+    // Text data for a video run: refused naming the file and both inputs in words.
+    let text_cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/lstm.toml");
+    let e = run_exp(&["eval", run.to_str().unwrap(), "--data", text_cfg]);
+    assert_eq!(e.status.code(), Some(2), "{}", stderr(&e));
+    assert!(
+        stderr(&e).contains(&format!("--data {text_cfg}: data: gives tokens (a vocabulary of"))
+            && stderr(&e).contains("the run takes frames of 3 x 12 x 12")
+            && !stderr(&e).contains("Tokens {"),
+        "{}",
+        stderr(&e)
+    );
     // Text predictions are refused for a video run.
     let p = run_exp(&["predict", run.to_str().unwrap(), "--text", "hello"]);
     assert_eq!(p.status.code(), Some(2), "{}", stderr(&p));
@@ -717,6 +728,20 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
             "{name}: a run folder was written"
         );
     }
+    // In a fresh output folder, a decode that fails leaves no empty <out_dir>/.cache behind.
+    let fresh = dir.join("fresh");
+    let o = run(&[
+        "--set".into(),
+        format!("data.train={}", broken.join("truncated").display()),
+        "--set".into(),
+        format!("data.valid={}", broken.join("truncated").display()),
+        "--set".into(),
+        format!("data.test={}", broken.join("truncated").display()),
+        "--set".into(),
+        format!("experiment.out_dir={}", fresh.display()),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!fresh.exists(), "{}", stderr(&o));
     // A decode that failed left no partial cache file behind.
     for e in std::fs::read_dir(&cache).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().to_string();

@@ -267,8 +267,10 @@ impl RunCli {
 struct EvalCli {
     #[command(flatten)]
     run: RunCli,
-    /// A config whose [data] section names the dataset (source "file" or "hub"; other
-    /// sections are ignored). Text is processed with the run's own tokenizer and vocabulary.
+    /// A config whose [data] section names the dataset (other sections are ignored): a table
+    /// (source "file" or "hub") for a text run, read with the run's own tokenizer and
+    /// vocabulary; a video source ("frames", "tensors", "synthetic-video") for a video run,
+    /// scored on its validation and test splits.
     #[arg(long)]
     data: PathBuf,
     /// Override a key of that config, e.g. --set data.test=other.tsv (repeatable).
@@ -285,7 +287,18 @@ fn eval(a: EvalCli) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    match rnnlab::predict::score(&run, &other.data) {
+    let scored = rnnlab::predict::score(&run, &other.data).map_err(|e| match e {
+        // Name the file the data came from.
+        rnnlab::Error::Config { location, key, msg } if location == "--data" => {
+            rnnlab::Error::Config {
+                location: format!("--data {}", a.data.display()),
+                key,
+                msg,
+            }
+        }
+        e => e,
+    });
+    match scored {
         Ok(scored) => {
             for (split, n, s) in scored {
                 rnnlab::say!(
@@ -658,16 +671,16 @@ fn main() -> ExitCode {
                 .test_acc
                 .map(|a| format!(", test acc {a:.4}"))
                 .unwrap_or_default();
+            let best = match s.best_epoch {
+                Some(e) => format!("best val acc {:.4} (epoch {e})", s.best_val_acc),
+                None => "no epoch validated".into(),
+            };
             rnnlab::say!(
-                "{}: {} — best val acc {:.4} (epoch {}){test}, {:.1}s, {:.0} train samples/s",
+                "{}: {} — {best}{test}, {:.1}s, {:.0} train samples/s",
                 s.run_dir.display(),
                 serde_json::to_string(&s.status)
                     .unwrap_or_default()
                     .trim_matches('"'),
-                s.best_val_acc,
-                s.best_epoch
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "-".into()),
                 s.elapsed_s,
                 s.train_samples_per_s,
             );

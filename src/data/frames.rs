@@ -283,12 +283,20 @@ fn decode_cached(clips: &[ClipRef], shape: FrameShape, dir: &Path) -> Result<(Sp
     if let Ok(cached) = Cached::open(&path, &lengths) {
         return Ok((split(cached), false));
     }
+    // The folders this creates, outermost last: a failed decode (bad input) removes them again
+    // if they are still empty, so an exit 2 leaves no empty results/.cache behind.
+    let created: Vec<&Path> = dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).collect();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = crate::fsutil::temp_sibling(&path);
     let written = write_decoded(clips, shape, &tmp)
         .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e)));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
+        for d in created {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+        }
         return Err(e);
     }
     Ok((split(Cached::open(&path, &lengths)?), true))

@@ -493,7 +493,7 @@ pub fn load_for_run(
         return Err(Error::Config {
             location: "--data".into(),
             key: "data.source".into(),
-            msg: "eval reads tables: source must be \"file\" or \"hub\"".into(),
+            msg: "the run reads text: it is scored on a table, source = \"file\" or \"hub\"".into(),
         });
     }
     let (mut out, mut notes) = (Vec::new(), Vec::new());

@@ -30,6 +30,21 @@ pub enum Input {
     },
 }
 
+/// As messages name it: "tokens (a vocabulary of 82)", "frames of 3 x 64 x 64".
+impl std::fmt::Display for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Input::Tokens { vocab } => write!(f, "tokens (a vocabulary of {vocab})"),
+            Input::Features { dim } => write!(f, "features of width {dim}"),
+            Input::Frames {
+                channels,
+                height,
+                width,
+            } => write!(f, "frames of {channels} x {height} x {width} (channels x height x width)"),
+        }
+    }
+}
+
 enum FrontEnd {
     /// weight: [vocab, embedding_dim]
     Embedding(Tensor),

@@ -161,6 +161,12 @@ fn train_trial(
         } else {
             ready.without_final_eval()
         };
+        // A trial is continued by its sweep, not by --resume of its folder.
+        let mut again = format!("the sweep: run-exp {}", plan.file.display());
+        for s in &plan.sets {
+            again += &format!(" --set '{s}'");
+        }
+        let ready = ready.resume_hint(again + " (it continues this trial from here)");
         let s = train::run(ready, stop)?;
         let status = s.status;
         last = Some(s);
