@@ -510,6 +510,20 @@ fn a_raised_budget_continues_trials_a_lowered_one_is_refused_and_budgets_never_m
     let root = dir.join("results/b");
     let ids: Vec<String> = records(&root).keys().cloned().collect();
     assert_eq!(ids.len(), 2);
+    // Each trial's line shows its metric; the tables print as Markdown, not polars frames.
+    assert!(
+        stderr(&o).contains(" completed in ") && stderr(&o).contains("s, best val_acc 0."),
+        "{}",
+        stderr(&o)
+    );
+    let tables = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        tables.contains("| model.cell | epochs | n | best_val_acc mean | std | best_val_loss mean |")
+            && tables.contains("| trial | status | model.cell | seed | epochs | epochs_done |")
+            && !tables.contains("shape:")
+            && !tables.contains("null"),
+        "{tables}"
+    );
 
     // Raised, but not run yet (a Slurm script written): both are listed to run, and the tables
     // keep their 1-epoch results out of the 2-epoch means.
