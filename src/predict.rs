@@ -21,6 +21,9 @@ pub struct Prediction {
     pub label: String,
     /// Probability per class, in class-id order (`LoadedRun::classes`).
     pub probs: Vec<f32>,
+    /// Texts: the fraction of its tokens the run's vocabulary did not know (`<unk>`): a
+    /// confident answer on a text it could not read says little.
+    pub unknown_share: Option<f64>,
 }
 
 impl Prediction {
@@ -36,6 +39,7 @@ impl Prediction {
             text,
             label: run.classes.get(best).cloned().unwrap_or_default(),
             probs,
+            unknown_share: None,
         }
     }
 
@@ -47,7 +51,11 @@ impl Prediction {
             .zip(&self.probs)
             .map(|(c, &v)| (c.clone(), serde_json::json!(v)))
             .collect();
-        serde_json::json!({ key: self.text, "label": self.label, "probs": probs })
+        let mut line = serde_json::json!({ key: self.text, "label": self.label, "probs": probs });
+        if let Some(u) = self.unknown_share {
+            line["unknown_share"] = serde_json::json!(u);
+        }
+        line
     }
 }
 
@@ -61,16 +69,35 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
         return Err(Error::Checkpoint {
             path: run.dir.clone(),
             msg: format!(
-                "this run classifies {:?}, not text: texts cannot be predicted with it",
+                "this run classifies {}, not text: texts cannot be predicted with it",
                 run.input
             ),
         });
     }
+    if let Some(i) = texts
+        .iter()
+        .position(|t| crate::data::text::tokens(t, &run.config.data).is_empty())
+    {
+        return Err(Error::Config {
+            location: "--text / --file".into(),
+            key: format!("text {}", i + 1),
+            msg: "is empty (no tokens): there is nothing to classify".into(),
+        });
+    }
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| encode(run, t)).collect();
+    let shares: Vec<f64> = ids
+        .iter()
+        .map(|s| crate::data::text::unknown_share([s.as_slice()]))
+        .collect();
     let split = Split {
         labels: vec![0; texts.len()],
-        inputs: Inputs::Tokens(texts.iter().map(|t| encode(run, t)).collect()),
+        inputs: Inputs::Tokens(ids),
     };
-    predict_split(run, &split, texts)
+    let mut preds = predict_split(run, &split, texts)?;
+    for (p, u) in preds.iter_mut().zip(shares) {
+        p.unknown_share = Some(u);
+    }
+    Ok(preds)
 }
 
 /// Predictions for every sequence of `split` (its labels unused), named by `names`, in batches
@@ -112,7 +139,7 @@ pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec
         return Err(Error::Checkpoint {
             path: run.dir.clone(),
             msg: format!(
-                "this run takes {:?}, not video frames: --clip needs a video run",
+                "this run takes {}, not video frames: --clip needs a video run",
                 run.input
             ),
         });
@@ -144,7 +171,16 @@ pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec
 }
 
 /// Scores of the run on each labeled split `data` names, as (split, examples, scores).
-pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<(&'static str, usize, Scores)>> {
+/// One split's scores: its name, examples, scores and, for text, the share of its tokens the
+/// run's vocabulary did not know.
+pub struct Scored {
+    pub split: &'static str,
+    pub examples: usize,
+    pub scores: Scores,
+    pub unknown_share: Option<f64>,
+}
+
+pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<Scored>> {
     let (splits, notes) = match run.input {
         Input::Tokens { .. } => load_for_run(data, &run.config.data, &run.vocab, &run.classes)?,
         _ => video_splits(run, data)?,
@@ -156,8 +192,19 @@ pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<(&'static str, usize, S
     splits
         .into_iter()
         .map(|(name, split)| {
-            let s = evaluate(&run.model, &split, run.classes.len(), 64, &device, None)?;
-            Ok((name, split.len(), s))
+            let scores = evaluate(&run.model, &split, run.classes.len(), 64, &device, None)?;
+            let unknown_share = match &split.inputs {
+                Inputs::Tokens(seqs) => Some(crate::data::text::unknown_share(
+                    seqs.iter().map(Vec::as_slice),
+                )),
+                _ => None,
+            };
+            Ok(Scored {
+                split: name,
+                examples: split.len(),
+                scores,
+                unknown_share,
+            })
         })
         .collect()
 }

@@ -49,6 +49,19 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
         .map(|c| line["probs"][c].as_f64().unwrap())
         .sum();
     assert!((p - 1.0).abs() < 1e-5, "{line}");
+    // How much of each text the run could read: "zzz" is not in its vocabulary.
+    let o = run_exp(&["predict", run.to_str().unwrap(), "--text", "the zzz", "--text", "zzz qqq"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shares: Vec<f64> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["unknown_share"].as_f64().unwrap())
+        .collect();
+    assert_eq!(shares, [0.5, 1.0]);
+    // An empty text is refused: there is nothing to classify.
+    let o = run_exp(&["predict", run.to_str().unwrap(), "--text", "good", "--text", " "]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("text 2: is empty"), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
 
     // eval on the run's own test split, written out as a table: the accuracy the run recorded.
     let config = rnnlab::Config::load(&run.join("config.toml"), &[]).unwrap();
@@ -75,6 +88,7 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
     let line: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
     assert_eq!(line["examples"], 50);
+    assert_eq!(line["unknown_share"], 0.0, "{line}");
     assert_eq!(line["scores"]["acc"], before["test_acc"], "{line}");
 
     // Resumed for one more epoch: it starts from the old checkpoint's step.

@@ -300,18 +300,27 @@ fn eval(a: EvalCli) -> ExitCode {
     });
     match scored {
         Ok(scored) => {
-            for (split, n, s) in scored {
+            for sc in scored {
+                let s = &sc.scores;
                 rnnlab::say!(
-                    "{split} ({n} examples): loss {:.4} acc {:.4} macro-F1 {:.4}\n{}",
+                    "{} ({} examples): loss {:.4} acc {:.4} macro-F1 {:.4}{}\n{}",
+                    sc.split,
+                    sc.examples,
                     s.loss,
                     s.acc,
                     s.macro_f1,
+                    sc.unknown_share
+                        .map(|u| format!(", {:.1}% of tokens unknown to the run", 100.0 * u))
+                        .unwrap_or_default(),
                     s.confusion_markdown(&run.classes)
                 );
-                let line = serde_json::json!({
-                    "run_dir": a.run.run_dir, "data": a.data, "split": split, "examples": n,
-                    "classes": run.classes, "scores": s,
+                let mut line = serde_json::json!({
+                    "run_dir": a.run.run_dir, "data": a.data, "split": sc.split,
+                    "examples": sc.examples, "classes": run.classes, "scores": s,
                 });
+                if let Some(u) = sc.unknown_share {
+                    line["unknown_share"] = serde_json::json!(u);
+                }
                 if let Err(code) = emit(line) {
                     return code;
                 }

@@ -13,6 +13,21 @@ use crate::error::{Error, Result};
 pub const PAD: u32 = 0;
 pub const UNK: u32 = 1;
 
+/// The fraction of a sequence's tokens (padding aside) the vocabulary did not know (`<unk>`):
+/// how much of an input a run could not read. 0 for a sequence without tokens.
+pub fn unknown_share<'a>(seqs: impl IntoIterator<Item = &'a [u32]>) -> f64 {
+    let (mut unk, mut all) = (0usize, 0usize);
+    for s in seqs {
+        all += s.iter().filter(|&&t| t != PAD).count();
+        unk += s.iter().filter(|&&t| t == UNK).count();
+    }
+    if all == 0 {
+        0.0
+    } else {
+        unk as f64 / all as f64
+    }
+}
+
 /// Tokens of `text` under the data config's tokenizer, lowercase and truncation settings:
 /// the one pipeline training, evaluation and `predict` share. Never empty (an empty text is
 /// one `<pad>`-free `<unk>`... see `Vocab::encode_text`).
