@@ -46,13 +46,34 @@ pub struct Prepared {
 
 pub fn prepare(config: Config) -> Result<Prepared> {
     crate::device::set_cpu_threads(config.experiment.threads);
+
     let device = DeviceSpec::parse(&config.experiment.device)
         .map_err(Error::Device)?
         .open()?;
     let available = memory::available();
     let generated = memory::synthetic_data_part(&config);
     memory::check(generated.as_slice(), available)?;
-    let data = data::load(&config.data_to_load(), config.experiment.seed)?;
+    let mut data = data::load(&config.data_to_load(), config.experiment.seed)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if config.experiment.threads > cores {
+        data.notes.push(format!(
+            "warning: experiment.threads = {} is above this machine's {cores} cores: the threads take turns, which is slower than {cores}",
+            config.experiment.threads
+        ));
+    }
+    if let Some(k) = config.data.frames_per_clip {
+        let short: Vec<usize> = (0..data.train.len())
+            .map(|i| data.train.inputs.steps(i))
+            .filter(|&t| t < k)
+            .collect();
+        if let Some(min) = short.iter().min() {
+            data.notes.push(format!(
+                "note: data.frames_per_clip = {k}, but {} of {} training clips have fewer frames (the shortest {min}): they keep all of theirs",
+                short.len(),
+                data.train.len()
+            ));
+        }
+    }
     let longest = (0..data.train.len())
         .map(|i| data.train.inputs.steps(i))
         .max()
@@ -1013,6 +1034,14 @@ fn fit(
             break;
         }
         if state.step >= total_steps {
+            if state.epochs_done < t.epochs {
+                crate::say!(
+                    "stopped at train.max_steps = {} (in epoch {} of train.epochs = {})",
+                    state.step,
+                    state.epochs_done,
+                    t.epochs
+                );
+            }
             break;
         }
     }

@@ -927,3 +927,45 @@ fn closed_pipes_and_file_size_limits_do_not_kill_a_run() {
     assert!(summary["reason"].as_str().unwrap().contains("File too large"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Settings that cannot act as written say so in one line: threads above the cores, a stop by
+/// train.max_steps before train.epochs, frames_per_clip above a clip's frames.
+#[test]
+fn settings_that_cannot_act_as_written_say_so() {
+    let dir = temp_dir("notes");
+    let cfg = tiny_config(&dir);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = format!("experiment.threads={}", cores + 1);
+    let o = run_exp(&[
+        cfg.to_str().unwrap(),
+        "--set",
+        "data.num_train=400",
+        "--set",
+        &threads,
+        "--set",
+        "train.max_steps=3",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "warning: experiment.threads = {} is above this machine's {cores} cores",
+            cores + 1
+        )) && err.contains("stopped at train.max_steps = 3 (in epoch 1 of train.epochs = 3)"),
+        "{err}"
+    );
+    let video = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/video-lstm.toml");
+    let out = format!("experiment.out_dir={:?}", dir.join("results").to_str().unwrap());
+    let o = run_exp(&[
+        video, "--set", &out, "--set", "data.frames_per_clip=12", "--set", "data.num_train=64",
+        "--set", "data.num_valid=32", "--set", "data.num_test=0", "--set", "train.epochs=1",
+        "--set", "log.histograms_every_epochs=0",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("data.frames_per_clip = 12, but 64 of 64 training clips have fewer frames (the shortest 8)"),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
