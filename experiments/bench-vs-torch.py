@@ -14,7 +14,7 @@ CNN frame encoder -> cell) at that script's defaults; throughputs are clips/s.
 Each (cell, implementation) runs `--rounds` times, alternating rnnlab and PyTorch; the table
 gives the median of the rounds for each throughput and the largest peak RSS (the machine is
 shared and noisy: a single round can be off by 10%)."""
-import argparse, json, os, statistics, subprocess, sys
+import argparse, json, os, shutil, statistics, subprocess, sys
 
 here = os.path.dirname(os.path.abspath(__file__))
 root = os.path.dirname(here)
@@ -35,13 +35,16 @@ shape = [x for flag, _ in flags if flag != "cells" for x in (f"--{flag}", str(ge
 shape += ["--bn"] if a.bn else []
 unit = "clips" if video else "samples"
 
-exe = os.path.join(root, "target", "release", "run-exp")
+exe = os.environ.get("RUN_EXP") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR") or os.path.join(root, "target"), "release", "run-exp")
 if not os.path.exists(exe):
     subprocess.run(["cargo", "build", "--release", "--bin", "run-exp"], cwd=root, check=True)
 peer_script = os.path.join(root, "..", "shared", "bench", "torch_video_peer.py" if video else "torch_peer.py")
 peer_py = None
 for cand in [os.environ.get("PEER_PYTHON"), os.path.expanduser("~/.cache/peer/bin/python"), "python3"]:
-    if cand and os.path.exists(peer_script) and subprocess.run([cand, "-c", "import torch"], capture_output=True).returncode == 0:
+    # A candidate that is not there (no ~/.cache/peer) is skipped, not run.
+    found = cand and (shutil.which(cand) or (os.path.isfile(cand) and os.access(cand, os.X_OK)))
+    if found and os.path.exists(peer_script) and subprocess.run([cand, "-c", "import torch"], capture_output=True).returncode == 0:
         peer_py = cand
         break
 

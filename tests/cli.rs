@@ -969,3 +969,28 @@ fn settings_that_cannot_act_as_written_say_so() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// experiments/bench-vs-torch.py without PyTorch anywhere (no ~/.cache/peer, PEER_PYTHON
+/// unset): it benchmarks rnnlab alone and says PyTorch was not found, instead of crashing on
+/// the missing interpreter.
+#[test]
+fn the_torch_comparison_runs_without_a_peer_python() {
+    if Command::new("python3").arg("--version").output().is_err() {
+        eprintln!("skipped: python3 is not installed here");
+        return;
+    }
+    let home = temp_dir("nopeer");
+    let o = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/bench-vs-torch.py"))
+        .args(["--steps", "1", "--rounds", "1", "--batch", "4", "--seq", "4"])
+        .args(["--hidden", "8", "--emb", "4", "--vocab", "50", "--cells", "gru"])
+        .env("HOME", &home)
+        .env_remove("PEER_PYTHON")
+        .env("RUN_EXP", env!("CARGO_BIN_EXE_run-exp"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("| gru |"), "{out}");
+    let _ = std::fs::remove_dir_all(&home);
+}
