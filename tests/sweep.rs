@@ -642,3 +642,57 @@ fn an_unreadable_trial_record_is_set_aside_and_the_trial_runs_again() {
     let again = json_at(&root.join(&ids[0]).join("summary.json"));
     assert_eq!(again["best_val_loss"], want["best_val_loss"]);
 }
+
+/// Halving with a raised train.epochs: completed trials go on from the rungs they passed, meet
+/// the new rung at the old full budget (promoted or pruned there by the same rule), and the
+/// promoted ones train to the new budget; pruned trials stay as they were.
+#[test]
+fn a_raised_budget_continues_a_halving_sweep_through_its_new_rung() {
+    let dir = temp_dir("halving-raise");
+    let file = sweep_file(
+        &dir,
+        "hr",
+        "method = \"halving\"\ntrials = 6\nseed = 3\nmin_epochs = 1\neta = 3\njobs = 1",
+        "\"train.lr\" = { log_uniform = [1e-3, 3e-1] }",
+        "epochs = 3",
+    );
+    let f = file.to_str().unwrap();
+    assert!(run_exp_env(&[f], &[]).status.success());
+    let root = dir.join("results/hr");
+    let before = records(&root);
+    let o = run_exp_env(&[f, "--set", "train.epochs=9"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let after = records(&root);
+    let (mut promoted, mut pruned_at_new_rung) = (0, 0);
+    for (id, r) in &before {
+        let now = &after[id];
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(id).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        if r["status"] == "pruned" {
+            assert_eq!(now["status"], "pruned");
+            assert_eq!(summary["epochs_done"], 1);
+            continue;
+        }
+        // Completed at 3 epochs: rung 1 (3 epochs) recorded now, then 9 epochs or pruned at 3.
+        let rungs = now["rungs"].as_array().unwrap();
+        assert_eq!(rungs.len(), 2, "{now}");
+        assert_eq!(rungs[1]["epochs"], 3);
+        match now["status"].as_str().unwrap() {
+            "completed" => {
+                promoted += 1;
+                assert_eq!(summary["epochs_done"], 9);
+                assert_logged_once(&root.join(id), 9);
+            }
+            "pruned" => {
+                pruned_at_new_rung += 1;
+                assert_eq!(summary["epochs_done"], 3);
+                assert_logged_once(&root.join(id), 3);
+            }
+            s => panic!("{id}: {s}"),
+        }
+    }
+    assert!(promoted >= 1, "{after:?}");
+    let _ = pruned_at_new_rung;
+}
