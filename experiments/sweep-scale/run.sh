@@ -32,6 +32,17 @@ t1=$(date +%s.%N)
 t2=$(date +%s.%N)
 "$bin" summarize "$out/scale" > /dev/null
 t3=$(date +%s.%N)
+# SIGTERM while trials run (train.epochs raised: every trial is continued), once the driver has
+# started its first trial: how long until it has checkpointed, written the tables and exited.
+"$bin" $here/sweep.toml "${set_axes[@]}" --set train.epochs=200 2> "$out/term.log" > /dev/null &
+driver=$!
+until grep -q "to run here" "$out/term.log" 2>/dev/null; do sleep 0.1; done
+sleep 1
+t4=$(date +%s.%N)
+kill -TERM $driver
+wait $driver || true
+t5=$(date +%s.%N)
+echo "SIGTERM while trials run: the sweep exited $(python3 -c "print(f'{$t5 - $t4:.2f}')") s after the signal"
 python3 - "$out" "$n" "$t0" "$t1" "$t2" "$t3" <<'PY'
 import json, re, sys
 out, n, t0, t1, t2, t3 = sys.argv[1], int(sys.argv[2]), *map(float, sys.argv[3:])
