@@ -143,6 +143,16 @@ pub struct Trial {
     pub seed: u64,
     /// How long it trains (an axis may set it).
     pub budget: Budget,
+    /// A hash of the config.toml text its run folder gets (when `Plan::load` built the config):
+    /// a rerun finds an unchanged folder without building the config again.
+    pub config_hash: Option<u64>,
+}
+
+/// The hash `Trial::config_hash` holds, of a config.toml's text.
+pub fn text_hash(text: &str) -> u64 {
+    let mut fnv = crate::fsutil::Fnv1a::new();
+    fnv.eat(text.as_bytes());
+    fnv.0
 }
 
 impl Trial {
@@ -391,13 +401,16 @@ impl Plan {
                     values: values.clone(),
                     seed,
                     budget: Budget::of(&plan.base),
+                    config_hash: None,
                 };
                 let build = match check {
                     Check::All => true,
                     Check::Only(want) => trial.id == want,
                 };
                 if build {
-                    trial.budget = Budget::of(&plan.config(&trial)?);
+                    let config = plan.config(&trial)?;
+                    trial.budget = Budget::of(&config);
+                    trial.config_hash = Some(text_hash(&config.with_absolute_paths().to_toml()));
                 }
                 plan.trials.push(trial);
             }
