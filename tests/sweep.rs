@@ -696,3 +696,32 @@ fn a_raised_budget_continues_a_halving_sweep_through_its_new_rung() {
     assert!(promoted >= 1, "{after:?}");
     let _ = pruned_at_new_rung;
 }
+
+/// A trial that a raised train.epochs would not change (it ended at train.max_steps) stays final
+/// and still counts in the means: only trials that would train further wait for the raise.
+#[test]
+fn a_raised_budget_leaves_trials_that_ended_by_another_limit() {
+    let dir = temp_dir("budget-steps");
+    let file = sweep_file(
+        &dir,
+        "bs",
+        "seeds = [0, 1]\njobs = 2",
+        "\"model.cell\" = [\"gru\"]",
+        "epochs = 3\nmax_steps = 5",
+    );
+    let f = file.to_str().unwrap();
+    assert!(run_exp_env(&[f], &[]).status.success());
+    let root = dir.join("results/bs");
+    let o = run_exp_env(&[f, "--set", "train.epochs=4"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 trials, 2 final already, 0 to run here"),
+        "{}",
+        stderr(&o)
+    );
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!text.contains("smaller budget"), "{text}");
+    for row in csv_rows(&root.join("summary_by_config.csv")) {
+        assert_eq!(row["n"], "2", "{row:?}");
+    }
+}

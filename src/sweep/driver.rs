@@ -431,7 +431,11 @@ fn update_bar(
     }
     let rows = results.rows();
     let count = |s: TrialStatus| rows.iter().filter(|r| r.status == s).count();
-    let finals = rows.iter().filter(|r| r.status.is_final()).count();
+    // A completed trial waiting to be continued to a raised budget is not done yet.
+    let finals = rows
+        .iter()
+        .filter(|r| r.status.is_final() && (r.status != TrialStatus::Completed || r.at_budget()))
+        .count();
     let failed = count(TrialStatus::Failed);
     let remaining = plan.trials.len().saturating_sub(finals + failed);
     let best = results.best_so_far();

@@ -80,12 +80,21 @@ impl Budget {
     /// Whether a run that ended as `summary.json` says (completed) would train further under
     /// this budget: it neither stopped early nor reached these epochs or steps.
     pub fn trains_past(&self, summary: &serde_json::Value) -> bool {
-        if summary["stopped_early"].as_bool() == Some(true) {
+        self.trains_on(
+            summary["epochs_done"].as_u64(),
+            summary["steps"].as_u64(),
+            summary["stopped_early"].as_bool() == Some(true),
+        )
+    }
+
+    /// [`Budget::trains_past`] from a run's epochs and steps done (unknown: done).
+    pub fn trains_on(&self, epochs: Option<u64>, steps: Option<u64>, stopped_early: bool) -> bool {
+        let (Some(epochs), Some(steps)) = (epochs, steps) else {
             return false;
-        }
-        let epochs = summary["epochs_done"].as_u64().unwrap_or(u64::MAX);
-        let steps = summary["steps"].as_u64().unwrap_or(u64::MAX);
-        epochs < self.epochs as u64 && self.max_steps.is_none_or(|m| steps < m as u64)
+        };
+        !stopped_early
+            && epochs < self.epochs as u64
+            && self.max_steps.is_none_or(|m| steps < m as u64)
     }
 }
 

@@ -197,6 +197,10 @@ pub struct Row {
     pub planned: Option<Budget>,
     /// The validation metric by epoch (curves.png).
     pub curve: Vec<(f64, f64)>,
+    /// Steps trained, and whether `patience` ended it: with `budget`, whether a raised
+    /// budget would train it further.
+    pub steps: Option<u64>,
+    pub stopped_early: bool,
 }
 
 /// Every trial of the study as it stands now.
@@ -233,6 +237,8 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
         budget: rec.as_ref().and_then(|r| r.budget),
         planned: t.budget,
         curve: Vec::new(),
+        steps: None,
+        stopped_early: false,
     };
     if row.budget.is_none() && rec.is_some() {
         row.budget = saved_budget(&dir);
@@ -247,6 +253,8 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
             row.best_val_loss = f("best_val_loss");
         }
         row.epochs_done = s["epochs_done"].as_u64();
+        row.steps = s["steps"].as_u64();
+        row.stopped_early = s["stopped_early"].as_bool() == Some(true);
         row.test_acc = f("test_acc");
         row.test_macro_f1 = f("test_macro_f1");
         row.elapsed_s = f("elapsed_s");
@@ -258,6 +266,7 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
             row.best_val_loss = Some(st.best_val_loss);
         }
         row.epochs_done = Some(st.epochs_done as u64);
+        row.steps = Some(st.step as u64);
         row.elapsed_s = Some(st.elapsed_s);
     }
     row.curve = curve(&dir, study.curve_key());
@@ -293,10 +302,14 @@ fn curve(dir: &Path, key: &str) -> Vec<(f64, f64)> {
 }
 
 impl Row {
-    /// Trained to the budget the plan gives it (unknown in older folders: taken as yes).
-    fn at_budget(&self) -> bool {
+    /// Done for the budget the plan gives it: trained to it, or ended before it would matter
+    /// (stopped early, or at a `max_steps` the raise did not change). Unknown in older folders:
+    /// taken as yes.
+    pub fn at_budget(&self) -> bool {
         match (self.budget, self.planned) {
-            (Some(b), Some(p)) => b == p,
+            (Some(b), Some(p)) if b != p => {
+                !p.trains_on(self.epochs_done, self.steps, self.stopped_early)
+            }
             _ => true,
         }
     }
@@ -940,6 +953,8 @@ mod tests {
             budget: None,
             planned: None,
             curve: Vec::new(),
+            steps: None,
+            stopped_early: false,
         }
     }
 
