@@ -577,6 +577,7 @@ fn a_raised_budget_continues_trials_a_lowered_one_is_refused_and_budgets_never_m
     }
     for row in csv_rows(&root.join("summary_by_config.csv")) {
         assert_eq!(row["n"], "1", "{row:?}");
+        assert_eq!(row["epochs"], "2", "{row:?}");
     }
     let again = run_exp_env(&[f, "--set", "train.epochs=2"], &[]);
     assert!(

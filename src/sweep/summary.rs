@@ -532,6 +532,22 @@ pub fn groups_frame(study: &Study, groups: &[Group]) -> Result<DataFrame> {
             .collect();
         cols.push(axis_column(key, &vals));
     }
+    // The budget the means are at (the plan's; an axis may set it).
+    let planned = |g: &Group| g.rows.first().and_then(|r| r.planned.or(r.budget));
+    cols.push(Column::new(
+        "epochs".into(),
+        groups
+            .iter()
+            .map(|g| planned(g).map(|b| b.epochs as u64))
+            .collect::<Vec<_>>(),
+    ));
+    cols.push(Column::new(
+        "max_steps".into(),
+        groups
+            .iter()
+            .map(|g| planned(g).and_then(|b| b.max_steps).map(|m| m as u64))
+            .collect::<Vec<_>>(),
+    ));
     cols.push(Column::new(
         "trials".into(),
         groups
