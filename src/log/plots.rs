@@ -36,7 +36,9 @@ fn font() {
     });
 }
 
-/// Draws `curves` (x: epoch, y: `y_label`) into `path` (PNG, written whole or not at all).
+/// Draws `curves` (x: epoch, y: `y_label`) into `path` (PNG, written whole or not at all). The
+/// legend lists groups in order of first appearance; lines are drawn last to first, so the
+/// first curves (a sweep's best configurations) lie on top.
 pub fn curves(path: &Path, title: &str, y_label: &str, curves: &[Curve]) -> Result<()> {
     font();
     let draw_err = |e: String| Error::Checkpoint {
@@ -80,7 +82,7 @@ pub fn curves(path: &Path, title: &str, y_label: &str, curves: &[Curve]) -> Resu
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| draw_err(e.to_string()))?;
-        for c in curves {
+        for c in curves.iter().rev() {
             let g = groups.iter().position(|g| *g == c.group).unwrap_or(0);
             let color = PALETTE[g % PALETTE.len()];
             let points: Vec<(f64, f64)> = c
