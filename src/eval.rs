@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::model::classifier::Classifier;
 use crate::model::stack::RunOpts;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Scores {
     pub loss: f64,
     pub acc: f64,

@@ -330,15 +330,14 @@ pub fn resume_config(dir: &Path, config: Option<&Path>, overrides: &[String]) ->
 /// with; `location(key)` names where a changed key was set.
 pub fn resume_in(run: RunDir, wanted: Config, location: impl Fn(&str) -> String) -> Result<Resume> {
     let dir = run.path.clone();
-    let summary_path = dir.join(checkpoint::SUMMARY);
-    if summary_path.exists() {
-        let s: serde_json::Value = checkpoint::load_json(&summary_path)?;
-        if s["status"] == "diverged" {
+    if dir.join(checkpoint::SUMMARY).exists() {
+        let s = Summary::read(&dir)?;
+        if s.status == Status::Diverged {
             return Err(Error::Checkpoint {
                 path: dir.to_path_buf(),
                 msg: format!(
                     "the run diverged ({}); resuming would repeat it: start a new run with other settings (e.g. a lower train.lr or train.clip_norm)",
-                    s["reason"].as_str().unwrap_or("non-finite values")
+                    s.reason.as_deref().unwrap_or("non-finite values")
                 ),
             });
         }
@@ -600,16 +599,26 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
     Ok(s)
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `summary.json`: how a run ended, written by the run and read back (as this type, never by
+/// string keys) by resumes and sweeps. Fields added after the first release default when an
+/// older file lacks them; a non-finite number (no validation yet) is written as null and read
+/// back as NaN.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Summary {
     pub status: Status,
+    #[serde(default)]
     pub experiment: String,
+    #[serde(default)]
     pub run_dir: PathBuf,
+    #[serde(default)]
     pub seed: u64,
     pub epochs_done: usize,
+    #[serde(default)]
     pub steps: usize,
     pub best_epoch: Option<usize>,
+    #[serde(deserialize_with = "number_or_null")]
     pub best_val_acc: f64,
+    #[serde(deserialize_with = "number_or_null")]
     pub best_val_loss: f64,
     /// Test metrics of the best-epoch weights, when a labeled test split exists.
     pub test_acc: Option<f64>,
@@ -620,16 +629,35 @@ pub struct Summary {
     /// The same on validation, best epoch's weights.
     pub val_scores: Option<Scores>,
     /// Class names by id, and training examples per class.
+    #[serde(default)]
     pub classes: Vec<String>,
+    #[serde(default)]
     pub train_class_counts: Vec<usize>,
+    #[serde(default)]
     pub stopped_early: bool,
     /// Why the run did not complete (diverged, interrupted or failed).
     pub reason: Option<String>,
     /// Training time over the whole run, across resumes (up to its last checkpoint or end).
+    #[serde(default, deserialize_with = "number_or_null")]
     pub elapsed_s: f64,
+    #[serde(default, deserialize_with = "number_or_null")]
     pub train_samples_per_s: f64,
+    #[serde(default)]
     pub parameters: usize,
+    #[serde(default)]
     pub versions: serde_json::Value,
+}
+
+impl Summary {
+    /// A run folder's summary.json.
+    pub fn read(dir: &Path) -> Result<Summary> {
+        checkpoint::load_json(&dir.join(checkpoint::SUMMARY))
+    }
+}
+
+/// JSON has no infinity or NaN: serde_json writes them as null, read back as NaN.
+fn number_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {

@@ -140,3 +140,32 @@ fn an_old_sweep_folder_summarizes_and_reruns_as_final() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// summary.json is one type, written by the run and read back by resumes and sweeps: an old
+/// file reads, and a run that never validated (its best validation loss infinite, written as
+/// null) reads back with NaN, not an error.
+#[test]
+fn summary_json_reads_back_as_the_type_that_wrote_it() {
+    use rnnlab::train::{Status, Summary};
+    let old = Summary::read(&Path::new(FIXTURE).join("run")).unwrap();
+    let raw = json(&Path::new(FIXTURE).join("run/summary.json"));
+    assert_eq!(old.status, Status::Completed);
+    assert_eq!(old.epochs_done as u64, raw["epochs_done"].as_u64().unwrap());
+    assert_eq!(old.steps as u64, raw["steps"].as_u64().unwrap());
+    assert_eq!(old.best_val_loss, raw["best_val_loss"].as_f64().unwrap());
+    assert_eq!(old.test_scores.as_ref().unwrap().acc, raw["test_acc"].as_f64().unwrap());
+    let dir = temp_dir("summary-type");
+    let never = Summary {
+        status: Status::Diverged,
+        best_epoch: None,
+        best_val_acc: f64::NEG_INFINITY,
+        best_val_loss: f64::INFINITY,
+        ..old
+    };
+    rnnlab::checkpoint::save_json(&dir.join("summary.json"), &never).unwrap();
+    assert!(json(&dir.join("summary.json"))["best_val_loss"].is_null());
+    let back = Summary::read(&dir).unwrap();
+    assert_eq!(back.status, Status::Diverged);
+    assert!(back.best_val_loss.is_nan() && back.best_epoch.is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}

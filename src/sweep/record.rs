@@ -77,17 +77,9 @@ impl Budget {
         }
     }
 
-    /// Whether a run that ended as `summary.json` says (completed) would train further under
-    /// this budget: it neither stopped early nor reached these epochs or steps.
-    pub fn trains_past(&self, summary: &serde_json::Value) -> bool {
-        self.trains_on(
-            summary["epochs_done"].as_u64(),
-            summary["steps"].as_u64(),
-            summary["stopped_early"].as_bool() == Some(true),
-        )
-    }
-
-    /// [`Budget::trains_past`] from a run's epochs and steps done (unknown: done).
+    /// Whether a run that ended (completed) after `epochs` and `steps` would train further
+    /// under this budget: it neither stopped early nor reached these epochs or steps
+    /// (unknown: it would not).
     pub fn trains_on(&self, epochs: Option<u64>, steps: Option<u64>, stopped_early: bool) -> bool {
         let (Some(epochs), Some(steps)) = (epochs, steps) else {
             return false;
@@ -172,11 +164,14 @@ impl Record {
         if self.status != TrialStatus::Completed {
             return self.status.is_final();
         }
-        let Ok(summary) = checkpoint::load_json::<serde_json::Value>(&dir.join(checkpoint::SUMMARY))
-        else {
+        let Ok(s) = crate::train::Summary::read(dir) else {
             return true;
         };
-        !want.trains_past(&summary)
+        !want.trains_on(
+            Some(s.epochs_done as u64),
+            Some(s.steps as u64),
+            s.stopped_early,
+        )
     }
 
     /// Whether a `running` record's process is gone: on this host, its pid is not alive (or

@@ -243,21 +243,20 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
     if row.budget.is_none() && rec.is_some() {
         row.budget = saved_budget(&dir);
     }
-    let summary = dir.join(checkpoint::SUMMARY);
-    if summary.is_file() {
-        let s: serde_json::Value = checkpoint::load_json(&summary)?;
-        let f = |k: &str| s[k].as_f64();
-        row.best_epoch = s["best_epoch"].as_u64();
+    if dir.join(checkpoint::SUMMARY).is_file() {
+        let s = crate::train::Summary::read(&dir)?;
+        let finite = |v: f64| v.is_finite().then_some(v);
+        row.best_epoch = s.best_epoch.map(|e| e as u64);
         if row.best_epoch.is_some() {
-            row.best_val_acc = f("best_val_acc");
-            row.best_val_loss = f("best_val_loss");
+            row.best_val_acc = finite(s.best_val_acc);
+            row.best_val_loss = finite(s.best_val_loss);
         }
-        row.epochs_done = s["epochs_done"].as_u64();
-        row.steps = s["steps"].as_u64();
-        row.stopped_early = s["stopped_early"].as_bool() == Some(true);
-        row.test_acc = f("test_acc");
-        row.test_macro_f1 = f("test_macro_f1");
-        row.elapsed_s = f("elapsed_s");
+        row.epochs_done = Some(s.epochs_done as u64);
+        row.steps = Some(s.steps as u64);
+        row.stopped_early = s.stopped_early;
+        row.test_acc = s.test_acc;
+        row.test_macro_f1 = s.test_macro_f1;
+        row.elapsed_s = finite(s.elapsed_s);
     } else if let Some(c) = checkpoint::newest(&dir)? {
         let st = &c.state;
         row.best_epoch = st.best_epoch.map(|e| e as u64);
