@@ -615,7 +615,8 @@ fn bench_prints_one_json_line_per_cell_in_the_peer_keys() {
     let o = run_exp(&["bench", "--cells", "transformer"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("unknown cell \"transformer\""),
+        stderr(&o).contains("invalid value 'transformer' for '--cells <CELLS>'")
+            && stderr(&o).contains("[possible values: lstm, gru, rnn]"),
         "{}",
         stderr(&o)
     );

@@ -148,14 +148,7 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
         return match sweep::trial::run(&plan, id, stop) {
             Ok(sweep::trial::Outcome::Ran(status)) => {
                 rnnlab::say!("trial {id}: {}", status.name());
-                match status {
-                    TrialStatus::Completed | TrialStatus::Pruned => ExitCode::SUCCESS,
-                    TrialStatus::Diverged => ExitCode::from(3),
-                    TrialStatus::Pending => {
-                        ExitCode::from(Stop::exit_code(stop.requested().unwrap_or(15)))
-                    }
-                    TrialStatus::Failed | TrialStatus::Running => ExitCode::from(1),
-                }
+                trial_exit(status, stop)
             }
             Ok(sweep::trial::Outcome::AlreadyFinal(status)) => {
                 rnnlab::say!("trial {id} is {} already: nothing to do", status.name());
@@ -229,7 +222,7 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
             }
             if out.counts.get(&TrialStatus::Failed).copied().unwrap_or(0) > 0 {
                 rnnlab::say!("error: some trials failed (their error is in summary.csv and <trial>/trial.log); rerun the same command to retry them");
-                return ExitCode::from(1);
+                return ExitCode::from(FAILED);
             }
             ExitCode::SUCCESS
         }
@@ -331,6 +324,36 @@ fn eval(a: EvalCli) -> ExitCode {
     }
 }
 
+/// Exit codes (README "Exit codes"): 0 completed, 1 failed while running, 2 bad input, 3
+/// diverged, 128 + the signal when interrupted; 75 (`sweep::driver::EXIT_BUSY`) for a trial
+/// another process holds.
+const FAILED: u8 = 1;
+const BAD_INPUT: u8 = 2;
+const DIVERGED: u8 = 3;
+
+/// The exit code for how a run ended.
+fn exit_for(status: Status, stop: &Stop) -> ExitCode {
+    match status {
+        Status::Completed => ExitCode::SUCCESS,
+        Status::Diverged => ExitCode::from(DIVERGED),
+        Status::Interrupted => ExitCode::from(Stop::exit_code(stop.requested().unwrap_or(15))),
+        Status::Failed => ExitCode::from(FAILED),
+    }
+}
+
+/// A trial's status as the run status it ends its process with.
+fn trial_exit(status: TrialStatus, stop: &Stop) -> ExitCode {
+    exit_for(
+        match status {
+            TrialStatus::Completed | TrialStatus::Pruned => Status::Completed,
+            TrialStatus::Diverged => Status::Diverged,
+            TrialStatus::Pending => Status::Interrupted,
+            TrialStatus::Failed | TrialStatus::Running => Status::Failed,
+        },
+        stop,
+    )
+}
+
 /// Prints one result on stdout. A reader that went away (`| head -1`) ends the command quietly
 /// with success, as Unix tools do; any other failed write is an error (exit 1).
 fn emit(text: impl std::fmt::Display) -> Result<(), ExitCode> {
@@ -339,7 +362,7 @@ fn emit(text: impl std::fmt::Display) -> Result<(), ExitCode> {
         Err(e) if rnnlab::output::reader_gone(&e) => Err(ExitCode::SUCCESS),
         Err(e) => {
             rnnlab::say!("error: writing to stdout: {e}");
-            Err(ExitCode::from(1))
+            Err(ExitCode::from(FAILED))
         }
     }
 }
@@ -347,7 +370,7 @@ fn emit(text: impl std::fmt::Display) -> Result<(), ExitCode> {
 /// Reports an error; exit 2 for bad input, 1 otherwise.
 fn fail(e: rnnlab::Error) -> ExitCode {
     rnnlab::say!("error: {e:#}");
-    ExitCode::from(if e.is_bad_input() { 2 } else { 1 })
+    ExitCode::from(if e.is_bad_input() { BAD_INPUT } else { FAILED })
 }
 
 #[derive(clap::Args)]
@@ -396,7 +419,7 @@ fn predict(p: PredictCli) -> ExitCode {
     }
     if texts.is_empty() {
         rnnlab::say!("error: nothing to predict: give --text \"...\", --file FILE or --clip DIR");
-        return ExitCode::from(2);
+        return ExitCode::from(BAD_INPUT);
     }
     match rnnlab::predict::predict(&run, &texts) {
         Ok(preds) => {
@@ -413,9 +436,9 @@ fn predict(p: PredictCli) -> ExitCode {
 
 #[derive(clap::Args)]
 struct BenchCli {
-    /// Comma-separated cells.
-    #[arg(long, default_value = "lstm,gru,rnn")]
-    cells: String,
+    /// Cells to time, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "lstm,gru,rnn")]
+    cells: Vec<CellArg>,
     /// Sequences (clips with --video) per step. Default 64 (16 with --video).
     #[arg(long)]
     batch: Option<usize>,
@@ -462,26 +485,31 @@ struct BenchCli {
     #[arg(long, default_value_t = 3, requires = "video")]
     channels: usize,
     /// --video: conv widths, comma-separated.
-    #[arg(long, default_value = "32,64,128,128", requires = "video")]
-    conv: String,
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128,128", requires = "video")]
+    conv: Vec<usize>,
     /// --video: batch norm after each conv.
     #[arg(long, requires = "video")]
     bn: bool,
 }
 
+/// `--cells` values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CellArg {
+    Lstm,
+    Gru,
+    Rnn,
+}
+
 fn bench(b: BenchCli) -> ExitCode {
-    let mut cells = Vec::new();
-    for c in b.cells.split(',') {
-        match c.trim() {
-            "rnn" => cells.push(CellKind::Rnn),
-            "lstm" => cells.push(CellKind::Lstm),
-            "gru" => cells.push(CellKind::Gru),
-            other => {
-                rnnlab::say!("error: --cells: unknown cell \"{other}\"; expected lstm, gru or rnn");
-                return ExitCode::from(2);
-            }
-        }
-    }
+    let cells: Vec<CellKind> = b
+        .cells
+        .iter()
+        .map(|c| match c {
+            CellArg::Lstm => CellKind::Lstm,
+            CellArg::Gru => CellKind::Gru,
+            CellArg::Rnn => CellKind::Rnn,
+        })
+        .collect();
     let v = b.video;
     let pick =
         |x: Option<usize>, text: usize, video: usize| x.unwrap_or(if v { video } else { text });
@@ -492,18 +520,7 @@ fn bench(b: BenchCli) -> ExitCode {
         pick(b.steps, 30, 10),
         pick(b.warmup, 5, 2),
     );
-    let conv: Vec<usize> = match b
-        .conv
-        .split(',')
-        .map(|w| w.trim().parse::<usize>())
-        .collect()
-    {
-        Ok(c) => c,
-        Err(_) => {
-            rnnlab::say!("error: --conv: expected comma-separated widths, e.g. 32,64,128,128");
-            return ExitCode::from(2);
-        }
-    };
+    let conv = b.conv.clone();
     let zero = [
         ("--batch", batch),
         ("--seq", b.seq),
@@ -519,7 +536,7 @@ fn bench(b: BenchCli) -> ExitCode {
     ];
     if let Some((flag, _)) = zero.iter().find(|(_, v)| *v == 0) {
         rnnlab::say!("error: {flag} must be at least 1");
-        return ExitCode::from(2);
+        return ExitCode::from(BAD_INPUT);
     }
     let device = match DeviceSpec::parse(&b.device)
         .map_err(rnnlab::Error::Device)
@@ -528,7 +545,7 @@ fn bench(b: BenchCli) -> ExitCode {
         Ok(d) => d,
         Err(e) => {
             rnnlab::say!("error: --device: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(BAD_INPUT);
         }
     };
     let args = BenchArgs {
@@ -560,7 +577,7 @@ fn bench(b: BenchCli) -> ExitCode {
             }
             Err(e) => {
                 rnnlab::say!("error: {e:#}");
-                return ExitCode::from(1);
+                return ExitCode::from(FAILED);
             }
         }
     }
@@ -621,25 +638,27 @@ fn main() -> ExitCode {
     }
     if cli.config.is_none() && cli.resume.is_none() {
         rnnlab::say!("error: give a config file, e.g. run-exp configs/lstm.toml (see --help)");
-        return ExitCode::from(2);
+        return ExitCode::from(BAD_INPUT);
     }
     let stop = match Stop::install() {
         Ok(s) => s,
         Err(e) => {
             rnnlab::say!("error: cannot install the SIGINT/SIGTERM handlers: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(FAILED);
         }
     };
-    if let (Some(file), None) = (&cli.config, &cli.resume) {
-        match Config::load(file, &cli.set) {
+    // A config file given without --resume: loaded once, a sweep or a run.
+    let config = match (&cli.config, &cli.resume) {
+        (Some(file), None) => match Config::load(file, &cli.set) {
             Ok(c) if c.sweep.is_some() => return run_sweep(&cli, file, &stop),
+            Ok(c) => Some(c),
             Err(e) => return fail(e),
-            Ok(_) => {}
-        }
-    }
+        },
+        _ => None,
+    };
     if cli.trial.is_some() || cli.slurm.slurm {
         rnnlab::say!("error: --trial and --slurm need a sweep file (one with a [sweep] table)");
-        return ExitCode::from(2);
+        return ExitCode::from(BAD_INPUT);
     }
     // Everything that bad input can break happens here, before any file is written (a new
     // run's folder is created last, a resume's files are written only once all is checked).
@@ -655,12 +674,14 @@ fn main() -> ExitCode {
             })
         }
         None => {
-            Config::load(&cli.config.clone().unwrap_or_default(), &cli.set).and_then(|config| {
-                if cli.dry_run {
-                    let _ = emit(config.to_toml().trim_end());
-                    return Ok(None);
-                }
-                let prep = train::prepare(config)?;
+            let Some(config) = config else {
+                return ExitCode::from(BAD_INPUT);
+            };
+            if cli.dry_run {
+                let _ = emit(config.to_toml().trim_end());
+                return ExitCode::SUCCESS;
+            }
+            train::prepare(config).and_then(|prep| {
                 if let Some(sig) = stop.requested() {
                     return Err(rnnlab::Error::Interrupted(sig));
                 }
@@ -693,21 +714,14 @@ fn main() -> ExitCode {
                 s.elapsed_s,
                 s.train_samples_per_s,
             );
-            match s.status {
-                Status::Completed => ExitCode::SUCCESS,
-                Status::Diverged => {
-                    rnnlab::say!("error: diverged: {}", s.reason.unwrap_or_default());
-                    ExitCode::from(3)
-                }
-                Status::Interrupted => {
-                    ExitCode::from(Stop::exit_code(stop.requested().unwrap_or(15)))
-                }
-                Status::Failed => ExitCode::from(1),
+            if s.status == Status::Diverged {
+                rnnlab::say!("error: diverged: {}", s.reason.as_deref().unwrap_or_default());
             }
+            exit_for(s.status, &stop)
         }
         Err(e) => {
             rnnlab::say!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(FAILED)
         }
     }
 }
