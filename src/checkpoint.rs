@@ -27,7 +27,8 @@ pub const CLASSES: &str = "classes.json";
 /// Copies (hard links) of the newest checkpoint's weights, for other tools.
 pub const BEST: &str = "best.safetensors";
 pub const LAST: &str = "last.safetensors";
-pub const METRICS: &str = "metrics.jsonl";
+/// The metrics file (its writer, `log::Metrics`, names it).
+pub const METRICS: &str = crate::log::METRICS;
 pub const SUMMARY: &str = "summary.json";
 pub const LOCK: &str = "lock";
 pub const CHECKPOINTS: &str = "checkpoints";

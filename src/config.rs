@@ -919,7 +919,7 @@ impl Config {
             if !(0.0..=1.0).contains(&d.noise) {
                 return bad("data.noise", "must be in [0, 1]");
             }
-            if !(2..=crate::data::video::MAX_CLASSES).contains(&d.num_classes) {
+            if !(2..=SYNTHETIC_VIDEO_CLASSES).contains(&d.num_classes) {
                 return bad(
                     "data.num_classes",
                     "synthetic-video has 2 to 6 classes (the cyclic orders of four brightness levels)",
@@ -1166,6 +1166,10 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize: {e}\n"))
     }
 }
+
+/// The most classes `synthetic-video` has: the cyclic orders of four brightness levels
+/// (data/video.rs builds them and checks that they are this many).
+pub const SYNTHETIC_VIDEO_CLASSES: usize = 6;
 
 /// Longest `experiment.name` (a folder name; file systems allow 255 bytes).
 pub const MAX_NAME_BYTES: usize = 128;

@@ -172,14 +172,6 @@ fn list(path: &Path, classes: Option<&[String]>) -> Result<(Vec<ClipRef>, Option
     Ok((clips, None))
 }
 
-/// The frame indices `frames_per_clip` keeps of `t` (evenly spaced, centred), or all.
-pub fn chosen(t: usize, keep: Option<usize>) -> Vec<usize> {
-    match keep {
-        Some(k) if k < t => (0..k).map(|i| ((2 * i + 1) * t) / (2 * k)).collect(),
-        _ => (0..t).collect(),
-    }
-}
-
 /// Decodes and resizes one frame to `shape`, CHW bytes.
 pub fn decode(path: &Path, shape: FrameShape) -> Result<(Vec<u8>, (u32, u32))> {
     let img = image::ImageReader::open(path)
@@ -213,7 +205,7 @@ pub fn decode_clip(
 ) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut first: Option<(u32, u32, &Path)> = None;
-    for &i in &chosen(frames.len(), keep) {
+    for &i in &super::selection::chosen(frames.len(), keep) {
         let (px, size) = decode(&frames[i], shape)?;
         match first {
             None => first = Some((size.0, size.1, &frames[i])),
@@ -391,7 +383,7 @@ fn check_space(dir: &Path, bytes: u64) -> Result<()> {
 
 /// Each clip keeps the frames `order` gives it (`frames_per_clip`, `shuffle_frames`), in that
 /// order.
-fn select(clips: Vec<ClipRef>, order: &mut super::video::FrameOrder) -> Vec<ClipRef> {
+fn select(clips: Vec<ClipRef>, order: &mut super::selection::FrameOrder) -> Vec<ClipRef> {
     clips
         .into_iter()
         .map(|c| {
@@ -495,7 +487,7 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         frames_per_clip: None,
         ..cfg.clone()
     };
-    let order = |c: &Data, k: u64| super::video::FrameOrder::new(c, seed.wrapping_mul(3) + k);
+    let order = |c: &Data, k: u64| super::selection::FrameOrder::new(c, seed.wrapping_mul(3) + k);
     let train_clips = select(train_clips, &mut order(&all, 1));
     let valid_clips = select(valid_clips, &mut order(cfg, 2));
     let test_clips = test_clips.map(|c| select(c, &mut order(cfg, 3)));

@@ -8,6 +8,7 @@ pub mod clips;
 pub mod frames;
 pub mod hub;
 pub mod labels;
+pub mod selection;
 pub mod synthetic;
 pub mod table;
 pub mod tensors;

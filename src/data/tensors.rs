@@ -352,14 +352,14 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,
     )?;
-    let sel = |s: Split, k: u64| super::video::select_frames(s, cfg, seed.wrapping_mul(3) + k);
+    let sel = |s: Split, k: u64| super::selection::select_frames(s, cfg, seed.wrapping_mul(3) + k);
     // Training keeps every frame: `frames_per_clip` picks them per batch, at a random offset.
     let all = crate::config::Data {
         frames_per_clip: None,
         ..cfg.clone()
     };
     Ok(super::Dataset {
-        train: super::video::select_frames(train, &all, seed.wrapping_mul(3) + 1),
+        train: super::selection::select_frames(train, &all, seed.wrapping_mul(3) + 1),
         valid: sel(valid, 2),
         test: test.map(|t| sel(t, 3)),
         vocab: super::text::Vocab::from_tokens(Vec::new()),

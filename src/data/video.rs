@@ -11,11 +11,10 @@
 use std::f64::consts::PI;
 
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::text::Vocab;
-use super::{Clips, Dataset, FrameShape, Inputs, Split};
+use super::{Dataset, FrameShape, Inputs, Split};
 use crate::config::Data;
 use crate::error::Result;
 
@@ -32,8 +31,9 @@ const ORDERS: [[usize; PERIOD]; 6] = [
     [3, 2, 0, 1],
 ];
 
-/// The most classes `synthetic-video` has.
-pub const MAX_CLASSES: usize = ORDERS.len();
+/// The most classes `synthetic-video` has (the config checks `num_classes` against it).
+pub const MAX_CLASSES: usize = crate::config::SYNTHETIC_VIDEO_CLASSES;
+const _: () = assert!(ORDERS.len() == MAX_CLASSES);
 
 /// Class `k`'s name: forward, reversed, then its order of levels (`order-3021`).
 pub fn class_name(k: usize) -> String {
@@ -136,69 +136,9 @@ fn gaussian(rng: &mut StdRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * PI * u2).cos()
 }
 
-/// `data.frames_per_clip` (evenly spaced, centred frames: evaluation splits; training picks
-/// its own per batch, see `batch::Augment`) and `data.shuffle_frames` (a seeded permutation per
-/// clip) applied to a split of clips.
-pub fn select_frames(split: Split, cfg: &Data, seed: u64) -> Split {
-    let Inputs::Frames {
-        shape,
-        clips: Clips::Memory(clips),
-    } = split.inputs
-    else {
-        return split;
-    };
-    let px = shape.pixels();
-    let mut order = FrameOrder::new(cfg, seed);
-    let clips: Vec<Vec<u8>> = clips
-        .into_iter()
-        .map(|clip| {
-            order
-                .next(clip.len() / px.max(1))
-                .iter()
-                .flat_map(|&i| clip[i * px..(i + 1) * px].iter().copied())
-                .collect()
-        })
-        .collect();
-    Split {
-        inputs: Inputs::Frames {
-            shape,
-            clips: clips.into(),
-        },
-        labels: split.labels,
-    }
-}
-
-/// The frames each clip of a split keeps, in the order it keeps them: `frames_per_clip`'s
-/// centred ones (or all), permuted with `shuffle_frames` by a generator seeded per split and
-/// drawn clip after clip.
-pub struct FrameOrder {
-    keep: Option<usize>,
-    shuffle: Option<StdRng>,
-}
-
-impl FrameOrder {
-    pub fn new(cfg: &Data, seed: u64) -> FrameOrder {
-        FrameOrder {
-            keep: cfg.frames_per_clip,
-            shuffle: cfg
-                .shuffle_frames
-                .then(|| StdRng::seed_from_u64(seed ^ 0x5eed_f4a3)),
-        }
-    }
-
-    /// The next clip's frame indices, for a clip of `t` frames.
-    pub fn next(&mut self, t: usize) -> Vec<usize> {
-        let mut idx = super::frames::chosen(t, self.keep);
-        if let Some(rng) = &mut self.shuffle {
-            idx.shuffle(rng);
-        }
-        idx
-    }
-}
-
 /// The `synthetic-video` dataset: independent seeded splits, class names, no vocabulary.
 pub fn synthetic_dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
-    let gen = |n, s: u64| select_frames(synthetic(cfg, n, s), cfg, s);
+    let gen = |n, s: u64| super::selection::select_frames(synthetic(cfg, n, s), cfg, s);
     // Training keeps every frame: `frames_per_clip` picks them per batch, at a random offset.
     let all = Data {
         frames_per_clip: None,
@@ -206,7 +146,7 @@ pub fn synthetic_dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
     };
     let s = seed.wrapping_mul(3) + 1;
     Ok(Dataset {
-        train: select_frames(synthetic(cfg, cfg.num_train, s), &all, s),
+        train: super::selection::select_frames(synthetic(cfg, cfg.num_train, s), &all, s),
         valid: gen(cfg.num_valid, seed.wrapping_mul(3) + 2),
         test: (cfg.num_test > 0).then(|| gen(cfg.num_test, seed.wrapping_mul(3) + 3)),
         vocab: Vocab::from_tokens(Vec::new()),
@@ -220,6 +160,7 @@ pub fn synthetic_dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Clips;
 
     /// Both classes show the same levels, each once per period, in opposite orders.
     #[test]
@@ -297,7 +238,7 @@ mod tests {
             assert!((25..75).contains(&n), "class {class} of 6: {n}");
         }
         // One frame kept: the middle one; shuffled: the same frames in another order.
-        let one = select_frames(
+        let one = crate::data::selection::select_frames(
             a.clone(),
             &Data {
                 frames_per_clip: Some(1),
@@ -319,7 +260,7 @@ mod tests {
             panic!()
         };
         assert_eq!(c1[0], c0[0][3 * 360..4 * 360]);
-        let sh = select_frames(
+        let sh = crate::data::selection::select_frames(
             a.clone(),
             &Data {
                 shuffle_frames: true,

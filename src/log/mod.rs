@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The metrics file's name in a run folder.
+pub const METRICS: &str = "metrics.jsonl";
+
 /// metrics.jsonl: one JSON object per line ({"step", "epoch", "split", ...}). Each row goes to
 /// the file in one write of a whole line, so a killed process leaves whole lines; a resume
 /// cuts the file back to the length its checkpoint recorded, so no row is ever duplicated.

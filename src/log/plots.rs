@@ -233,7 +233,7 @@ pub fn flow_pngs(rows: &[serde_json::Value], what: &Path) -> Result<Vec<FlowPng>
 /// Redraws a run folder's pictures from its metrics.jsonl (`run-exp plots`): loss.png,
 /// accuracy.png and the gradient-flow heatmaps. Returns the files written.
 pub fn redraw(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rows = metrics_rows(&dir.join(crate::checkpoint::METRICS))?;
+    let rows = metrics_rows(&dir.join(super::METRICS))?;
     let mut written = epoch_curves(&rows, dir)?;
     for f in flow_pngs(&rows, dir)? {
         crate::fsutil::write_atomic(&dir.join(&f.file), &f.png)?;
