@@ -898,7 +898,9 @@ fn closed_pipes_and_file_size_limits_do_not_kill_a_run() {
     assert_eq!(summary["status"], "completed");
     assert_eq!(summary["epochs_done"], 2);
 
-    let texts: Vec<String> = (0..2000).map(|i| format!("the film {i} was good")).collect();
+    let texts: Vec<String> = (0..2000)
+        .map(|i| format!("the film {i} was good"))
+        .collect();
     let mut args = vec!["predict", run.to_str().unwrap()];
     for t in &texts {
         args.extend(["--text", t.as_str()]);
@@ -925,7 +927,10 @@ fn closed_pipes_and_file_size_limits_do_not_kill_a_run() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fsz.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["status"], "failed");
-    assert!(summary["reason"].as_str().unwrap().contains("File too large"));
+    assert!(summary["reason"]
+        .as_str()
+        .unwrap()
+        .contains("File too large"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -956,11 +961,26 @@ fn settings_that_cannot_act_as_written_say_so() {
         "{err}"
     );
     let video = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/video-lstm.toml");
-    let out = format!("experiment.out_dir={:?}", dir.join("results").to_str().unwrap());
+    let out = format!(
+        "experiment.out_dir={:?}",
+        dir.join("results").to_str().unwrap()
+    );
     let o = run_exp(&[
-        video, "--set", &out, "--set", "data.frames_per_clip=12", "--set", "data.num_train=64",
-        "--set", "data.num_valid=32", "--set", "data.num_test=0", "--set", "train.epochs=1",
-        "--set", "log.histograms_every_epochs=0",
+        video,
+        "--set",
+        &out,
+        "--set",
+        "data.frames_per_clip=12",
+        "--set",
+        "data.num_train=64",
+        "--set",
+        "data.num_valid=32",
+        "--set",
+        "data.num_test=0",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "log.histograms_every_epochs=0",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
@@ -982,9 +1002,16 @@ fn the_torch_comparison_runs_without_a_peer_python() {
     }
     let home = temp_dir("nopeer");
     let o = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/bench-vs-torch.py"))
-        .args(["--steps", "1", "--rounds", "1", "--batch", "4", "--seq", "4"])
-        .args(["--hidden", "8", "--emb", "4", "--vocab", "50", "--cells", "gru"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/experiments/bench-vs-torch.py"
+        ))
+        .args([
+            "--steps", "1", "--rounds", "1", "--batch", "4", "--seq", "4",
+        ])
+        .args([
+            "--hidden", "8", "--emb", "4", "--vocab", "50", "--cells", "gru",
+        ])
         .env("HOME", &home)
         .env_remove("PEER_PYTHON")
         .env("RUN_EXP", env!("CARGO_BIN_EXE_run-exp"))

@@ -40,7 +40,12 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
     let run = old_run(&dir);
     let before = json(&run.join("summary.json"));
 
-    let o = run_exp(&["predict", run.to_str().unwrap(), "--text", "the movie was good"]);
+    let o = run_exp(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--text",
+        "the movie was good",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let line: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
@@ -50,15 +55,33 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
         .sum();
     assert!((p - 1.0).abs() < 1e-5, "{line}");
     // How much of each text the run could read: "zzz" is not in its vocabulary.
-    let o = run_exp(&["predict", run.to_str().unwrap(), "--text", "the zzz", "--text", "zzz qqq"]);
+    let o = run_exp(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--text",
+        "the zzz",
+        "--text",
+        "zzz qqq",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let shares: Vec<f64> = String::from_utf8_lossy(&o.stdout)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["unknown_share"].as_f64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["unknown_share"]
+                .as_f64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(shares, [0.5, 1.0]);
     // An empty text is refused: there is nothing to classify.
-    let o = run_exp(&["predict", run.to_str().unwrap(), "--text", "good", "--text", " "]);
+    let o = run_exp(&[
+        "predict",
+        run.to_str().unwrap(),
+        "--text",
+        "good",
+        "--text",
+        " ",
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("text 2: is empty"), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
@@ -80,10 +103,18 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
     let other = dir.join("other.toml");
     std::fs::write(
         &other,
-        format!("[data]\nsource = \"file\"\ntest = {:?}\n", table.to_str().unwrap()),
+        format!(
+            "[data]\nsource = \"file\"\ntest = {:?}\n",
+            table.to_str().unwrap()
+        ),
     )
     .unwrap();
-    let o = run_exp(&["eval", run.to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    let o = run_exp(&[
+        "eval",
+        run.to_str().unwrap(),
+        "--data",
+        other.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let line: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).trim()).unwrap();
@@ -94,7 +125,11 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
     // Resumed for one more epoch: it starts from the old checkpoint's step.
     let o = run_exp(&["--resume", run.to_str().unwrap(), "--set", "train.epochs=3"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stderr(&o).contains("from step 14 (epoch 3)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("from step 14 (epoch 3)"),
+        "{}",
+        stderr(&o)
+    );
     let after = json(&run.join("summary.json"));
     assert_eq!(after["epochs_done"], 3);
     assert_eq!(after["steps"], 21);
@@ -125,7 +160,11 @@ fn an_old_sweep_folder_summarizes_and_reruns_as_final() {
     // A path that does not exist is said to be missing, not "not a sweep folder".
     let o = run_exp(&["summarize", dir.join("nowhere").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("nowhere: no such folder"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nowhere: no such folder"),
+        "{}",
+        stderr(&o)
+    );
     // The sweep file run again over the old folder: its 8-hex trial folders are its trials,
     // every one final, nothing trains.
     let file = dir.join("sweep.toml");
@@ -153,7 +192,10 @@ fn summary_json_reads_back_as_the_type_that_wrote_it() {
     assert_eq!(old.epochs_done as u64, raw["epochs_done"].as_u64().unwrap());
     assert_eq!(old.steps as u64, raw["steps"].as_u64().unwrap());
     assert_eq!(old.best_val_loss, raw["best_val_loss"].as_f64().unwrap());
-    assert_eq!(old.test_scores.as_ref().unwrap().acc, raw["test_acc"].as_f64().unwrap());
+    assert_eq!(
+        old.test_scores.as_ref().unwrap().acc,
+        raw["test_acc"].as_f64().unwrap()
+    );
     let dir = temp_dir("summary-type");
     let never = Summary {
         status: Status::Diverged,

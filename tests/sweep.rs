@@ -311,8 +311,10 @@ fn kill_9_of_the_sweep_or_of_its_trials_then_a_rerun_completes_every_trial_exact
         assert!(log.contains("SIGTERM: checkpointed at step"), "{log}");
         // The sweep continues it: the log says so, not `--resume` of the trial's folder.
         assert!(
-            log.contains(&format!("continue with the sweep: run-exp {}", file.display()))
-                && !log.contains("--resume"),
+            log.contains(&format!(
+                "continue with the sweep: run-exp {}",
+                file.display()
+            )) && !log.contains("--resume"),
             "{log}"
         );
     }
@@ -403,7 +405,11 @@ fn halving_prunes_by_the_rung_rule_and_promoted_trials_resume() {
     let plan =
         String::from_utf8_lossy(&run_exp_env(&[file.to_str().unwrap(), "--dry-run"], &[]).stdout)
             .into_owned();
-    let order: Vec<String> = plan.lines().skip(1).map(|l| l.split_whitespace().next().unwrap().to_string()).collect();
+    let order: Vec<String> = plan
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
     let recs = records(&root);
     let mut seen = Vec::new();
     let (mut pruned, mut completed) = (0, 0);
@@ -518,7 +524,8 @@ fn a_raised_budget_continues_trials_a_lowered_one_is_refused_and_budgets_never_m
     );
     let tables = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
-        tables.contains("| model.cell | epochs | n | best_val_acc mean | std | best_val_loss mean |")
+        tables
+            .contains("| model.cell | epochs | n | best_val_acc mean | std | best_val_loss mean |")
             && tables.contains("| trial | status | model.cell | seed | epochs | epochs_done |")
             && !tables.contains("shape:")
             && !tables.contains("null"),
@@ -590,8 +597,14 @@ fn a_raised_budget_continues_trials_a_lowered_one_is_refused_and_budgets_never_m
     let before = root_files(&root);
     for (set, key) in [
         ("train.epochs=1", "train.epochs = 2, the sweep now gives 1"),
-        ("train.max_steps=3", "train.max_steps = (unset), the sweep now gives 3"),
-        ("train.patience=1", "train.patience = (unset), the sweep now gives 1"),
+        (
+            "train.max_steps=3",
+            "train.max_steps = (unset), the sweep now gives 3",
+        ),
+        (
+            "train.patience=1",
+            "train.patience = (unset), the sweep now gives 1",
+        ),
     ] {
         let o = run_exp_env(&[f, "--set", "train.epochs=2", "--set", set], &[]);
         assert_eq!(o.status.code(), Some(2), "{set}: {}", stderr(&o));
@@ -624,7 +637,8 @@ fn an_unreadable_trial_record_is_set_aside_and_the_trial_runs_again() {
     assert!(o.status.success(), "{}", stderr(&o));
     let rows = csv_rows(&root.join("summary.csv"));
     assert!(
-        rows.iter().all(|r| r["status"] == "failed" && r["error"].contains("trial.json")),
+        rows.iter()
+            .all(|r| r["status"] == "failed" && r["error"].contains("trial.json")),
         "{rows:?}"
     );
     let o = run_exp_env(&[f], &[]);

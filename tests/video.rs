@@ -119,8 +119,9 @@ fn a_video_run_trains_reloads_scores_and_resumes() {
     let e = run_exp(&["eval", run.to_str().unwrap(), "--data", text_cfg]);
     assert_eq!(e.status.code(), Some(2), "{}", stderr(&e));
     assert!(
-        stderr(&e).contains(&format!("--data {text_cfg}: data: gives tokens (a vocabulary of"))
-            && stderr(&e).contains("the run takes frames of 3 x 12 x 12")
+        stderr(&e).contains(&format!(
+            "--data {text_cfg}: data: gives tokens (a vocabulary of"
+        )) && stderr(&e).contains("the run takes frames of 3 x 12 x 12")
             && !stderr(&e).contains("Tokens {"),
         "{}",
         stderr(&e)
@@ -621,7 +622,12 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
         root.join(name).display().to_string()
     };
     let good: Vec<(&str, u32)> = (0..6)
-        .map(|i| (["train/brighten/c000", "train/darken/c000"][i % 2], (i % 2) as u32))
+        .map(|i| {
+            (
+                ["train/brighten/c000", "train/darken/c000"][i % 2],
+                (i % 2) as u32,
+            )
+        })
         .collect();
     let mut stray = good.clone();
     stray.push(("train/darken/c001", 7));

@@ -122,10 +122,12 @@ struct SummarizeCli {
 }
 
 fn summarize(a: SummarizeCli) -> ExitCode {
-    match sweep::summary::write_root(&a.sweep_dir) {
-        Ok(t) => {
-            emit(t.text.trim_end()).err().unwrap_or(ExitCode::SUCCESS)
-        }
+    let written = sweep::summary::Results::read(&a.sweep_dir).and_then(|mut r| {
+        r.write(true)
+            .map(|best| sweep::report::render(&r, best.as_ref()))
+    });
+    match written {
+        Ok(text) => emit(text.trim_end()).err().unwrap_or(ExitCode::SUCCESS),
         Err(e) => fail(e),
     }
 }
@@ -142,7 +144,9 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
         Err(e) => return fail(e),
     };
     if cli.dry_run {
-        return emit(plan.describe().trim_end()).err().unwrap_or(ExitCode::SUCCESS);
+        return emit(plan.describe().trim_end())
+            .err()
+            .unwrap_or(ExitCode::SUCCESS);
     }
     if let Some(id) = &cli.trial {
         return match sweep::trial::run(&plan, id, stop) {
@@ -199,7 +203,7 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
     match sweep::driver::run(&plan, stop) {
         Ok(out) => {
             // The tables are on disk too: a closed stdout does not change the exit code.
-            let _ = emit(out.tables.text.trim_end());
+            let _ = emit(out.text.trim_end());
             let counts: Vec<String> = out
                 .counts
                 .iter()
@@ -437,7 +441,12 @@ fn predict(p: PredictCli) -> ExitCode {
 #[derive(clap::Args)]
 struct BenchCli {
     /// Cells to time, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "lstm,gru,rnn")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "lstm,gru,rnn"
+    )]
     cells: Vec<CellArg>,
     /// Sequences (clips with --video) per step. Default 64 (16 with --video).
     #[arg(long)]
@@ -485,7 +494,12 @@ struct BenchCli {
     #[arg(long, default_value_t = 3, requires = "video")]
     channels: usize,
     /// --video: conv widths, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "32,64,128,128", requires = "video")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "32,64,128,128",
+        requires = "video"
+    )]
     conv: Vec<usize>,
     /// --video: batch norm after each conv.
     #[arg(long, requires = "video")]
@@ -715,7 +729,10 @@ fn main() -> ExitCode {
                 s.train_samples_per_s,
             );
             if s.status == Status::Diverged {
-                rnnlab::say!("error: diverged: {}", s.reason.as_deref().unwrap_or_default());
+                rnnlab::say!(
+                    "error: diverged: {}",
+                    s.reason.as_deref().unwrap_or_default()
+                );
             }
             exit_for(s.status, &stop)
         }

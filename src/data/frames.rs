@@ -277,7 +277,10 @@ fn decode_cached(clips: &[ClipRef], shape: FrameShape, dir: &Path) -> Result<(Sp
     }
     // The folders this creates, outermost last: a failed decode (bad input) removes them again
     // if they are still empty, so an exit 2 leaves no empty results/.cache behind.
-    let created: Vec<&Path> = dir.ancestors().take_while(|a| !a.as_os_str().is_empty() && !a.exists()).collect();
+    let created: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .collect();
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = crate::fsutil::temp_sibling(&path);
     let written = write_decoded(clips, shape, &tmp)
@@ -457,7 +460,11 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
     let test_ids = test_clips.as_deref().map(ids);
     let at_train = |i: usize| train_clips[i].at.clone();
     let at_valid = |i: usize| valid_clips[i].at.clone();
-    let at_test = |i: usize| test_clips.as_ref().map_or((train_path.to_path_buf(), 0), |t| t[i].at.clone());
+    let at_test = |i: usize| {
+        test_clips
+            .as_ref()
+            .map_or((train_path.to_path_buf(), 0), |t| t[i].at.clone())
+    };
     let mut others = vec![super::labels::Labeled {
         split: "valid",
         labels: &valid_ids,

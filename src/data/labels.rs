@@ -40,7 +40,11 @@ pub fn classes(
     };
     let n = names.len();
     for s in std::iter::once(train).chain(others) {
-        if let Some(i) = s.labels.iter().position(|&l| l as usize >= n && declared.is_some()) {
+        if let Some(i) = s
+            .labels
+            .iter()
+            .position(|&l| l as usize >= n && declared.is_some())
+        {
             return Err(err(
                 s,
                 i,
@@ -159,14 +163,24 @@ mod tests {
         assert_eq!(run(&[0, 1, 1], &[1, 0], None, None).unwrap(), ["0", "1"]);
         // {0, 1, 3}: class 2 has none.
         let e = run(&[0, 1, 3], &[0], None, None).unwrap_err().to_string();
-        assert!(e.starts_with("f.txt: class \"2\" has no training example"), "{e}");
+        assert!(
+            e.starts_with("f.txt: class \"2\" has no training example"),
+            "{e}"
+        );
         assert!(e.contains("0 (1), 1 (1), 3 (1)"), "{e}");
         // A stray 7 among 0/1.
-        let e = run(&[0, 1, 7, 0], &[0], None, None).unwrap_err().to_string();
+        let e = run(&[0, 1, 7, 0], &[0], None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("class \"2\" has no training example"), "{e}");
         // A validation label training lacks: its file, line, split and label.
-        let e = run(&[0, 1], &[1, 0, 2], None, None).unwrap_err().to_string();
-        assert!(e.starts_with("f.txt:3: valid label 2 has no training example"), "{e}");
+        let e = run(&[0, 1], &[1, 0, 2], None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("f.txt:3: valid label 2 has no training example"),
+            "{e}"
+        );
         let e = run(&[0, 0], &[0], None, None).unwrap_err().to_string();
         assert!(e.contains("need at least 2 classes"), "{e}");
         // Declared classes: one without examples is a warning.
@@ -177,18 +191,27 @@ mod tests {
             labels: &[0, 2],
             at: &at,
         };
-        assert_eq!(classes(&t, &[], Some(&names), None, &mut notes).unwrap(), names);
+        assert_eq!(
+            classes(&t, &[], Some(&names), None, &mut notes).unwrap(),
+            names
+        );
         assert!(notes[0].contains("class \"b\""), "{notes:?}");
-        let e = run(&[0, 3], &[0], Some(&names), None).unwrap_err().to_string();
+        let e = run(&[0, 3], &[0], Some(&names), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("train label 3 has no name"), "{e}");
     }
 
     #[test]
     fn a_carved_validation_split_holds_every_training_class() {
         assert!(run(&[0, 1, 1], &[0, 1], None, Some(0.2)).is_ok());
-        let e = run(&[0, 1, 1], &[1, 1], None, Some(0.2)).unwrap_err().to_string();
+        let e = run(&[0, 1, 1], &[1, 1], None, Some(0.2))
+            .unwrap_err()
+            .to_string();
         assert!(
-            e.contains("carved from train (val_fraction 0.2) hold no example of class \"0\" (1 in train)"),
+            e.contains(
+                "carved from train (val_fraction 0.2) hold no example of class \"0\" (1 in train)"
+            ),
             "{e}"
         );
     }

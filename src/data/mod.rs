@@ -441,7 +441,12 @@ fn class_names(splits: &[&Tokenized], given: Option<&[String]>) -> Result<(Vec<S
         let set: BTreeSet<&str> = splits[0].labels().collect();
         if given.is_none() {
             for (s, name) in splits.iter().zip(["train", "valid", "test"]).skip(1) {
-                if let Some(r) = s.table.rows.iter().find(|r| !set.contains(r.label.as_str())) {
+                if let Some(r) = s
+                    .table
+                    .rows
+                    .iter()
+                    .find(|r| !set.contains(r.label.as_str()))
+                {
                     return Err(s.table.error(
                         r.at,
                         format!(

@@ -40,7 +40,10 @@ impl std::fmt::Display for Input {
                 channels,
                 height,
                 width,
-            } => write!(f, "frames of {channels} x {height} x {width} (channels x height x width)"),
+            } => write!(
+                f,
+                "frames of {channels} x {height} x {width} (channels x height x width)"
+            ),
         }
     }
 }

@@ -28,7 +28,8 @@ pub const EXIT_BUSY: u8 = 75;
 pub struct Outcome {
     pub counts: std::collections::BTreeMap<TrialStatus, usize>,
     pub interrupted: Option<i32>,
-    pub tables: summary::Tables,
+    /// The results tables as written last, as printed.
+    pub text: String,
     /// Seconds each rewrite of the tables after a trial took (re-reading that trial, writing
     /// every file): a trial's cost to the driver.
     pub table_secs: Vec<f64>,
@@ -234,10 +235,11 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
         }
     }
     bar.finish_and_clear();
+    let best = results.write(true)?;
     let mut out = Outcome {
         interrupted: stop.requested(),
         counts: Default::default(),
-        tables: results.write(true)?,
+        text: super::report::render(&results, best.as_ref()),
         table_secs,
     };
     for r in results.rows() {
@@ -260,7 +262,8 @@ pub fn check_folder(plan: &Plan) -> Result<()> {
         // The common case, a rerun of the same sweep: the folder holds exactly the config this
         // trial would write (its text), and nothing needs comparing key by key.
         if t.config_hash.is_some()
-            && std::fs::read_to_string(&saved).is_ok_and(|text| Some(super::text_hash(&text)) == t.config_hash)
+            && std::fs::read_to_string(&saved)
+                .is_ok_and(|text| Some(super::text_hash(&text)) == t.config_hash)
         {
             continue;
         }

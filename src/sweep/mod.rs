@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod halving;
 pub mod record;
+pub mod report;
 pub mod slurm;
 pub mod summary;
 pub mod trial;
@@ -572,7 +573,10 @@ mod tests {
         assert!(c.sweep.is_none());
         // --set changes the base of every trial; an axis wins over it.
         let p = plan(GRID, &["train.epochs=2", "train.lr=0.5"]).unwrap();
-        assert!(p.trials.iter().all(|t| p.config(t).unwrap().train.epochs == 2));
+        assert!(p
+            .trials
+            .iter()
+            .all(|t| p.config(t).unwrap().train.epochs == 2));
         assert!(p.trials.iter().all(|t| t.budget.epochs == 2));
         assert!(p.trials.iter().all(|t| p.config(t).unwrap().train.lr < 0.1));
     }
@@ -645,7 +649,10 @@ mod tests {
         assert!(m.contains("cannot be an axis"), "{m}");
         let m = err(plan(&GRID.replace("[\"rnn\", \"gru\"]", "[]"), &[]));
         assert!(m.contains("empty list"), "{m}");
-        let m = err(plan(&GRID.replace("1e-3, 1e-2, 3e-2", "1e-3, 1e-2, 1e-3"), &[]));
+        let m = err(plan(
+            &GRID.replace("1e-3, 1e-2, 3e-2", "1e-3, 1e-2, 1e-3"),
+            &[],
+        ));
         assert!(
             m.contains(":9:1: sweep.axes.train.lr: lists 0.001 twice"),
             "{m}"

@@ -214,7 +214,10 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
     let dir = root.join(&t.id);
     let (rec, unreadable) = match Record::read(&dir) {
         Ok(r) => (r, None),
-        Err(e) => (None, Some(format!("{e:#}; the next run of the sweep runs it again"))),
+        Err(e) => (
+            None,
+            Some(format!("{e:#}; the next run of the sweep runs it again")),
+        ),
     };
     let mut row = Row {
         trial: t.id.clone(),
@@ -321,7 +324,7 @@ impl Row {
     }
 
     /// (the sweep's metric, the other validation metric): the ranking key.
-    fn key(&self, study: &Study) -> (Option<f64>, Option<f64>) {
+    pub(super) fn key(&self, study: &Study) -> (Option<f64>, Option<f64>) {
         match study.metric {
             Monitor::ValAcc => (self.best_val_acc, self.best_val_loss),
             Monitor::ValLoss => (self.best_val_loss, self.best_val_acc),
@@ -331,7 +334,7 @@ impl Row {
 
 /// Best first by the sweep's metric, ties broken by the other validation metric (lower loss,
 /// or higher accuracy).
-fn rank(
+pub(super) fn rank(
     study: &Study,
     a: (Option<f64>, Option<f64>),
     b: (Option<f64>, Option<f64>),
@@ -442,7 +445,9 @@ pub fn trials_frame(study: &Study, rows: &[Row]) -> Result<DataFrame> {
         rows.iter().map(|r| r.seed).collect::<Vec<_>>(),
     ));
     cols.push(u("epochs", |r| r.budget.map(|b| b.epochs as u64)));
-    cols.push(u("max_steps", |r| r.budget.and_then(|b| b.max_steps).map(|m| m as u64)));
+    cols.push(u("max_steps", |r| {
+        r.budget.and_then(|b| b.max_steps).map(|m| m as u64)
+    }));
     cols.push(f("best_val_acc", |r| r.best_val_acc));
     cols.push(f("best_val_loss", |r| r.best_val_loss));
     cols.push(u("best_epoch", |r| r.best_epoch));
@@ -475,7 +480,10 @@ impl Group<'_> {
     }
 
     /// (mean, sample std, n) of `get` over completed trials.
-    fn stats(&self, get: impl Fn(&Row) -> Option<f64>) -> (Option<f64>, Option<f64>, usize) {
+    pub(super) fn stats(
+        &self,
+        get: impl Fn(&Row) -> Option<f64>,
+    ) -> (Option<f64>, Option<f64>, usize) {
         let v: Vec<f64> = self.done().into_iter().filter_map(get).collect();
         let n = v.len();
         if n == 0 {
@@ -491,7 +499,7 @@ impl Group<'_> {
         self.stats(|r| r.metric(study)).0
     }
 
-    fn key(&self, study: &Study) -> (Option<f64>, Option<f64>) {
+    pub(super) fn key(&self, study: &Study) -> (Option<f64>, Option<f64>) {
         (
             self.stats(|r| r.key(study).0).0,
             self.stats(|r| r.key(study).1).0,
@@ -592,18 +600,8 @@ fn csv_bytes(path: &Path, df: &mut DataFrame) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// What `Results::write` produced, for printing.
-pub struct Tables {
-    /// The tables as printed at the end of a sweep and by `run-exp summarize`.
-    pub text: String,
-    /// The winning configuration, its mean metric and n.
-    pub best: Option<(String, f64, usize)>,
-}
-
-/// Rewrites every result file of the sweep at `root` from what its folder holds now.
-pub fn write_root(root: &Path) -> Result<Tables> {
-    Results::read(root)?.write(true)
-}
+/// The winning configuration (its group name), its mean metric and n.
+pub type Best = (String, f64, usize);
 
 /// A sweep's results in memory: read once, then one trial at a time as trials end, and the
 /// files rewritten from memory. Writing them grows with the sweep (10,000 rows: ~50 ms, the
@@ -671,17 +669,14 @@ impl Results {
     }
 
     /// Writes summary.csv / .parquet, summary_by_config.csv, best.toml and curves.png, if due
-    /// (see the type's doc; `last`: always). Returns the tables as printed.
-    pub fn write(&mut self, last: bool) -> Result<Tables> {
+    /// (see the type's doc; `last`: always). Returns the winner when it wrote.
+    pub fn write(&mut self, last: bool) -> Result<Option<Best>> {
         let due = match self.written {
             None => true,
             Some((when, cost)) => when.elapsed() >= cost * 10,
         };
         if !(last || due) {
-            return Ok(Tables {
-                text: String::new(),
-                best: None,
-            });
+            return Ok(None);
         }
         let started = std::time::Instant::now();
         let (root, study, rows) = (&self.root, &self.study, &self.rows);
@@ -701,20 +696,21 @@ impl Results {
         let best = write_best(root, study, &groups)?;
         write_curves(root, study, &groups)?;
         self.written = Some((std::time::Instant::now(), started.elapsed()));
-        Ok(Tables {
-            text: render(root, study, rows, &groups, best.as_ref()),
-            best,
-        })
+        Ok(best)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn study(&self) -> &Study {
+        &self.study
     }
 }
 
 /// `best.toml`: the winning configuration's config (its lowest-seed completed trial's, as
 /// that trial ran it), renamed `<name>-best` so running it makes a new folder.
-fn write_best(
-    root: &Path,
-    study: &Study,
-    groups: &[Group],
-) -> Result<Option<(String, f64, usize)>> {
+fn write_best(root: &Path, study: &Study, groups: &[Group]) -> Result<Option<Best>> {
     let Some(g) = groups.iter().find(|g| g.metric_mean(study).is_some()) else {
         return Ok(None);
     };
@@ -779,7 +775,10 @@ fn write_curves(root: &Path, study: &Study, groups: &[Group]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let which = if groups.len() > CURVE_GROUPS {
-        format!(", the best {CURVE_GROUPS} of {} configurations", groups.len())
+        format!(
+            ", the best {CURVE_GROUPS} of {} configurations",
+            groups.len()
+        )
     } else {
         String::new()
     };
@@ -792,158 +791,6 @@ fn write_curves(root: &Path, study: &Study, groups: &[Group]) -> Result<()> {
         key,
         &curves,
     )
-}
-
-/// At most this many rows of each table are printed (the files hold them all).
-const PRINT_ROWS: usize = 40;
-
-/// A number as the tables print it: 4 decimals, or 3 significant digits below 0.001.
-fn num(v: Option<f64>) -> String {
-    match v {
-        None => "-".into(),
-        Some(v) if v != 0.0 && v.abs() < 1e-3 => format!("{v:.2e}"),
-        Some(v) => format!("{v:.4}"),
-    }
-}
-
-fn axis_text(values: &[(String, toml::Value)], key: &str) -> String {
-    match values.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
-        Some(toml::Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-        None => "-".into(),
-    }
-}
-
-/// A Markdown table (it reads as a table in a terminal and pastes into a README).
-fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut s = format!("| {} |\n|{}\n", header.join(" | "), "---|".repeat(header.len()));
-    for r in rows {
-        s += &format!("| {} |\n", r.join(" | "));
-    }
-    s
-}
-
-/// The tables as printed at the end of a sweep and by `run-exp summarize`: the columns a
-/// reader compares (the CSV files hold them all).
-fn render(
-    root: &Path,
-    study: &Study,
-    rows: &[Row],
-    groups: &[Group],
-    best: Option<&(String, f64, usize)>,
-) -> String {
-    let (metric, other) = match study.metric {
-        Monitor::ValAcc => ("best_val_acc", "best_val_loss"),
-        Monitor::ValLoss => ("best_val_loss", "best_val_acc"),
-    };
-    let get = |name: &str| -> fn(&Row) -> Option<f64> {
-        match name {
-            "best_val_acc" => |r| r.best_val_acc,
-            _ => |r| r.best_val_loss,
-        }
-    };
-    let more = |n: usize, what: &str, file: &str| {
-        if n > PRINT_ROWS {
-            format!("({} more {what} in {})\n", n - PRINT_ROWS, root.join(file).display())
-        } else {
-            String::new()
-        }
-    };
-    let mut s = format!("{}\n\nby configuration (mean and std over the completed seeds), best first:\n\n", root.display());
-    let mut header: Vec<String> = study.axes.clone();
-    header.extend(
-        ["epochs", "n", &format!("{metric} mean"), "std", &format!("{other} mean"), "test_acc mean", "std", "elapsed_s mean"]
-            .map(String::from),
-    );
-    let table: Vec<Vec<String>> = groups
-        .iter()
-        .take(PRINT_ROWS)
-        .map(|g| {
-            let first = g.rows.first();
-            let mut r: Vec<String> = study
-                .axes
-                .iter()
-                .map(|k| first.map_or("-".into(), |f| axis_text(&f.values, k)))
-                .collect();
-            let (m, sd, n) = g.stats(get(metric));
-            let (t, tsd, _) = g.stats(|r| r.test_acc);
-            r.push(
-                first
-                    .and_then(|f| f.planned.or(f.budget))
-                    .map_or("-".into(), |b| b.epochs.to_string()),
-            );
-            r.push(format!("{n}/{}", g.rows.len()));
-            r.extend([
-                num(m),
-                num(sd),
-                num(g.stats(get(other)).0),
-                num(t),
-                num(tsd),
-                num(g.stats(|r| r.elapsed_s).0),
-            ]);
-            r
-        })
-        .collect();
-    s += &markdown(&header, &table);
-    s += &more(groups.len(), "configurations", BY_CONFIG_CSV);
-    let mut sorted: Vec<&Row> = rows.iter().collect();
-    sorted.sort_by(|a, b| rank(study, a.key(study), b.key(study)));
-    s += "\ntrials, best first:\n\n";
-    let mut header: Vec<String> = vec!["trial".into(), "status".into()];
-    header.extend(study.axes.iter().cloned());
-    header.extend(
-        ["seed", "epochs", "epochs_done", metric, other, "test_acc", "elapsed_s", "error"]
-            .map(String::from),
-    );
-    let table: Vec<Vec<String>> = sorted
-        .iter()
-        .take(PRINT_ROWS)
-        .map(|t| {
-            let mut r = vec![t.trial.clone(), t.status.name().to_string()];
-            r.extend(study.axes.iter().map(|k| axis_text(&t.values, k)));
-            let mut error: String = t
-                .error
-                .as_deref()
-                .and_then(|e| e.lines().next())
-                .unwrap_or("")
-                .replace('|', "/");
-            if error.chars().count() > 60 {
-                error = error.chars().take(59).collect::<String>() + "…";
-            }
-            r.extend([
-                t.seed.to_string(),
-                t.budget.map_or("-".into(), |b| b.epochs.to_string()),
-                t.epochs_done.map_or("-".into(), |e| e.to_string()),
-                num(get(metric)(t)),
-                num(get(other)(t)),
-                num(t.test_acc),
-                t.elapsed_s.map_or("-".into(), |e| format!("{e:.1}")),
-                error,
-            ]);
-            r
-        })
-        .collect();
-    s += &markdown(&header, &table);
-    s += &more(rows.len(), "trials", SUMMARY_CSV);
-    let behind = rows
-        .iter()
-        .filter(|r| r.status == TrialStatus::Completed && !r.at_budget())
-        .count();
-    if behind > 0 {
-        s += &format!("\n{behind} completed trial(s) trained to a smaller budget than the sweep now gives (column epochs): not in the means; rerun the sweep to continue them\n");
-    }
-    if let Some((group, mean, n)) = best {
-        s += &format!(
-            "\nbest: {} ({mean:.4} over {n} seed(s)) -> {}\n",
-            if group.is_empty() {
-                "the base config"
-            } else {
-                group
-            },
-            root.join(BEST_TOML).display()
-        );
-    }
-    s
 }
 
 #[cfg(test)]

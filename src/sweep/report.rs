@@ -1,0 +1,185 @@
+//! A sweep's tables as `run-exp` prints them at the end of a sweep and for `run-exp
+//! summarize`: Markdown (it reads as a table in a terminal and pastes into a README), the
+//! columns a reader compares, numbers formatted, at most 40 rows each (the CSV files hold them
+//! all).
+
+use super::record::TrialStatus;
+use super::summary::{groups, rank, Best, Results, Row, BEST_TOML, BY_CONFIG_CSV, SUMMARY_CSV};
+use crate::config::Monitor;
+
+/// At most this many rows of each table are printed (the files hold them all).
+const PRINT_ROWS: usize = 40;
+
+/// A number as the tables print it: 4 decimals, or 3 significant digits below 0.001.
+fn num(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v != 0.0 && v.abs() < 1e-3 => format!("{v:.2e}"),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
+fn axis_text(values: &[(String, toml::Value)], key: &str) -> String {
+    match values.iter().find(|(k, _)| k == key).map(|(_, v)| v) {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "-".into(),
+    }
+}
+
+/// A Markdown table (it reads as a table in a terminal and pastes into a README).
+fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut s = format!(
+        "| {} |\n|{}\n",
+        header.join(" | "),
+        "---|".repeat(header.len())
+    );
+    for r in rows {
+        s += &format!("| {} |\n", r.join(" | "));
+    }
+    s
+}
+
+/// The tables as printed at the end of a sweep and by `run-exp summarize`: the columns a
+/// reader compares (the CSV files hold them all).
+pub fn render(results: &Results, best: Option<&Best>) -> String {
+    let (root, study, rows) = (results.root(), results.study(), results.rows());
+    let groups = groups(study, rows);
+    let (metric, other) = match study.metric {
+        Monitor::ValAcc => ("best_val_acc", "best_val_loss"),
+        Monitor::ValLoss => ("best_val_loss", "best_val_acc"),
+    };
+    let get = |name: &str| -> fn(&Row) -> Option<f64> {
+        match name {
+            "best_val_acc" => |r| r.best_val_acc,
+            _ => |r| r.best_val_loss,
+        }
+    };
+    let more = |n: usize, what: &str, file: &str| {
+        if n > PRINT_ROWS {
+            format!(
+                "({} more {what} in {})\n",
+                n - PRINT_ROWS,
+                root.join(file).display()
+            )
+        } else {
+            String::new()
+        }
+    };
+    let mut s = format!(
+        "{}\n\nby configuration (mean and std over the completed seeds), best first:\n\n",
+        root.display()
+    );
+    let mut header: Vec<String> = study.axes.clone();
+    header.extend(
+        [
+            "epochs",
+            "n",
+            &format!("{metric} mean"),
+            "std",
+            &format!("{other} mean"),
+            "test_acc mean",
+            "std",
+            "elapsed_s mean",
+        ]
+        .map(String::from),
+    );
+    let table: Vec<Vec<String>> = groups
+        .iter()
+        .take(PRINT_ROWS)
+        .map(|g| {
+            let first = g.rows.first();
+            let mut r: Vec<String> = study
+                .axes
+                .iter()
+                .map(|k| first.map_or("-".into(), |f| axis_text(&f.values, k)))
+                .collect();
+            let (m, sd, n) = g.stats(get(metric));
+            let (t, tsd, _) = g.stats(|r| r.test_acc);
+            r.push(
+                first
+                    .and_then(|f| f.planned.or(f.budget))
+                    .map_or("-".into(), |b| b.epochs.to_string()),
+            );
+            r.push(format!("{n}/{}", g.rows.len()));
+            r.extend([
+                num(m),
+                num(sd),
+                num(g.stats(get(other)).0),
+                num(t),
+                num(tsd),
+                num(g.stats(|r| r.elapsed_s).0),
+            ]);
+            r
+        })
+        .collect();
+    s += &markdown(&header, &table);
+    s += &more(groups.len(), "configurations", BY_CONFIG_CSV);
+    let mut sorted: Vec<&Row> = rows.iter().collect();
+    sorted.sort_by(|a, b| rank(study, a.key(study), b.key(study)));
+    s += "\ntrials, best first:\n\n";
+    let mut header: Vec<String> = vec!["trial".into(), "status".into()];
+    header.extend(study.axes.iter().cloned());
+    header.extend(
+        [
+            "seed",
+            "epochs",
+            "epochs_done",
+            metric,
+            other,
+            "test_acc",
+            "elapsed_s",
+            "error",
+        ]
+        .map(String::from),
+    );
+    let table: Vec<Vec<String>> = sorted
+        .iter()
+        .take(PRINT_ROWS)
+        .map(|t| {
+            let mut r = vec![t.trial.clone(), t.status.name().to_string()];
+            r.extend(study.axes.iter().map(|k| axis_text(&t.values, k)));
+            let mut error: String = t
+                .error
+                .as_deref()
+                .and_then(|e| e.lines().next())
+                .unwrap_or("")
+                .replace('|', "/");
+            if error.chars().count() > 60 {
+                error = error.chars().take(59).collect::<String>() + "…";
+            }
+            r.extend([
+                t.seed.to_string(),
+                t.budget.map_or("-".into(), |b| b.epochs.to_string()),
+                t.epochs_done.map_or("-".into(), |e| e.to_string()),
+                num(get(metric)(t)),
+                num(get(other)(t)),
+                num(t.test_acc),
+                t.elapsed_s.map_or("-".into(), |e| format!("{e:.1}")),
+                error,
+            ]);
+            r
+        })
+        .collect();
+    s += &markdown(&header, &table);
+    s += &more(rows.len(), "trials", SUMMARY_CSV);
+    let behind = rows
+        .iter()
+        .filter(|r| r.status == TrialStatus::Completed && !r.at_budget())
+        .count();
+    if behind > 0 {
+        s += &format!("\n{behind} completed trial(s) trained to a smaller budget than the sweep now gives (column epochs): not in the means; rerun the sweep to continue them\n");
+    }
+    if let Some((group, mean, n)) = best {
+        s += &format!(
+            "\nbest: {} ({mean:.4} over {n} seed(s)) -> {}\n",
+            if group.is_empty() {
+                "the base config"
+            } else {
+                group
+            },
+            root.join(BEST_TOML).display()
+        );
+    }
+    s
+}
