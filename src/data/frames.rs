@@ -465,25 +465,12 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
             .as_ref()
             .map_or((train_path.to_path_buf(), 0), |t| t[i].at.clone())
     };
-    let mut others = vec![super::labels::Labeled {
-        split: "valid",
-        labels: &valid_ids,
-        at: &at_valid,
-    }];
-    if let Some(t) = &test_ids {
-        others.push(super::labels::Labeled {
-            split: "test",
-            labels: t,
-            at: &at_test,
-        });
-    }
     let classes = super::labels::classes(
-        &super::labels::Labeled {
-            split: "train",
-            labels: &train_ids,
-            at: &at_train,
-        },
-        &others,
+        super::labels::Labeled::new("train", &train_ids, &at_train),
+        super::labels::Labeled::new("valid", &valid_ids, &at_valid),
+        test_ids
+            .as_ref()
+            .map(|t| super::labels::Labeled::new("test", t, &at_test)),
         declared.as_deref(),
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,

@@ -18,15 +18,28 @@ pub struct Labeled<'a> {
     pub at: &'a dyn Fn(usize) -> (PathBuf, usize),
 }
 
-/// The class names, checked against the rule above. `carved`: the validation split (among
-/// `others`) was carved from train by `val_fraction`.
+impl<'a> Labeled<'a> {
+    pub fn new(
+        split: &'static str,
+        labels: &'a [u32],
+        at: &'a dyn Fn(usize) -> (PathBuf, usize),
+    ) -> Labeled<'a> {
+        Labeled { split, labels, at }
+    }
+}
+
+/// The class names, checked against the rule above. `carved`: the validation split was carved
+/// from train by this `val_fraction`.
 pub fn classes(
-    train: &Labeled,
-    others: &[Labeled],
+    train: Labeled,
+    valid: Labeled,
+    test: Option<Labeled>,
     declared: Option<&[String]>,
     carved: Option<f64>,
     notes: &mut Vec<String>,
 ) -> Result<Vec<String>> {
+    let train = &train;
+    let others: Vec<Labeled> = std::iter::once(valid).chain(test).collect();
     let err = |s: &Labeled, i: usize, msg: String| {
         let (path, line) = (s.at)(i);
         Error::data(path, line, msg)
@@ -39,7 +52,7 @@ pub fn classes(
         None => (0..=top).map(|c| c.to_string()).collect(),
     };
     let n = names.len();
-    for s in std::iter::once(train).chain(others) {
+    for s in std::iter::once(train).chain(&others) {
         if let Some(i) = s
             .labels
             .iter()
@@ -55,10 +68,7 @@ pub fn classes(
             ));
         }
     }
-    let mut counts = vec![0usize; n];
-    for &l in train.labels {
-        counts[l as usize] += 1;
-    }
+    let counts = super::label_counts(train.labels, n);
     let seen = || -> String {
         counts
             .iter()
@@ -95,7 +105,7 @@ pub fn classes(
             ),
         ));
     }
-    for s in others {
+    for s in &others {
         let lacking = s
             .labels
             .iter()
@@ -113,10 +123,7 @@ pub fn classes(
             ));
         }
         if let (Some(fraction), "valid") = (carved, s.split) {
-            let mut held = vec![0usize; n];
-            for &l in s.labels {
-                held[l as usize] += 1;
-            }
+            let held = super::label_counts(s.labels, n);
             if let Some(c) = (0..n).find(|&c| counts[c] > 0 && held[c] == 0) {
                 return Err(whole(
                     train,
@@ -145,17 +152,14 @@ mod tests {
         declared: Option<&[String]>,
         carved: Option<f64>,
     ) -> Result<Vec<String>> {
-        let t = Labeled {
-            split: "train",
-            labels: train,
-            at: &at,
-        };
-        let v = Labeled {
-            split: "valid",
-            labels: valid,
-            at: &at,
-        };
-        classes(&t, &[v], declared, carved, &mut Vec::new())
+        classes(
+            Labeled::new("train", train, &at),
+            Labeled::new("valid", valid, &at),
+            None,
+            declared,
+            carved,
+            &mut Vec::new(),
+        )
     }
 
     #[test]
@@ -186,15 +190,15 @@ mod tests {
         // Declared classes: one without examples is a warning.
         let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let mut notes = Vec::new();
-        let t = Labeled {
-            split: "train",
-            labels: &[0, 2],
-            at: &at,
-        };
-        assert_eq!(
-            classes(&t, &[], Some(&names), None, &mut notes).unwrap(),
-            names
+        let got = classes(
+            Labeled::new("train", &[0, 2], &at),
+            Labeled::new("valid", &[0], &at),
+            None,
+            Some(&names),
+            None,
+            &mut notes,
         );
+        assert_eq!(got.unwrap(), names);
         assert!(notes[0].contains("class \"b\""), "{notes:?}");
         let e = run(&[0, 3], &[0], Some(&names), None)
             .unwrap_err()

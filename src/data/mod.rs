@@ -331,27 +331,14 @@ fn load_tables(cfg: &Data, seed: u64) -> Result<Dataset> {
     let row_of = |t: &Tokenized, i: usize| (t.table.path.clone(), t.table.rows[i].at);
     let (at_train, at_valid) = (|i| row_of(&train, i), |i| row_of(&valid, i));
     let at_test = |i| test.as_ref().map_or((PathBuf::new(), 0), |t| row_of(t, i));
-    let mut others = vec![labels::Labeled {
-        split: "valid",
-        labels: &valid_split.labels,
-        at: &at_valid,
-    }];
-    if let Some(t) = &test_split {
-        others.push(labels::Labeled {
-            split: "test",
-            labels: &t.labels,
-            at: &at_test,
-        });
-    }
     // Named classes (class_names, or string labels) are declared by the names.
     let declared = matches!(kind, Labels::Names) || cfg.class_names.is_some();
     labels::classes(
-        &labels::Labeled {
-            split: "train",
-            labels: &train_split.labels,
-            at: &at_train,
-        },
-        &others,
+        labels::Labeled::new("train", &train_split.labels, &at_train),
+        labels::Labeled::new("valid", &valid_split.labels, &at_valid),
+        test_split
+            .as_ref()
+            .map(|t| labels::Labeled::new("test", &t.labels, &at_test)),
         declared.then_some(classes.as_slice()),
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,

@@ -329,25 +329,11 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
     let at_train = |_: usize| (train_path.to_path_buf(), 0);
     let at_valid = |_: usize| (valid_path.to_path_buf(), 0);
     let at_test = |_: usize| (test_path.to_path_buf(), 0);
-    let mut others = vec![super::labels::Labeled {
-        split: "valid",
-        labels: &valid.labels,
-        at: &at_valid,
-    }];
-    if let Some(t) = &test {
-        others.push(super::labels::Labeled {
-            split: "test",
-            labels: &t.labels,
-            at: &at_test,
-        });
-    }
     let classes = super::labels::classes(
-        &super::labels::Labeled {
-            split: "train",
-            labels: &train.labels,
-            at: &at_train,
-        },
-        &others,
+        super::labels::Labeled::new("train", &train.labels, &at_train),
+        super::labels::Labeled::new("valid", &valid.labels, &at_valid),
+        test.as_ref()
+            .map(|t| super::labels::Labeled::new("test", &t.labels, &at_test)),
         cfg.class_names.as_deref(),
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,
