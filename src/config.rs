@@ -462,6 +462,24 @@ pub enum Monitor {
     ValLoss,
 }
 
+impl Monitor {
+    /// Its name in metrics.jsonl's epoch rows: "val_acc" or "val_loss".
+    pub fn key(self) -> &'static str {
+        match self {
+            Monitor::ValAcc => "val_acc",
+            Monitor::ValLoss => "val_loss",
+        }
+    }
+
+    /// The other validation metric (the tie-breaker).
+    pub fn other(self) -> Monitor {
+        match self {
+            Monitor::ValAcc => Monitor::ValLoss,
+            Monitor::ValLoss => Monitor::ValAcc,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Train {

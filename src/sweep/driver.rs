@@ -16,7 +16,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::record::{self, Record, TrialStatus, CLAIM};
 use super::{summary, Plan};
-use crate::config::Monitor;
 use crate::error::{Error, Result};
 use crate::stop::Stop;
 
@@ -58,36 +57,36 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
     };
     let stale = Duration::from_secs(plan.sweep.stale_after_s);
 
+    // Each trial's folder read once: its row of the tables, and where it stands.
+    let mut results = summary::Results::of_plan(plan)?;
     let mut queue = VecDeque::new();
     let mut elsewhere = Vec::new();
     let (mut done, mut continued) = (0usize, 0usize);
     let mut notes = Vec::new();
-    for t in &plan.trials {
-        let dir = plan.trial_dir(&t.id);
-        match Record::read(&dir) {
-            Err(e) => {
-                notes.push(format!(
-                    "trial {}: {e:#}; it runs again (the record is set aside as {}.unreadable)",
-                    t.id,
-                    record::RECORD
-                ));
-                queue.push_back(t.id.clone());
+    for row in results.rows() {
+        let id = row.trial.clone();
+        let dir = plan.trial_dir(&id);
+        if let Some(e) = &row.unreadable {
+            notes.push(format!(
+                "trial {id}: {e}; it runs again (the record is set aside as {}.unreadable)",
+                record::RECORD
+            ));
+            queue.push_back(id);
+        } else if row.is_final() {
+            done += 1;
+        } else if row.status == TrialStatus::Running
+            && Record::read(&dir)?.is_some_and(|r| !r.is_abandoned(&dir, stale))
+        {
+            elsewhere.push(id);
+        } else {
+            if row.status == TrialStatus::Completed {
+                continued += 1;
             }
-            Ok(Some(r)) if r.is_final_for(&dir, t.budget) => done += 1,
-            Ok(Some(r)) if r.status == TrialStatus::Running && !r.is_abandoned(&dir, stale) => {
-                elsewhere.push(t.id.clone())
-            }
-            Ok(r) => {
-                if r.is_some_and(|r| r.status == TrialStatus::Completed) {
-                    continued += 1;
-                }
-                queue.push_back(t.id.clone());
-            }
+            queue.push_back(id);
         }
     }
     std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
     summary::write_plan(plan)?;
-    let mut results = summary::Results::of_plan(plan)?;
     crate::say!(
         "sweep {}: {} trials, {} final already, {} to run here{} ({} at a time, {} thread{} each){}",
         plan.root.display(),
@@ -176,15 +175,9 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
             let written = results.refresh(&r.id).and_then(|_| results.write(false));
             table_secs.push(t0.elapsed().as_secs_f64());
             let metric = results
-                .rows()
-                .iter()
-                .find(|row| row.trial == r.id)
-                .and_then(|row| match plan.sweep.metric {
-                    Monitor::ValAcc => row.best_val_acc.map(|v| format!(", best val_acc {v:.4}")),
-                    Monitor::ValLoss => {
-                        row.best_val_loss.map(|v| format!(", best val_loss {v:.4}"))
-                    }
-                })
+                .row(&r.id)
+                .and_then(|row| row.best(plan.sweep.metric))
+                .map(|v| format!(", best {} {v:.4}", plan.sweep.metric.key()))
                 .unwrap_or_default();
             say(
                 &bar,
@@ -435,10 +428,7 @@ fn update_bar(
     let rows = results.rows();
     let count = |s: TrialStatus| rows.iter().filter(|r| r.status == s).count();
     // A completed trial waiting to be continued to a raised budget is not done yet.
-    let finals = rows
-        .iter()
-        .filter(|r| r.status.is_final() && (r.status != TrialStatus::Completed || r.at_budget()))
-        .count();
+    let finals = rows.iter().filter(|r| r.is_final()).count();
     let failed = count(TrialStatus::Failed);
     let remaining = plan.trials.len().saturating_sub(finals + failed);
     let best = results.best_so_far();
@@ -452,10 +442,7 @@ fn update_bar(
             humantime::format_duration(Duration::from_secs(secs as u64))
         )
     };
-    let metric = match plan.sweep.metric {
-        Monitor::ValAcc => "val_acc",
-        Monitor::ValLoss => "val_loss",
-    };
+    let metric = plan.sweep.metric.key();
     bar.set_message(format!(
         "trials {finals}/{} done ({failed} failed, {} diverged, {} pruned), {} running{} | best {metric} {} | {eta}",
         plan.trials.len(),

@@ -5,7 +5,6 @@
 
 use super::record::TrialStatus;
 use super::summary::{groups, rank, Best, Results, Row, BEST_TOML, BY_CONFIG_CSV, SUMMARY_CSV};
-use crate::config::Monitor;
 
 /// At most this many rows of each table are printed (the files hold them all).
 const PRINT_ROWS: usize = 40;
@@ -45,16 +44,8 @@ fn markdown(header: &[String], rows: &[Vec<String>]) -> String {
 pub fn render(results: &Results, best: Option<&Best>) -> String {
     let (root, study, rows) = (results.root(), results.study(), results.rows());
     let groups = groups(study, rows);
-    let (metric, other) = match study.metric {
-        Monitor::ValAcc => ("best_val_acc", "best_val_loss"),
-        Monitor::ValLoss => ("best_val_loss", "best_val_acc"),
-    };
-    let get = |name: &str| -> fn(&Row) -> Option<f64> {
-        match name {
-            "best_val_acc" => |r| r.best_val_acc,
-            _ => |r| r.best_val_loss,
-        }
-    };
+    let (m, o) = (study.metric, study.metric.other());
+    let (metric, other) = (format!("best_{}", m.key()), format!("best_{}", o.key()));
     let more = |n: usize, what: &str, file: &str| {
         if n > PRINT_ROWS {
             format!(
@@ -94,7 +85,7 @@ pub fn render(results: &Results, best: Option<&Best>) -> String {
                 .iter()
                 .map(|k| first.map_or("-".into(), |f| axis_text(&f.values, k)))
                 .collect();
-            let (m, sd, n) = g.stats(get(metric));
+            let (mean, sd, n) = g.stats(|r| r.best(m));
             let (t, tsd, _) = g.stats(|r| r.test_acc);
             r.push(
                 first
@@ -103,9 +94,9 @@ pub fn render(results: &Results, best: Option<&Best>) -> String {
             );
             r.push(format!("{n}/{}", g.rows.len()));
             r.extend([
-                num(m),
+                num(mean),
                 num(sd),
-                num(g.stats(get(other)).0),
+                num(g.stats(|r| r.best(o)).0),
                 num(t),
                 num(tsd),
                 num(g.stats(|r| r.elapsed_s).0),
@@ -125,8 +116,8 @@ pub fn render(results: &Results, best: Option<&Best>) -> String {
             "seed",
             "epochs",
             "epochs_done",
-            metric,
-            other,
+            &metric,
+            &other,
             "test_acc",
             "elapsed_s",
             "error",
@@ -152,8 +143,8 @@ pub fn render(results: &Results, best: Option<&Best>) -> String {
                 t.seed.to_string(),
                 t.budget.map_or("-".into(), |b| b.epochs.to_string()),
                 t.epochs_done.map_or("-".into(), |e| e.to_string()),
-                num(get(metric)(t)),
-                num(get(other)(t)),
+                num(t.best(m)),
+                num(t.best(o)),
                 num(t.test_acc),
                 t.elapsed_s.map_or("-".into(), |e| format!("{e:.1}")),
                 error,

@@ -88,21 +88,6 @@ impl Study {
         checkpoint::load_json(&p)
     }
 
-    /// The metric's name in metrics.jsonl's epoch rows.
-    fn curve_key(&self) -> &'static str {
-        match self.metric {
-            Monitor::ValAcc => "val_acc",
-            Monitor::ValLoss => "val_loss",
-        }
-    }
-
-    fn metric_name(&self) -> &'static str {
-        match self.metric {
-            Monitor::ValAcc => "best_val_acc",
-            Monitor::ValLoss => "best_val_loss",
-        }
-    }
-
     fn maximize(&self) -> bool {
         self.metric == Monitor::ValAcc
     }
@@ -201,11 +186,8 @@ pub struct Row {
     /// budget would train it further.
     pub steps: Option<u64>,
     pub stopped_early: bool,
-}
-
-/// Every trial of the study as it stands now.
-pub fn rows(root: &Path, study: &Study) -> Result<Vec<Row>> {
-    study.trials.iter().map(|t| row(root, study, t)).collect()
+    /// Why its trial.json could not be read, if it could not.
+    pub unreadable: Option<String>,
 }
 
 /// One trial's row, from its folder. A `trial.json` that cannot be read shows as failed with
@@ -214,10 +196,7 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
     let dir = root.join(&t.id);
     let (rec, unreadable) = match Record::read(&dir) {
         Ok(r) => (r, None),
-        Err(e) => (
-            None,
-            Some(format!("{e:#}; the next run of the sweep runs it again")),
-        ),
+        Err(e) => (None, Some(format!("{e:#}"))),
     };
     let mut row = Row {
         trial: t.id.clone(),
@@ -236,12 +215,16 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
         test_acc: None,
         test_macro_f1: None,
         elapsed_s: None,
-        error: unreadable.or_else(|| rec.as_ref().and_then(|r| r.error.clone())),
+        error: match &unreadable {
+            Some(e) => Some(format!("{e}; the next run of the sweep runs it again")),
+            None => rec.as_ref().and_then(|r| r.error.clone()),
+        },
         budget: rec.as_ref().and_then(|r| r.budget),
         planned: t.budget,
         curve: Vec::new(),
         steps: None,
         stopped_early: false,
+        unreadable,
     };
     if row.budget.is_none() && rec.is_some() {
         row.budget = saved_budget(&dir);
@@ -271,22 +254,15 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
         row.steps = Some(st.step as u64);
         row.elapsed_s = Some(st.elapsed_s);
     }
-    row.curve = curve(&dir, study.curve_key());
+    row.curve = curve(&dir, study.metric.key());
     Ok(row)
 }
 
 /// The budget in a trial folder's config.toml (records written before they kept it).
 fn saved_budget(dir: &Path) -> Option<Budget> {
-    let text = std::fs::read_to_string(dir.join(checkpoint::CONFIG)).ok()?;
-    let t: toml::Table = toml::from_str(&text).ok()?;
-    let train = t.get("train")?.as_table()?;
-    Some(Budget {
-        epochs: train.get("epochs")?.as_integer()? as usize,
-        max_steps: train
-            .get("max_steps")
-            .and_then(|v| v.as_integer())
-            .map(|m| m as usize),
-    })
+    crate::Config::load(&dir.join(checkpoint::CONFIG), &[])
+        .ok()
+        .map(|c| Budget::of(&c))
 }
 
 /// `key` by epoch from a run's metrics.jsonl (only its epoch rows are parsed).
@@ -316,19 +292,31 @@ impl Row {
         }
     }
 
-    fn metric(&self, study: &Study) -> Option<f64> {
-        match study.metric {
+    /// Completed at the plan's budget: it counts in the means and for the best.
+    pub fn completed(&self) -> bool {
+        self.status == TrialStatus::Completed && self.at_budget()
+    }
+
+    /// Nothing left to run: a final status, and a completed trial at the plan's budget.
+    pub fn is_final(&self) -> bool {
+        self.status.is_final() && (self.status != TrialStatus::Completed || self.at_budget())
+    }
+
+    /// Its best validation value of `m`.
+    pub fn best(&self, m: Monitor) -> Option<f64> {
+        match m {
             Monitor::ValAcc => self.best_val_acc,
             Monitor::ValLoss => self.best_val_loss,
         }
     }
 
+    pub fn metric(&self, study: &Study) -> Option<f64> {
+        self.best(study.metric)
+    }
+
     /// (the sweep's metric, the other validation metric): the ranking key.
     pub(super) fn key(&self, study: &Study) -> (Option<f64>, Option<f64>) {
-        match study.metric {
-            Monitor::ValAcc => (self.best_val_acc, self.best_val_loss),
-            Monitor::ValLoss => (self.best_val_loss, self.best_val_acc),
-        }
+        (self.best(study.metric), self.best(study.metric.other()))
     }
 }
 
@@ -475,7 +463,7 @@ impl Group<'_> {
         self.rows
             .iter()
             .copied()
-            .filter(|r| r.status == TrialStatus::Completed && r.at_budget())
+            .filter(|r| r.completed())
             .collect()
     }
 
@@ -630,7 +618,11 @@ impl Results {
     }
 
     fn of(root: &Path, study: Study) -> Result<Results> {
-        let rows = rows(root, &study)?;
+        let rows = study
+            .trials
+            .iter()
+            .map(|t| row(root, &study, t))
+            .collect::<Result<Vec<_>>>()?;
         let at = rows
             .iter()
             .enumerate()
@@ -649,6 +641,11 @@ impl Results {
         &self.rows
     }
 
+    /// One trial's row.
+    pub fn row(&self, id: &str) -> Option<&Row> {
+        self.at.get(id).map(|&i| &self.rows[i])
+    }
+
     /// Reads one trial's row again (it has just ended, or changed).
     pub fn refresh(&mut self, id: &str) -> Result<()> {
         let Some(&i) = self.at.get(id) else {
@@ -663,7 +660,7 @@ impl Results {
         let study = &self.study;
         self.rows
             .iter()
-            .filter(|r| r.status == TrialStatus::Completed && r.at_budget())
+            .filter(|r| r.completed())
             .min_by(|a, b| rank(study, a.key(study), b.key(study)))
             .and_then(|r| r.metric(study).map(|m| (r.trial.clone(), m)))
     }
@@ -731,7 +728,7 @@ fn write_best(root: &Path, study: &Study, groups: &[Group]) -> Result<Option<Bes
     let header = format!(
         "# The best configuration of the sweep in {} by mean {} over {n} completed seed(s): {mean:.4}{}\n# ({}; trials {}). This is trial {}'s config, renamed; run it with run-exp {}\n",
         root.display(),
-        study.metric_name(),
+        format!("best_{}", study.metric.key()),
         std.map(|s| format!(" ± {s:.4}")).unwrap_or_default(),
         if g.name.is_empty() { "the base config" } else { &g.name },
         done.iter().map(|r| r.trial.as_str()).collect::<Vec<_>>().join(", "),
@@ -752,7 +749,7 @@ const CURVE_GROUPS: usize = 50;
 /// `curves.png`: each trial's validation metric by epoch, coloured by configuration, for the
 /// best configurations.
 fn write_curves(root: &Path, study: &Study, groups: &[Group]) -> Result<()> {
-    let key = study.curve_key();
+    let key = study.metric.key();
     let curves: Vec<Curve> = groups
         .iter()
         .take(CURVE_GROUPS)
@@ -817,6 +814,7 @@ mod tests {
             curve: Vec::new(),
             steps: None,
             stopped_early: false,
+            unreadable: None,
         }
     }
 
