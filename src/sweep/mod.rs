@@ -233,6 +233,8 @@ pub struct Plan {
     /// The file's text and the `--set`s parsed: a trial's config is built from them.
     text: String,
     base_sets: Vec<Override>,
+    /// `file:line:col` of `sweep.seeds`, where a trial's seed comes from.
+    seeds_at: String,
 }
 
 impl Plan {
@@ -367,6 +369,7 @@ impl Plan {
             .filter(|n| n.len() == 8)
             .collect();
         let axes_at = at(&["sweep", "axes"]);
+        let seeds_at = at(&["sweep", "seeds"]);
         let file = std::path::absolute(file).map_err(|e| Error::io(file, e))?;
         let mut plan = Plan {
             file,
@@ -378,6 +381,7 @@ impl Plan {
             base,
             text,
             base_sets,
+            seeds_at,
         };
         let mut ids = std::collections::HashMap::new();
         for values in configs {
@@ -434,7 +438,7 @@ impl Plan {
         all.push(Override {
             key: "experiment.seed".into(),
             value: toml::Value::Integer(trial.seed as i64),
-            origin: locate_parts(&self.file, &self.text, &["sweep", "seeds"]),
+            origin: self.seeds_at.clone(),
         });
         let mut config = Config::from_toml_with(&self.file, &self.text, &all)?;
         config.sweep = None;
