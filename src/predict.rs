@@ -180,10 +180,13 @@ pub struct Scored {
     pub unknown_share: Option<f64>,
 }
 
-pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<Scored>> {
+/// `origin` names where `data` came from (`--data FILE`), for its errors.
+pub fn score(run: &LoadedRun, data: &Data, origin: &str) -> Result<Vec<Scored>> {
     let (splits, notes) = match run.input {
-        Input::Tokens { .. } => load_for_run(data, &run.config.data, &run.vocab, &run.classes)?,
-        _ => video_splits(run, data)?,
+        Input::Tokens { .. } => {
+            load_for_run(data, origin, &run.config.data, &run.vocab, &run.classes)?
+        }
+        _ => video_splits(run, data, origin)?,
     };
     for n in notes {
         crate::say!("{n}");
@@ -214,6 +217,7 @@ pub fn score(run: &LoadedRun, data: &Data) -> Result<Vec<Scored>> {
 fn video_splits(
     run: &LoadedRun,
     data: &Data,
+    origin: &str,
 ) -> Result<(Vec<(&'static str, crate::data::Split)>, Vec<String>)> {
     let mut data = data.clone();
     if data.cache_dir.is_none() {
@@ -223,7 +227,7 @@ fn video_splits(
     let input = crate::train::input_of(&ds);
     if input != run.input || ds.classes != run.classes {
         return Err(Error::Config {
-            location: "--data".into(),
+            location: origin.into(),
             key: "data".into(),
             msg: format!(
                 "gives {input} with classes {:?}; the run takes {} with classes {:?}",

@@ -284,17 +284,8 @@ fn eval(a: EvalCli) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let scored = rnnlab::predict::score(&run, &other.data).map_err(|e| match e {
-        // Name the file the data came from.
-        rnnlab::Error::Config { location, key, msg } if location == "--data" => {
-            rnnlab::Error::Config {
-                location: format!("--data {}", a.data.display()),
-                key,
-                msg,
-            }
-        }
-        e => e,
-    });
+    let origin = format!("--data {}", a.data.display());
+    let scored = rnnlab::predict::score(&run, &other.data, &origin);
     match scored {
         Ok(scored) => {
             for sc in scored {

@@ -469,8 +469,10 @@ pub type NamedSplits = Vec<(&'static str, Split)>;
 /// run sees text: the run's tokenizer, lowercase, max_len and truncation settings, its
 /// vocabulary, and its class names (integer labels are ids below their count; string labels
 /// must be among them). Returns the splits by name and notes (unlabeled splits skipped).
+/// `origin` names where `other` came from, for its errors.
 pub fn load_for_run(
     other: &Data,
+    origin: &str,
     run: &Data,
     vocab: &Vocab,
     classes: &[String],
@@ -484,7 +486,7 @@ pub fn load_for_run(
     };
     if !matches!(cfg.source, Source::File | Source::Hub) {
         return Err(Error::Config {
-            location: "--data".into(),
+            location: origin.into(),
             key: "data.source".into(),
             msg: "the run reads text: it is scored on a table, source = \"file\" or \"hub\"".into(),
         });
@@ -533,7 +535,7 @@ pub fn load_for_run(
     }
     if out.is_empty() {
         return Err(Error::Config {
-            location: "--data".into(),
+            location: origin.into(),
             key: "data.test".into(),
             msg: "names no labeled split to score (give data.test, data.valid or data.train)"
                 .into(),
