@@ -46,7 +46,6 @@ pub struct Prepared {
 
 pub fn prepare(config: Config) -> Result<Prepared> {
     crate::device::set_cpu_threads(config.experiment.threads);
-
     let device = DeviceSpec::parse(&config.experiment.device)
         .map_err(Error::Device)?
         .open()?;
@@ -54,30 +53,11 @@ pub fn prepare(config: Config) -> Result<Prepared> {
     let generated = memory::synthetic_data_part(&config);
     memory::check(generated.as_slice(), available)?;
     let mut data = data::load(&config.data_to_load(), config.experiment.seed)?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if config.experiment.threads > cores {
-        data.notes.push(format!(
-            "warning: experiment.threads = {} is above this machine's {cores} cores: the threads take turns, which is slower than {cores}",
-            config.experiment.threads
-        ));
-    }
-    if let Some(k) = config.data.frames_per_clip {
-        let short: Vec<usize> = (0..data.train.len())
-            .map(|i| data.train.inputs.steps(i))
-            .filter(|&t| t < k)
-            .collect();
-        if let Some(min) = short.iter().min() {
-            data.notes.push(format!(
-                "note: data.frames_per_clip = {k}, but {} of {} training clips have fewer frames (the shortest {min}): they keep all of theirs",
-                short.len(),
-                data.train.len()
-            ));
-        }
-    }
-    let longest = (0..data.train.len())
+    let steps: Vec<usize> = (0..data.train.len())
         .map(|i| data.train.inputs.steps(i))
-        .max()
-        .unwrap_or(1);
+        .collect();
+    data.notes.extend(cannot_act_as_written(&config, &steps));
+    let longest = steps.iter().copied().max().unwrap_or(1);
     let mut parts = memory::model_parts(&config, data.vocab.len(), data.classes.len(), longest);
     let uses_cnn = !matches!(
         config.model.frame_encoder,
@@ -103,6 +83,31 @@ pub fn prepare(config: Config) -> Result<Prepared> {
         vectors,
         class_weights,
     })
+}
+
+/// One line for each setting that cannot act as written on this machine or this data:
+/// `experiment.threads` above the cores, `data.frames_per_clip` above clips' frames (`steps`:
+/// each training clip's).
+fn cannot_act_as_written(config: &Config, steps: &[usize]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if config.experiment.threads > cores {
+        notes.push(format!(
+            "warning: experiment.threads = {} is above this machine's {cores} cores: the threads take turns, which is slower than {cores}",
+            config.experiment.threads
+        ));
+    }
+    if let Some(k) = config.data.frames_per_clip {
+        let short: Vec<usize> = steps.iter().copied().filter(|&t| t < k).collect();
+        if let Some(min) = short.iter().min() {
+            notes.push(format!(
+                "note: data.frames_per_clip = {k}, but {} of {} training clips have fewer frames (the shortest {min}): they keep all of theirs",
+                short.len(),
+                steps.len()
+            ));
+        }
+    }
+    notes
 }
 
 /// Training examples per class.
