@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::data::{batch, Split};
 use crate::error::Result;
+use crate::log::writer::StepLog;
 use crate::model::classifier::Classifier;
 use crate::model::stack::RunOpts;
 
@@ -86,6 +87,40 @@ impl Scores {
         }
         s.push_str(&format!(" macro-F1 {:.4} |\n", self.macro_f1));
         s
+    }
+
+    /// The scores of `split` into `log`: TensorBoard `<split>/loss`, `/acc`, `/macro_f1`,
+    /// `/precision/<class>`, `/recall/<class>`, the confusion matrix as an image and a
+    /// Markdown table; the row's `<split>_loss`, `_acc`, `_macro_f1`, `_precision`, `_recall`
+    /// and `_confusion`.
+    pub fn log(&self, split: &str, classes: &[String], log: &mut StepLog) -> Result<()> {
+        log.scalar(
+            &format!("{split}_loss"),
+            &format!("{split}/loss"),
+            self.loss,
+        )?;
+        log.scalar(&format!("{split}_acc"), &format!("{split}/acc"), self.acc)?;
+        log.scalar(
+            &format!("{split}_macro_f1"),
+            &format!("{split}/macro_f1"),
+            self.macro_f1,
+        )?;
+        for (c, name) in classes.iter().enumerate() {
+            log.tb_scalar(&format!("{split}/precision/{name}"), self.precision[c])?;
+            log.tb_scalar(&format!("{split}/recall/{name}"), self.recall[c])?;
+        }
+        log.field(&format!("{split}_precision"), self.precision.clone().into());
+        log.field(&format!("{split}_recall"), self.recall.clone().into());
+        log.field(
+            &format!("{split}_confusion"),
+            serde_json::json!(self.confusion),
+        );
+        let (png, w, h) = confusion_png(&self.confusion)?;
+        log.image(&format!("{split}/confusion_matrix"), &png, w, h)?;
+        log.text(
+            &format!("{split}/confusion_table"),
+            &self.confusion_markdown(classes),
+        )
     }
 }
 

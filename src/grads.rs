@@ -1,13 +1,12 @@
-//! Gradient measurements: per-parameter and global L2 norms, and the per-timestep gradient
-//! flow ‖∂L/∂h_t‖ (see `RunOpts::probe`: the fused op's backward reports it, the reference
-//! path plants zero probes): the curve that shows gradients vanishing or exploding through time.
+//! The gradients training applies: each trained parameter's, collected from the backward
+//! pass (the embedding's from its looked-up rows), and their global L2 norm, which clipping
+//! and the divergence check read. What is measured from them for the logs is `instruments`'.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::model::classifier::{Classifier, Forward};
-use crate::model::stack::Flow;
 
 /// Gradients by parameter name, in the parameters' order.
 pub type Grads = Vec<(String, Tensor)>;
@@ -44,52 +43,4 @@ pub fn global_norm(grads: &Grads) -> Result<f64> {
         total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
     }
     Ok(total.sqrt())
-}
-
-/// A variable's gradient norm, for `grad_norm/<name>`.
-pub fn norm(t: &Tensor) -> Result<f64> {
-    Ok(t.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt() as f64)
-}
-
-/// Per-step ‖∂L/∂h_t‖ (gradient flow) of each layer and direction after backward, by
-/// position in the sequence (a forward direction's rows right-aligned at their last valid
-/// step, see `FlowSteps`), under the stack's labels, each LSTM's ‖∂L/∂c_t‖ after it as
-/// "<label>/c"; empty when not measured.
-pub fn flow(flow: &[(String, Flow)], store: &GradStore) -> Result<Vec<(String, Vec<f64>)>> {
-    // Per row and step, summed into the row's aligned position (see `Flow::Probes`).
-    let norms = |probes: &[Var], shift: &[usize]| -> Result<Vec<f64>> {
-        let mut sums = vec![0f64; probes.len()];
-        for (t, z) in probes.iter().enumerate() {
-            let Some(g) = store.get(z.as_tensor()) else {
-                continue;
-            };
-            // In f64: a vanishing gradient's squares would underflow f32.
-            let rows = g
-                .to_dtype(candle_core::DType::F64)?
-                .sqr()?
-                .sum(1)?
-                .to_vec1::<f64>()?;
-            for (row, v) in rows.into_iter().enumerate() {
-                if let Some(s) = sums.get_mut(t + shift[row]) {
-                    *s += v;
-                }
-            }
-        }
-        Ok(sums.into_iter().map(f64::sqrt).collect())
-    };
-    let mut out = Vec::new();
-    for (label, f) in flow {
-        let (h, c) = match f {
-            Flow::Probes { h, c, shift } => (norms(h, shift)?, norms(c, shift)?),
-            Flow::Sink(sink) => {
-                let steps = sink.lock().map(|v| v.clone()).unwrap_or_default();
-                (steps.h, steps.c)
-            }
-        };
-        out.push((label.clone(), h));
-        if !c.is_empty() {
-            out.push((format!("{label}/c"), c));
-        }
-    }
-    Ok(out)
 }

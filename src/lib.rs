@@ -18,7 +18,10 @@ pub mod model;
 pub mod optim;
 pub mod output;
 pub mod predict;
+pub mod prepare;
+pub mod run_folder;
 pub mod stop;
+pub mod summary;
 pub mod sweep;
 pub mod train;
 

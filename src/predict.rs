@@ -224,7 +224,7 @@ fn video_splits(
         data.cache_dir = run.config.data_to_load().cache_dir;
     }
     let ds = crate::data::load(&data, run.config.experiment.seed)?;
-    let input = crate::train::input_of(&ds);
+    let input = crate::prepare::input_of(&ds);
     if input != run.input || ds.classes != run.classes {
         return Err(Error::Config {
             location: origin.into(),

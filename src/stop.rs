@@ -71,6 +71,20 @@ pub fn crash_point(point: &str, step: usize) {
     }
 }
 
+/// Aborts here when the test hook names `point` at `step`, after `first` has put what was
+/// written so far on disk (the worst case a kill leaves).
+pub fn crash_point_after(
+    point: &str,
+    step: usize,
+    first: impl FnOnce() -> crate::error::Result<()>,
+) -> crate::error::Result<()> {
+    if test_hook(step) == Some(point) {
+        first()?;
+        std::process::abort();
+    }
+    Ok(())
+}
+
 /// Raises the signal the test hook names for `step`, if any.
 pub fn signal_point(step: usize) {
     let sig = match test_hook(step) {

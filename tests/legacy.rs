@@ -185,7 +185,7 @@ fn an_old_sweep_folder_summarizes_and_reruns_as_final() {
 /// null) reads back with NaN, not an error.
 #[test]
 fn summary_json_reads_back_as_the_type_that_wrote_it() {
-    use rnnlab::train::{Status, Summary};
+    use rnnlab::summary::{Status, Summary};
     let old = Summary::read(&Path::new(FIXTURE).join("run")).unwrap();
     let raw = json(&Path::new(FIXTURE).join("run/summary.json"));
     assert_eq!(old.status, Status::Completed);

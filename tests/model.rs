@@ -174,7 +174,10 @@ fn grad_flow_matches_between_implementations() {
                     .unwrap();
                 let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
                 let store = loss.backward().unwrap();
-                (rnnlab::grads::flow(&fwd.flow, &store).unwrap(), fwd.logits)
+                (
+                    rnnlab::instruments::flow::by_timestep(&fwd.flow, &store).unwrap(),
+                    fwd.logits,
+                )
             };
             let (fused_all, logits_f) = measure(false);
             let (reference_all, logits_r) = measure(true);
@@ -239,7 +242,10 @@ fn grad_flow_covers_every_layer_and_direction() {
                 .iter()
                 .map(|(l, g)| (l.clone(), g.lock().unwrap().clone()))
                 .collect();
-            (rnnlab::grads::flow(&fwd.flow, &store).unwrap(), gates)
+            (
+                rnnlab::instruments::flow::by_timestep(&fwd.flow, &store).unwrap(),
+                gates,
+            )
         };
         let ((fused, gates_f), (reference, gates_r)) = (measure(false), measure(true));
         // Gate statistics too: every layer and direction, the same names and values.
@@ -346,7 +352,7 @@ fn fused_op_matches_reference_on_a_threaded_batch() {
                 (
                     fwd.logits,
                     grads,
-                    rnnlab::grads::flow(&fwd.flow, &store).unwrap(),
+                    rnnlab::instruments::flow::by_timestep(&fwd.flow, &store).unwrap(),
                 )
             };
             let (lf, gf, ff) = run(false);
@@ -653,7 +659,8 @@ fn grad_flow_matches_a_finite_difference() {
     for reference in [false, true] {
         let fwd = m.forward(&x, opts(None, 0, true, reference)).unwrap();
         let l = candle_nn::loss::cross_entropy(&fwd.logits, &label_t).unwrap();
-        let ours = rnnlab::grads::flow(&fwd.flow, &l.backward().unwrap()).unwrap();
+        let ours =
+            rnnlab::instruments::flow::by_timestep(&fwd.flow, &l.backward().unwrap()).unwrap();
         let (label, steps) = &ours[0];
         assert_eq!((label.as_str(), steps.len()), ("l0", t));
         for (s, (a, want)) in steps.iter().zip(&fd).enumerate() {

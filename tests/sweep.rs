@@ -454,7 +454,7 @@ fn halving_prunes_by_the_rung_rule_and_promoted_trials_resume() {
 #[test]
 fn train_run_twice_in_one_process_shares_nothing() {
     use rnnlab::stop::Stop;
-    use rnnlab::train;
+    use rnnlab::{prepare, train};
     let dir = temp_dir("twice");
     let cfg = |name: &str, cell: &str, threads: usize| {
         let text = format!(
@@ -465,9 +465,9 @@ fn train_run_twice_in_one_process_shares_nothing() {
     };
     let run = |c: rnnlab::Config| {
         let threads = c.experiment.threads;
-        let prep = train::prepare(c).unwrap();
+        let prep = prepare::prepare(c).unwrap();
         assert_eq!(rnnlab::device::cpu_threads(), threads);
-        let ready = train::open_new(prep).unwrap();
+        let ready = rnnlab::run_folder::open_new(prep).unwrap();
         let s = train::run(ready, &Stop::default()).unwrap();
         std::fs::read(s.run_dir.join("last.safetensors")).unwrap()
     };

@@ -16,9 +16,10 @@ use rnnlab::bench::{bench_cell, BenchArgs};
 use rnnlab::config::CellKind;
 use rnnlab::device::DeviceSpec;
 use rnnlab::stop::Stop;
+use rnnlab::summary::Status;
 use rnnlab::sweep::{self, record::TrialStatus};
-use rnnlab::train::{self, Status};
 use rnnlab::{checkpoint, Config};
+use rnnlab::{prepare, train};
 
 #[derive(Parser)]
 #[command(
@@ -668,16 +669,15 @@ fn main() -> ExitCode {
     // Everything that bad input can break happens here, before any file is written (a new
     // run's folder is created last, a resume's files are written only once all is checked).
     let ready = match &cli.resume {
-        Some(dir) => {
-            train::resume_config(dir, cli.config.as_deref(), &cli.set).and_then(|resume| {
+        Some(dir) => rnnlab::run_folder::resume_config(dir, cli.config.as_deref(), &cli.set)
+            .and_then(|resume| {
                 if cli.dry_run {
                     let _ = emit(resume.config.to_toml().trim_end());
                     return Ok(None);
                 }
-                let prep = train::prepare(resume.config.clone())?;
-                train::open_resume(prep, resume).map(Some)
-            })
-        }
+                let prep = prepare::prepare(resume.config.clone())?;
+                rnnlab::run_folder::open_resume(prep, resume).map(Some)
+            }),
         None => {
             let Some(config) = config else {
                 return ExitCode::from(BAD_INPUT);
@@ -686,11 +686,11 @@ fn main() -> ExitCode {
                 let _ = emit(config.to_toml().trim_end());
                 return ExitCode::SUCCESS;
             }
-            train::prepare(config).and_then(|prep| {
+            prepare::prepare(config).and_then(|prep| {
                 if let Some(sig) = stop.requested() {
                     return Err(rnnlab::Error::Interrupted(sig));
                 }
-                train::open_new(prep).map(Some)
+                rnnlab::run_folder::open_new(prep).map(Some)
             })
         }
     };

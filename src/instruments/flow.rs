@@ -1,17 +1,15 @@
 //! Gradient flow through time: ‖∂L/∂h_t‖ (and an LSTM's ‖∂L/∂c_t‖) for every time step of
 //! every layer and direction, from the fused op's backward or the reference's probes
-//! (`grads::flow`), as a per-step curve, its ends and shape (far over near, log slope), and at
+//! (`by_timestep`), as a per-step curve, its ends and shape (far over near, log slope), and at
 //! each epoch's end a heatmap of training step x time step (TensorBoard image and PNG).
 
-use std::path::Path;
+use candle_core::backprop::GradStore;
+use candle_core::Var;
 
-use serde_json::Value;
-
-use super::{Instrument, StepLog, StepView};
+use super::{EpochView, Instrument, StepLog, StepView};
 use crate::error::Result;
-use crate::grads;
 use crate::log::plots;
-use crate::log::tensorboard::EventWriter;
+use crate::model::stack::Flow;
 
 pub struct GradFlow;
 
@@ -21,7 +19,7 @@ impl Instrument for GradFlow {
     }
 
     fn record(&mut self, at: &StepView, log: &mut StepLog) -> Result<()> {
-        for (label, steps) in grads::flow(&at.fwd.flow, at.store)? {
+        for (label, steps) in by_timestep(&at.fwd.flow, at.store)? {
             log.curve(
                 &["grad_flow", &label],
                 &format!("grad_flow/{label}/by_timestep"),
@@ -35,20 +33,57 @@ impl Instrument for GradFlow {
         Ok(())
     }
 
-    fn epoch_end(
-        &mut self,
-        history: &[Value],
-        dir: &Path,
-        tb: &mut EventWriter,
-        step: usize,
-    ) -> Result<()> {
-        for f in plots::flow_pngs(history, dir)? {
+    fn epoch_end(&mut self, at: &EpochView, log: &mut StepLog) -> Result<()> {
+        for f in plots::flow_pngs(log.history(), at.dir)? {
             let tag = format!("grad_flow/{}/heatmap", f.label);
-            tb.image(&tag, step, &f.png, f.width, f.height)?;
-            crate::fsutil::write_atomic(&dir.join(&f.file), &f.png)?;
+            log.image(&tag, &f.png, f.width, f.height)?;
+            crate::fsutil::write_atomic(&at.dir.join(&f.file), &f.png)?;
         }
         Ok(())
     }
+}
+
+/// Per-step ‖∂L/∂h_t‖ (gradient flow) of each layer and direction after backward, by
+/// position in the sequence (a forward direction's rows right-aligned at their last valid
+/// step, see `FlowSteps`), under the stack's labels, each LSTM's ‖∂L/∂c_t‖ after it as
+/// "<label>/c"; empty when not measured.
+pub fn by_timestep(flow: &[(String, Flow)], store: &GradStore) -> Result<Vec<(String, Vec<f64>)>> {
+    // Per row and step, summed into the row's aligned position (see `Flow::Probes`).
+    let norms = |probes: &[Var], shift: &[usize]| -> Result<Vec<f64>> {
+        let mut sums = vec![0f64; probes.len()];
+        for (t, z) in probes.iter().enumerate() {
+            let Some(g) = store.get(z.as_tensor()) else {
+                continue;
+            };
+            // In f64: a vanishing gradient's squares would underflow f32.
+            let rows = g
+                .to_dtype(candle_core::DType::F64)?
+                .sqr()?
+                .sum(1)?
+                .to_vec1::<f64>()?;
+            for (row, v) in rows.into_iter().enumerate() {
+                if let Some(s) = sums.get_mut(t + shift[row]) {
+                    *s += v;
+                }
+            }
+        }
+        Ok(sums.into_iter().map(f64::sqrt).collect())
+    };
+    let mut out = Vec::new();
+    for (label, f) in flow {
+        let (h, c) = match f {
+            Flow::Probes { h, c, shift } => (norms(h, shift)?, norms(c, shift)?),
+            Flow::Sink(sink) => {
+                let steps = sink.lock().map(|v| v.clone()).unwrap_or_default();
+                (steps.h, steps.c)
+            }
+        };
+        out.push((label.clone(), h));
+        if !c.is_empty() {
+            out.push((format!("{label}/c"), c));
+        }
+    }
+    Ok(out)
 }
 
 /// The scalars logged for one layer and direction's flow: its two ends, and with

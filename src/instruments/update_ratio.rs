@@ -3,9 +3,9 @@
 
 use candle_core::Tensor;
 
+use super::l2_norm as norm;
 use super::{Instrument, StepLog, StepView};
 use crate::error::Result;
-use crate::grads::norm;
 use crate::model::classifier::Classifier;
 
 #[derive(Default)]

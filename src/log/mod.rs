@@ -5,6 +5,7 @@ pub mod hparams;
 pub mod plots;
 pub mod progress;
 pub mod tensorboard;
+pub mod writer;
 
 use std::fs::File;
 use std::io::Write;

@@ -61,7 +61,7 @@ pub struct RunOpts<'a> {
     /// Some = training mode: dropout masks drawn from this generator.
     pub dropout_rng: Option<&'a mut crate::EpochRng>,
     /// Measure ∂L/∂h_t for every step of every layer and direction (gradient flow), read
-    /// after backward with `grads::flow`.
+    /// after backward with `instruments::flow::by_timestep`.
     pub probe: bool,
     /// Use the composed-candle-ops reference implementation instead of the fused CPU op.
     pub reference: bool,

@@ -164,7 +164,7 @@ impl Record {
         if self.status != TrialStatus::Completed {
             return self.status.is_final();
         }
-        let Ok(s) = crate::train::Summary::read(dir) else {
+        let Ok(s) = crate::summary::Summary::read(dir) else {
             return true;
         };
         !want.trains_on(

@@ -230,7 +230,7 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
         row.budget = saved_budget(&dir);
     }
     if dir.join(checkpoint::SUMMARY).is_file() {
-        let s = crate::train::Summary::read(&dir)?;
+        let s = crate::summary::Summary::read(&dir)?;
         let finite = |v: f64| v.is_finite().then_some(v);
         row.best_epoch = s.best_epoch.map(|e| e as u64);
         if row.best_epoch.is_some() {

@@ -14,7 +14,8 @@ use crate::config::{Config, Monitor, SweepMethod};
 use crate::error::{Error, Result};
 use crate::log::hparams;
 use crate::stop::Stop;
-use crate::train::{self, Status, Summary};
+use crate::summary::{Status, Summary};
+use crate::{prepare, train};
 
 /// How a `--trial` call ended.
 #[derive(Debug)]
@@ -216,14 +217,14 @@ fn train_trial(
 
 /// The trial's run folder, ready to train `config`: started afresh, or resumed from its
 /// newest checkpoint (an earlier attempt's, or the previous rung's).
-fn open(dir: &Path, config: Config, id: &str) -> Result<train::Ready> {
+fn open(dir: &Path, config: Config, id: &str) -> Result<crate::run_folder::Ready> {
     let run = RunDir::open(dir)?;
     if dir.join(checkpoint::CONFIG).is_file() {
-        let resume = train::resume_in(run, config, |_| format!("--trial {id}"))?;
-        let prep = train::prepare(resume.config.clone())?;
-        train::open_resume(prep, resume)
+        let resume = crate::run_folder::resume_in(run, config, |_| format!("--trial {id}"))?;
+        let prep = prepare::prepare(resume.config.clone())?;
+        crate::run_folder::open_resume(prep, resume)
     } else {
-        train::open_in(train::prepare(config)?, run)
+        crate::run_folder::open_in(prepare::prepare(config)?, run)
     }
 }
 
