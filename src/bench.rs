@@ -16,7 +16,8 @@ use serde_json::json;
 use crate::config::{CellKind, Model, Train};
 use crate::error::Result;
 use crate::grads;
-use crate::model::classifier::{Classifier, Input};
+use crate::model::architecture::Input;
+use crate::model::classifier::Classifier;
 use crate::model::stack::RunOpts;
 use crate::optim::Optimizer;
 

@@ -16,7 +16,8 @@ use crate::config::Config;
 use crate::data::text::Vocab;
 use crate::error::{Error, Result};
 use crate::fsutil::{replace_with_link, sync_dir, write_atomic};
-use crate::model::classifier::{Classifier, Input};
+use crate::model::architecture::Input;
+use crate::model::classifier::Classifier;
 use crate::model::Params;
 
 pub const CONFIG: &str = "config.toml";

@@ -5,6 +5,7 @@
 
 use crate::config::{CellKind, Config, OptimizerKind, Source};
 use crate::error::{Error, Result};
+use crate::model::architecture::{Architecture, Front};
 
 const F32: f64 = 4.0;
 const GIB: f64 = (1u64 << 30) as f64;
@@ -17,50 +18,38 @@ pub struct Part {
     pub key: &'static str,
 }
 
-/// Parameters of the classifier the config builds (f64: absurd sizes must not overflow).
-pub fn parameters(cfg: &Config, vocab: usize, classes: usize) -> f64 {
-    let m = &cfg.model;
-    let (e, h) = (m.embedding_dim as f64, m.hidden_size as f64);
-    let dirs = if m.bidirectional { 2.0 } else { 1.0 };
-    let gates = m.cell.gates() as f64;
-    let mut n = vocab as f64 * e;
-    for layer in 0..m.num_layers {
-        let input = if layer == 0 { e } else { h * dirs };
-        n += dirs * (gates * h * (input + h) + 2.0 * gates * h);
-    }
-    n + classes as f64 * (h * dirs + 1.0)
-}
-
-/// The model's share: parameters, their gradients, the optimizer's moments, and one batch's
-/// saved activations (the fused op keeps gate activations, states, the input projection and,
-/// in backward, their gradients, for every step of every layer and direction).
-pub fn model_parts(cfg: &Config, vocab: usize, classes: usize, longest: usize) -> Vec<Part> {
-    let m = &cfg.model;
-    let n = parameters(cfg, vocab, classes);
+/// The model's share: parameters (the architecture's own list of shapes), their gradients,
+/// the optimizer's moments, and one batch's saved activations (the fused op keeps gate
+/// activations, states, the input projection and, in backward, their gradients, for every step
+/// of every layer and direction).
+/// `fused`: the CNN runs as the fused CPU op (see `frame_encoder_part`).
+pub fn model_parts(cfg: &Config, arch: &Architecture, longest: usize, fused: bool) -> Vec<Part> {
+    let n = arch.numel();
     let moments = match cfg.train.optimizer {
         OptimizerKind::Adam | OptimizerKind::Adamw => 2.0,
         OptimizerKind::Rmsprop => 1.0 + (cfg.train.momentum > 0.0) as u8 as f64,
         OptimizerKind::Sgd => (cfg.train.momentum > 0.0) as u8 as f64,
     };
-    let (h, e) = (m.hidden_size as f64, m.embedding_dim as f64);
-    let dirs = if m.bidirectional { 2.0 } else { 1.0 };
-    let gates = m.cell.gates() as f64;
-    let state = if m.cell == CellKind::Lstm { 2.0 } else { 1.0 };
-    let rows = cfg.train.batch_size as f64 * longest.min(cfg.data.max_len).max(1) as f64;
-    let per_row: f64 = (0..m.num_layers)
-        .map(|l| {
-            let input = if l == 0 { e } else { h * dirs };
-            dirs * (3.0 * gates * h + (state + 2.0) * h + input)
-        })
-        .sum::<f64>()
-        + e;
-    // The embedding table or the recurrent weights, whichever holds most parameters.
-    let param_key = if vocab as f64 * e > n / 2.0 {
-        "data.max_vocab"
+    let h = arch.hidden as f64;
+    let dirs = arch.directions as f64;
+    let gates = arch.cell.gates() as f64;
+    let state = if arch.cell == CellKind::Lstm {
+        2.0
     } else {
-        "model.hidden_size"
+        1.0
     };
-    vec![
+    let steps = longest.min(cfg.data.max_len).max(1);
+    let rows = cfg.train.batch_size as f64 * steps as f64;
+    let per_row: f64 = (0..arch.layers)
+        .map(|l| dirs * (3.0 * gates * h + (state + 2.0) * h + arch.layer_input(l) as f64))
+        .sum::<f64>()
+        + arch.front.output_size() as f64;
+    // The embedding table or the recurrent weights, whichever holds most parameters.
+    let param_key = match arch.front {
+        Front::Embedding { vocab, dim } if (vocab * dim) as f64 > n / 2.0 => "data.max_vocab",
+        _ => "model.hidden_size",
+    };
+    let mut parts = vec![
         Part {
             bytes: n * F32 * (2.0 + moments),
             what: format!(
@@ -73,13 +62,16 @@ pub fn model_parts(cfg: &Config, vocab: usize, classes: usize, longest: usize) -
         Part {
             bytes: rows * per_row * F32,
             what: format!(
-                "activations of one batch ({} x {} steps)",
-                cfg.train.batch_size,
-                longest.min(cfg.data.max_len)
+                "activations of one batch ({} x {steps} steps)",
+                cfg.train.batch_size
             ),
             key: "train.batch_size",
         },
-    ]
+    ];
+    if let Front::Cnn { widths, frame, .. } = &arch.front {
+        parts.push(frame_encoder_part(cfg, widths, *frame, longest, fused));
+    }
+    parts
 }
 
 /// The built-in sources' generated sequences (known before generating them).
@@ -182,40 +174,6 @@ fn fmt_count(n: f64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parameter_count_matches_the_pytorch_formula() {
-        // nn.Embedding(100, 8) + nn.LSTM(8, 16) + nn.Linear(16, 2):
-        // 800 + 4*16*(8+16) + 2*4*16 + 2*16 + 2 = 800 + 1536 + 128 + 34.
-        let mut cfg = Config::default();
-        cfg.model.embedding_dim = 8;
-        cfg.model.hidden_size = 16;
-        assert_eq!(parameters(&cfg, 100, 2), 2498.0);
-        cfg.model.bidirectional = true;
-        cfg.model.num_layers = 2;
-        cfg.model.cell = CellKind::Gru;
-        // Layer 0: 2 * (3*16*(8+16) + 2*48); layer 1: 2 * (3*16*(32+16) + 96); head 2*(32+1).
-        assert_eq!(
-            parameters(&cfg, 100, 2),
-            800.0 + 2.0 * (1152.0 + 96.0) + 2.0 * (2304.0 + 96.0) + 66.0
-        );
-    }
-
-    #[test]
-    fn refuses_what_cannot_fit_and_names_the_key() {
-        let mut cfg = Config::default();
-        cfg.model.hidden_size = 10_000_000;
-        let parts = model_parts(&cfg, 100, 2, 20);
-        let e = check(&parts, Some(8.0 * GIB)).unwrap_err().to_string();
-        assert!(e.contains("model.hidden_size") && e.contains("GiB"), "{e}");
-        let cfg = Config::default();
-        assert!(check(&model_parts(&cfg, 100, 2, 20), Some(8.0 * GIB)).is_ok());
-    }
-}
-
 /// The CNN frame encoder's activations for one batch of clips, from each conv block's output
 /// (before pooling) per frame. The fused CPU op (`fused`) keeps it once plus the pooled copy,
 /// and in backward one gradient of a block's input at a time: ~1.6 times (measured: 405 MiB
@@ -223,16 +181,16 @@ mod tests {
 /// 389 MiB). Composed candle ops keep it about 8 times over (the conv output, bias, batch norm
 /// and ReLU results, the pooled copy, their gradients, and candle's conv temporaries: 2.0 GiB
 /// peak there, estimated 1.9 GiB).
-pub fn frame_encoder_part(
+fn frame_encoder_part(
     cfg: &Config,
+    widths: &[usize],
+    (height, width): (usize, usize),
     frames: usize,
-    height: usize,
-    width: usize,
     fused: bool,
 ) -> Part {
     let (mut h, mut w) = (height as f64, width as f64);
     let mut per_frame = 0.0;
-    for &c in &cfg.model.conv_channels {
+    for &c in widths {
         per_frame += c as f64 * h * w;
         if h >= 2.0 && w >= 2.0 {
             h = (h / 2.0).floor();
@@ -248,5 +206,38 @@ pub fn frame_encoder_part(
             cfg.train.batch_size
         ),
         key: "train.batch_size",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::architecture::Input;
+
+    #[test]
+    fn refuses_what_cannot_fit_and_names_the_key() {
+        let mut cfg = Config::default();
+        cfg.model.hidden_size = 10_000_000;
+        let tokens = Input::Tokens { vocab: 100 };
+        let arch = Architecture::of(&cfg.model, tokens, 2).unwrap();
+        let parts = model_parts(&cfg, &arch, 20, true);
+        let e = check(&parts, Some(8.0 * GIB)).unwrap_err().to_string();
+        assert!(e.contains("model.hidden_size") && e.contains("GiB"), "{e}");
+        let cfg = Config::default();
+        let arch = Architecture::of(&cfg.model, tokens, 2).unwrap();
+        assert!(check(&model_parts(&cfg, &arch, 20, true), Some(8.0 * GIB)).is_ok());
+    }
+
+    #[test]
+    fn features_size_the_first_layer_by_their_width_not_the_embedding() {
+        let mut cfg = Config::default();
+        cfg.model.frame_encoder = Some(crate::config::FrameEncoder::None);
+        let narrow = Architecture::of(&cfg.model, Input::Features { dim: 4 }, 2).unwrap();
+        let wide = Architecture::of(&cfg.model, Input::Features { dim: 4000 }, 2).unwrap();
+        let bytes = |a: &Architecture| model_parts(&cfg, a, 50, true)[1].bytes;
+        // The first layer's input row per step, 3,996 floats wider (the embedding width
+        // would have made them equal).
+        let rows = (cfg.train.batch_size * 50.min(cfg.data.max_len)) as f64;
+        assert!(bytes(&wide) - bytes(&narrow) >= 3996.0 * F32 * rows);
     }
 }

@@ -11,7 +11,8 @@ use crate::config::{Column, Data};
 use crate::data::{load_for_run, table, Inputs, Split};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Scores};
-use crate::model::classifier::{probabilities, Input};
+use crate::model::architecture::Input;
+use crate::model::classifier::probabilities;
 use crate::model::stack::RunOpts;
 
 #[derive(Debug, Clone, Serialize)]

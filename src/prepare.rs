@@ -10,7 +10,8 @@ use crate::data::{self, Dataset};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::memory;
-use crate::model::classifier::Input;
+use crate::model::architecture::Architecture;
+use crate::model::architecture::Input;
 
 /// A config with its device opened and its data loaded: nothing left that bad input can break.
 pub struct Prepared {
@@ -37,17 +38,8 @@ pub fn prepare(config: Config) -> Result<Prepared> {
         .collect();
     data.notes.extend(cannot_act_as_written(&config, &steps));
     let longest = steps.iter().copied().max().unwrap_or(1);
-    let mut parts = memory::model_parts(&config, data.vocab.len(), data.classes.len(), longest);
-    let uses_cnn = !matches!(
-        config.model.frame_encoder,
-        Some(crate::config::FrameEncoder::Linear | crate::config::FrameEncoder::None)
-    );
-    if let (Input::Frames { height, width, .. }, true) = (input_of(&data), uses_cnn) {
-        let fused = device.is_cpu();
-        parts.push(memory::frame_encoder_part(
-            &config, longest, height, width, fused,
-        ));
-    }
+    let arch = Architecture::of(&config.model, input_of(&data), data.classes.len())?;
+    let mut parts = memory::model_parts(&config, &arch, longest, device.is_cpu());
     parts.extend(generated);
     memory::check(&parts, available)?;
     let vectors = match &config.model.embeddings {

@@ -821,7 +821,7 @@ fn pretrained_vectors_initialise_and_freeze_the_embedding() {
     let cfg = &loaded.config;
     let init = rnnlab::model::classifier::Classifier::new(
         &cfg.model,
-        rnnlab::model::classifier::Input::Tokens { vocab: vocab.len() },
+        rnnlab::model::architecture::Input::Tokens { vocab: vocab.len() },
         2,
         cfg.experiment.seed,
         &Device::Cpu,

@@ -6,7 +6,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnlab::config::{CellKind, Model, Readout};
-use rnnlab::model::classifier::{Classifier, Input};
+use rnnlab::model::architecture::Input;
+use rnnlab::model::classifier::Classifier;
 use rnnlab::model::stack::{Flow, RunOpts};
 
 const CELLS: [CellKind; 3] = [CellKind::Rnn, CellKind::Lstm, CellKind::Gru];

@@ -68,6 +68,35 @@ pub struct Cell {
     pub bias_hh: Tensor,
 }
 
+/// PyTorch's suffix of layer `layer`, direction `direction` (0 forward, 1 reverse): "l0",
+/// "l1_reverse", ...
+pub fn suffix(layer: usize, direction: usize) -> String {
+    if direction == 0 {
+        format!("l{layer}")
+    } else {
+        format!("l{layer}_reverse")
+    }
+}
+
+/// A cell's parameters by name and shape, in PyTorch's order: `{prefix}weight_ih_{suffix}`
+/// [gates * hidden, input], `weight_hh_` [gates * hidden, hidden], `bias_ih_`, `bias_hh_`
+/// [gates * hidden].
+pub fn shapes(
+    prefix: &str,
+    suffix: &str,
+    kind: CellKind,
+    input: usize,
+    hidden: usize,
+) -> [(String, Vec<usize>); 4] {
+    let g = kind.gates() * hidden;
+    [
+        (format!("{prefix}weight_ih_{suffix}"), vec![g, input]),
+        (format!("{prefix}weight_hh_{suffix}"), vec![g, hidden]),
+        (format!("{prefix}bias_ih_{suffix}"), vec![g]),
+        (format!("{prefix}bias_hh_{suffix}"), vec![g]),
+    ]
+}
+
 impl Cell {
     /// Registers `{prefix}weight_ih_{suffix}` etc. (suffix "l0", "l1_reverse", ...) with
     /// PyTorch's init U(-1/sqrt(hidden), 1/sqrt(hidden)), then `init`'s changes.
@@ -86,19 +115,12 @@ impl Cell {
     ) -> Result<Cell> {
         let g = kind.gates() * hidden;
         let k = 1.0 / (hidden as f64).sqrt();
-        let weight_ih = params.uniform(
-            rng,
-            &format!("{prefix}weight_ih_{suffix}"),
-            &[g, input],
-            k,
-            device,
-        )?;
-        let hh_name = format!("{prefix}weight_hh_{suffix}");
-        let mut weight_hh = params.uniform(rng, &hh_name, &[g, hidden], k, device)?;
-        let ih_name = format!("{prefix}bias_ih_{suffix}");
-        let mut bias_ih = params.uniform(rng, &ih_name, &[g], k, device)?;
-        let bhh_name = format!("{prefix}bias_hh_{suffix}");
-        let mut bias_hh = params.uniform(rng, &bhh_name, &[g], k, device)?;
+        let [(wih_name, wih), (hh_name, whh), (ih_name, bih), (bhh_name, bhh)] =
+            shapes(prefix, suffix, kind, input, hidden);
+        let weight_ih = params.uniform(rng, &wih_name, &wih, k, device)?;
+        let mut weight_hh = params.uniform(rng, &hh_name, &whh, k, device)?;
+        let mut bias_ih = params.uniform(rng, &ih_name, &bih, k, device)?;
+        let mut bias_hh = params.uniform(rng, &bhh_name, &bhh, k, device)?;
         // The default draws above happen whatever `init` says, so the parameters after these
         // (and every other run's) are drawn alike.
         let blocks = kind.gates();

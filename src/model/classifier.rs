@@ -8,45 +8,13 @@ use candle_core::{Device, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use super::architecture::Input;
+use super::architecture::{Architecture, Front};
 use super::encoder::FrameEncoder as Cnn;
 use super::stack::{dropout, lookup, Flow, RunOpts, Stack, StackInput, StackOut};
 use super::Params;
-use crate::config::{FrameEncoder, Model, Readout};
+use crate::config::{Model, Readout};
 use crate::error::Result;
-
-/// What each time step carries (a run folder's `input.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Input {
-    /// Token ids below `vocab`.
-    Tokens { vocab: usize },
-    /// `dim` real values per step (precomputed frame features, signals).
-    Features { dim: usize },
-    /// Video frames.
-    Frames {
-        channels: usize,
-        height: usize,
-        width: usize,
-    },
-}
-
-/// As messages name it: "tokens (a vocabulary of 82)", "frames of 3 x 64 x 64".
-impl std::fmt::Display for Input {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Input::Tokens { vocab } => write!(f, "tokens (a vocabulary of {vocab})"),
-            Input::Features { dim } => write!(f, "features of width {dim}"),
-            Input::Frames {
-                channels,
-                height,
-                width,
-            } => write!(
-                f,
-                "frames of {channels} x {height} x {width} (channels x height x width)"
-            ),
-        }
-    }
-}
 
 enum FrontEnd {
     /// weight: [vocab, embedding_dim]
@@ -101,65 +69,39 @@ impl Classifier {
         seed: u64,
         device: &Device,
     ) -> Result<Classifier> {
+        let arch = Architecture::of(cfg, input, classes)?;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut params = Params::default();
-        let e = cfg.embedding_dim;
-        let dense = |params: &mut Params, rng: &mut StdRng, dim: usize| -> Result<FrontEnd> {
-            let k = 1.0 / (dim as f64).sqrt();
-            Ok(FrontEnd::Dense(
-                params.uniform(rng, "proj.weight", &[e, dim], k, device)?,
-                params.uniform(rng, "proj.bias", &[e], k, device)?,
-            ))
-        };
-        let refuse = |msg: &str| {
-            Err(crate::error::Error::Config {
-                location: "config".into(),
-                key: "model.frame_encoder".into(),
-                msg: msg.into(),
-            })
-        };
-        let encoder = cfg.frame_encoder.unwrap_or(match input {
-            Input::Features { .. } => FrameEncoder::Linear,
-            _ => FrameEncoder::Cnn,
-        });
-        let (front, input_size) = match (input, encoder) {
-            (Input::Tokens { vocab }, _) => (
-                FrontEnd::Embedding(params.normal(&mut rng, "emb.weight", &[vocab, e], device)?),
-                e,
-            ),
-            (Input::Features { dim }, FrameEncoder::None) => (FrontEnd::Identity, dim),
-            (Input::Features { dim }, FrameEncoder::Linear) => {
-                (dense(&mut params, &mut rng, dim)?, e)
-            }
-            (Input::Features { .. }, FrameEncoder::Cnn) => {
-                return refuse(
-                    "\"cnn\" needs frames; per-step features take \"linear\" or \"none\"",
+        let front = match &arch.front {
+            Front::Embedding { vocab, dim } => FrontEnd::Embedding(params.normal(
+                &mut rng,
+                "emb.weight",
+                &[*vocab, *dim],
+                device,
+            )?),
+            Front::Dense { input, dim } => {
+                let k = 1.0 / (*input as f64).sqrt();
+                FrontEnd::Dense(
+                    params.uniform(&mut rng, "proj.weight", &[*dim, *input], k, device)?,
+                    params.uniform(&mut rng, "proj.bias", &[*dim], k, device)?,
                 )
             }
-            (
-                Input::Frames {
-                    channels,
-                    height,
-                    width,
-                },
-                FrameEncoder::Linear,
-            ) => (dense(&mut params, &mut rng, channels * height * width)?, e),
-            (Input::Frames { channels, .. }, FrameEncoder::Cnn) => {
-                let enc = Cnn::new(
-                    &mut params,
-                    &mut rng,
-                    channels,
-                    &cfg.conv_channels,
-                    cfg.batch_norm,
-                    device,
-                )?;
-                let d = enc.output_size();
-                (FrontEnd::Cnn(enc), d)
-            }
-            (Input::Frames { .. }, FrameEncoder::None) => {
-                return refuse("frames need an encoder: \"cnn\" or \"linear\"")
-            }
+            Front::Cnn {
+                channels,
+                widths,
+                batch_norm,
+                ..
+            } => FrontEnd::Cnn(Cnn::new(
+                &mut params,
+                &mut rng,
+                *channels,
+                widths,
+                *batch_norm,
+                device,
+            )?),
+            Front::Identity { .. } => FrontEnd::Identity,
         };
+        let input_size = arch.front.output_size();
         let rnn = Stack::new(
             &mut params,
             &mut rng,
@@ -174,7 +116,7 @@ impl Classifier {
             &super::cell::Init::of(cfg),
             device,
         )?;
-        let d = rnn.output_size();
+        let d = arch.output_size();
         let k = 1.0 / (d as f64).sqrt();
         let head_weight = params.uniform(&mut rng, "head.weight", &[classes, d], k, device)?;
         let head_bias = params.uniform(&mut rng, "head.bias", &[classes], k, device)?;

@@ -2,6 +2,7 @@
 //! the many-to-one classifier around them (`classifier`). Parameters live in one [`Params`]
 //! store under PyTorch's names, so checkpoints compare directly against torch.
 
+pub mod architecture;
 pub mod cell;
 pub mod classifier;
 pub mod encoder;

@@ -129,11 +129,7 @@ impl Stack {
             let in_l = if l == 0 { input } else { hidden * dirs };
             let mut layer = Vec::new();
             for d in 0..dirs {
-                let suffix = if d == 0 {
-                    format!("l{l}")
-                } else {
-                    format!("l{l}_reverse")
-                };
+                let suffix = super::cell::suffix(l, d);
                 layer.push(Cell::new(
                     params,
                     rng,
@@ -230,7 +226,7 @@ impl Stack {
                 if let Some(c) = run.last.c {
                     c_n.push(c);
                 }
-                let label = format!("l{l}{}", if d == 0 { "" } else { "_reverse" });
+                let label = super::cell::suffix(l, d);
                 if let Some(g) = run.gates {
                     gates.push((label.clone(), g));
                 }
