@@ -258,50 +258,6 @@ impl Plan {
             msg,
         };
         let multi = matches!(sweep.method, SweepMethod::Random | SweepMethod::Halving);
-        match (sweep.trials, multi) {
-            (None | Some(0), true) => {
-                return Err(bad(
-                    &["sweep", "trials"],
-                    "random and halving sweeps need trials = N (configurations to sample), N >= 1"
-                        .into(),
-                ))
-            }
-            (Some(_), false) => {
-                return Err(bad(
-                    &["sweep", "trials"],
-                    "applies to method = \"random\" or \"halving\"; a grid runs every combination"
-                        .into(),
-                ))
-            }
-            _ => {}
-        }
-        if sweep.jobs == Some(0) {
-            return Err(bad(&["sweep", "jobs"], "must be at least 1".into()));
-        }
-        if sweep.method == SweepMethod::Halving {
-            if sweep.eta < 2 {
-                return Err(bad(&["sweep", "eta"], "must be at least 2".into()));
-            }
-            if sweep.min_epochs == 0 || sweep.min_epochs >= base.train.epochs {
-                return Err(bad(
-                    &["sweep", "min_epochs"],
-                    format!(
-                        "must be at least 1 and below train.epochs = {} (the full budget)",
-                        base.train.epochs
-                    ),
-                ));
-            }
-            if base.train.patience.is_some() {
-                return Err(bad(
-                    &["train", "patience"],
-                    "early stopping and halving both end trials early; remove one (halving compares trials at equal epochs)".into(),
-                ));
-            }
-        }
-        let distinct: BTreeSet<u64> = sweep.seeds.iter().copied().collect();
-        if distinct.len() != sweep.seeds.len() {
-            return Err(bad(&["sweep", "seeds"], "lists a seed twice".into()));
-        }
         let seeds = if sweep.seeds.is_empty() {
             vec![base.experiment.seed]
         } else {
