@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::checkpoint::LoadedRun;
 use crate::config::{Column, Data};
-use crate::data::{load_for_run, table, Inputs, Split};
+use crate::data::tables::load_for_run;
+use crate::data::{table, Inputs, Split};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Scores};
 use crate::model::architecture::Input;

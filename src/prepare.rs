@@ -43,7 +43,19 @@ pub fn prepare(config: Config) -> Result<Prepared> {
     parts.extend(generated);
     memory::check(&parts, available)?;
     let vectors = match &config.model.embeddings {
-        Some(p) => Some(vectors::load(p, &data.vocab, config.model.embedding_dim)?),
+        Some(p) => {
+            let Some(vocab) = &data.vocab else {
+                return Err(Error::Config {
+                    location: "config".into(),
+                    key: "model.embeddings".into(),
+                    msg: format!(
+                        "pretrained word vectors need text; the data gives {}",
+                        input_of(&data)
+                    ),
+                });
+            };
+            Some(vectors::load(p, vocab, config.model.embedding_dim)?)
+        }
         None => None,
     };
     let class_weights = class_weights(&config, &data)?;
@@ -136,7 +148,7 @@ fn class_weights(config: &Config, data: &Dataset) -> Result<Option<Vec<f64>>> {
 pub fn input_of(data: &Dataset) -> Input {
     match &data.train.inputs {
         data::Inputs::Tokens(_) => Input::Tokens {
-            vocab: data.vocab.len(),
+            vocab: data.vocab.as_ref().map_or(0, |v| v.len()),
         },
         data::Inputs::Features { dim, .. } => Input::Features { dim: *dim },
         data::Inputs::Frames { shape, .. } => Input::Frames {

@@ -9,7 +9,6 @@ use std::path::Path;
 use crate::checkpoint::{self, Checkpoint, RunDir};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::architecture::Input;
 use crate::model::classifier::Classifier;
 use crate::optim::Optimizer;
 use crate::prepare::{input_of, Prepared};
@@ -61,9 +60,13 @@ fn build_model(prep: &Prepared) -> Result<Classifier> {
         prep.config.experiment.seed,
         &prep.device,
     )?;
-    if let (Some(v), Some(p)) = (&prep.vectors, &prep.config.model.embeddings) {
+    if let (Some(v), Some(p), Some(vocab)) = (
+        &prep.vectors,
+        &prep.config.model.embeddings,
+        &prep.data.vocab,
+    ) {
         model.set_embedding_rows(&v.rows)?;
-        crate::say!("{}", v.report(&prep.data.vocab, p));
+        crate::say!("{}", v.report(vocab, p));
     }
     Ok(model)
 }
@@ -97,8 +100,8 @@ pub fn open_in(prep: Prepared, run: RunDir) -> Result<Ready> {
         let config = cfg.clone().with_absolute_paths();
         crate::fsutil::write_atomic(&files[0], config.to_toml().as_bytes())?;
         checkpoint::save_json(&files[1], &input)?;
-        if matches!(input, Input::Tokens { .. }) {
-            prep.data.vocab.save(&files[2])?;
+        if let Some(vocab) = &prep.data.vocab {
+            vocab.save(&files[2])?;
         }
         checkpoint::save_json(&files[3], &prep.data.classes)
     };
@@ -222,15 +225,17 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
             ),
         });
     }
-    if matches!(input, Input::Tokens { .. }) && saved_vocab.itos != prep.data.vocab.itos {
-        return Err(Error::Checkpoint {
-            path: dir.join(checkpoint::VOCAB),
-            msg: format!(
-                "the data now gives a different vocabulary ({} tokens, the run has {}): the data files changed since the run started",
-                prep.data.vocab.len(),
-                saved_vocab.len()
-            ),
-        });
+    if let Some(vocab) = &prep.data.vocab {
+        if saved_vocab.itos != vocab.itos {
+            return Err(Error::Checkpoint {
+                path: dir.join(checkpoint::VOCAB),
+                msg: format!(
+                    "the data now gives a different vocabulary ({} tokens, the run has {}): the data files changed since the run started",
+                    vocab.len(),
+                    saved_vocab.len()
+                ),
+            });
+        }
     }
     let classes_path = dir.join(checkpoint::CLASSES);
     let saved_classes: Vec<String> = checkpoint::load_json(&classes_path)?;

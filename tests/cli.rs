@@ -329,7 +329,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     // memory at its best epoch.
     let loaded = load_run(&run, checkpoint::Weights::Best, &Device::Cpu).unwrap();
     let data = rnnlab::data::load(&loaded.config.data, loaded.config.experiment.seed).unwrap();
-    assert_eq!(data.vocab, loaded.vocab);
+    assert_eq!(data.vocab.as_ref(), Some(&loaded.vocab));
     let val = rnnlab::eval::evaluate(
         &loaded.model,
         &data.valid,

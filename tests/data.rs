@@ -42,11 +42,14 @@ fn sst2_from_shared_files() {
     assert_eq!(ds.valid.len(), 6_735);
     assert_eq!(ds.test.as_ref().unwrap().len(), 872);
     assert_eq!(ds.classes, vec!["0", "1"]);
-    assert_eq!(&ds.vocab.itos[..2], &["<pad>", "<unk>"]);
+    assert_eq!(&ds.vocab.as_ref().unwrap().itos[..2], &["<pad>", "<unk>"]);
     // "it 's a charming and often affecting journey . " -> known words, label 1.
     let first = &ds.test.as_ref().unwrap().tokens()[0];
     assert_eq!(first.len(), 9);
-    assert_eq!(ds.vocab.itos[first[3] as usize], "charming");
+    assert_eq!(
+        ds.vocab.as_ref().unwrap().itos[first[3] as usize],
+        "charming"
+    );
     assert_eq!(ds.test.as_ref().unwrap().labels[0], 1);
 }
 
@@ -70,7 +73,7 @@ fn string_labels_csv_and_carved_validation() {
     assert_eq!(ds.classes, vec!["angry", "calm", "happy"]);
     assert_eq!((ds.train.len(), ds.valid.len()), (80, 20));
     // Label ids follow the sorted names: "happy" rows carry id 2.
-    let happy = ds.vocab.id("happy");
+    let happy = ds.vocab.as_ref().unwrap().id("happy");
     for (seq, &l) in ds.train.tokens().iter().zip(&ds.train.labels) {
         assert_eq!(seq.contains(&happy), l == 2);
     }
@@ -80,7 +83,7 @@ fn string_labels_csv_and_carved_validation() {
         .tokens()
         .iter()
         .flatten()
-        .all(|&t| (t as usize) < ds.vocab.len()));
+        .all(|&t| (t as usize) < ds.vocab.as_ref().unwrap().len()));
     // The carve-out is seeded.
     assert_eq!(rnnlab::data::load(&cfg, 5).unwrap().valid, ds.valid);
 }
@@ -219,7 +222,7 @@ fn every_format_gives_the_same_dataset() {
         let ds = rnnlab::data::load(&d, 0).unwrap();
         ds.train.tokens()[0]
             .iter()
-            .map(|&i| ds.vocab.itos[i as usize].clone())
+            .map(|&i| ds.vocab.as_ref().unwrap().itos[i as usize].clone())
             .collect::<Vec<_>>()
     };
     assert_eq!(cut(TruncationSide::Right), vec!["a", "fine"]);

@@ -94,7 +94,7 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
     for (seq, &y) in test.tokens().iter().zip(&test.labels) {
         let words: Vec<&str> = seq
             .iter()
-            .map(|&t| data.vocab.itos[t as usize].as_str())
+            .map(|&t| data.vocab.as_ref().unwrap().itos[t as usize].as_str())
             .collect();
         rows.push_str(&format!("{}\t{y}\n", words.join(" ")));
     }

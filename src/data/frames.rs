@@ -17,6 +17,8 @@ use image::imageops::FilterType;
 use std::io::Write;
 
 use super::clips::Cached;
+use super::selection;
+use super::splits::{self, Parts, Which};
 use super::{Clips, Dataset, FrameShape, Inputs, Split};
 use crate::config::Data;
 use crate::error::{Error, Result};
@@ -386,7 +388,7 @@ fn check_space(dir: &Path, bytes: u64) -> Result<()> {
 
 /// Each clip keeps the frames `order` gives it (`frames_per_clip`, `shuffle_frames`), in that
 /// order.
-fn select(clips: Vec<ClipRef>, order: &mut super::selection::FrameOrder) -> Vec<ClipRef> {
+fn select(clips: Vec<ClipRef>, order: &mut selection::FrameOrder) -> Vec<ClipRef> {
     clips
         .into_iter()
         .map(|c| {
@@ -401,60 +403,45 @@ fn select(clips: Vec<ClipRef>, order: &mut super::selection::FrameOrder) -> Vec<
 
 /// The `frames` dataset: train (required), valid (or carved from train), test.
 pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
-    let train_path = cfg.train.as_deref().ok_or_else(|| Error::Config {
-        location: "config".into(),
-        key: "data.train".into(),
-        msg: "source = \"frames\" needs train = a folder <class>/<clip>/<frames> or a list file"
-            .into(),
-    })?;
     let shape = FrameShape {
         channels: cfg.channels,
         height: cfg.height,
         width: cfg.width,
     };
-    let (train_clips, tree) = list(train_path, cfg.class_names.as_deref())?;
-    // Declared classes: data.class_names, else a folder tree's class folders.
-    let declared = cfg.class_names.clone().or(tree);
-    // Other splits' folders are mapped by these names (a list file's ids, named "0", "1", ...).
-    let known: Vec<String> = declared.clone().unwrap_or_else(|| {
-        let top = train_clips.iter().map(|c| c.label).max().unwrap_or(0);
-        (0..=top).map(|c| c.to_string()).collect()
-    });
-    let valid_clips = cfg
-        .valid
-        .as_deref()
-        .map(|p| list(p, Some(&known)))
-        .transpose()?
-        .map(|v| v.0);
-    let test_clips = cfg
-        .test
-        .as_deref()
-        .map(|p| list(p, Some(&known)))
-        .transpose()?
-        .map(|v| v.0);
     let mut notes = Vec::new();
-    // Validation carved from train by clip (the tables' seeded rule), before decoding.
-    let (train_clips, valid_clips) = match valid_clips {
-        Some(v) => (train_clips, v),
-        None if train_clips.len() < 2 => {
-            return Err(bad(
-                train_path,
-                "one clip cannot be split into train and validation (give data.valid)",
-            ))
-        }
-        None => {
-            let (t, v) = super::tensors::carve_indices(train_clips.len(), cfg.val_fraction, seed);
-            let pick = |idx: &[usize]| -> Vec<ClipRef> {
-                idx.iter().map(|&i| train_clips[i].clone()).collect()
-            };
-            notes.push(format!(
-                "validation: {} clips carved from train (val_fraction {}, seed {seed})",
-                v.len(),
-                cfg.val_fraction
-            ));
-            (pick(&t), pick(&v))
-        }
-    };
+    // Declared classes: data.class_names, else a folder tree's class folders. Other splits'
+    // folders are mapped by these names (a list file's ids, named "0", "1", ...).
+    let (mut declared, mut known) = (None, Vec::new());
+    // Validation carved from train by clip, before decoding.
+    let Parts {
+        train: train_clips,
+        valid: valid_clips,
+        test: test_clips,
+    } = splits::read(
+        cfg,
+        seed,
+        "clip",
+        |which, p| {
+            if which != Which::Train {
+                return Ok(list(p, Some(&known))?.0);
+            }
+            let (clips, tree) = list(p, cfg.class_names.as_deref())?;
+            declared = cfg.class_names.clone().or(tree);
+            known = declared.clone().unwrap_or_else(|| {
+                let top = clips.iter().map(|c: &ClipRef| c.label).max().unwrap_or(0);
+                (0..=top).map(|c| c.to_string()).collect()
+            });
+            Ok(clips)
+        },
+        Vec::len,
+        |clips, keep, moved| {
+            let pick =
+                |idx: &[usize]| -> Vec<ClipRef> { idx.iter().map(|&i| clips[i].clone()).collect() };
+            (pick(keep), pick(moved))
+        },
+        &mut notes,
+    )?;
+    let train_path = cfg.train.as_deref().unwrap_or(Path::new(""));
     let ids = |c: &[ClipRef]| -> Vec<u32> { c.iter().map(|c| c.label).collect() };
     let (train_ids, valid_ids) = (ids(&train_clips), ids(&valid_clips));
     let test_ids = test_clips.as_deref().map(ids);
@@ -475,16 +462,10 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,
     )?;
-    // Training keeps every frame (`frames_per_clip` picks them per batch, at a random offset);
-    // evaluation splits only the centred ones. `shuffle_frames` permutes them here.
-    let all = Data {
-        frames_per_clip: None,
-        ..cfg.clone()
-    };
-    let order = |c: &Data, k: u64| super::selection::FrameOrder::new(c, seed.wrapping_mul(3) + k);
-    let train_clips = select(train_clips, &mut order(&all, 1));
-    let valid_clips = select(valid_clips, &mut order(cfg, 2));
-    let test_clips = test_clips.map(|c| select(c, &mut order(cfg, 3)));
+    let select = |clips, which| select(clips, &mut selection::order(cfg, seed, which));
+    let train_clips = select(train_clips, Which::Train);
+    let valid_clips = select(valid_clips, Which::Valid);
+    let test_clips = test_clips.map(|c| select(c, Which::Test));
     let dir = match &cfg.cache_dir {
         Some(d) => d.clone(),
         None => PathBuf::from("results/.cache"),
@@ -531,7 +512,7 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         train,
         valid,
         test,
-        vocab: super::text::Vocab::from_tokens(Vec::new()),
+        vocab: None,
         classes,
         notes,
     })

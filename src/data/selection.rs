@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use super::splits::Which;
 use super::{Clips, Inputs, Split};
 use crate::config::Data;
 
@@ -18,10 +19,29 @@ pub fn chosen(t: usize, keep: Option<usize>) -> Vec<usize> {
     }
 }
 
-/// `data.frames_per_clip` (evenly spaced, centred frames: evaluation splits; training picks
-/// its own per batch, see `batch::Augment`) and `data.shuffle_frames` (a seeded permutation per
-/// clip) applied to a split of clips.
+/// The frames split `which` keeps: training every frame (its batches pick theirs, at a random
+/// offset: `batch::Augment`), validation and test `frames_per_clip`'s centred ones;
+/// `shuffle_frames` permutes each split's clips with the split's own seed (`Which::seed`).
+pub fn order(cfg: &Data, seed: u64, which: Which) -> FrameOrder {
+    let keep = match which {
+        Which::Train => None,
+        Which::Valid | Which::Test => cfg.frames_per_clip,
+    };
+    FrameOrder::with(keep, cfg.shuffle_frames, which.seed(seed))
+}
+
+/// A split held in memory with the frames `order` keeps for split `which`.
+pub fn select(split: Split, cfg: &Data, seed: u64, which: Which) -> Split {
+    apply(split, order(cfg, seed, which))
+}
+
+/// `data.frames_per_clip` (evenly spaced, centred frames) and `data.shuffle_frames` (a
+/// permutation per clip seeded by `seed`) applied to a split of clips.
 pub fn select_frames(split: Split, cfg: &Data, seed: u64) -> Split {
+    apply(split, FrameOrder::new(cfg, seed))
+}
+
+fn apply(split: Split, mut order: FrameOrder) -> Split {
     let Inputs::Frames {
         shape,
         clips: Clips::Memory(clips),
@@ -30,7 +50,6 @@ pub fn select_frames(split: Split, cfg: &Data, seed: u64) -> Split {
         return split;
     };
     let px = shape.pixels();
-    let mut order = FrameOrder::new(cfg, seed);
     let clips: Vec<Vec<u8>> = clips
         .into_iter()
         .map(|clip| {
@@ -60,11 +79,13 @@ pub struct FrameOrder {
 
 impl FrameOrder {
     pub fn new(cfg: &Data, seed: u64) -> FrameOrder {
+        FrameOrder::with(cfg.frames_per_clip, cfg.shuffle_frames, seed)
+    }
+
+    fn with(keep: Option<usize>, shuffle: bool, seed: u64) -> FrameOrder {
         FrameOrder {
-            keep: cfg.frames_per_clip,
-            shuffle: cfg
-                .shuffle_frames
-                .then(|| StdRng::seed_from_u64(seed ^ 0x5eed_f4a3)),
+            keep,
+            shuffle: shuffle.then(|| StdRng::seed_from_u64(seed ^ 0x5eed_f4a3)),
         }
     }
 

@@ -10,6 +10,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::selection;
+use super::splits::{self, Parts, Which};
 use super::{FrameShape, Inputs, Split};
 use crate::error::{Error, Result};
 
@@ -229,44 +231,6 @@ fn keys(map: &HashMap<String, Tensor>) -> Vec<&String> {
     k
 }
 
-/// Which of `n` examples a seeded `fraction` moves to validation: (train, validation)
-/// indices, each in order.
-pub fn carve_indices(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    use rand::seq::SliceRandom;
-    use rand::SeedableRng;
-    let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed ^ 0x05ee_d5a1));
-    let n_val = ((n as f64 * fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
-    let mut is_val = vec![false; n];
-    for &i in &idx[..n_val] {
-        is_val[i] = true;
-    }
-    (0..n).partition(|&i| !is_val[i])
-}
-
-/// Moves a seeded `fraction` of `split` into a new validation split.
-pub fn carve(split: Split, fraction: f64, seed: u64) -> (Split, Split) {
-    let (train, valid) = carve_indices(split.len(), fraction, seed);
-    let pick = |keep: &[usize]| -> Split {
-        let inputs = match &split.inputs {
-            Inputs::Tokens(s) => Inputs::Tokens(keep.iter().map(|&i| s[i].clone()).collect()),
-            Inputs::Features { dim, seqs } => Inputs::Features {
-                dim: *dim,
-                seqs: keep.iter().map(|&i| seqs[i].clone()).collect(),
-            },
-            Inputs::Frames { shape, clips } => Inputs::Frames {
-                shape: *shape,
-                clips: clips.subset(keep),
-            },
-        };
-        Split {
-            inputs,
-            labels: keep.iter().map(|&i| split.labels[i]).collect(),
-        }
-    };
-    (pick(&train), pick(&valid))
-}
-
 /// What one step holds, to compare splits: features' width, or a frame's shape.
 fn kind(s: &Split) -> String {
     match &s.inputs {
@@ -281,35 +245,23 @@ fn kind(s: &Split) -> String {
 
 /// The `tensors` dataset: train (required), valid (or carved from train), test.
 pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
-    let train_path = cfg.train.as_deref().ok_or_else(|| Error::Config {
-        location: "config".into(),
-        key: "data.train".into(),
-        msg: "source = \"tensors\" needs train = \"path/to/train.safetensors\"".into(),
-    })?;
     let mut notes = Vec::new();
-    let train = read(train_path)?;
-    if train.is_empty() {
-        return Err(bad(train_path, "holds no sequences"));
-    }
-    let (train, valid) = match &cfg.valid {
-        Some(p) => (train, read(p)?),
-        None if train.len() < 2 => {
-            return Err(bad(
-                train_path,
-                "one sequence cannot be split into train and validation (give data.valid)",
-            ))
-        }
-        None => {
-            let (t, v) = carve(train, cfg.val_fraction, seed);
-            notes.push(format!(
-                "validation: {} sequences carved from train (val_fraction {}, seed {seed})",
-                v.len(),
-                cfg.val_fraction
-            ));
-            (t, v)
-        }
-    };
-    let test = cfg.test.as_deref().map(read).transpose()?;
+    let Parts { train, valid, test } = splits::read(
+        cfg,
+        seed,
+        "sequence",
+        |which, p| {
+            let split = read(p)?;
+            if which == Which::Train && split.is_empty() {
+                return Err(bad(p, "holds no sequences"));
+            }
+            Ok(split)
+        },
+        Split::len,
+        |s, keep, moved| (s.subset(keep), s.subset(moved)),
+        &mut notes,
+    )?;
+    let train_path = cfg.train.as_deref().unwrap_or(Path::new(""));
     let want = kind(&train);
     for (p, s) in [
         (cfg.valid.as_deref(), Some(&valid)),
@@ -338,17 +290,12 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,
     )?;
-    let sel = |s: Split, k: u64| super::selection::select_frames(s, cfg, seed.wrapping_mul(3) + k);
-    // Training keeps every frame: `frames_per_clip` picks them per batch, at a random offset.
-    let all = crate::config::Data {
-        frames_per_clip: None,
-        ..cfg.clone()
-    };
+    let select = |s: Split, which| selection::select(s, cfg, seed, which);
     Ok(super::Dataset {
-        train: super::selection::select_frames(train, &all, seed.wrapping_mul(3) + 1),
-        valid: sel(valid, 2),
-        test: test.map(|t| sel(t, 3)),
-        vocab: super::text::Vocab::from_tokens(Vec::new()),
+        train: select(train, Which::Train),
+        valid: select(valid, Which::Valid),
+        test: test.map(|t| select(t, Which::Test)),
+        vocab: None,
         classes,
         notes,
     })

@@ -13,7 +13,8 @@ use std::f64::consts::PI;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::text::Vocab;
+use super::selection;
+use super::splits::{self, Which};
 use super::{Dataset, FrameShape, Inputs, Split};
 use crate::config::Data;
 use crate::error::Result;
@@ -138,18 +139,13 @@ fn gaussian(rng: &mut StdRng) -> f64 {
 
 /// The `synthetic-video` dataset: independent seeded splits, class names, no vocabulary.
 pub fn synthetic_dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
-    let gen = |n, s: u64| super::selection::select_frames(synthetic(cfg, n, s), cfg, s);
-    // Training keeps every frame: `frames_per_clip` picks them per batch, at a random offset.
-    let all = Data {
-        frames_per_clip: None,
-        ..cfg.clone()
-    };
-    let s = seed.wrapping_mul(3) + 1;
+    let parts = splits::generated(cfg, seed, |n, s| synthetic(cfg, n, s));
+    let select = |s: Split, which| selection::select(s, cfg, seed, which);
     Ok(Dataset {
-        train: super::selection::select_frames(synthetic(cfg, cfg.num_train, s), &all, s),
-        valid: gen(cfg.num_valid, seed.wrapping_mul(3) + 2),
-        test: (cfg.num_test > 0).then(|| gen(cfg.num_test, seed.wrapping_mul(3) + 3)),
-        vocab: Vocab::from_tokens(Vec::new()),
+        train: select(parts.train, Which::Train),
+        valid: select(parts.valid, Which::Valid),
+        test: parts.test.map(|t| select(t, Which::Test)),
+        vocab: None,
         classes: (0..cfg.num_classes.min(MAX_CLASSES))
             .map(class_name)
             .collect(),
