@@ -329,7 +329,7 @@ pub fn read_input(dir: &Path) -> Result<(Input, Vocab)> {
 /// Rebuilds the classifier from a run folder and loads its best or last weights, refusing
 /// weights that hold a NaN or an infinity.
 pub fn load_run(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedRun> {
-    let config = Config::load(&dir.join(CONFIG), &[])?;
+    let config = Config::load_saved(&dir.join(CONFIG), &[])?;
     let (input, vocab) = read_input(dir)?;
     let classes: Vec<String> = load_json(&dir.join(CLASSES))?;
     let model = Classifier::new(

@@ -38,7 +38,13 @@ pub fn model_parts(cfg: &Config, arch: &Architecture, longest: usize, fused: boo
     } else {
         1.0
     };
-    let steps = longest.min(cfg.data.max_len).max(1);
+    // Token sources cut sequences at max_len; frames and features keep theirs.
+    let steps = if cfg.data.source.reads_tokens() {
+        longest.min(cfg.data.max_len)
+    } else {
+        longest
+    }
+    .max(1);
     let rows = cfg.train.batch_size as f64 * steps as f64;
     let per_row: f64 = (0..arch.layers)
         .map(|l| dirs * (3.0 * gates * h + (state + 2.0) * h + arch.layer_input(l) as f64))

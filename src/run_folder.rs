@@ -151,7 +151,7 @@ pub fn resume_config(dir: &Path, config: Option<&Path>, overrides: &[String]) ->
     let run = RunDir::open(dir)?;
     let wanted = match config {
         Some(p) => Config::load(p, overrides)?,
-        None => Config::load(&dir.join(checkpoint::CONFIG), overrides)?,
+        None => Config::load_saved(&dir.join(checkpoint::CONFIG), overrides)?,
     };
     resume_in(run, wanted, |key| {
         overrides
@@ -180,7 +180,7 @@ pub fn resume_in(run: RunDir, wanted: Config, location: impl Fn(&str) -> String)
         }
     }
     let ckpt = checkpoint::newest(&dir)?;
-    let saved = Config::load(&dir.join(checkpoint::CONFIG), &[])?;
+    let saved = Config::load_saved(&dir.join(checkpoint::CONFIG), &[])?;
     if let Some((key, old, new)) = wanted.unsafe_resume_changes(&saved).into_iter().next() {
         return Err(Error::Config {
             location: location(&key),

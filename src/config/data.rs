@@ -30,6 +30,110 @@ pub enum Source {
     Hub,
 }
 
+/// Keys every file source reads: the split files, the carve, the class names.
+const FILES: &[&str] = &["train", "valid", "test", "val_fraction", "class_names"];
+/// Keys of a generated source: examples per split.
+const GENERATED: &[&str] = &["num_train", "num_valid", "num_test"];
+/// Keys of a token input: how long a sequence may be and which end is cut.
+const TOKENS: &[&str] = &["max_len", "truncation_side"];
+/// Keys of a text table: tokenizer, vocabulary, columns, bad rows, presets.
+const TABLES: &[&str] = &[
+    "preset",
+    "text_column",
+    "label_column",
+    "skip_bad_rows",
+    "tokenizer",
+    "lowercase",
+    "min_freq",
+    "max_vocab",
+];
+/// Keys of a video source: which frames each clip keeps, and training's augmentation.
+const VIDEO: &[&str] = &[
+    "frames_per_clip",
+    "shuffle_frames",
+    "augment_shift",
+    "augment_flip",
+    "augment_brightness",
+];
+
+impl Source {
+    /// As a config writes it (`"synthetic-video"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::SyntheticSentiment => "synthetic-sentiment",
+            Source::DelayedRecall => "delayed-recall",
+            Source::SyntheticVideo => "synthetic-video",
+            Source::Tensors => "tensors",
+            Source::Frames => "frames",
+            Source::File => "file",
+            Source::Hub => "hub",
+        }
+    }
+
+    /// The `[data]` keys this source reads besides `source`: a config that sets another is
+    /// refused, naming these.
+    pub fn keys(self) -> Vec<&'static str> {
+        let own: &[&[&str]] = match self {
+            Source::SyntheticSentiment => &[GENERATED, TOKENS],
+            Source::DelayedRecall => &[GENERATED, TOKENS, &["lag", "num_classes", "vocab_size"]],
+            Source::SyntheticVideo => &[
+                GENERATED,
+                VIDEO,
+                &[
+                    "num_classes",
+                    "frames",
+                    "height",
+                    "width",
+                    "channels",
+                    "noise",
+                ],
+            ],
+            Source::Tensors => &[FILES, VIDEO],
+            Source::Frames => &[FILES, VIDEO, &["height", "width", "channels", "cache_dir"]],
+            Source::File => &[FILES, TOKENS, TABLES, &["format", "header"]],
+            Source::Hub => &[FILES, TOKENS, TABLES, &["repo", "revision"]],
+        };
+        own.concat()
+    }
+
+    /// Whether sequences are token ids that `max_len` cuts.
+    pub fn reads_tokens(self) -> bool {
+        self.keys().contains(&"max_len")
+    }
+}
+
+/// The first of `given` (`[data]` keys a config sets, with their values; `max_size` is
+/// `max_vocab`'s alias) that `source` does not read and that holds other than its default (run
+/// folders written before this rule hold every key of every source at its default), with the
+/// message that refuses it.
+pub(super) fn not_read_by(
+    source: Source,
+    given: &[(String, toml::Value)],
+) -> Option<(String, String)> {
+    let keys = source.keys();
+    let defaults = toml::Table::try_from(Data::default()).unwrap_or_default();
+    given
+        .iter()
+        .find(|(k, v)| {
+            let k = if k == "max_size" {
+                "max_vocab"
+            } else {
+                k.as_str()
+            };
+            k != "source" && !keys.contains(&k) && defaults.get(k) != Some(v)
+        })
+        .map(|(k, _)| {
+            (
+                format!("data.{k}"),
+                format!(
+                    "is not read by source = \"{}\"; its keys are: source, {}",
+                    source.name(),
+                    keys.join(", ")
+                ),
+            )
+        })
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
@@ -119,7 +223,9 @@ pub enum Column {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Data {
-    /// "synthetic-sentiment" | "delayed-recall" | "file" | "hub". Default "synthetic-sentiment".
+    /// "synthetic-sentiment" | "delayed-recall" | "synthetic-video" | "tensors" | "frames" |
+    /// "file" | "hub". Default "synthetic-sentiment". Each reads its own keys
+    /// (`Source::keys`); a key another source reads is refused.
     pub source: Source,
     /// file, hub: "sst2" | "imdb" fills in repo, files, columns and class names.
     pub preset: Option<Preset>,

@@ -28,8 +28,8 @@ pub use self::experiment::*;
 pub use self::log::*;
 pub use self::model::*;
 pub use self::overrides::Override;
-use self::overrides::{set_path, with_preset};
-use self::position::{key_at, key_written_at, Origin};
+use self::overrides::{data_keys_in, set_path, with_preset};
+use self::position::{key_at, key_written_at, without_data_keys, Origin};
 pub use self::position::{line_col, locate_parts};
 pub use self::resume::RESUMABLE_KEYS;
 pub use self::sweep::*;
@@ -49,6 +49,17 @@ pub struct Config {
     pub sweep: Option<Sweep>,
 }
 
+/// How a config file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// For a run: data.train is required.
+    Training,
+    /// For `eval`'s `--data`: only the splits to score.
+    Scoring,
+    /// A run folder's own config.toml (see `load_saved`).
+    Saved,
+}
+
 /// What a section's check returns: the offending key and what is wrong with it.
 type Checked = std::result::Result<(), (String, String)>;
 
@@ -65,22 +76,44 @@ impl Config {
     }
 
     pub fn from_toml(path: &Path, text: &str, overrides: &[String]) -> Result<Config> {
-        Config::parse(path, text, &Override::parse_sets(overrides)?, true)
+        Config::parse(
+            path,
+            text,
+            &Override::parse_sets(overrides)?,
+            Reading::Training,
+        )
     }
 
     /// The file's text with typed overrides on top (a sweep trial: `--set`s, then its axis
     /// values).
     pub fn from_toml_with(path: &Path, text: &str, overrides: &[Override]) -> Result<Config> {
-        Config::parse(path, text, overrides, true)
+        Config::parse(path, text, overrides, Reading::Training)
     }
 
     /// A config read only for its `[data]` tables (`run-exp eval`): no train split needed.
     pub fn load_for_scoring(path: &Path, overrides: &[String]) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Config::parse(path, &text, &Override::parse_sets(overrides)?, false)
+        Config::parse(
+            path,
+            &text,
+            &Override::parse_sets(overrides)?,
+            Reading::Scoring,
+        )
     }
 
-    fn parse(path: &Path, text: &str, parsed: &[Override], training: bool) -> Result<Config> {
+    /// A run folder's config.toml, as `load`, except that `[data]` keys its source does not
+    /// read are ignored: earlier versions wrote every key of every source there.
+    pub fn load_saved(path: &Path, overrides: &[String]) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Config::parse(
+            path,
+            &text,
+            &Override::parse_sets(overrides)?,
+            Reading::Saved,
+        )
+    }
+
+    fn parse(path: &Path, text: &str, parsed: &[Override], reading: Reading) -> Result<Config> {
         let origin = Origin {
             file: path,
             text,
@@ -106,6 +139,7 @@ impl Config {
             }
         })?;
 
+        let file_source = cfg.data.source;
         // Then each override on top, deserializing again so it is checked the same way.
         let cfg = if parsed.is_empty() {
             cfg
@@ -133,11 +167,33 @@ impl Config {
             key: "data.preset".into(),
             msg,
         })?;
-        cfg.validate(training).map_err(|(key, msg)| Error::Config {
-            location: origin.locate(&key),
-            key,
-            msg,
-        })?;
+        cfg.validate(reading != Reading::Scoring)
+            .map_err(|(key, msg)| Error::Config {
+                location: origin.locate(&key),
+                key,
+                msg,
+            })?;
+        // Each source reads its own [data] keys: one set (to other than its default) for
+        // another is a mistake to name (after the range checks, which every key gets). The file's keys are checked against
+        // the file's source, an override's against the source in effect (an override of
+        // `data.source` leaves the file's other source behind).
+        let file_keys = match reading {
+            Reading::Saved => Vec::new(),
+            Reading::Training | Reading::Scoring => data_keys_in(text),
+        };
+        let set_keys: Vec<(String, toml::Value)> = parsed
+            .iter()
+            .filter_map(|o| Some((o.key.strip_prefix("data.")?.to_string(), o.value.clone())))
+            .collect();
+        let refused = data::not_read_by(file_source, &file_keys)
+            .or_else(|| data::not_read_by(cfg.data.source, &set_keys));
+        if let Some((key, msg)) = refused {
+            return Err(Error::Config {
+                location: origin.locate(&key),
+                key,
+                msg,
+            });
+        }
         Ok(cfg)
     }
 
@@ -198,9 +254,26 @@ impl Config {
         self
     }
 
-    /// The resolved config as TOML, as saved in the run folder.
+    /// The resolved config as TOML, as saved in the run folder: `[data]` holds only the keys
+    /// its source reads.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize: {e}\n"))
+        match toml::to_string_pretty(self) {
+            Ok(text) => {
+                let keys = self.data.source.keys();
+                without_data_keys(&text, |k| k == "source" || keys.contains(&k))
+            }
+            Err(e) => format!("# could not serialize: {e}\n"),
+        }
+    }
+
+    /// The config as a TOML table, `[data]` with only the keys its source reads.
+    pub fn to_table(&self) -> toml::Table {
+        let mut table = toml::Table::try_from(self).unwrap_or_default();
+        let keys = self.data.source.keys();
+        if let Some(toml::Value::Table(d)) = table.get_mut("data") {
+            d.retain(|k, _| k == "source" || keys.contains(&&k[..]));
+        }
+        table
     }
 }
 
@@ -307,5 +380,50 @@ mod tests {
         );
         let m = msg(load("", &["train.lr=abc"]));
         assert!(m.starts_with("--set train.lr=abc"), "{m}");
+    }
+
+    #[test]
+    fn each_source_reads_its_own_keys() {
+        let file = "[data]\nsource = \"file\"\ntrain = \"t.tsv\"\nlag = 3\n";
+        let m = msg(load(file, &[]));
+        assert!(
+            m.starts_with("x.toml:4:1: data.lag: is not read by source = \"file\"; its keys are: source, train, valid,"),
+            "{m}"
+        );
+        assert!(m.contains("tokenizer") && !m.contains("noise"), "{m}");
+        let m = msg(load("", &["data.frames=8"]));
+        assert!(
+            m.starts_with(
+                "--set data.frames=8: data.frames: is not read by source = \"synthetic-sentiment\""
+            ),
+            "{m}"
+        );
+        // The file's keys belong to the file's source: switching source with --set leaves them.
+        let switched = load(
+            "[data]\nnum_train = 5\n",
+            &["data.source=file", "data.train=t.tsv"],
+        );
+        assert_eq!(switched.unwrap().data.source, Source::File);
+        // The alias is its key's.
+        let hub = "[data]\nsource = \"hub\"\nrepo = \"a/b\"\ntrain = \"t.parquet\"\nmax_size = 5\n";
+        assert_eq!(load(hub, &[]).unwrap().data.max_vocab, Some(5));
+        // A run folder's config.toml from before held every key: read, the others ignored.
+        let every =
+            toml::to_string_pretty(&load(file.replace("lag = 3\n", "").as_str(), &[]).unwrap())
+                .unwrap();
+        assert!(every.contains("lag = ") && load(&every, &[]).is_ok());
+        let dir = std::env::temp_dir().join(format!("rnnlab-saved-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), &every).unwrap();
+        let saved = Config::load_saved(&dir.join("config.toml"), &[]).unwrap();
+        assert_eq!(saved.data.train, Some("t.tsv".into()));
+        // Written back, [data] holds only what the source reads.
+        let written = saved.to_toml();
+        assert!(
+            written.contains("train = ") && !written.contains("lag = "),
+            "{written}"
+        );
+        assert_eq!(load(&written, &[]).unwrap(), saved);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -50,13 +50,9 @@ pub(super) fn with_preset(
     let Some(preset) = cfg.data.preset else {
         return Ok(cfg);
     };
-    let in_file: Vec<String> = toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| t.get("data").and_then(|d| d.as_table()).cloned())
-        .map(|d| d.keys().cloned().collect())
-        .unwrap_or_default();
+    let in_file = data_keys_in(text);
     let given = |key: &str| {
-        in_file.iter().any(|k| k == key)
+        in_file.iter().any(|(k, _)| k == key)
             || overrides
                 .iter()
                 .any(|o| o.key.strip_prefix("data.") == Some(key))
@@ -69,6 +65,15 @@ pub(super) fn with_preset(
     }
     cfg.data = Data::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
     Ok(cfg)
+}
+
+/// The keys a config file's `[data]` table sets, with their values.
+pub(super) fn data_keys_in(text: &str) -> Vec<(String, toml::Value)> {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("data").and_then(|d| d.as_table()).cloned())
+        .map(|d| d.into_iter().collect())
+        .unwrap_or_default()
 }
 
 /// `--set` values are TOML (`3e-3`, `true`, `"x"`, `[1, 2]`); a bare word is a string.

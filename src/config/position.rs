@@ -121,3 +121,39 @@ pub(super) fn key_at(text: &str, pos: usize) -> Option<String> {
     let mut path = Vec::new();
     find(doc.get_ref(), pos, &mut path).then(|| path.join("."))
 }
+
+/// `text` (a whole config) without the `[data]` keys `keep` refuses: each one's line, value
+/// and all, cut out by its span, so the rest reads exactly as written.
+pub(super) fn without_data_keys(text: &str, keep: impl Fn(&str) -> bool) -> String {
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return text.to_string();
+    };
+    let data = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == "data")
+        .and_then(|(_, v)| v.get_ref().as_table());
+    let Some(data) = data else {
+        return text.to_string();
+    };
+    let mut cuts: Vec<std::ops::Range<usize>> = data
+        .iter()
+        .filter(|(k, _)| !keep(k.get_ref()))
+        .map(|(k, v)| {
+            let start = text[..k.span().start].rfind('\n').map_or(0, |i| i + 1);
+            let end = v.span().end;
+            let end = text[end..].find('\n').map_or(text.len(), |i| end + i + 1);
+            start..end
+        })
+        .collect();
+    cuts.sort_by_key(|r| r.start);
+    let (mut out, mut at) = (String::with_capacity(text.len()), 0);
+    for cut in cuts {
+        if cut.start >= at {
+            out.push_str(&text[at..cut.start]);
+            at = cut.end;
+        }
+    }
+    out.push_str(&text[at..]);
+    out
+}

@@ -21,15 +21,14 @@ pub const RESUMABLE_KEYS: &[&str] = &[
 ];
 
 impl Config {
-    /// Keys whose value differs between `self` (what a resume asks for) and `saved` (what the
+    /// Keys (of those each config's source reads) whose value differs between `self` (what a resume asks for) and `saved` (what the
     /// checkpoint was trained with) and that a resume may not change: anything but
     /// [`RESUMABLE_KEYS`]. Both are compared with absolute paths.
     pub fn unsafe_resume_changes(&self, saved: &Config) -> Vec<(String, String, String)> {
         let flat = |c: &Config| {
             let mut out = BTreeMap::new();
-            if let Ok(t) = toml::Table::try_from(c.clone().with_absolute_paths()) {
-                flatten("", &toml::Value::Table(t), &mut out);
-            }
+            let t = c.clone().with_absolute_paths().to_table();
+            flatten("", &toml::Value::Table(t), &mut out);
             out
         };
         let (new, old) = (flat(self), flat(saved));

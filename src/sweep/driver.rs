@@ -261,7 +261,7 @@ pub fn check_folder(plan: &Plan) -> Result<()> {
             continue;
         }
         let now = plan.config(t)?;
-        let before = crate::Config::load(&saved, &[])?;
+        let before = crate::Config::load_saved(&saved, &[])?;
         let refuse = |key: &str, old: String, new: String, why: &str| Error::Config {
             location: plan.file.display().to_string(),
             key: key.into(),

@@ -260,7 +260,7 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
 
 /// The budget in a trial folder's config.toml (records written before they kept it).
 fn saved_budget(dir: &Path) -> Option<Budget> {
-    crate::Config::load(&dir.join(checkpoint::CONFIG), &[])
+    crate::Config::load_saved(&dir.join(checkpoint::CONFIG), &[])
         .ok()
         .map(|c| Budget::of(&c))
 }
