@@ -237,6 +237,7 @@ impl CustomOp2 for Recurrence {
             pk,
         )
     }
+
     fn bwd(
         &self,
         x: &Tensor,
