@@ -97,17 +97,14 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
                 .flatten()
                 .map(|c| c.state)
                 .unwrap_or_default();
-            let s = summary(
-                &config,
-                &dir,
-                Status::Failed,
-                &st,
-                (None, None),
-                Some(format!("{e:#}")),
-                false,
-                &model,
-                &data,
-            );
+            let failed = Fitted {
+                status: Status::Failed,
+                state: st,
+                checkpoint: None,
+                reason: Some(format!("{e:#}")),
+                stopped_early: false,
+            };
+            let s = summary(&config, &dir, &model, &data, failed, (None, None));
             let _ = checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s);
             return Err(e);
         }
@@ -161,17 +158,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
             scores.confusion_markdown(&data.classes)
         );
     }
-    let s = summary(
-        &config,
-        &dir,
-        f.status,
-        &f.state,
-        (val, test),
-        f.reason,
-        f.stopped_early,
-        &model,
-        &data,
-    );
+    let s = summary(&config, &dir, &model, &data, f, (val, test));
     checkpoint::save_json(&dir.join(checkpoint::SUMMARY), &s)?;
     Ok(s)
 }
@@ -185,20 +172,18 @@ fn count_correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
         .to_scalar::<f32>()? as usize)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// summary.json of a run that ended as `f`, with the best weights' validation and test scores.
 fn summary(
     config: &Config,
     dir: &Path,
-    status: Status,
-    st: &State,
-    (val, test): (Option<Scores>, Option<Scores>),
-    reason: Option<String>,
-    stopped_early: bool,
     model: &Classifier,
     data: &Dataset,
+    f: Fitted,
+    (val, test): (Option<Scores>, Option<Scores>),
 ) -> Summary {
+    let st = &f.state;
     Summary {
-        status,
+        status: f.status,
         experiment: config.experiment.name.clone(),
         run_dir: dir.to_path_buf(),
         seed: config.experiment.seed,
@@ -214,8 +199,8 @@ fn summary(
         val_scores: val,
         classes: data.classes.clone(),
         train_class_counts: class_counts(data),
-        stopped_early,
-        reason,
+        stopped_early: f.stopped_early,
+        reason: f.reason,
         elapsed_s: st.elapsed_s,
         train_samples_per_s: st.samples as f64 / st.elapsed_s.max(1e-9),
         parameters: model.params.numel(),
