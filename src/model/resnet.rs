@@ -149,6 +149,73 @@ impl Block {
     }
 }
 
+/// A state dict being taken apart into the encoder's modules.
+struct Weights<'a> {
+    tensors: HashMap<String, Tensor>,
+    /// Where it came from, for errors.
+    file: &'a Path,
+}
+
+impl Weights<'_> {
+    fn take(&mut self, name: &str) -> Result<Var> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| Error::data(self.file, 0, format!("missing weights: {name}")))?;
+        Ok(Var::from_tensor(&t.to_dtype(candle_core::DType::F32)?)?)
+    }
+
+    fn conv_bn(
+        &mut self,
+        conv: &str,
+        bn: &str,
+        stride: usize,
+        padding: usize,
+        trains: bool,
+    ) -> Result<ConvBn> {
+        Ok(ConvBn {
+            names: (conv.to_string(), bn.to_string()),
+            weight: self.take(&format!("{conv}.weight"))?,
+            bn: [
+                self.take(&format!("{bn}.weight"))?,
+                self.take(&format!("{bn}.bias"))?,
+                self.take(&format!("{bn}.running_mean"))?,
+                self.take(&format!("{bn}.running_var"))?,
+            ],
+            stride,
+            padding,
+            trains,
+        })
+    }
+
+    /// Block `at` (`layer2.0`): basic or bottleneck, `stride` on its first 3x3 conv
+    /// (torchvision: a basic block's conv1, a bottleneck's conv2) and on the downsample branch,
+    /// which it has when the state dict does.
+    fn block(&mut self, at: &str, bottleneck: bool, stride: usize, trains: bool) -> Result<Block> {
+        let (pads, strided): (&[usize], usize) = if bottleneck {
+            (&[0, 1, 0], 1)
+        } else {
+            (&[1, 1], 0)
+        };
+        let mut convs = Vec::new();
+        for (i, &pad) in pads.iter().enumerate() {
+            let st = if i == strided { stride } else { 1 };
+            let (conv, bn) = (format!("{at}.conv{}", i + 1), format!("{at}.bn{}", i + 1));
+            convs.push(self.conv_bn(&conv, &bn, st, pad, trains)?);
+        }
+        let downsample = if self
+            .tensors
+            .contains_key(&format!("{at}.downsample.0.weight"))
+        {
+            let (conv, bn) = (format!("{at}.downsample.0"), format!("{at}.downsample.1"));
+            Some(self.conv_bn(&conv, &bn, stride, 0, trains)?)
+        } else {
+            None
+        };
+        Ok(Block { convs, downsample })
+    }
+}
+
 pub struct ResNet {
     pub depth: Depth,
     stem: ConvBn,
@@ -208,69 +275,18 @@ impl ResNet {
                 .collect(),
             "mis-shaped weights",
         )?;
-        let mut take = |name: &str| -> Result<Var> {
-            let t = tensors.remove(name).ok_or_else(|| {
-                Error::data(file, 0, format!("missing weights for {depth:?}: {name}"))
-            })?;
-            Ok(Var::from_tensor(&t.to_dtype(candle_core::DType::F32)?)?)
-        };
-        let mut conv_bn = |conv: &str, bn: &str, stride, padding, trains| -> Result<ConvBn> {
-            Ok(ConvBn {
-                names: (conv.to_string(), bn.to_string()),
-                weight: take(&format!("{conv}.weight"))?,
-                bn: [
-                    take(&format!("{bn}.weight"))?,
-                    take(&format!("{bn}.bias"))?,
-                    take(&format!("{bn}.running_mean"))?,
-                    take(&format!("{bn}.running_var"))?,
-                ],
-                stride,
-                padding,
-                trains,
-            })
-        };
-        let stem = conv_bn("conv1", "bn1", 2, 3, train_stages.contains(&"conv1"))?;
+        let mut weights = Weights { tensors, file };
+        let stem = weights.conv_bn("conv1", "bn1", 2, 3, train_stages.contains(&"conv1"))?;
         let mut stages = Vec::new();
         for (s, &n) in depth.blocks().iter().enumerate() {
             let stage = format!("layer{}", s + 1);
             let trains = train_stages.contains(&stage.as_str());
             let mut blocks = Vec::new();
             for b in 0..n {
-                let at = format!("{stage}.{b}");
-                // The first block of layer2..4 halves the resolution, on its first 3x3 conv
-                // (torchvision: a basic block's conv1, a bottleneck's conv2).
+                // The first block of layer2..4 halves the resolution.
                 let stride = if b == 0 && s > 0 { 2 } else { 1 };
-                let (pads, strided): (&[usize], usize) = if depth.bottleneck() {
-                    (&[0, 1, 0], 1)
-                } else {
-                    (&[1, 1], 0)
-                };
-                let mut convs = Vec::new();
-                for (i, &pad) in pads.iter().enumerate() {
-                    let st = if i == strided { stride } else { 1 };
-                    convs.push(conv_bn(
-                        &format!("{at}.conv{}", i + 1),
-                        &format!("{at}.bn{}", i + 1),
-                        st,
-                        pad,
-                        trains,
-                    )?);
-                }
-                let downsample = if shapes
-                    .iter()
-                    .any(|(n, _)| *n == format!("{at}.downsample.0.weight"))
-                {
-                    Some(conv_bn(
-                        &format!("{at}.downsample.0"),
-                        &format!("{at}.downsample.1"),
-                        stride,
-                        0,
-                        trains,
-                    )?)
-                } else {
-                    None
-                };
-                blocks.push(Block { convs, downsample });
+                let at = format!("{stage}.{b}");
+                blocks.push(weights.block(&at, depth.bottleneck(), stride, trains)?);
             }
             stages.push(blocks);
         }
@@ -343,5 +359,72 @@ mod tests {
         assert_eq!(n(Depth::R18), 11_176_512);
         assert_eq!(n(Depth::R34), 21_284_672);
         assert_eq!(n(Depth::R50), 23_508_032);
+    }
+
+    /// torchvision's BasicBlock and Bottleneck, each with stride 2 and a downsample branch,
+    /// batch norm randomised and in eval mode (tests/fixtures/resnet/make_blocks.py): outputs
+    /// and every parameter's gradient of sum(output * probe).
+    #[test]
+    fn blocks_match_torchvision() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/resnet/blocks.safetensors");
+        let all = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+        let max_abs = |t: &Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let norm = |t: &Tensor| {
+            let s = t
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            s.sqrt()
+        };
+        for (kind, bottleneck) in [("basic", false), ("bottleneck", true)] {
+            let mut w = Weights {
+                tensors: all.clone(),
+                file: &path,
+            };
+            let block = w.block(kind, bottleneck, 2, true).unwrap();
+            let y = block.forward(&all[&format!("{kind}.input")]).unwrap();
+            let want = &all[&format!("{kind}.output")];
+            assert_eq!(y.dims(), want.dims(), "{kind}");
+            let err = max_abs(&(&y - want).unwrap());
+            assert!(err <= 1e-5 * max_abs(want), "{kind}: output error {err}");
+            let loss = (&y * &all[&format!("{kind}.probe")])
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            let convs = block.convs.iter().chain(block.downsample.as_ref());
+            let mut checked = 0;
+            for c in convs {
+                let (conv, bn) = &c.names;
+                for (name, var) in [
+                    (format!("{conv}.weight"), &c.weight),
+                    (format!("{bn}.weight"), &c.bn[0]),
+                    (format!("{bn}.bias"), &c.bn[1]),
+                ] {
+                    let ours = grads.get(var.as_tensor()).unwrap();
+                    let key = format!("{kind}.grad.{}", &name[kind.len() + 1..]);
+                    let theirs = &all[&key];
+                    let rel = norm(&(ours - theirs).unwrap()) / norm(theirs);
+                    assert!(rel <= 1e-4, "{name}: relative error {rel}");
+                    checked += 1;
+                }
+            }
+            let in_fixture = all
+                .keys()
+                .filter(|k| k.starts_with(&format!("{kind}.grad.")))
+                .count();
+            assert_eq!(checked, in_fixture, "{kind}");
+        }
     }
 }
