@@ -123,7 +123,7 @@ struct SummarizeCli {
 }
 
 fn summarize(a: SummarizeCli) -> ExitCode {
-    let written = sweep::summary::Results::read(&a.sweep_dir).and_then(|mut r| {
+    let written = sweep::results::Results::read(&a.sweep_dir).and_then(|mut r| {
         r.write(true)
             .map(|best| sweep::report::render(&r, best.as_ref()))
     });

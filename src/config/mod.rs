@@ -162,7 +162,10 @@ impl Config {
             }
             cfg
         };
-        let cfg = with_preset(cfg, text, parsed).map_err(|msg| Error::Config {
+        // The file's [data] keys: the preset fills the others; each must be one its source reads.
+        // The file's [data] keys: the preset fills only the others.
+        let file_keys = data_keys_in(text);
+        let cfg = with_preset(cfg, &file_keys, parsed).map_err(|msg| Error::Config {
             location: origin.locate("data.preset"),
             key: "data.preset".into(),
             msg,
@@ -174,18 +177,18 @@ impl Config {
                 msg,
             })?;
         // Each source reads its own [data] keys: one set (to other than its default) for
-        // another is a mistake to name (after the range checks, which every key gets). The file's keys are checked against
-        // the file's source, an override's against the source in effect (an override of
-        // `data.source` leaves the file's other source behind).
-        let file_keys = match reading {
-            Reading::Saved => Vec::new(),
-            Reading::Training | Reading::Scoring => data_keys_in(text),
-        };
+        // another is a mistake to name (after the range checks, which every key gets). The
+        // file's keys are checked against the file's source, an override's against the source
+        // in effect (an override of `data.source` leaves the file's other source behind).
         let set_keys: Vec<(String, toml::Value)> = parsed
             .iter()
             .filter_map(|o| Some((o.key.strip_prefix("data.")?.to_string(), o.value.clone())))
             .collect();
-        let refused = data::not_read_by(file_source, &file_keys)
+        let file_keys = match reading {
+            Reading::Saved => &[][..],
+            Reading::Training | Reading::Scoring => &file_keys[..],
+        };
+        let refused = data::not_read_by(file_source, file_keys)
             .or_else(|| data::not_read_by(cfg.data.source, &set_keys));
         if let Some((key, msg)) = refused {
             return Err(Error::Config {

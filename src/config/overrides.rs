@@ -44,13 +44,12 @@ impl Override {
 /// Fills the preset's data keys that neither the file nor `--set` gave.
 pub(super) fn with_preset(
     mut cfg: Config,
-    text: &str,
+    in_file: &[(String, toml::Value)],
     overrides: &[Override],
 ) -> std::result::Result<Config, String> {
     let Some(preset) = cfg.data.preset else {
         return Ok(cfg);
     };
-    let in_file = data_keys_in(text);
     let given = |key: &str| {
         in_file.iter().any(|(k, _)| k == key)
             || overrides

@@ -69,7 +69,7 @@ pub fn read<T>(
     let train_path = cfg.train.as_deref().ok_or_else(|| Error::Config {
         location: "config".into(),
         key: "data.train".into(),
-        msg: format!("source = {:?} needs a train file", cfg.source),
+        msg: format!("source = \"{}\" needs a train file", cfg.source.name()),
     })?;
     let train = read(Which::Train, train_path)?;
     let (train, valid) = match &cfg.valid {

@@ -56,7 +56,7 @@ impl Metrics {
         })
     }
 
-    pub fn row(&mut self, row: serde_json::Value) -> Result<()> {
+    pub fn row(&mut self, row: &serde_json::Value) -> Result<()> {
         let line = format!("{row}\n");
         self.out
             .write_all(line.as_bytes())

@@ -50,7 +50,7 @@ impl RunLog {
 
     /// Appends a finished row (`StepLog::into_row`) to metrics.jsonl and the history.
     pub fn push(&mut self, row: Value) -> Result<()> {
-        self.metrics.row(row.clone())?;
+        self.metrics.row(&row)?;
         self.history.push(row);
         Ok(())
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::record::{self, Record, TrialStatus, CLAIM};
-use super::{summary, Plan};
+use super::{results, summary, Plan};
 use crate::error::{Error, Result};
 use crate::stop::Stop;
 
@@ -58,7 +58,7 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
     let stale = Duration::from_secs(plan.sweep.stale_after_s);
 
     // Each trial's folder read once: its row of the tables, and where it stands.
-    let mut results = summary::Results::of_plan(plan)?;
+    let mut results = results::Results::of_plan(plan)?;
     let mut queue = VecDeque::new();
     let mut elsewhere = Vec::new();
     let (mut done, mut continued) = (0usize, 0usize);
@@ -416,7 +416,7 @@ fn progress_bar() -> ProgressBar {
 fn update_bar(
     bar: &ProgressBar,
     plan: &Plan,
-    results: &summary::Results,
+    results: &results::Results,
     running: &[Running],
     elsewhere: &[String],
     durations: &[f64],

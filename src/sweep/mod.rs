@@ -10,8 +10,10 @@ pub mod driver;
 pub mod halving;
 pub mod record;
 pub mod report;
+pub mod results;
 pub mod slurm;
 pub mod summary;
+pub mod tables;
 pub mod trial;
 
 use std::collections::BTreeSet;

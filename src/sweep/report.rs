@@ -4,7 +4,8 @@
 //! all).
 
 use super::record::TrialStatus;
-use super::summary::{groups, rank, Best, Results, Row, BEST_TOML, BY_CONFIG_CSV, SUMMARY_CSV};
+use super::results::{Best, Results};
+use super::summary::{groups, rank, Row, BEST_TOML, BY_CONFIG_CSV, SUMMARY_CSV};
 
 /// At most this many rows of each table are printed (the files hold them all).
 const PRINT_ROWS: usize = 40;

@@ -1,14 +1,13 @@
 //! A sweep's results, gathered from its folder alone (so `run-exp summarize` works while a
 //! sweep runs, and on a Slurm results folder): `sweep.json` (the plan: axes, trials), each
-//! trial's `trial.json` and run summary (or newest checkpoint). Written with polars after every
-//! trial, each file whole (temp + rename): `summary.csv` / `summary.parquet` (one row per
-//! trial), `summary_by_config.csv` (mean, std and n over seeds), `best.toml` (the winning
-//! configuration, runnable) and `curves.png`; and the HParams experiment at the root.
+//! trial's `trial.json` and run summary (or newest checkpoint), as rows, grouped by
+//! configuration and ranked. `results` holds them while a sweep runs and writes the files
+//! (`summary.csv` / `.parquet`, `summary_by_config.csv`, `best.toml`, `curves.png`, the HParams
+//! experiment); `tables` builds the polars frames.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::record::{Budget, Record, TrialStatus};
@@ -16,9 +15,7 @@ use super::{Domain, Plan};
 use crate::checkpoint;
 use crate::config::{Monitor, SweepMethod};
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic;
 use crate::log::hparams;
-use crate::log::plots::{self, Curve};
 
 pub const SWEEP_JSON: &str = "sweep.json";
 pub const SUMMARY_CSV: &str = "summary.csv";
@@ -349,107 +346,6 @@ fn order(maximize: bool, a: Option<f64>, b: Option<f64>) -> std::cmp::Ordering {
     }
 }
 
-/// A typed column for one axis: integers, floats, booleans or strings (anything else, or a
-/// mix, as TOML text).
-fn axis_column(name: &str, values: &[Option<&toml::Value>]) -> Column {
-    let name: PlSmallStr = name.into();
-    let present: Vec<&toml::Value> = values.iter().flatten().copied().collect();
-    if present.iter().all(|v| v.is_integer()) {
-        Column::new(
-            name,
-            values
-                .iter()
-                .map(|v| v.and_then(|v| v.as_integer()))
-                .collect::<Vec<_>>(),
-        )
-    } else if present.iter().all(|v| v.is_integer() || v.is_float()) {
-        Column::new(
-            name,
-            values
-                .iter()
-                .map(|v| v.and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64))))
-                .collect::<Vec<_>>(),
-        )
-    } else if present.iter().all(|v| v.is_bool()) {
-        Column::new(
-            name,
-            values
-                .iter()
-                .map(|v| v.and_then(|v| v.as_bool()))
-                .collect::<Vec<_>>(),
-        )
-    } else {
-        Column::new(
-            name,
-            values
-                .iter()
-                .map(|v| {
-                    v.map(|v| match v {
-                        toml::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                })
-                .collect::<Vec<_>>(),
-        )
-    }
-}
-
-fn polars_err(path: &Path, e: PolarsError) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg: format!("writing the table: {e}"),
-    }
-}
-
-/// The per-trial table, best first.
-pub fn trials_frame(study: &Study, rows: &[Row]) -> Result<DataFrame> {
-    let mut rows: Vec<&Row> = rows.iter().collect();
-    rows.sort_by(|a, b| rank(study, a.key(study), b.key(study)));
-    let mut cols = vec![
-        Column::new(
-            "trial".into(),
-            rows.iter().map(|r| r.trial.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "status".into(),
-            rows.iter().map(|r| r.status.name()).collect::<Vec<_>>(),
-        ),
-    ];
-    for key in &study.axes {
-        let vals: Vec<Option<&toml::Value>> = rows
-            .iter()
-            .map(|r| r.values.iter().find(|(k, _)| k == key).map(|(_, v)| v))
-            .collect();
-        cols.push(axis_column(key, &vals));
-    }
-    let f = |name: &str, get: fn(&Row) -> Option<f64>| {
-        Column::new(name.into(), rows.iter().map(|r| get(r)).collect::<Vec<_>>())
-    };
-    let u = |name: &str, get: fn(&Row) -> Option<u64>| {
-        Column::new(name.into(), rows.iter().map(|r| get(r)).collect::<Vec<_>>())
-    };
-    cols.push(Column::new(
-        "seed".into(),
-        rows.iter().map(|r| r.seed).collect::<Vec<_>>(),
-    ));
-    cols.push(u("epochs", |r| r.budget.map(|b| b.epochs as u64)));
-    cols.push(u("max_steps", |r| {
-        r.budget.and_then(|b| b.max_steps).map(|m| m as u64)
-    }));
-    cols.push(f("best_val_acc", |r| r.best_val_acc));
-    cols.push(f("best_val_loss", |r| r.best_val_loss));
-    cols.push(u("best_epoch", |r| r.best_epoch));
-    cols.push(u("epochs_done", |r| r.epochs_done));
-    cols.push(f("test_acc", |r| r.test_acc));
-    cols.push(f("test_macro_f1", |r| r.test_macro_f1));
-    cols.push(f("elapsed_s", |r| r.elapsed_s));
-    cols.push(Column::new(
-        "error".into(),
-        rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),
-    ));
-    DataFrame::new_infer_height(cols).map_err(|e| polars_err(Path::new(SUMMARY_CSV), e))
-}
-
 /// A configuration's metrics over its completed trials (one per seed).
 pub struct Group<'a> {
     pub name: String,
@@ -459,7 +355,7 @@ pub struct Group<'a> {
 impl Group<'_> {
     /// Its completed trials at the plan's budget (one trained to a smaller budget, waiting to
     /// be continued, is not averaged with them).
-    fn done(&self) -> Vec<&Row> {
+    pub fn done(&self) -> Vec<&Row> {
         self.rows
             .iter()
             .copied()
@@ -483,7 +379,7 @@ impl Group<'_> {
         (Some(mean), std, n)
     }
 
-    fn metric_mean(&self, study: &Study) -> Option<f64> {
+    pub fn metric_mean(&self, study: &Study) -> Option<f64> {
         self.stats(|r| r.metric(study)).0
     }
 
@@ -512,287 +408,15 @@ pub fn groups<'a>(study: &Study, rows: &'a [Row]) -> Vec<Group<'a>> {
     out
 }
 
-/// The by-configuration table: axis values, trials, completed n, then mean and std of each
-/// metric over the completed seeds.
-pub fn groups_frame(study: &Study, groups: &[Group]) -> Result<DataFrame> {
-    let mut cols = Vec::new();
-    for key in &study.axes {
-        let vals: Vec<Option<&toml::Value>> = groups
-            .iter()
-            .map(|g| {
-                g.rows
-                    .first()
-                    .and_then(|r| r.values.iter().find(|(k, _)| k == key).map(|(_, v)| v))
-            })
-            .collect();
-        cols.push(axis_column(key, &vals));
-    }
-    // The budget the means are at (the plan's; an axis may set it).
-    let planned = |g: &Group| g.rows.first().and_then(|r| r.planned.or(r.budget));
-    cols.push(Column::new(
-        "epochs".into(),
-        groups
-            .iter()
-            .map(|g| planned(g).map(|b| b.epochs as u64))
-            .collect::<Vec<_>>(),
-    ));
-    cols.push(Column::new(
-        "max_steps".into(),
-        groups
-            .iter()
-            .map(|g| planned(g).and_then(|b| b.max_steps).map(|m| m as u64))
-            .collect::<Vec<_>>(),
-    ));
-    cols.push(Column::new(
-        "trials".into(),
-        groups
-            .iter()
-            .map(|g| g.rows.len() as u64)
-            .collect::<Vec<_>>(),
-    ));
-    cols.push(Column::new(
-        "n".into(),
-        groups
-            .iter()
-            .map(|g| g.done().len() as u64)
-            .collect::<Vec<_>>(),
-    ));
-    let metrics: [(&str, fn(&Row) -> Option<f64>); 6] = [
-        ("best_val_acc", |r| r.best_val_acc),
-        ("best_val_loss", |r| r.best_val_loss),
-        ("test_acc", |r| r.test_acc),
-        ("test_macro_f1", |r| r.test_macro_f1),
-        ("epochs_done", |r| r.epochs_done.map(|e| e as f64)),
-        ("elapsed_s", |r| r.elapsed_s),
-    ];
-    for (name, get) in metrics {
-        let stats: Vec<_> = groups.iter().map(|g| g.stats(get)).collect();
-        cols.push(Column::new(
-            format!("{name}_mean").into(),
-            stats.iter().map(|s| s.0).collect::<Vec<_>>(),
-        ));
-        cols.push(Column::new(
-            format!("{name}_std").into(),
-            stats.iter().map(|s| s.1).collect::<Vec<_>>(),
-        ));
-    }
-    DataFrame::new_infer_height(cols).map_err(|e| polars_err(Path::new(BY_CONFIG_CSV), e))
-}
-
-fn csv_bytes(path: &Path, df: &mut DataFrame) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    CsvWriter::new(&mut buf)
-        .include_header(true)
-        .finish(df)
-        .map_err(|e| polars_err(path, e))?;
-    Ok(buf)
-}
-
-/// The winning configuration (its group name), its mean metric and n.
-pub type Best = (String, f64, usize);
-
 /// A sweep's results in memory: read once, then one trial at a time as trials end, and the
 /// files rewritten from memory. Writing them grows with the sweep (10,000 rows: ~50 ms, the
 /// curves of 50 configurations: ~0.1 s), so a write that is not the last waits until ten
 /// times its predecessor's cost has passed: the files are never more than a few seconds
 /// behind, and their cost per trial stays a tenth of the trials' pace at any sweep size.
-pub struct Results {
-    root: PathBuf,
-    study: Study,
-    rows: Vec<Row>,
-    at: std::collections::HashMap<String, usize>,
-    /// When the files were last written, and what that cost.
-    written: Option<(std::time::Instant, std::time::Duration)>,
-}
-
-impl Results {
-    /// From the folder alone (its sweep.json).
-    pub fn read(root: &Path) -> Result<Results> {
-        let study = Study::read(root)?;
-        Results::of(root, study)
-    }
-
-    /// For a plan about to run (its sweep.json is being written from the same plan).
-    pub fn of_plan(plan: &Plan) -> Result<Results> {
-        Results::of(&plan.root, Study::of(plan))
-    }
-
-    fn of(root: &Path, study: Study) -> Result<Results> {
-        let rows = study
-            .trials
-            .iter()
-            .map(|t| row(root, &study, t))
-            .collect::<Result<Vec<_>>>()?;
-        let at = rows
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.trial.clone(), i))
-            .collect();
-        Ok(Results {
-            root: root.to_path_buf(),
-            study,
-            rows,
-            at,
-            written: None,
-        })
-    }
-
-    pub fn rows(&self) -> &[Row] {
-        &self.rows
-    }
-
-    /// One trial's row.
-    pub fn row(&self, id: &str) -> Option<&Row> {
-        self.at.get(id).map(|&i| &self.rows[i])
-    }
-
-    /// Reads one trial's row again (it has just ended, or changed).
-    pub fn refresh(&mut self, id: &str) -> Result<()> {
-        let Some(&i) = self.at.get(id) else {
-            return Ok(());
-        };
-        self.rows[i] = row(&self.root, &self.study, &self.study.trials[i])?;
-        Ok(())
-    }
-
-    /// The best metric among the completed trials at their budget, and its trial.
-    pub fn best_so_far(&self) -> Option<(String, f64)> {
-        let study = &self.study;
-        self.rows
-            .iter()
-            .filter(|r| r.completed())
-            .min_by(|a, b| rank(study, a.key(study), b.key(study)))
-            .and_then(|r| r.metric(study).map(|m| (r.trial.clone(), m)))
-    }
-
-    /// Writes summary.csv / .parquet, summary_by_config.csv, best.toml and curves.png, if due
-    /// (see the type's doc; `last`: always). Returns the winner when it wrote.
-    pub fn write(&mut self, last: bool) -> Result<Option<Best>> {
-        let due = match self.written {
-            None => true,
-            Some((when, cost)) => when.elapsed() >= cost * 10,
-        };
-        if !(last || due) {
-            return Ok(None);
-        }
-        let started = std::time::Instant::now();
-        let (root, study, rows) = (&self.root, &self.study, &self.rows);
-        let groups = groups(study, rows);
-        let mut trials = trials_frame(study, rows)?;
-        let p = root.join(SUMMARY_CSV);
-        write_atomic(&p, &csv_bytes(&p, &mut trials)?)?;
-        let p = root.join(SUMMARY_PARQUET);
-        let mut buf = Vec::new();
-        ParquetWriter::new(&mut buf)
-            .finish(&mut trials)
-            .map_err(|e| polars_err(&p, e))?;
-        write_atomic(&p, &buf)?;
-        let mut by_config = groups_frame(study, &groups)?;
-        let p = root.join(BY_CONFIG_CSV);
-        write_atomic(&p, &csv_bytes(&p, &mut by_config)?)?;
-        let best = write_best(root, study, &groups)?;
-        write_curves(root, study, &groups)?;
-        self.written = Some((std::time::Instant::now(), started.elapsed()));
-        Ok(best)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn study(&self) -> &Study {
-        &self.study
-    }
-}
-
-/// `best.toml`: the winning configuration's config (its lowest-seed completed trial's, as
-/// that trial ran it), renamed `<name>-best` so running it makes a new folder.
-fn write_best(root: &Path, study: &Study, groups: &[Group]) -> Result<Option<Best>> {
-    let Some(g) = groups.iter().find(|g| g.metric_mean(study).is_some()) else {
-        return Ok(None);
-    };
-    let (mean, std, n) = g.stats(|r| r.metric(study));
-    let Some(mean) = mean else { return Ok(None) };
-    let mut done = g.done();
-    done.sort_by_key(|r| r.seed);
-    let Some(first) = done.first() else {
-        return Ok(None);
-    };
-    let path = root.join(&first.trial).join(checkpoint::CONFIG);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut config: crate::Config = toml::from_str(&text).map_err(|e| Error::Checkpoint {
-        path: path.clone(),
-        msg: format!("not a config: {e}"),
-    })?;
-    config.experiment.name = format!("{}-best", config.experiment.name);
-    let header = format!(
-        "# The best configuration of the sweep in {} by mean {} over {n} completed seed(s): {mean:.4}{}\n# ({}; trials {}). This is trial {}'s config, renamed; run it with run-exp {}\n",
-        root.display(),
-        format!("best_{}", study.metric.key()),
-        std.map(|s| format!(" ± {s:.4}")).unwrap_or_default(),
-        if g.name.is_empty() { "the base config" } else { &g.name },
-        done.iter().map(|r| r.trial.as_str()).collect::<Vec<_>>().join(", "),
-        first.trial,
-        root.join(BEST_TOML).display(),
-    );
-    write_atomic(
-        &root.join(BEST_TOML),
-        (header + &config.to_toml()).as_bytes(),
-    )?;
-    Ok(Some((g.name.clone(), mean, n)))
-}
-
-/// Configurations curves.png draws at most (the best ones): more lines than this read as a
-/// blur, and drawing 10,000 took a second.
-const CURVE_GROUPS: usize = 50;
-
-/// `curves.png`: each trial's validation metric by epoch, coloured by configuration, for the
-/// best configurations.
-fn write_curves(root: &Path, study: &Study, groups: &[Group]) -> Result<()> {
-    let key = study.metric.key();
-    let curves: Vec<Curve> = groups
-        .iter()
-        .take(CURVE_GROUPS)
-        .flat_map(|g| g.rows.iter())
-        .filter(|r| !r.curve.is_empty())
-        .map(|r| Curve {
-            group: if r.group.is_empty() {
-                "base config".into()
-            } else {
-                r.group.clone()
-            },
-            points: r.curve.clone(),
-        })
-        .collect();
-    if curves.is_empty() {
-        return Ok(());
-    }
-    let name = root
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let which = if groups.len() > CURVE_GROUPS {
-        format!(
-            ", the best {CURVE_GROUPS} of {} configurations",
-            groups.len()
-        )
-    } else {
-        String::new()
-    };
-    plots::curves(
-        &root.join(CURVES_PNG),
-        &format!(
-            "{name}: validation {} by epoch, one line per trial{which}",
-            &key[4..]
-        ),
-        key,
-        &curves,
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sweep::tables::{groups_frame, trials_frame};
 
     fn row(trial: &str, group: &str, seed: u64, status: TrialStatus, acc: Option<f64>) -> Row {
         Row {

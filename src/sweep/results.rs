@@ -1,0 +1,216 @@
+//! A sweep's results held in memory while it runs (each trial folder read once, then updated
+//! as trials finish) and written after every trial, each file whole (temp + rename): the
+//! tables (`tables`), `best.toml` (the winning configuration, runnable), `curves.png` and the
+//! HParams experiment.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use super::summary::{
+    groups, rank, row, Group, Row, Study, BEST_TOML, BY_CONFIG_CSV, CURVES_PNG, SUMMARY_CSV,
+    SUMMARY_PARQUET,
+};
+use super::tables::{csv_bytes, groups_frame, polars_err, trials_frame};
+use super::Plan;
+use crate::checkpoint;
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::log::plots::{self, Curve};
+
+/// The winning configuration (its group name), its mean metric and n.
+pub type Best = (String, f64, usize);
+
+pub struct Results {
+    root: PathBuf,
+    study: Study,
+    rows: Vec<Row>,
+    at: std::collections::HashMap<String, usize>,
+    /// When the files were last written, and what that cost.
+    written: Option<(std::time::Instant, std::time::Duration)>,
+}
+
+impl Results {
+    /// From the folder alone (its sweep.json).
+    pub fn read(root: &Path) -> Result<Results> {
+        let study = Study::read(root)?;
+        Results::of(root, study)
+    }
+
+    /// For a plan about to run (its sweep.json is being written from the same plan).
+    pub fn of_plan(plan: &Plan) -> Result<Results> {
+        Results::of(&plan.root, Study::of(plan))
+    }
+
+    fn of(root: &Path, study: Study) -> Result<Results> {
+        let rows = study
+            .trials
+            .iter()
+            .map(|t| row(root, &study, t))
+            .collect::<Result<Vec<_>>>()?;
+        let at = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.trial.clone(), i))
+            .collect();
+        Ok(Results {
+            root: root.to_path_buf(),
+            study,
+            rows,
+            at,
+            written: None,
+        })
+    }
+
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+
+    /// One trial's row.
+    pub fn row(&self, id: &str) -> Option<&Row> {
+        self.at.get(id).map(|&i| &self.rows[i])
+    }
+
+    /// Reads one trial's row again (it has just ended, or changed).
+    pub fn refresh(&mut self, id: &str) -> Result<()> {
+        let Some(&i) = self.at.get(id) else {
+            return Ok(());
+        };
+        self.rows[i] = row(&self.root, &self.study, &self.study.trials[i])?;
+        Ok(())
+    }
+
+    /// The best metric among the completed trials at their budget, and its trial.
+    pub fn best_so_far(&self) -> Option<(String, f64)> {
+        let study = &self.study;
+        self.rows
+            .iter()
+            .filter(|r| r.completed())
+            .min_by(|a, b| rank(study, a.key(study), b.key(study)))
+            .and_then(|r| r.metric(study).map(|m| (r.trial.clone(), m)))
+    }
+
+    /// Writes summary.csv / .parquet, summary_by_config.csv, best.toml and curves.png, if due
+    /// (see the type's doc; `last`: always). Returns the winner when it wrote.
+    pub fn write(&mut self, last: bool) -> Result<Option<Best>> {
+        let due = match self.written {
+            None => true,
+            Some((when, cost)) => when.elapsed() >= cost * 10,
+        };
+        if !(last || due) {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let (root, study, rows) = (&self.root, &self.study, &self.rows);
+        let groups = groups(study, rows);
+        let mut trials = trials_frame(study, rows)?;
+        let p = root.join(SUMMARY_CSV);
+        write_atomic(&p, &csv_bytes(&p, &mut trials)?)?;
+        let p = root.join(SUMMARY_PARQUET);
+        let mut buf = Vec::new();
+        ParquetWriter::new(&mut buf)
+            .finish(&mut trials)
+            .map_err(|e| polars_err(&p, e))?;
+        write_atomic(&p, &buf)?;
+        let mut by_config = groups_frame(study, &groups)?;
+        let p = root.join(BY_CONFIG_CSV);
+        write_atomic(&p, &csv_bytes(&p, &mut by_config)?)?;
+        let best = write_best(root, study, &groups)?;
+        write_curves(root, study, &groups)?;
+        self.written = Some((std::time::Instant::now(), started.elapsed()));
+        Ok(best)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn study(&self) -> &Study {
+        &self.study
+    }
+}
+
+/// `best.toml`: the winning configuration's config (its lowest-seed completed trial's, as
+/// that trial ran it), renamed `<name>-best` so running it makes a new folder.
+fn write_best(root: &Path, study: &Study, groups: &[Group]) -> Result<Option<Best>> {
+    let Some(g) = groups.iter().find(|g| g.metric_mean(study).is_some()) else {
+        return Ok(None);
+    };
+    let (mean, std, n) = g.stats(|r| r.metric(study));
+    let Some(mean) = mean else { return Ok(None) };
+    let mut done = g.done();
+    done.sort_by_key(|r| r.seed);
+    let Some(first) = done.first() else {
+        return Ok(None);
+    };
+    let path = root.join(&first.trial).join(checkpoint::CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut config: crate::Config = toml::from_str(&text).map_err(|e| Error::Checkpoint {
+        path: path.clone(),
+        msg: format!("not a config: {e}"),
+    })?;
+    config.experiment.name = format!("{}-best", config.experiment.name);
+    let header = format!(
+        "# The best configuration of the sweep in {} by mean {} over {n} completed seed(s): {mean:.4}{}\n# ({}; trials {}). This is trial {}'s config, renamed; run it with run-exp {}\n",
+        root.display(),
+        format!("best_{}", study.metric.key()),
+        std.map(|s| format!(" ± {s:.4}")).unwrap_or_default(),
+        if g.name.is_empty() { "the base config" } else { &g.name },
+        done.iter().map(|r| r.trial.as_str()).collect::<Vec<_>>().join(", "),
+        first.trial,
+        root.join(BEST_TOML).display(),
+    );
+    write_atomic(
+        &root.join(BEST_TOML),
+        (header + &config.to_toml()).as_bytes(),
+    )?;
+    Ok(Some((g.name.clone(), mean, n)))
+}
+
+/// Configurations curves.png draws at most (the best ones): more lines than this read as a
+/// blur, and drawing 10,000 took a second.
+const CURVE_GROUPS: usize = 50;
+
+/// `curves.png`: each trial's validation metric by epoch, coloured by configuration, for the
+/// best configurations.
+fn write_curves(root: &Path, study: &Study, groups: &[Group]) -> Result<()> {
+    let key = study.metric.key();
+    let curves: Vec<Curve> = groups
+        .iter()
+        .take(CURVE_GROUPS)
+        .flat_map(|g| g.rows.iter())
+        .filter(|r| !r.curve.is_empty())
+        .map(|r| Curve {
+            group: if r.group.is_empty() {
+                "base config".into()
+            } else {
+                r.group.clone()
+            },
+            points: r.curve.clone(),
+        })
+        .collect();
+    if curves.is_empty() {
+        return Ok(());
+    }
+    let name = root
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let which = if groups.len() > CURVE_GROUPS {
+        format!(
+            ", the best {CURVE_GROUPS} of {} configurations",
+            groups.len()
+        )
+    } else {
+        String::new()
+    };
+    plots::curves(
+        &root.join(CURVES_PNG),
+        &format!(
+            "{name}: validation {} by epoch, one line per trial{which}",
+            &key[4..]
+        ),
+        key,
+        &curves,
+    )
+}
