@@ -4,7 +4,8 @@
 //! keys, plus where the time goes (forward, backward, optimizer) and peak memory. With
 //! `--video`, the workload of ../shared/bench/torch_video_peer.py: clips in [0, 1] -> CNN frame
 //! encoder (conv 3x3, [batch norm], ReLU, 2x2 max-pool per width, global average pool) ->
-//! 1-layer cell -> head on the last step, with its flags and keys.
+//! 1-layer cell -> head on the last step, with its flags and keys; with `--video --encoder
+//! resnet18`, that of ../shared/bench/torch_resnet_peer.py (a ResNet under the cell).
 
 use std::time::Instant;
 
@@ -38,6 +39,9 @@ pub struct BenchArgs {
     pub infer_only: bool,
     /// The video workload instead of token ids.
     pub video: Option<VideoArgs>,
+    /// With `video`: a pretrained ResNet frame encoder instead of the small CNN (the
+    /// workload of ../shared/bench/torch_resnet_peer.py).
+    pub encoder: Option<crate::config::FrameEncoder>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +59,135 @@ struct Phases {
     forward: f64,
     backward: f64,
     optimizer: f64,
+}
+
+/// torch_resnet_peer.py's workload for one cell: clips [batch, frames, 3, size, size] ->
+/// ImageNet normalisation -> ResNet (random weights, batch norm on running statistics) ->
+/// cell -> head on the mean over steps, Adam. Its four figures (the encoder alone without
+/// gradients; a training step with the encoder frozen; one that also trains layer4;
+/// inference), and `cached_train_clips_per_s`: a training step from cached features, as a
+/// frozen encoder's runs train.
+pub fn bench_encoder(
+    args: &BenchArgs,
+    encoder: crate::config::FrameEncoder,
+    cell: CellKind,
+    device: &Device,
+) -> Result<serde_json::Value> {
+    use crate::model::resnet::{random_state_dict, Depth};
+    let v = args.video.clone().unwrap_or(VideoArgs {
+        frames: 8,
+        size: 112,
+        channels: 3,
+        conv: Vec::new(),
+        bn: false,
+    });
+    let depth = Depth::of(encoder);
+    // The weights go through a file, as a run's do.
+    let file = std::env::temp_dir().join(format!(
+        "rnnlab-bench-{}-{}.safetensors",
+        depth.name(),
+        std::process::id()
+    ));
+    crate::model::save_tensors(&random_state_dict(depth, 0)?, &file)?;
+    let built = |stages: Vec<String>| {
+        let cfg = Model {
+            cell,
+            hidden_size: args.hidden,
+            readout: crate::config::Readout::Mean,
+            frame_encoder: Some(encoder),
+            encoder_weights: Some(file.display().to_string()),
+            train_encoder_stages: stages,
+            ..Model::default()
+        };
+        let input = Input::Frames {
+            channels: 3,
+            height: v.size,
+            width: v.size,
+        };
+        Classifier::new(&cfg, input, args.classes, 0, device)
+    };
+    let frozen = built(Vec::new());
+    let finetuned = built(vec!["layer4".into()]);
+    let _ = std::fs::remove_file(&file);
+    let (frozen, finetuned) = (frozen?, finetuned?);
+    let mut rng = StdRng::seed_from_u64(0);
+    let (b, t) = (args.batch, v.frames);
+    let n = b * t * 3 * v.size * v.size;
+    let px: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+    let x = Tensor::from_vec(px, (b, t, 3, v.size, v.size), device)?;
+    let labels: Vec<u32> = (0..b)
+        .map(|_| rng.random_range(0..args.classes as u32))
+        .collect();
+    let y = Tensor::new(labels, device)?;
+    let run = |no_grad: bool| RunOpts {
+        no_grad,
+        ..Default::default()
+    };
+    let timed = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        for _ in 0..args.warmup {
+            f()?;
+        }
+        let t0 = Instant::now();
+        for _ in 0..args.steps {
+            f()?;
+        }
+        Ok(t0.elapsed().as_secs_f64() / args.steps.max(1) as f64)
+    };
+    let features = frozen.forward(&x, run(true))?; // warms the allocator; shapes only
+    drop(features);
+    let mut feats = None;
+    let encode_s = timed(&mut || {
+        let f = frozen.encode(&x)?;
+        device.synchronize()?;
+        feats = Some(f);
+        Ok(())
+    })?;
+    let feats = match feats {
+        Some(f) => f,
+        None => frozen.encode(&x)?,
+    };
+    let train = Train {
+        lr: 1e-3,
+        ..Train::default()
+    };
+    let step = |model: &Classifier, opt: &mut Optimizer, input: &Tensor| -> Result<()> {
+        let fwd = model.forward(input, run(false))?;
+        let loss = candle_nn::loss::cross_entropy(&fwd.logits, &y)?;
+        let store = loss.backward()?;
+        let g = grads::collect(model, &fwd, &store)?;
+        opt.step(&model.params, &g, train.lr)?;
+        device.synchronize()?;
+        Ok(())
+    };
+    let mut opt = Optimizer::new(&train);
+    let frozen_s = timed(&mut || step(&frozen, &mut opt, &x))?;
+    let mut opt = Optimizer::new(&train);
+    let cached_s = timed(&mut || step(&frozen, &mut opt, &feats))?;
+    let infer_s = timed(&mut || {
+        frozen
+            .forward(&x, run(true))?
+            .logits
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        Ok(())
+    })?;
+    let mut opt = Optimizer::new(&train);
+    let finetune_s = timed(&mut || step(&finetuned, &mut opt, &x))?;
+    let r = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({
+        "peer": format!("rnnlab-{}", env!("CARGO_PKG_VERSION")),
+        "arch": depth.name(),
+        "cell": format!("{cell:?}").to_lowercase(),
+        "batch": b, "frames": t, "size": v.size, "hidden": args.hidden, "classes": args.classes,
+        "threads": crate::device::cpu_threads(),
+        "encoder_frames_per_s": (((b * t) as f64 / encode_s) * 10.0).round() / 10.0,
+        "frozen_train_clips_per_s": r(b as f64 / frozen_s),
+        "finetune_train_clips_per_s": r(b as f64 / finetune_s),
+        "infer_clips_per_s": r(b as f64 / infer_s),
+        "cached_train_clips_per_s": r(b as f64 / cached_s),
+        "peak_rss_mb": peak_rss_mb(),
+        "device": format!("{device:?}"),
+    }))
 }
 
 /// Runs one cell and returns its JSON line.

@@ -25,6 +25,8 @@ pub const VOCAB: &str = "vocab.json";
 /// What each step of the model's input is (tokens and vocabulary size, features, frames).
 pub const INPUT: &str = "input.json";
 pub const CLASSES: &str = "classes.json";
+/// A pretrained encoder's weights file and its hash (`model::resnet::Provenance`).
+pub const ENCODER: &str = "encoder.json";
 /// Copies (hard links) of the newest checkpoint's weights, for other tools.
 pub const BEST: &str = "best.safetensors";
 pub const LAST: &str = "last.safetensors";
@@ -366,6 +368,7 @@ pub fn load_run(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedR
         }
     };
     model.params.load_bytes(&bytes, &file)?;
+    check_encoder(dir, &model)?;
     if let Some(name) = model.params.first_non_finite()? {
         return Err(checkpoint_error(
             &file,
@@ -380,6 +383,36 @@ pub fn load_run(dir: &Path, weights: Weights, device: &Device) -> Result<LoadedR
         classes,
         model,
     })
+}
+
+/// A run trained on a pretrained encoder's weights: the file the model was built from now must
+/// hold the same bytes (the frozen weights are not copied into checkpoints).
+pub fn check_encoder(dir: &Path, model: &Classifier) -> Result<()> {
+    let path = dir.join(ENCODER);
+    let Some(now) = &model.encoder_weights else {
+        return Ok(());
+    };
+    if !path.is_file() {
+        return Err(checkpoint_error(
+            &path,
+            "is missing: the run does not say which encoder weights it was trained on",
+        ));
+    }
+    let saved: crate::model::resnet::Provenance = load_json(&path)?;
+    if saved.fnv1a != now.fnv1a || saved.encoder != now.encoder {
+        return Err(checkpoint_error(
+            &path,
+            format!(
+                "the run was trained on {} weights {} (hash {}); {} now holds other bytes (hash {}): put the original file back, or start a new run",
+                saved.encoder,
+                saved.file.display(),
+                saved.fnv1a,
+                now.file.display(),
+                now.fnv1a
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub fn load_optimizer_state(ckpt: &Checkpoint, device: &Device) -> Result<HashMap<String, Tensor>> {

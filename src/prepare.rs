@@ -10,14 +10,16 @@ use crate::data::{self, Dataset};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::memory;
-use crate::model::architecture::Architecture;
 use crate::model::architecture::Input;
+use crate::model::architecture::{Architecture, Front};
 
 /// A config with its device opened and its data loaded: nothing left that bad input can break.
 pub struct Prepared {
     pub config: Config,
     pub device: Device,
     pub data: Dataset,
+    /// What the model takes (frames, for a frozen encoder whose features `data` holds).
+    pub input: Input,
     /// `model.embeddings`, read and checked against the vocabulary.
     pub vectors: Option<Vectors>,
     /// Per-class loss weights (`train.class_weights`), one per class.
@@ -38,10 +40,29 @@ pub fn prepare(config: Config) -> Result<Prepared> {
         .collect();
     data.notes.extend(cannot_act_as_written(&config, &steps));
     let longest = steps.iter().copied().max().unwrap_or(1);
-    let arch = Architecture::of(&config.model, input_of(&data), data.classes.len())?;
+    let input = input_of(&data);
+    let arch = Architecture::of(&config.model, input, data.classes.len())?;
     let mut parts = memory::model_parts(&config, &arch, longest, device.is_cpu());
     parts.extend(generated);
+    let cached = match &arch.front {
+        Front::ResNet { depth, trains, .. } if crate::features::cacheable(&config, trains) => {
+            let frames: usize = crate::features::splits(&data)
+                .iter()
+                .map(|(_, s)| (0..s.len()).map(|i| s.inputs.steps(i)).sum::<usize>())
+                .sum();
+            parts.push(memory::Part {
+                bytes: (frames * depth.features() * 4) as f64,
+                what: format!("{} features of {frames} frames", depth.name()),
+                key: "data.frames_per_clip",
+            });
+            Some(*depth)
+        }
+        _ => None,
+    };
     memory::check(&parts, available)?;
+    if let Some(depth) = cached {
+        crate::features::encode_dataset(&mut data, &config, depth)?;
+    }
     let vectors = match &config.model.embeddings {
         Some(p) => {
             let Some(vocab) = &data.vocab else {
@@ -63,6 +84,7 @@ pub fn prepare(config: Config) -> Result<Prepared> {
         config,
         device,
         data,
+        input,
         vectors,
         class_weights,
     })

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::classifier::Classifier;
 use crate::optim::Optimizer;
-use crate::prepare::{input_of, Prepared};
+use crate::prepare::Prepared;
 use crate::summary::{Status, Summary};
 
 /// A run folder taken for training, with every check done and the model ready: what is left
@@ -55,7 +55,7 @@ impl Ready {
 fn build_model(prep: &Prepared) -> Result<Classifier> {
     let model = Classifier::new(
         &prep.config.model,
-        input_of(&prep.data),
+        prep.input,
         prep.data.classes.len(),
         prep.config.experiment.seed,
         &prep.device,
@@ -93,15 +93,19 @@ pub fn open_in(prep: Prepared, run: RunDir) -> Result<Ready> {
         checkpoint::INPUT,
         checkpoint::VOCAB,
         checkpoint::CLASSES,
+        checkpoint::ENCODER,
     ]
     .map(|f| run.path.join(f));
-    let input = input_of(&prep.data);
+    let input = prep.input;
     let describe = || -> Result<()> {
         let config = cfg.clone().with_absolute_paths();
         crate::fsutil::write_atomic(&files[0], config.to_toml().as_bytes())?;
         checkpoint::save_json(&files[1], &input)?;
         if let Some(vocab) = &prep.data.vocab {
             vocab.save(&files[2])?;
+        }
+        if let Some(p) = &model.encoder_weights {
+            checkpoint::save_json(&files[4], p)?;
         }
         checkpoint::save_json(&files[3], &prep.data.classes)
     };
@@ -216,7 +220,7 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
     } = resume;
     let dir = run.path.clone();
     let (saved_input, saved_vocab) = checkpoint::read_input(&dir)?;
-    let input = input_of(&prep.data);
+    let input = prep.input;
     if saved_input != input {
         return Err(Error::Checkpoint {
             path: dir.join(checkpoint::INPUT),
@@ -249,6 +253,7 @@ pub fn open_resume(prep: Prepared, resume: Resume) -> Result<Ready> {
         });
     }
     let model = build_model(&prep)?;
+    checkpoint::check_encoder(&dir, &model)?;
     let mut optimizer = Optimizer::new(&prep.config.train);
     if let Some(ckpt) = &ckpt {
         model.params.load(&ckpt.model())?;

@@ -216,3 +216,74 @@ fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to submit"));
 }
+
+#[test]
+fn features_submitted_with_slurm_run_as_shards_and_a_rerun_computes_nothing() {
+    let name = "features_submitted_with_slurm_run_as_shards_and_a_rerun_computes_nothing";
+    if let Err(why) = slurm_up() {
+        return skip(name, &why);
+    }
+    let dir = std::env::temp_dir().join(format!("rnnlab-slurm-features-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_run-exp");
+    let weights = dir.join("w.safetensors");
+    let w = rnnlab::model::resnet::random_state_dict(rnnlab::model::resnet::Depth::R18, 0).unwrap();
+    candle_core::safetensors::save(&w, &weights).unwrap();
+    let file = dir.join("f.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[experiment]\nname = \"f\"\nout_dir = {:?}\n\
+             [data]\nsource = \"synthetic-video\"\nnum_classes = 2\nframes = 4\nheight = 32\nwidth = 32\nchannels = 3\n\
+             num_train = 160\nnum_valid = 40\nnum_test = 40\n\
+             [model]\nhidden_size = 8\nframe_encoder = \"resnet18\"\nencoder_weights = {:?}\n[log]\nprogress = false\n",
+            dir.join("results"),
+            weights.display().to_string()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin)
+        .arg("features")
+        .arg(&file)
+        .args([
+            "--slurm",
+            "--shards",
+            "3",
+            "--cpus-per-task",
+            "1",
+            "--time",
+            "5:00",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let script = std::fs::read_to_string(dir.join("results/f/features/features.sbatch")).unwrap();
+    assert!(
+        script.contains("#SBATCH --array=0-2")
+            && script.contains("--shard \"$SLURM_ARRAY_TASK_ID/3\""),
+        "{script}"
+    );
+    let wait = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/wait-array.sh");
+    let w = Command::new("bash").arg(&wait).arg(&job).output().unwrap();
+    assert!(
+        w.status.success(),
+        "array {job}: {}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    // The shards computed every chunk: writing the dataset computes none.
+    let o = Command::new(bin)
+        .arg("features")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("all splits: 0 of 5 chunks computed now"),
+        "{said}"
+    );
+    assert!(dir.join("results/f/features/train.safetensors").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

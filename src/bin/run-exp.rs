@@ -77,6 +77,20 @@ struct SlurmCli {
     no_submit: bool,
 }
 
+impl SlurmCli {
+    fn options(&self) -> sweep::slurm::SlurmOptions {
+        sweep::slurm::SlurmOptions {
+            partition: self.partition.clone(),
+            time: self.time.clone(),
+            cpus_per_task: self.cpus_per_task,
+            mem: self.mem.clone(),
+            gpus: self.gpus.clone(),
+            max_parallel: self.max_parallel,
+            no_submit: self.no_submit,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Training and inference throughput on torch_peer.py's workload (same flags, same JSON keys).
@@ -88,9 +102,119 @@ enum Command {
     /// A sweep's results table (rewrites summary.csv/.parquet, summary_by_config.csv,
     /// best.toml, curves.png from the folder as it is: while a sweep runs, or after Slurm).
     Summarize(SummarizeCli),
+    /// A frozen pretrained encoder's per-frame features, computed once (cached chunk by chunk,
+    /// so a rerun or a killed extraction computes only what is missing) and written as a
+    /// `tensors` dataset (<out_dir>/<name>/features/{train,valid,test}.safetensors).
+    Features(FeaturesCli),
     /// Redraw a run's pictures from its metrics.jsonl: loss.png, accuracy.png and the
     /// gradient-flow heatmaps (after the renderer changed, or for a run from an older version).
     Plots(PlotsCli),
+}
+
+#[derive(clap::Args)]
+struct FeaturesCli {
+    /// The experiment config (a resnet frame encoder, frozen).
+    config: PathBuf,
+    /// Override a config key (repeatable), as for training.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Compute only shard I of N (I from 0): one Slurm array task's part. The tensors files
+    /// are written by a run without --shard, which computes whatever is still missing.
+    #[arg(long, value_name = "I/N", conflicts_with = "slurm")]
+    shard: Option<String>,
+    /// Where the tensors dataset goes. Default <out_dir>/<experiment.name>/features.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// With --slurm: the number of shards (array tasks).
+    #[arg(long, requires = "slurm", default_value_t = 8)]
+    shards: usize,
+    #[command(flatten)]
+    slurm: SlurmCli,
+}
+
+fn features(a: FeaturesCli) -> ExitCode {
+    let config = match Config::load(&a.config, &a.set) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let out = a.out.clone().unwrap_or_else(|| {
+        config
+            .experiment
+            .out_dir
+            .join(&config.experiment.name)
+            .join("features")
+    });
+    if a.slurm.slurm {
+        if a.shards == 0 {
+            rnnlab::say!("error: --shards must be at least 1");
+            return ExitCode::from(BAD_INPUT);
+        }
+        return match rnnlab::features::submit(
+            &a.config,
+            &a.set,
+            &config,
+            a.shards,
+            &out,
+            &a.slurm.options(),
+        ) {
+            Ok((script, id)) => {
+                match id {
+                    Some(id) => {
+                        rnnlab::say!(
+                            "submitted job array {id}: {} shards ({})",
+                            a.shards,
+                            script.display()
+                        );
+                        if let Err(code) = emit(id) {
+                            return code;
+                        }
+                    }
+                    None => rnnlab::say!("wrote {} (not submitted)", script.display()),
+                }
+                rnnlab::say!(
+                    "when the array is done: run-exp features {} (writes the tensors files; computes any shard that failed)",
+                    a.config.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
+    let shard = match a
+        .shard
+        .as_deref()
+        .map(rnnlab::features::parse_shard)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match rnnlab::features::extract(&config, shard, &out) {
+        Ok(done) => {
+            let what = match shard {
+                Some((i, n)) => format!("shard {i}/{n}"),
+                None => "all splits".into(),
+            };
+            rnnlab::say!(
+                "{what}: {} of {} chunks computed now, {} were cached",
+                done.computed,
+                done.chunks,
+                done.chunks - done.computed
+            );
+            for (split, path) in &done.files {
+                if let Err(code) = emit(format!("{split}\t{}", path.display())) {
+                    return code;
+                }
+            }
+            if !done.files.is_empty() {
+                rnnlab::say!(
+                    "train heads on them: [data] source = \"tensors\", train/valid/test = these files; [model] frame_encoder = \"none\" (or \"linear\")"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 #[derive(clap::Args)]
@@ -167,16 +291,7 @@ fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
         };
     }
     if cli.slurm.slurm {
-        let s = &cli.slurm;
-        let opts = sweep::slurm::SlurmOptions {
-            partition: s.partition.clone(),
-            time: s.time.clone(),
-            cpus_per_task: s.cpus_per_task,
-            mem: s.mem.clone(),
-            gpus: s.gpus.clone(),
-            max_parallel: s.max_parallel,
-            no_submit: s.no_submit,
-        };
+        let opts = cli.slurm.options();
         return match sweep::slurm::submit(&plan, &opts) {
             Ok(None) => {
                 rnnlab::say!(
@@ -476,12 +591,12 @@ struct BenchCli {
     /// The video workload of torch_video_peer.py: clips -> CNN frame encoder -> cell.
     #[arg(long)]
     video: bool,
-    /// --video: frames per clip.
-    #[arg(long, default_value_t = 16, requires = "video")]
-    frames: usize,
-    /// --video: frame height and width.
-    #[arg(long, default_value_t = 64, requires = "video")]
-    size: usize,
+    /// --video: frames per clip (default 16; 8 with --encoder).
+    #[arg(long, requires = "video")]
+    frames: Option<usize>,
+    /// --video: frame height and width (default 64; 112 with --encoder).
+    #[arg(long, requires = "video")]
+    size: Option<usize>,
     /// --video: colour channels.
     #[arg(long, default_value_t = 3, requires = "video")]
     channels: usize,
@@ -496,6 +611,11 @@ struct BenchCli {
     /// --video: batch norm after each conv.
     #[arg(long, requires = "video")]
     bn: bool,
+    /// --video: a ResNet encoder instead of the CNN, torch_resnet_peer.py's workload (its
+    /// --arch); defaults then --batch 4 --frames 8 --size 112 --hidden 256 --classes 101
+    /// --steps 5 --warmup 1.
+    #[arg(long, requires = "video", value_parser = ["resnet18", "resnet34", "resnet50"])]
+    encoder: Option<String>,
 }
 
 /// `--cells` values.
@@ -517,15 +637,31 @@ fn bench(b: BenchCli) -> ExitCode {
         })
         .collect();
     let v = b.video;
-    let pick =
-        |x: Option<usize>, text: usize, video: usize| x.unwrap_or(if v { video } else { text });
+    let encoder = b.encoder.as_deref().map(|e| match e {
+        "resnet34" => rnnlab::config::FrameEncoder::Resnet34,
+        "resnet50" => rnnlab::config::FrameEncoder::Resnet50,
+        _ => rnnlab::config::FrameEncoder::Resnet18,
+    });
+    let r = encoder.is_some();
+    let pick = |x: Option<usize>, text: usize, video: usize, resnet: usize| {
+        x.unwrap_or(match (v, r) {
+            (_, true) => resnet,
+            (true, false) => video,
+            (false, false) => text,
+        })
+    };
     let (batch, hidden, classes, steps, warmup) = (
-        pick(b.batch, 64, 16),
-        pick(b.hidden, 256, 128),
-        pick(b.classes, 2, 6),
-        pick(b.steps, 30, 10),
-        pick(b.warmup, 5, 2),
+        pick(b.batch, 64, 16, 4),
+        pick(b.hidden, 256, 128, 256),
+        pick(b.classes, 2, 6, 101),
+        pick(b.steps, 30, 10, 5),
+        pick(b.warmup, 5, 2, 1),
     );
+    let (frames, size) = match (r, b.frames, b.size) {
+        (true, None, None) => (8, 112),
+        (true, f, s) => (f.unwrap_or(8), s.unwrap_or(112)),
+        (false, f, s) => (f.unwrap_or(16), s.unwrap_or(64)),
+    };
     let conv = b.conv.clone();
     let zero = [
         ("--batch", batch),
@@ -535,8 +671,8 @@ fn bench(b: BenchCli) -> ExitCode {
         ("--vocab", b.vocab),
         ("--classes", classes),
         ("--steps", steps),
-        ("--frames", b.frames),
-        ("--size", b.size),
+        ("--frames", frames),
+        ("--size", size),
         ("--channels", b.channels),
         ("--conv", conv.iter().copied().min().unwrap_or(0)),
     ];
@@ -566,16 +702,21 @@ fn bench(b: BenchCli) -> ExitCode {
         warmup,
         reference: b.reference,
         infer_only: b.infer_only,
+        encoder,
         video: v.then(|| rnnlab::bench::VideoArgs {
-            frames: b.frames,
-            size: b.size,
+            frames,
+            size,
             channels: b.channels,
             conv,
             bn: b.bn,
         }),
     };
     for &cell in &args.cells {
-        match bench_cell(&args, cell, &device) {
+        let line = match encoder {
+            Some(e) => rnnlab::bench::bench_encoder(&args, e, cell, &device),
+            None => bench_cell(&args, cell, &device),
+        };
+        match line {
             Ok(line) => {
                 if let Err(code) = emit(line) {
                     return code;
@@ -639,6 +780,7 @@ fn main() -> ExitCode {
         Some(Command::Predict(p)) => return predict(p),
         Some(Command::Eval(a)) => return eval(a),
         Some(Command::Plots(a)) => return plots(a),
+        Some(Command::Features(a)) => return features(a),
         Some(Command::Summarize(a)) => return summarize(a),
         None => {}
     }

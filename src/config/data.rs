@@ -54,6 +54,7 @@ const VIDEO: &[&str] = &[
     "augment_shift",
     "augment_flip",
     "augment_brightness",
+    "cache_dir",
 ];
 
 impl Source {
@@ -89,7 +90,7 @@ impl Source {
                 ],
             ],
             Source::Tensors => &[FILES, VIDEO],
-            Source::Frames => &[FILES, VIDEO, &["height", "width", "channels", "cache_dir"]],
+            Source::Frames => &[FILES, VIDEO, &["height", "width", "channels"]],
             Source::File => &[FILES, TOKENS, TABLES, &["format", "header"]],
             Source::Hub => &[FILES, TOKENS, TABLES, &["repo", "revision"]],
         };
@@ -275,8 +276,8 @@ pub struct Data {
     /// Video, training: scale each clip's brightness by a factor drawn from [1 - b, 1 + b].
     /// Default 0.
     pub augment_brightness: f64,
-    /// frames: where decoded clips are cached (uint8 files named by a hash of the frames they
-    /// hold). Default `<experiment.out_dir>/.cache`.
+    /// Video: where decoded clips (frames) and a frozen encoder's features are cached (files
+    /// named by a hash of what they hold). Default `<experiment.out_dir>/.cache`.
     pub cache_dir: Option<PathBuf>,
     /// file: training table (required); hub: its path inside the repo.
     pub train: Option<PathBuf>,

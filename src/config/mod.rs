@@ -250,6 +250,13 @@ impl Config {
         if let Some(p) = &mut self.model.embeddings {
             abs(p);
         }
+        if let Some(w) = &mut self.model.encoder_weights {
+            if !w.starts_with("hub:") {
+                let mut p = PathBuf::from(&*w);
+                abs(&mut p);
+                *w = p.to_string_lossy().into_owned();
+            }
+        }
         if let Some(p) = &mut self.data.cache_dir {
             abs(p);
         }

@@ -73,7 +73,25 @@ pub enum FrameEncoder {
     Linear,
     /// Per-step features go to the stack as they are (feature inputs only).
     None,
+    /// torchvision's ResNet-18 / -34 / -50 with pretrained weights (`encoder_weights`):
+    /// ImageNet-normalised RGB frames -> 512 / 512 / 2048 pooled features.
+    Resnet18,
+    Resnet34,
+    Resnet50,
 }
+
+impl FrameEncoder {
+    /// A pretrained ResNet (weights from `model.encoder_weights`).
+    pub fn is_resnet(self) -> bool {
+        matches!(
+            self,
+            FrameEncoder::Resnet18 | FrameEncoder::Resnet34 | FrameEncoder::Resnet50
+        )
+    }
+}
+
+/// The parts of a ResNet that `model.train_encoder_stages` may name.
+pub const ENCODER_STAGES: [&str; 5] = ["conv1", "layer1", "layer2", "layer3", "layer4"];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -115,14 +133,30 @@ pub struct Model {
     pub embeddings: Option<PathBuf>,
     /// Keep the embedding table fixed during training. Default false.
     pub freeze_embeddings: bool,
-    /// Video: "cnn" | "linear" | "none" (features only); absent = "cnn" for frames, "linear"
-    /// for per-step features.
+    /// Video: "cnn" | "linear" | "none" (features only) | "resnet18" | "resnet34" |
+    /// "resnet50" (pretrained, `encoder_weights`); absent = "cnn" for frames, "linear" for
+    /// per-step features.
     pub frame_encoder: Option<FrameEncoder>,
     /// Video, cnn: output channels of each conv block, in order. Default [32, 64, 128, 128].
     pub conv_channels: Vec<usize>,
     /// Video, cnn: batch norm after each conv (running statistics saved with the weights).
     /// Default false.
     pub batch_norm: bool,
+    /// Video, resnet*: the pretrained weights, a `.safetensors` state dict in torchvision's
+    /// names (`conv1.weight`, `bn1.*`, `layer1.0.conv1.weight`, ...; `fc.*` ignored): a local
+    /// path, or `hub:<owner>/<repo>`, a Hugging Face model repo resolved through the hub cache
+    /// (`encoder_file`, `encoder_revision`; `HF_HUB_OFFLINE=1` respected).
+    pub encoder_weights: Option<String>,
+    /// hub: the file in the repo. Default "model.safetensors".
+    pub encoder_file: String,
+    /// hub: the branch, tag or commit. Default "main".
+    pub encoder_revision: String,
+    /// resnet*: no gradient for the encoder (its batch norm always uses the running
+    /// statistics). A frozen encoder's features are computed once and cached. Default true.
+    pub freeze_encoder: bool,
+    /// resnet*: the stages that train ("conv1" (with bn1), "layer1" .. "layer4"), the rest
+    /// frozen; empty = none when `freeze_encoder`, all otherwise. Default [].
+    pub train_encoder_stages: Vec<String>,
 }
 
 impl Default for Model {
@@ -145,11 +179,27 @@ impl Default for Model {
             frame_encoder: None,
             conv_channels: vec![32, 64, 128, 128],
             batch_norm: false,
+            encoder_weights: None,
+            encoder_file: "model.safetensors".into(),
+            encoder_revision: "main".into(),
+            freeze_encoder: true,
+            train_encoder_stages: Vec::new(),
         }
     }
 }
 
 impl Model {
+    /// The ResNet stages that get gradients (see `train_encoder_stages`).
+    pub fn trained_stages(&self) -> Vec<String> {
+        if !self.train_encoder_stages.is_empty() {
+            self.train_encoder_stages.clone()
+        } else if self.freeze_encoder {
+            Vec::new()
+        } else {
+            ENCODER_STAGES.iter().map(|s| s.to_string()).collect()
+        }
+    }
+
     /// Sizes, dropout and the initialisation choices that fit the cell.
     /// (Negated comparisons on purpose: NaN fails them.)
     #[allow(clippy::neg_cmp_op_on_partial_ord)]
@@ -159,6 +209,35 @@ impl Model {
             return bad(
                 "model.conv_channels",
                 "needs at least one conv width, each at least 1",
+            );
+        }
+        let resnet = m.frame_encoder.is_some_and(FrameEncoder::is_resnet);
+        if resnet && m.encoder_weights.is_none() {
+            return bad(
+                "model.encoder_weights",
+                "a resnet encoder needs its pretrained weights: a .safetensors path in torchvision's names, or \"hub:<owner>/<repo>\" (see README, Video)",
+            );
+        }
+        if !resnet && m.encoder_weights.is_some() {
+            return bad(
+                "model.encoder_weights",
+                "is read by the resnet encoders only (model.frame_encoder = \"resnet18\" | \"resnet34\" | \"resnet50\")",
+            );
+        }
+        if let Some(s) = m
+            .train_encoder_stages
+            .iter()
+            .find(|s| !ENCODER_STAGES.contains(&s.as_str()))
+        {
+            return bad(
+                "model.train_encoder_stages",
+                format!("{s:?} is not a stage; the stages are {ENCODER_STAGES:?}"),
+            );
+        }
+        if !resnet && !m.train_encoder_stages.is_empty() {
+            return bad(
+                "model.train_encoder_stages",
+                "is read by the resnet encoders only",
             );
         }
         if m.embedding_dim == 0 {

@@ -229,6 +229,31 @@ pub fn make_augmented(
             return make_augmented(&sub, &all, device, Some((rest, &mut **rng)));
         }
     }
+    // The same sampling of per-frame features (a frozen encoder's, or a tensors file's).
+    if let (Inputs::Features { dim, seqs }, Some((a, rng))) = (&split.inputs, augment.as_mut()) {
+        if a.keep.is_some() {
+            let d = (*dim).max(1);
+            let picked = idx
+                .iter()
+                .map(|&i| {
+                    let s = &seqs[i];
+                    a.pick(s.len() / d, rng)
+                        .into_iter()
+                        .flat_map(|f| s[f * d..(f + 1) * d].iter().copied())
+                        .collect()
+                })
+                .collect();
+            let sub = Split {
+                inputs: Inputs::Features {
+                    dim: *dim,
+                    seqs: picked,
+                },
+                labels: idx.iter().map(|&i| split.labels[i]).collect(),
+            };
+            let all: Vec<usize> = (0..idx.len()).collect();
+            return make_augmented(&sub, &all, device, None);
+        }
+    }
     let lengths: Vec<usize> = idx.iter().map(|&i| split.inputs.steps(i).max(1)).collect();
     let t = lengths.iter().copied().max().unwrap_or(1);
     let b = idx.len();

@@ -101,6 +101,28 @@ impl Clips {
         }
     }
 
+    /// A hash naming these clips' content: a cache file's name (itself a hash of the frames
+    /// it was decoded from) and the clips' places in it, or the bytes of clips in memory.
+    pub fn identity(&self) -> u64 {
+        let mut fnv = crate::fsutil::Fnv1a::new();
+        match self {
+            Clips::Memory(v) => {
+                for c in v {
+                    fnv.eat(&(c.len() as u64).to_le_bytes());
+                    fnv.eat(c);
+                }
+            }
+            Clips::Disk(c) => {
+                fnv.eat(c.path.file_name().map_or(&[][..], |n| n.as_encoded_bytes()));
+                for (at, n) in &c.spans {
+                    fnv.eat(&at.to_le_bytes());
+                    fnv.eat(&(*n as u64).to_le_bytes());
+                }
+            }
+        }
+        fnv.0
+    }
+
     /// The clips at `idx`, in that order (a cached split stays on disk).
     pub fn subset(&self, idx: &[usize]) -> Clips {
         match self {

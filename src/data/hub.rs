@@ -1,4 +1,5 @@
-//! `source = "hub"`: files of a Hugging Face dataset repo, resolved through hf-hub's cache
+//! `source = "hub"` (and `model.encoder_weights = "hub:..."`): files of a Hugging Face dataset
+//! (or model) repo, resolved through hf-hub's cache
 //! (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`; laid out as
 //! `datasets--owner--name/{refs/<revision>, snapshots/<commit>/<file>}`). A cached file is used
 //! as is; otherwise it is downloaded, unless `HF_HUB_OFFLINE=1`, which forbids the network.
@@ -46,19 +47,32 @@ pub fn offline() -> bool {
 
 /// The local path of `file` in dataset `repo` at `revision`, downloading it if needed.
 pub fn fetch(repo: &str, revision: &str, file: &Path) -> Result<PathBuf> {
+    fetch_from(RepoType::Dataset, repo, revision, file)
+}
+
+/// [`fetch`] from a model repo (`models--owner--name` in the cache): pretrained weights.
+pub fn fetch_model(repo: &str, revision: &str, file: &Path) -> Result<PathBuf> {
+    fetch_from(RepoType::Model, repo, revision, file)
+}
+
+fn fetch_from(kind: RepoType, repo: &str, revision: &str, file: &Path) -> Result<PathBuf> {
     let cache_root = cache_dir()?;
     let cache = Cache::new(cache_root.clone());
-    let spec = Repo::with_revision(repo.to_string(), RepoType::Dataset, revision.to_string());
+    let spec = Repo::with_revision(repo.to_string(), kind, revision.to_string());
     let name = file.to_string_lossy().replace('\\', "/");
+    let (url, folder) = match kind {
+        RepoType::Dataset => ("datasets/", "datasets--"),
+        _ => ("", "models--"),
+    };
     let missing = |why: String| Error::Data {
-        path: PathBuf::from(format!("hf://datasets/{repo}@{revision}/{name}")),
+        path: PathBuf::from(format!("hf://{url}{repo}@{revision}/{name}")),
         line: 0,
         msg: why,
     };
     if let Some(path) = cache.repo(spec.clone()).get(&name) {
         return Ok(path);
     }
-    let folder = cache_root.join(format!("datasets--{}", repo.replace('/', "--")));
+    let folder = cache_root.join(format!("{folder}{}", repo.replace('/', "--")));
     if offline() {
         return Err(missing(format!(
             "not in the hub cache ({}) and HF_HUB_OFFLINE=1 forbids downloading it; \
@@ -73,8 +87,12 @@ pub fn fetch(repo: &str, revision: &str, file: &Path) -> Result<PathBuf> {
     api.repo(spec).get(&name).map_err(|e| {
         missing(format!(
             "download failed ({e}); nothing cached under {}. Offline? Fill the cache elsewhere \
-             and copy it, or point data.source = \"file\" at local parquet files",
-            folder.display()
+             and copy it, or use local files ({})",
+            folder.display(),
+            match kind {
+                RepoType::Dataset => "data.source = \"file\"",
+                _ => "model.encoder_weights = a .safetensors path",
+            }
         ))
     })
 }

@@ -1,6 +1,6 @@
 //! Which frames each clip keeps: `data.frames_per_clip` (evenly spaced, centred frames) and
 //! `data.shuffle_frames` (a seeded permutation per clip), one rule for every video source
-//! (frame folders, tensors, synthetic video). Training splits keep every frame; batches pick
+//! (frame folders, tensors of frames or of per-frame features, synthetic video). Training splits keep every frame; batches pick
 //! theirs at a random offset (`batch::Augment`).
 
 use rand::rngs::StdRng;
@@ -42,6 +42,22 @@ pub fn select_frames(split: Split, cfg: &Data, seed: u64) -> Split {
 }
 
 fn apply(split: Split, mut order: FrameOrder) -> Split {
+    if let Inputs::Features { dim, seqs } = split.inputs {
+        let seqs = seqs
+            .into_iter()
+            .map(|s| {
+                order
+                    .next(s.len() / dim.max(1))
+                    .iter()
+                    .flat_map(|&i| s[i * dim..(i + 1) * dim].iter().copied())
+                    .collect()
+            })
+            .collect();
+        return Split {
+            inputs: Inputs::Features { dim, seqs },
+            labels: split.labels,
+        };
+    }
     let Inputs::Frames {
         shape,
         clips: Clips::Memory(clips),

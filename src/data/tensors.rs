@@ -3,7 +3,9 @@
 //! [N, T, C, H, W] (u8 0..=255, or f32 in [0, 1], kept as 8 bits) or precomputed per-frame
 //! features `features` [N, T, D] (f32, f16 or bf16: the common research shortcut), with
 //! `labels` [N] (integers) and optionally `lengths` [N] (valid steps per sequence, the rest
-//! padding). Every mismatch is an error naming the file and the tensor.
+//! padding). Class names come from `data.class_names`, else from the train file's safetensors
+//! metadata (`classes`, a JSON list: what `run-exp features` writes), else "0", "1", ....
+//! Every mismatch is an error naming the file and the tensor.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -225,6 +227,44 @@ fn read_npy_folder(dir: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(map)
 }
 
+/// The class names a safetensors file's metadata holds (`__metadata__`, key `classes`, a JSON
+/// list of strings, as `run-exp features` writes), read from its header only.
+pub fn classes_in(path: &Path) -> Result<Option<Vec<String>>> {
+    use std::io::Read;
+    if path.is_dir() || path.extension().and_then(|e| e.to_str()) == Some("npz") {
+        return Ok(None);
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut n = [0u8; 8];
+    if f.read_exact(&mut n).is_err() {
+        return Ok(None);
+    }
+    let n = u64::from_le_bytes(n);
+    if n > 100 << 20 {
+        return Ok(None);
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let Ok(header) = serde_json::from_slice::<serde_json::Value>(&header) else {
+        return Ok(None);
+    };
+    let Some(classes) = header
+        .get("__metadata__")
+        .and_then(|m| m.get("classes"))
+        .and_then(|c| c.as_str())
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str::<Vec<String>>(classes)
+        .map(Some)
+        .map_err(|e| {
+            bad(
+                path,
+                format!("metadata \"classes\" is not a JSON list of names: {e}"),
+            )
+        })
+}
+
 fn keys(map: &HashMap<String, Tensor>) -> Vec<&String> {
     let mut k: Vec<&String> = map.keys().collect();
     k.sort();
@@ -281,12 +321,17 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
     let at_train = |_: usize| (train_path.to_path_buf(), 0);
     let at_valid = |_: usize| (valid_path.to_path_buf(), 0);
     let at_test = |_: usize| (test_path.to_path_buf(), 0);
+    // Declared: data.class_names, else the names the train file's metadata holds.
+    let in_file = match &cfg.class_names {
+        Some(_) => None,
+        None => classes_in(train_path)?,
+    };
     let classes = super::labels::classes(
         super::labels::Labeled::new("train", &train.labels, &at_train),
         super::labels::Labeled::new("valid", &valid.labels, &at_valid),
         test.as_ref()
             .map(|t| super::labels::Labeled::new("test", &t.labels, &at_test)),
-        cfg.class_names.as_deref(),
+        cfg.class_names.as_deref().or(in_file.as_deref()),
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,
     )?;

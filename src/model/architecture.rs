@@ -4,6 +4,7 @@
 //! allocating anything, so an absurd size is refused before a byte of it exists.
 
 use super::cell;
+use super::resnet::Depth;
 use crate::config::{CellKind, FrameEncoder, Model};
 use crate::error::{Error, Result};
 
@@ -57,6 +58,14 @@ pub enum Front {
         widths: Vec<usize>,
         batch_norm: bool,
     },
+    /// A pretrained ResNet (torchvision's, `encoder.<its names>`); only the parameters of the
+    /// stages in `trains` are the classifier's, the rest stay in the weights file.
+    ResNet {
+        depth: Depth,
+        /// The frames' height and width.
+        frame: (usize, usize),
+        trains: Vec<String>,
+    },
     /// Features go to the stack as they are.
     Identity { dim: usize },
 }
@@ -71,6 +80,7 @@ impl Front {
             Front::Cnn {
                 channels, widths, ..
             } => widths.last().copied().unwrap_or(*channels),
+            Front::ResNet { depth, .. } => depth.features(),
         }
     }
 }
@@ -111,6 +121,37 @@ impl Architecture {
                 return refuse(
                     "\"cnn\" needs frames; per-step features take \"linear\" or \"none\"",
                 )
+            }
+            (
+                Input::Features { .. },
+                FrameEncoder::Resnet18 | FrameEncoder::Resnet34 | FrameEncoder::Resnet50,
+            ) => {
+                return refuse(
+                    "a resnet needs frames; per-step features take \"linear\" or \"none\"",
+                )
+            }
+            (
+                Input::Frames {
+                    channels,
+                    height,
+                    width,
+                },
+                e @ (FrameEncoder::Resnet18 | FrameEncoder::Resnet34 | FrameEncoder::Resnet50),
+            ) => {
+                if channels != 3 {
+                    return Err(Error::Config {
+                        location: "config".into(),
+                        key: "data.channels".into(),
+                        msg: format!(
+                            "a resnet takes RGB frames (3 channels); the data has {channels}"
+                        ),
+                    });
+                }
+                Front::ResNet {
+                    depth: Depth::of(e),
+                    frame: (height, width),
+                    trains: cfg.trained_stages(),
+                }
             }
             (
                 Input::Frames {
@@ -194,6 +235,14 @@ impl Architecture {
                     }
                     c = w;
                 }
+            }
+            Front::ResNet { depth, trains, .. } => {
+                out.extend(
+                    depth
+                        .trainable(trains)
+                        .into_iter()
+                        .map(|(n, s)| (format!("encoder.{n}"), s)),
+                );
             }
             Front::Identity { .. } => {}
         }

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use super::architecture::Input;
 use super::architecture::{Architecture, Front};
 use super::encoder::FrameEncoder as Cnn;
+use super::resnet::{Provenance, ResNet};
 use super::stack::{dropout, lookup, Flow, RunOpts, Stack, StackInput, StackOut};
 use super::Params;
 use crate::config::{Model, Readout};
@@ -23,6 +24,9 @@ enum FrontEnd {
     Dense(Tensor, Tensor),
     /// Conv stack + global average pooling per frame.
     Cnn(Cnn),
+    /// A pretrained ResNet per frame; features it computed beforehand (`[batch, seq, dim]`)
+    /// pass straight through.
+    ResNet(ResNet),
     /// Features go to the stack as they are.
     Identity,
 }
@@ -38,6 +42,8 @@ pub struct Classifier {
     head_bias: Tensor,
     /// `model.freeze_embeddings`: `emb.weight` gets no gradient and no update.
     pub frozen_embedding: bool,
+    /// A pretrained encoder's weights file (resolved) and its hash.
+    pub encoder_weights: Option<Provenance>,
 }
 
 /// Forward-pass output: logits [batch, classes], when asked the gradient-flow handle, and
@@ -72,7 +78,17 @@ impl Classifier {
         let arch = Architecture::of(cfg, input, classes)?;
         let mut rng = StdRng::seed_from_u64(seed);
         let mut params = Params::default();
+        let mut encoder_weights = None;
         let front = match &arch.front {
+            Front::ResNet { depth, trains, .. } => {
+                let (net, prov) = ResNet::open(cfg, *depth, trains)?;
+                let net = net.to_device(device)?;
+                for (name, var) in net.trainable() {
+                    params.adopt(&format!("encoder.{name}"), var);
+                }
+                encoder_weights = Some(prov);
+                FrontEnd::ResNet(net)
+            }
             Front::Embedding { vocab, dim } => FrontEnd::Embedding(params.normal(
                 &mut rng,
                 "emb.weight",
@@ -129,6 +145,7 @@ impl Classifier {
             head_weight,
             head_bias,
             frozen_embedding: cfg.freeze_embeddings,
+            encoder_weights,
         })
     }
 
@@ -170,8 +187,22 @@ impl Classifier {
                     .reshape((b, t, ()))?
             }
             FrontEnd::Cnn(enc) => enc.forward(inputs, training, no_grad, reference)?,
+            FrontEnd::ResNet(_) if inputs.rank() == 3 => inputs.clone(),
+            FrontEnd::ResNet(net) => {
+                let (b, t, c, h, w) = inputs.dims5()?;
+                let x = inputs.reshape((b * t, c, h, w))?;
+                let f = net.forward(&x)?;
+                let f = if no_grad { f.detach() } else { f };
+                f.reshape((b, t, ()))?
+            }
             FrontEnd::Identity => inputs.clone(),
         })
+    }
+
+    /// A pretrained encoder's features of frames [batch, seq, 3, h, w] -> [batch, seq, dim],
+    /// without gradients (what the feature cache holds); other front ends as `forward` embeds.
+    pub fn encode(&self, frames: &Tensor) -> Result<Tensor> {
+        Ok(self.embed(frames, false, true, false)?.detach())
     }
 
     /// logits: [batch, classes]. `opts.dropout_rng` = Some switches on training-mode dropout.
@@ -196,7 +227,7 @@ impl Classifier {
                 let ids = inputs.flatten_all()?;
                 (StackInput::Rows(&rows), Some(Looked { rows: var, ids }))
             }
-            FrontEnd::Dense(..) | FrontEnd::Cnn(_) | FrontEnd::Identity => {
+            FrontEnd::Dense(..) | FrontEnd::Cnn(_) | FrontEnd::ResNet(_) | FrontEnd::Identity => {
                 rows = self.embed(
                     inputs,
                     opts.dropout_rng.is_some(),

@@ -37,6 +37,12 @@ impl Params {
         Ok(view)
     }
 
+    /// Registers an existing variable (a pretrained encoder's trainable weight) as `name`:
+    /// the store and its owner share it.
+    pub fn adopt(&mut self, name: &str, var: &Var) {
+        self.vars.insert(name.to_string(), var.clone());
+    }
+
     /// U(-bound, bound), PyTorch's init for RNN weights (bound = 1/sqrt(hidden)) and Linear.
     pub fn uniform(
         &mut self,

@@ -13,7 +13,54 @@ use std::path::Path;
 
 use candle_core::{Tensor, Var, D};
 
+use crate::config::{FrameEncoder, Model};
 use crate::error::{Error, Result};
+
+/// The stage a parameter belongs to: "conv1" for the stem (conv1, bn1), "layerN" otherwise.
+fn stage_of(name: &str) -> &str {
+    match name.split('.').next() {
+        Some("conv1" | "bn1") | None => "conv1",
+        Some(layer) => layer,
+    }
+}
+
+/// Where a run's encoder weights came from: what the config says, the file it resolved to,
+/// and a hash of the file's bytes (saved in the run folder as `encoder.json`, checked when the
+/// run is resumed, evaluated or asked to predict).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    pub encoder: String,
+    pub weights: String,
+    pub file: std::path::PathBuf,
+    /// FNV-1a (64 bit) of the file, hex.
+    pub fnv1a: String,
+}
+
+impl Provenance {
+    /// Resolves `model.encoder_weights` (a path, or `hub:<repo>` through the hub cache) and
+    /// reads the file: its bytes and where they came from.
+    pub fn read(cfg: &Model, depth: Depth) -> Result<(Vec<u8>, Provenance)> {
+        let given = cfg.encoder_weights.clone().unwrap_or_default();
+        let file = match given.strip_prefix("hub:") {
+            Some(repo) => crate::data::hub::fetch_model(
+                repo,
+                &cfg.encoder_revision,
+                Path::new(&cfg.encoder_file),
+            )?,
+            None => std::path::PathBuf::from(&given),
+        };
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        let mut fnv = crate::fsutil::Fnv1a::new();
+        fnv.eat(&bytes);
+        let p = Provenance {
+            encoder: depth.name().into(),
+            weights: given,
+            file,
+            fnv1a: format!("{:016x}", fnv.0),
+        };
+        Ok((bytes, p))
+    }
+}
 
 /// ImageNet's per-channel mean and standard deviation (torchvision's pretrained weights).
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -29,7 +76,59 @@ pub enum Depth {
 }
 
 impl Depth {
-    /// Blocks per stage (layer1..layer4).
+    /// The depth `model.frame_encoder` names (resnet18 for a non-resnet, never asked).
+    pub fn of(e: FrameEncoder) -> Depth {
+        match e {
+            FrameEncoder::Resnet34 => Depth::R34,
+            FrameEncoder::Resnet50 => Depth::R50,
+            _ => Depth::R18,
+        }
+    }
+
+    /// As the config writes it: "resnet18".
+    pub fn name(self) -> &'static str {
+        match self {
+            Depth::R18 => "resnet18",
+            Depth::R34 => "resnet34",
+            Depth::R50 => "resnet50",
+        }
+    }
+
+    /// The parameters (not the running statistics) of the stages in `trains`, by
+    /// torchvision's name: "conv1" is the stem (conv1, bn1), "layerN" its blocks.
+    pub fn trainable(self, trains: &[String]) -> Vec<(String, Vec<usize>)> {
+        self.shapes()
+            .into_iter()
+            .filter(|(n, _)| !n.contains(".running_"))
+            .filter(|(n, _)| trains.iter().any(|s| stage_of(n) == s))
+            .collect()
+    }
+
+    /// Values one frame's forward pass writes (every conv's output, the stem's pooled map):
+    /// what the memory estimate sizes a frame's activations by.
+    pub fn activations(self, height: usize, width: usize) -> usize {
+        let out = |n: usize, k: usize| n.div_ceil(k);
+        let (mut h, mut w) = (out(height, 2), out(width, 2));
+        let mut total = 64 * h * w;
+        (h, w) = (out(h, 2), out(w, 2));
+        total += 64 * h * w;
+        let expansion = if self.bottleneck() { 4 } else { 1 };
+        for (stage, &n) in self.blocks().iter().enumerate() {
+            let planes = 64 << stage;
+            if stage > 0 {
+                (h, w) = (out(h, 2), out(w, 2));
+            }
+            let per_block = if self.bottleneck() {
+                2 * planes + planes * expansion
+            } else {
+                2 * planes
+            };
+            // Each block's convs, plus its sum with the skip.
+            total += n * (per_block + planes * expansion) * h * w;
+        }
+        total
+    }
+
     fn blocks(self) -> [usize; 4] {
         match self {
             Depth::R18 => [2, 2, 2, 2],
@@ -299,9 +398,62 @@ impl ResNet {
 
     /// The encoder from a `.safetensors` state dict (see `from_tensors`).
     pub fn load(depth: Depth, file: &Path, train_stages: &[&str]) -> Result<ResNet> {
-        let tensors = candle_core::safetensors::load(file, &candle_core::Device::Cpu)
+        let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+        ResNet::from_bytes(depth, &bytes, train_stages, file)
+    }
+
+    /// [`ResNet::load`] from the file's bytes, on `device`.
+    pub fn from_bytes(
+        depth: Depth,
+        bytes: &[u8],
+        train_stages: &[&str],
+        file: &Path,
+    ) -> Result<ResNet> {
+        let tensors = candle_core::safetensors::load_buffer(bytes, &candle_core::Device::Cpu)
             .map_err(|e| Error::data(file, 0, format!("cannot read weights: {e}")))?;
         ResNet::from_tensors(depth, tensors, train_stages, file)
+    }
+
+    /// The encoder a config asks for, with the stages `trains` names trainable, and where its
+    /// weights came from.
+    pub fn open(cfg: &Model, depth: Depth, trains: &[String]) -> Result<(ResNet, Provenance)> {
+        let (bytes, prov) = Provenance::read(cfg, depth)?;
+        let stages: Vec<&str> = trains.iter().map(String::as_str).collect();
+        let net = ResNet::from_bytes(depth, &bytes, &stages, &prov.file)?;
+        Ok((net, prov))
+    }
+
+    /// Moves every weight to `device`.
+    pub fn to_device(self, device: &candle_core::Device) -> Result<ResNet> {
+        if device.is_cpu() {
+            return Ok(self);
+        }
+        let mv = |c: ConvBn| -> Result<ConvBn> {
+            let v = |x: &Var| -> Result<Var> {
+                Ok(Var::from_tensor(&x.as_tensor().to_device(device)?)?)
+            };
+            Ok(ConvBn {
+                weight: v(&c.weight)?,
+                bn: [v(&c.bn[0])?, v(&c.bn[1])?, v(&c.bn[2])?, v(&c.bn[3])?],
+                ..c
+            })
+        };
+        let mut stages = Vec::new();
+        for stage in self.stages {
+            let mut blocks = Vec::new();
+            for b in stage {
+                blocks.push(Block {
+                    convs: b.convs.into_iter().map(mv).collect::<Result<_>>()?,
+                    downsample: b.downsample.map(mv).transpose()?,
+                });
+            }
+            stages.push(blocks);
+        }
+        Ok(ResNet {
+            depth: self.depth,
+            stem: mv(self.stem)?,
+            stages,
+        })
     }
 
     /// The parameters that get gradients (conv weights, batch-norm weights and biases of the
@@ -329,11 +481,17 @@ impl ResNet {
         let mean = Tensor::new(&MEAN, dev)?.reshape((1, 3, 1, 1))?;
         let std = Tensor::new(&STD, dev)?.reshape((1, 3, 1, 1))?;
         let x = frames.broadcast_sub(&mean)?.broadcast_div(&std)?;
-        let x = self.stem.forward(&x)?.relu()?;
-        // Max-pool 3x3, stride 2, padding 1: after the ReLU every value is >= 0, so padding
-        // with zeros picks the same maxima as PyTorch's -inf padding.
-        let x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-        let mut x = x.max_pool2d_with_stride(3, 2)?;
+        let x = self.stem.forward(&x)?;
+        let mut x = if self.stem.trains {
+            max_pool_3x3_s2(&x)?.relu()?
+        } else {
+            // Max-pool 3x3, stride 2, padding 1: after the ReLU every value is >= 0, so
+            // padding with zeros picks the same maxima as PyTorch's -inf padding.
+            x.relu()?
+                .pad_with_zeros(2, 1, 1)?
+                .pad_with_zeros(3, 1, 1)?
+                .max_pool2d_with_stride(3, 2)?
+        };
         for block in self.stages.iter().flatten() {
             x = block.forward(&x)?;
         }
@@ -341,9 +499,90 @@ impl ResNet {
     }
 }
 
+/// A state dict of random weights in torchvision's names (He-uniform convs, batch norm near
+/// but not the identity), seeded: for benchmarks, whose speed does not depend on the values,
+/// and tests.
+pub fn random_state_dict(depth: Depth, seed: u64) -> Result<HashMap<String, Tensor>> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut map = HashMap::new();
+    for (name, shape) in depth.shapes() {
+        let n: usize = shape.iter().product();
+        let (lo, hi) = if name.ends_with("running_var") {
+            (0.8, 1.2)
+        } else if name.ends_with("running_mean") || name.ends_with("bias") {
+            (-0.1, 0.1)
+        } else if shape.len() == 1 {
+            (0.9, 1.1)
+        } else {
+            let b = (6.0 / (shape[1] * shape[2] * shape[3]) as f32).sqrt();
+            (-b, b)
+        };
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+        map.insert(name, Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?);
+    }
+    Ok(map)
+}
+
+/// Max-pool 3x3, stride 2, padding 1 (PyTorch's, -inf padding) as the elementwise maximum of
+/// nine strided views, so that it has a gradient (candle's max_pool2d has none for a window
+/// wider than its stride). Taken before the ReLU (they commute): ties, which `maximum` splits
+/// where PyTorch gives the first, are then ties of real values, not of zeros.
+fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+    // Padded to 2*o + 2 so every offset's view of 2*o rows (columns) fits.
+    let (ph, pw) = (2 * oh + 2, 2 * ow + 2);
+    let dev = x.device();
+    let low = |shape: (usize, usize, usize, usize)| Tensor::full(f32::MIN, shape, dev);
+    let x = Tensor::cat(
+        &[low((n, c, 1, w))?, x.clone(), low((n, c, ph - h - 1, w))?],
+        2,
+    )?;
+    let x = Tensor::cat(&[low((n, c, ph, 1))?, x, low((n, c, ph, pw - w - 1))?], 3)?;
+    let mut out: Option<Tensor> = None;
+    for dy in 0..3 {
+        let rows = x
+            .narrow(2, dy, 2 * oh)?
+            .reshape((n, c, oh, 2, pw))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        for dx in 0..3 {
+            let v = rows
+                .narrow(3, dx, 2 * ow)?
+                .reshape((n, c, oh, ow, 2))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?;
+            out = Some(match out {
+                Some(m) => m.maximum(&v)?,
+                None => v,
+            });
+        }
+    }
+    Ok(out.ok_or_else(|| candle_core::Error::Msg("max pool: no window".into()))?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pool with a gradient equals candle's max_pool2d on -inf padding.
+    #[test]
+    fn the_differentiable_max_pool_equals_max_pool2d() {
+        for (h, w) in [(7, 7), (8, 6), (1, 2)] {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, h, w), &candle_core::Device::Cpu).unwrap();
+            let ours = max_pool_3x3_s2(&x).unwrap();
+            let low = |s: (usize, usize, usize, usize)| {
+                Tensor::full(f32::MIN, s, &candle_core::Device::Cpu).unwrap()
+            };
+            let p = Tensor::cat(&[low((2, 3, 1, w)), x.clone(), low((2, 3, 1, w))], 2).unwrap();
+            let p = Tensor::cat(&[low((2, 3, h + 2, 1)), p, low((2, 3, h + 2, 1))], 3).unwrap();
+            let want = p.max_pool2d_with_stride(3, 2).unwrap();
+            assert_eq!(ours.dims(), want.dims(), "{h}x{w}");
+            let d = (ours - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        }
+    }
 
     #[test]
     fn shapes_are_torchvisions() {

@@ -6,25 +6,13 @@
 //! against the values the other trial folders hold. `run-exp summarize` gathers the results.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use super::record;
 use super::{summary, Plan};
 use crate::error::{Error, Result};
 
-/// `--slurm` options, passed to `#SBATCH` lines when given.
-#[derive(Debug, Clone, Default)]
-pub struct SlurmOptions {
-    pub partition: Option<String>,
-    pub time: Option<String>,
-    pub cpus_per_task: Option<usize>,
-    pub mem: Option<String>,
-    pub gpus: Option<String>,
-    /// At most this many tasks at once (`--array=...%K`).
-    pub max_parallel: Option<usize>,
-    /// Write the script but do not submit it.
-    pub no_submit: bool,
-}
+pub use crate::slurm::SlurmOptions;
+use crate::slurm::{header, quote, sbatch};
 
 /// The script for the trials still to run (None: every trial is final already).
 pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)>> {
@@ -44,41 +32,14 @@ pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("run-exp", e))?;
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-    let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let mut s = String::from("#!/bin/bash\n");
-    s += &format!(
-        "# {} trials of {}, written by run-exp --slurm\n",
+    let mut s = header(
+        &format!("{} trials of {}", ids.len(), plan.file.display()),
+        &plan.base.experiment.name,
         ids.len(),
-        plan.file.display()
+        &plan.root.join("slurm"),
+        opts,
     );
-    s += &format!("#SBATCH --job-name={}\n", plan.base.experiment.name);
-    s += &format!(
-        "#SBATCH --array=0-{}{}\n",
-        ids.len() - 1,
-        opts.max_parallel
-            .map(|k| format!("%{k}"))
-            .unwrap_or_default()
-    );
-    s += &format!("#SBATCH --output={}/slurm/%A_%a.out\n", plan.root.display());
-    s += "#SBATCH --requeue\n#SBATCH --open-mode=append\n";
-    // SIGTERM to run-exp (the batch shell execs it) two minutes before the time limit: it
-    // checkpoints and stops; a resubmission continues it.
-    s += "#SBATCH --signal=B:TERM@120\n";
-    if let Some(p) = &opts.partition {
-        s += &format!("#SBATCH --partition={p}\n");
-    }
-    if let Some(t) = &opts.time {
-        s += &format!("#SBATCH --time={t}\n");
-    }
-    if let Some(c) = opts.cpus_per_task {
-        s += &format!("#SBATCH --cpus-per-task={c}\n");
-    }
-    if let Some(m) = &opts.mem {
-        s += &format!("#SBATCH --mem={m}\n");
-    }
-    if let Some(g) = &opts.gpus {
-        s += &format!("#SBATCH --gpus={g}\n");
-    }
+    let q = quote;
     s += &format!("cd {}\n", q(&cwd.display().to_string()));
     s += &format!("ids=({})\n", ids.join(" "));
     let mut cmd = format!(
@@ -111,35 +72,7 @@ pub fn submit(
         return Ok(None);
     };
     summary::write_plan(plan)?;
-    let slurm_dir = plan.root.join("slurm");
-    std::fs::create_dir_all(&slurm_dir).map_err(|e| Error::io(&slurm_dir, e))?;
     let path = plan.root.join("sweep.sbatch");
-    crate::fsutil::write_atomic(&path, text.as_bytes())?;
-    if opts.no_submit {
-        return Ok(Some((path, n, None)));
-    }
-    let out = Command::new("sbatch")
-        .arg("--parsable")
-        .arg(&path)
-        .output()
-        .map_err(|e| Error::Checkpoint {
-            path: path.clone(),
-            msg: format!("cannot run sbatch ({e}); is Slurm installed here? --no-submit writes the script only"),
-        })?;
-    if !out.status.success() {
-        return Err(Error::Checkpoint {
-            path,
-            msg: format!(
-                "sbatch failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    let id = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    Ok(Some((path, n, Some(id))))
+    let id = sbatch(&path, &text, &plan.root.join("slurm"), opts.no_submit)?;
+    Ok(Some((path, n, id)))
 }
