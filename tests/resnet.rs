@@ -80,6 +80,27 @@ fn resnet18_features_and_layer4_gradients_match_torchvision() {
     assert_eq!(checked, in_fixture);
 }
 
+/// Every stage frozen: the folded channels-last path (batch norm in the weights) and the
+/// composed candle ops both give torchvision's features.
+#[test]
+fn frozen_resnet18_features_match_torchvision_on_both_paths() {
+    let Some(dir) = fixture() else { return };
+    let io = candle_core::safetensors::load(dir.join("io.safetensors"), &Device::Cpu).unwrap();
+    let net = ResNet::load(Depth::R18, &dir.join("weights.safetensors"), &[]).unwrap();
+    let want = &io["features"];
+    let scale = max_abs(want);
+    for (path, feats) in [
+        ("folded", net.forward(&io["input"]).unwrap()),
+        ("composed", net.forward_composed(&io["input"]).unwrap()),
+    ] {
+        let err = max_abs(&(&feats - want).unwrap());
+        assert!(
+            err <= 1e-4 * scale,
+            "{path}: max error {err}, largest {scale}"
+        );
+    }
+}
+
 #[test]
 fn a_wrong_state_dict_names_the_keys() {
     let Some(dir) = fixture() else { return };

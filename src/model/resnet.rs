@@ -13,6 +13,7 @@ use std::path::Path;
 
 use candle_core::{Tensor, Var, D};
 
+use super::fused::resnet::{Folded, FoldedBlock, FoldedNet};
 use crate::config::{FrameEncoder, Model};
 use crate::error::{Error, Result};
 
@@ -206,6 +207,27 @@ struct ConvBn {
 }
 
 impl ConvBn {
+    /// This convolution with its batch norm folded in (for the frozen fast path).
+    fn folded(&self) -> Result<Folded> {
+        let v =
+            |x: &Var| -> Result<Vec<f32>> { Ok(x.as_tensor().flatten_all()?.to_vec1::<f32>()?) };
+        let (cout, cin, k, _) = self.weight.as_tensor().dims4()?;
+        let [g, b, m, var] = [
+            v(&self.bn[0])?,
+            v(&self.bn[1])?,
+            v(&self.bn[2])?,
+            v(&self.bn[3])?,
+        ];
+        Ok(Folded::new(
+            &v(&self.weight)?,
+            (cout, cin, k),
+            [&g, &b, &m, &var],
+            BN_EPS,
+            self.stride,
+            self.padding,
+        ))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let t = |v: &Var| {
             if self.trains {
@@ -319,6 +341,9 @@ pub struct ResNet {
     pub depth: Depth,
     stem: ConvBn,
     stages: Vec<Vec<Block>>,
+    /// The frozen stages up to the first that trains (in blocks, stem excluded), folded for
+    /// the CPU's fast path (`fused::resnet`); None when the stem trains or off the CPU.
+    folded: Option<(FoldedNet, usize)>,
 }
 
 impl ResNet {
@@ -389,11 +414,40 @@ impl ResNet {
             }
             stages.push(blocks);
         }
-        Ok(ResNet {
+        let mut net = ResNet {
             depth,
             stem,
             stages,
-        })
+            folded: None,
+        };
+        net.folded = net.fold()?;
+        Ok(net)
+    }
+
+    /// The stem and the blocks before the first that trains, folded (None when the stem
+    /// trains).
+    fn fold(&self) -> Result<Option<(FoldedNet, usize)>> {
+        if self.stem.trains {
+            return Ok(None);
+        }
+        let mut blocks = Vec::new();
+        for b in self.stages.iter().flatten() {
+            if b.convs.iter().any(|c| c.trains) {
+                break;
+            }
+            blocks.push(FoldedBlock {
+                convs: b.convs.iter().map(ConvBn::folded).collect::<Result<_>>()?,
+                downsample: b.downsample.as_ref().map(ConvBn::folded).transpose()?,
+            });
+        }
+        let n = blocks.len();
+        let net = FoldedNet {
+            stem: self.stem.folded()?,
+            blocks,
+            mean: MEAN,
+            std: STD,
+        };
+        Ok(Some((net, n)))
     }
 
     /// The encoder from a `.safetensors` state dict (see `from_tensors`).
@@ -453,6 +507,7 @@ impl ResNet {
             depth: self.depth,
             stem: mv(self.stem)?,
             stages,
+            folded: None,
         })
     }
 
@@ -475,8 +530,37 @@ impl ResNet {
             .collect()
     }
 
-    /// frames: [n, 3, h, w] in [0, 1] -> [n, features].
+    /// frames: [n, 3, h, w] in [0, 1] -> [n, features]. On the CPU the frozen stages run
+    /// folded and channels-last (`fused::resnet`), the stages that train as candle ops.
     pub fn forward(&self, frames: &Tensor) -> Result<Tensor> {
+        let Some((folded, covered)) = &self.folded else {
+            return self.forward_composed(frames);
+        };
+        if !frames.device().is_cpu() {
+            return self.forward_composed(frames);
+        }
+        let (n, _, h, w) = frames.dims4()?;
+        let x = frames
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let rest: Vec<&Block> = self.stages.iter().flatten().skip(*covered).collect();
+        let (out, (mh, mw, c)) = folded.forward(&x, (n, h, w), rest.is_empty());
+        if rest.is_empty() {
+            return Ok(Tensor::from_vec(out, (n, c), frames.device())?);
+        }
+        let mut x = Tensor::from_vec(out, (n, mh, mw, c), frames.device())?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?;
+        for block in rest {
+            x = block.forward(&x)?;
+        }
+        Ok(x.mean(D::Minus1)?.mean(D::Minus1)?)
+    }
+
+    /// [`ResNet::forward`] with candle ops throughout: the reference the folded path is
+    /// tested against, and the path off the CPU.
+    pub fn forward_composed(&self, frames: &Tensor) -> Result<Tensor> {
         let dev = frames.device();
         let mean = Tensor::new(&MEAN, dev)?.reshape((1, 3, 1, 1))?;
         let std = Tensor::new(&STD, dev)?.reshape((1, 3, 1, 1))?;
@@ -581,6 +665,44 @@ mod tests {
             assert_eq!(ours.dims(), want.dims(), "{h}x{w}");
             let d = (ours - want).unwrap().abs().unwrap().max_all().unwrap();
             assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
+        }
+    }
+
+    /// The folded channels-last path equals the composed candle ops, every stage frozen and
+    /// with layer3..4 training (the folded prefix then feeds the composed rest), for basic
+    /// and bottleneck blocks, at odd frame sizes.
+    #[test]
+    fn the_folded_frozen_path_equals_the_composed_one() {
+        for (depth, hw) in [(Depth::R18, (37, 45)), (Depth::R50, (32, 33))] {
+            let tensors = random_state_dict(depth, 3).unwrap();
+            let x = Tensor::rand(0f32, 1.0, (3, 3, hw.0, hw.1), &candle_core::Device::Cpu).unwrap();
+            for trains in [&[][..], &["layer3", "layer4"][..]] {
+                let net =
+                    ResNet::from_tensors(depth, tensors.clone(), trains, Path::new("w")).unwrap();
+                assert!(net.folded.is_some());
+                let fast = net.forward(&x).unwrap();
+                let slow = net.forward_composed(&x).unwrap();
+                assert_eq!(fast.dims(), slow.dims());
+                let err = (&fast - &slow)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let scale = slow
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    err <= 1e-4 * scale,
+                    "{depth:?} {trains:?}: {err} of {scale}"
+                );
+            }
         }
     }
 

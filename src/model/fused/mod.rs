@@ -31,6 +31,7 @@ use crate::config::{CellKind, Nonlinearity};
 mod kernels;
 pub mod conv;
 mod matmul;
+pub mod resnet;
 mod split;
 
 use kernels::{
