@@ -33,6 +33,7 @@ pub mod conv;
 mod matmul;
 pub mod resnet;
 mod split;
+mod winograd;
 
 use kernels::{
     gates, gru_bwd, lstm_bwd, lstm_dc_squares, prefetch, sum_rows, sum_squares, FlushDenormals,

@@ -12,6 +12,7 @@ use std::ops::Range;
 
 use super::kernels::FlushDenormals;
 use super::matmul::mm;
+use super::winograd::Winograd;
 
 /// One convolution with its batch norm folded in: y = conv(x, w * scale) + (b - mean * scale),
 /// scale = gamma / sqrt(var + eps), per output channel.
@@ -25,6 +26,8 @@ pub struct Folded {
     /// [k * k * cin, cout] row-major: row (ky, kx, ci).
     w: Vec<f32>,
     bias: Vec<f32>,
+    /// 3x3 stride-1 padding-1: the weights for Winograd's F(4x4, 3x3).
+    wino: Option<Winograd>,
 }
 
 impl Folded {
@@ -54,6 +57,7 @@ impl Folded {
                 }
             }
         }
+        let wino = (k == 3 && stride == 1 && pad == 1).then(|| Winograd::new(&w, cin, cout));
         Folded {
             k,
             stride,
@@ -62,6 +66,7 @@ impl Folded {
             cout,
             w,
             bias,
+            wino,
         }
     }
 
@@ -83,8 +88,13 @@ impl Folded {
         relu: bool,
         residual: Option<&[f32]>,
         out: &mut Vec<f32>,
-        col: &mut Vec<f32>,
+        bufs: &mut (Vec<f32>, Vec<f32>),
     ) -> (usize, usize) {
+        if let Some(wino) = &self.wino {
+            wino.apply(x, g, hw, &self.bias, relu, residual, out, bufs);
+            return hw;
+        }
+        let col = &mut bufs.0;
         let (oh, ow) = self.out_hw(hw);
         let per_frame = oh * ow;
         let kk = self.k * self.k * self.cin;
@@ -310,7 +320,7 @@ impl FoldedNet {
         let mut y = s.take();
         let hw = self
             .stem
-            .apply(&x, g, (h, w), true, None, &mut y, &mut s.col);
+            .apply(&x, g, (h, w), true, None, &mut y, &mut s.bufs);
         let c = self.stem.cout;
         let (oh, ow) = ((hw.0 - 1) / 2 + 1, (hw.1 - 1) / 2 + 1);
         x.clear();
@@ -332,7 +342,7 @@ impl FoldedNet {
     fn block(&self, b: &FoldedBlock, x: Map, g: usize, s: &mut Scratch) -> Map {
         let skip = b.downsample.as_ref().map(|d| {
             let mut out = s.take();
-            d.apply(&x.data, g, x.hw, false, None, &mut out, &mut s.col);
+            d.apply(&x.data, g, x.hw, false, None, &mut out, &mut s.bufs);
             out
         });
         let last = b.convs.len() - 1;
@@ -345,7 +355,7 @@ impl FoldedNet {
                 None
             };
             let (input, hw) = cur.as_ref().map_or((&x.data, x.hw), |m| (&m.data, m.hw));
-            let hw = c.apply(input, g, hw, true, residual, &mut out, &mut s.col);
+            let hw = c.apply(input, g, hw, true, residual, &mut out, &mut s.bufs);
             if let Some(m) = cur.replace(Map { data: out, hw }) {
                 s.give(m);
             }
@@ -387,7 +397,8 @@ fn max_pool(x: &[f32], (h, w): (usize, usize), c: usize, out: &mut [f32]) {
 #[derive(Default)]
 struct Scratch {
     free: Vec<Vec<f32>>,
-    col: Vec<f32>,
+    /// im2col rows, or Winograd's transformed tiles and their products.
+    bufs: (Vec<f32>, Vec<f32>),
 }
 
 impl Scratch {
