@@ -236,7 +236,20 @@ impl ConvBn {
                 v.as_tensor().detach()
             }
         };
-        let y = x.conv2d(&t(&self.weight), self.padding, self.stride, 1, 1)?;
+        let y = if self.trains && x.device().is_cpu() {
+            // The gradient by im2col + gemm (candle's conv2d backward is a direct kernel).
+            let op = super::fused::conv2d::Conv2d {
+                stride: self.stride,
+                padding: self.padding,
+                input_grad: x.track_op(),
+            };
+            x.contiguous()?.apply_op2_arc(
+                &self.weight.as_tensor().contiguous()?,
+                std::sync::Arc::new(Box::new(op)),
+            )?
+        } else {
+            x.conv2d(&t(&self.weight), self.padding, self.stride, 1, 1)?
+        };
         let [w, b, mean, var] = &self.bn;
         // y * scale + shift, scale = w / sqrt(var + eps), shift = b - mean * scale, per channel.
         let scale = t(w).broadcast_div(&(var.as_tensor().detach() + BN_EPS)?.sqrt()?)?;

@@ -30,6 +30,7 @@ use crate::config::{CellKind, Nonlinearity};
 #[macro_use]
 mod kernels;
 pub mod conv;
+pub mod conv2d;
 mod matmul;
 pub mod resnet;
 mod split;

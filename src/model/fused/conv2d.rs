@@ -1,0 +1,290 @@
+//! A convolution with a gradient (any square kernel, stride and zero padding, no bias) as one
+//! custom op on the CPU: the trained stages of a ResNet. Forward builds the im2col columns of
+//! every frame, [cin * k * k, frames * oh * ow] (row (ci, ky, kx), matching PyTorch's weight
+//! layout, so the weight needs no repacking), and runs one gemm W [cout, K] x cols; backward
+//! rebuilds the columns and runs dW = dY cols^T and, only when the input needs it, dcols =
+//! W^T dY scattered back by col2im. candle 0.11's own conv2d backward runs the input's
+//! gradient as a direct transposed convolution, several times slower than these gemms.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+
+use super::matmul::mm;
+use super::{cpu_slice, storage_slice};
+
+pub struct Conv2d {
+    pub stride: usize,
+    pub padding: usize,
+    /// Compute the input's gradient (false where the input is a frozen stage's output).
+    pub input_grad: bool,
+}
+
+/// Sizes of one call.
+#[derive(Clone, Copy)]
+struct Dims {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Dims {
+    fn kk(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+
+    fn cols(&self) -> usize {
+        self.n * self.oh * self.ow
+    }
+}
+
+impl Conv2d {
+    fn dims(&self, x: &Layout, wt: &Layout) -> candle_core::Result<Dims> {
+        let (n, cin, h, w) = x.shape().dims4()?;
+        let (cout, cin_w, k, k2) = wt.shape().dims4()?;
+        if cin != cin_w || k != k2 || h + 2 * self.padding < k || w + 2 * self.padding < k {
+            candle_core::bail!("rnnlab conv2d: input {n}x{cin}x{h}x{w} and weight {cout}x{cin_w}x{k}x{k2} do not fit");
+        }
+        let o = |s: usize| (s + 2 * self.padding - k) / self.stride + 1;
+        Ok(Dims {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            k,
+            oh: o(h),
+            ow: o(w),
+        })
+    }
+
+    /// cols [K, n * oh * ow] of x [n, cin, h, w].
+    fn im2col(&self, x: &[f32], d: Dims) -> Vec<f32> {
+        let (p, s) = (self.padding as isize, self.stride);
+        let cols = d.cols();
+        let mut out = vec![0f32; d.kk() * cols];
+        for ci in 0..d.cin {
+            for ky in 0..d.k {
+                for kx in 0..d.k {
+                    let row = &mut out[((ci * d.k + ky) * d.k + kx) * cols..][..cols];
+                    for f in 0..d.n {
+                        let plane = &x[(f * d.cin + ci) * d.h * d.w..][..d.h * d.w];
+                        for oy in 0..d.oh {
+                            let y = (oy * s) as isize + ky as isize - p;
+                            if y < 0 || y >= d.h as isize {
+                                continue;
+                            }
+                            let line = &plane[y as usize * d.w..][..d.w];
+                            let dst = &mut row[(f * d.oh + oy) * d.ow..][..d.ow];
+                            for (ox, o) in dst.iter_mut().enumerate() {
+                                let xx = (ox * s) as isize + kx as isize - p;
+                                if xx >= 0 && xx < d.w as isize {
+                                    *o = line[xx as usize];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// dx [n, cin, h, w] += the columns' gradient scattered back (the adjoint of im2col).
+    fn col2im(&self, dcols: &[f32], d: Dims) -> Vec<f32> {
+        let (p, s) = (self.padding as isize, self.stride);
+        let cols = d.cols();
+        let mut dx = vec![0f32; d.n * d.cin * d.h * d.w];
+        for ci in 0..d.cin {
+            for ky in 0..d.k {
+                for kx in 0..d.k {
+                    let row = &dcols[((ci * d.k + ky) * d.k + kx) * cols..][..cols];
+                    for f in 0..d.n {
+                        let plane = &mut dx[(f * d.cin + ci) * d.h * d.w..][..d.h * d.w];
+                        for oy in 0..d.oh {
+                            let y = (oy * s) as isize + ky as isize - p;
+                            if y < 0 || y >= d.h as isize {
+                                continue;
+                            }
+                            let line = &mut plane[y as usize * d.w..][..d.w];
+                            let src = &row[(f * d.oh + oy) * d.ow..][..d.ow];
+                            for (ox, g) in src.iter().enumerate() {
+                                let xx = (ox * s) as isize + kx as isize - p;
+                                if xx >= 0 && xx < d.w as isize {
+                                    line[xx as usize] += g;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+}
+
+impl CustomOp2 for Conv2d {
+    fn name(&self) -> &'static str {
+        "rnnlab-conv2d"
+    }
+
+    /// s1: x [n, cin, h, w]; s2: weight [cout, cin, k, k] -> [n, cout, oh, ow].
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let d = self.dims(l1, l2)?;
+        let x = cpu_slice(s1, l1, "conv input")?;
+        let wt = cpu_slice(s2, l2, "conv weight")?;
+        let cols = self.im2col(x, d);
+        let (kk, nc, p) = (d.kk(), d.cols(), d.oh * d.ow);
+        // y [cout, n * p], then [n, cout, p].
+        let mut y = vec![0f32; d.cout * nc];
+        mm(
+            &mut y,
+            nc,
+            (d.cout, nc, kk),
+            wt,
+            (kk, 1),
+            &cols,
+            (nc, 1),
+            false,
+            true,
+        );
+        let mut out = vec![0f32; d.n * d.cout * p];
+        for co in 0..d.cout {
+            for f in 0..d.n {
+                out[(f * d.cout + co) * p..][..p].copy_from_slice(&y[co * nc + f * p..][..p]);
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((d.n, d.cout, d.oh, d.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (x, wt, grad) = (x.contiguous()?, wt.contiguous()?, grad.contiguous()?);
+        let (x_st, x_l) = x.storage_and_layout();
+        let (w_st, w_l) = wt.storage_and_layout();
+        let (g_st, g_l) = grad.storage_and_layout();
+        let d = self.dims(x_l, w_l)?;
+        let xs = storage_slice(&x_st, x_l, "conv input")?;
+        let ws = storage_slice(&w_st, w_l, "conv weight")?;
+        let gs = storage_slice(&g_st, g_l, "conv output gradient")?;
+        let (kk, nc, p) = (d.kk(), d.cols(), d.oh * d.ow);
+        // dY as [cout, n * p].
+        let mut dy = vec![0f32; d.cout * nc];
+        for f in 0..d.n {
+            for co in 0..d.cout {
+                dy[co * nc + f * p..][..p].copy_from_slice(&gs[(f * d.cout + co) * p..][..p]);
+            }
+        }
+        let cols = self.im2col(xs, d);
+        // dW [cout, K] = dY [cout, nc] cols^T [nc, K].
+        let mut dw = vec![0f32; d.cout * kk];
+        mm(
+            &mut dw,
+            kk,
+            (d.cout, kk, nc),
+            &dy,
+            (nc, 1),
+            &cols,
+            (1, nc),
+            false,
+            true,
+        );
+        drop(cols);
+        let dx = if self.input_grad {
+            // dcols [K, nc] = W^T [K, cout] dY [cout, nc].
+            let mut dcols = vec![0f32; kk * nc];
+            mm(
+                &mut dcols,
+                nc,
+                (kk, nc, d.cout),
+                ws,
+                (1, kk),
+                &dy,
+                (nc, 1),
+                false,
+                true,
+            );
+            let dx = self.col2im(&dcols, d);
+            Some(Tensor::from_vec(dx, (d.n, d.cin, d.h, d.w), x.device())?)
+        } else {
+            None
+        };
+        let dw = Tensor::from_vec(dw, (d.cout, d.cin, d.k, d.k), wt.device())?;
+        Ok((dx, Some(dw)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// Output and both gradients equal candle's conv2d's (its backward is correct, only
+    /// slow), for the kernels, strides and paddings a ResNet has, at odd sizes.
+    #[test]
+    fn the_op_equals_candles_conv2d_with_its_gradients() {
+        for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (1, 2, 0), (7, 2, 3), (1, 1, 0)] {
+            let x =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 9, 7), &Device::Cpu).unwrap())
+                    .unwrap();
+            let w =
+                Var::from_tensor(&Tensor::randn(0f32, 0.3, (4, 3, k, k), &Device::Cpu).unwrap())
+                    .unwrap();
+            let probe = |y: &Tensor| {
+                let r = Tensor::randn(0f32, 1.0, y.dims(), &Device::Cpu).unwrap();
+                r
+            };
+            let want = x
+                .as_tensor()
+                .conv2d(w.as_tensor(), padding, stride, 1, 1)
+                .unwrap();
+            let op = Conv2d {
+                stride,
+                padding,
+                input_grad: true,
+            };
+            let ours = x
+                .as_tensor()
+                .apply_op2_arc(w.as_tensor(), std::sync::Arc::new(Box::new(op)))
+                .unwrap();
+            assert_eq!(ours.dims(), want.dims());
+            let r = probe(&want);
+            let max = |t: &Tensor| {
+                t.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            assert!(max(&(&ours - &want).unwrap()) <= 1e-5 * max(&want).max(1.0));
+            let g1 = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &w] {
+                let (a, b) = (
+                    g1.get(v.as_tensor()).unwrap(),
+                    g2.get(v.as_tensor()).unwrap(),
+                );
+                let err = max(&(a - b).unwrap());
+                assert!(
+                    err <= 1e-4 * max(a).max(1.0),
+                    "k{k} s{stride} p{padding}: {err}"
+                );
+            }
+        }
+    }
+}
