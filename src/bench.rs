@@ -150,13 +150,22 @@ pub fn bench_encoder(
         lr: 1e-3,
         ..Train::default()
     };
+    let phases = std::cell::RefCell::new(Phases::default());
     let step = |model: &Classifier, opt: &mut Optimizer, input: &Tensor| -> Result<()> {
+        let t0 = Instant::now();
         let fwd = model.forward(input, run(false))?;
         let loss = candle_nn::loss::cross_entropy(&fwd.logits, &y)?;
+        loss.to_scalar::<f32>()?;
+        let t1 = Instant::now();
         let store = loss.backward()?;
         let g = grads::collect(model, &fwd, &store)?;
+        let t2 = Instant::now();
         opt.step(&model.params, &g, train.lr)?;
         device.synchronize()?;
+        let mut p = phases.borrow_mut();
+        p.forward += (t1 - t0).as_secs_f64();
+        p.backward += (t2 - t1).as_secs_f64();
+        p.optimizer += t2.elapsed().as_secs_f64();
         Ok(())
     };
     let mut opt = Optimizer::new(&train);
@@ -172,7 +181,11 @@ pub fn bench_encoder(
         Ok(())
     })?;
     let mut opt = Optimizer::new(&train);
+    phases.replace(Phases::default());
     let finetune_s = timed(&mut || step(&finetuned, &mut opt, &x))?;
+    let p = phases.take();
+    let total = (p.forward + p.backward + p.optimizer).max(1e-12);
+    let pct = |x: f64| (1000.0 * x / total).round() / 10.0;
     let r = |x: f64| (x * 100.0).round() / 100.0;
     Ok(json!({
         "peer": format!("rnnlab-{}", env!("CARGO_PKG_VERSION")),
@@ -185,6 +198,7 @@ pub fn bench_encoder(
         "finetune_train_clips_per_s": r(b as f64 / finetune_s),
         "infer_clips_per_s": r(b as f64 / infer_s),
         "cached_train_clips_per_s": r(b as f64 / cached_s),
+        "finetune_time_pct": json!({"forward": pct(p.forward), "backward": pct(p.backward), "optimizer": pct(p.optimizer)}),
         "peak_rss_mb": peak_rss_mb(),
         "device": format!("{device:?}"),
     }))

@@ -3,12 +3,15 @@
 //! every frame, [cin * k * k, frames * oh * ow] (row (ci, ky, kx), matching PyTorch's weight
 //! layout, so the weight needs no repacking), and runs one gemm W [cout, K] x cols; backward
 //! rebuilds the columns and runs dW = dY cols^T and, only when the input needs it, dcols =
-//! W^T dY scattered back by col2im. candle 0.11's own conv2d backward runs the input's
+//! W^T dY scattered back by col2im. A 3x3 stride-1 convolution's output and input gradient
+//! go by Winograd's F(4x4, 3x3) instead (`fused::winograd`), the weight gradient by the gemm. candle 0.11's own conv2d backward runs the input's
 //! gradient as a direct transposed convolution, several times slower than these gemms.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
+use super::kernels::FlushDenormals;
 use super::matmul::mm;
+use super::winograd::Winograd;
 use super::{cpu_slice, storage_slice};
 
 pub struct Conv2d {
@@ -126,6 +129,94 @@ impl Conv2d {
     }
 }
 
+/// A 3x3 stride-1 padding-1 convolution by Winograd (`fused::winograd`): x [n, cin, h, w]
+/// with weights `rows` ([9 * cin, cout], rows (ky, kx, ci)) -> [n, cout, h, w], frames split
+/// between threads, channels-last inside.
+fn winograd(
+    x: &[f32],
+    (n, cin, h, w): (usize, usize, usize, usize),
+    rows: &[f32],
+    cout: usize,
+) -> Vec<f32> {
+    let wino = Winograd::new(rows, cin, cout);
+    let p = h * w;
+    let mut out = vec![0f32; n * cout * p];
+    let threads = crate::device::cpu_threads().clamp(1, n.max(1));
+    let bias = vec![0f32; cout];
+    std::thread::scope(|scope| {
+        let mut rest: &mut [f32] = &mut out;
+        let mut handles = Vec::new();
+        for i in 0..threads {
+            let r = i * n / threads..(i + 1) * n / threads;
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * cout * p);
+            rest = tail;
+            let src = &x[r.start * cin * p..r.end * cin * p];
+            let (wino, bias) = (&wino, &bias);
+            handles.push(scope.spawn(move || {
+                let _ftz = FlushDenormals::new();
+                let g = r.len();
+                // NCHW -> NHWC, the transform, NHWC -> NCHW.
+                let mut nhwc = vec![0f32; g * p * cin];
+                for f in 0..g {
+                    for c in 0..cin {
+                        for (i, v) in src[(f * cin + c) * p..][..p].iter().enumerate() {
+                            nhwc[(f * p + i) * cin + c] = *v;
+                        }
+                    }
+                }
+                let mut y = Vec::new();
+                let mut bufs = (Vec::new(), Vec::new());
+                wino.apply(&nhwc, g, (h, w), bias, false, None, &mut y, &mut bufs);
+                for f in 0..g {
+                    for i in 0..p {
+                        for c in 0..cout {
+                            mine[(f * cout + c) * p + i] = y[(f * p + i) * cout + c];
+                        }
+                    }
+                }
+            }));
+        }
+        for h in handles {
+            if let Err(e) = h.join() {
+                std::panic::resume_unwind(e);
+            }
+        }
+    });
+    out
+}
+
+/// Weight [cout, cin, 3, 3] as Winograd's rows [9 * cin, cout]; `flipped`: the weights of
+/// the input's gradient, [9 * cout, cin] rows of the kernel rotated by 180 degrees.
+fn wino_rows(wt: &[f32], cout: usize, cin: usize, flipped: bool) -> Vec<f32> {
+    let mut rows = vec![0f32; 9 * cin * cout];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let v = wt[((co * cin + ci) * 3 + ky) * 3 + kx];
+                    if flipped {
+                        rows[(((2 - ky) * 3 + (2 - kx)) * cout + co) * cin + ci] = v;
+                    } else {
+                        rows[((ky * 3 + kx) * cin + ci) * cout + co] = v;
+                    }
+                }
+            }
+        }
+    }
+    rows
+}
+
+impl Conv2d {
+    /// 3x3, stride 1, padding 1: Winograd's case.
+    fn winograd_case(&self, d: Dims) -> bool {
+        let per_thread = d.n / crate::device::cpu_threads().clamp(1, d.n.max(1));
+        d.k == 3
+            && self.stride == 1
+            && self.padding == 1
+            && super::winograd::worth_training(per_thread, (d.oh, d.ow))
+    }
+}
+
 impl CustomOp2 for Conv2d {
     fn name(&self) -> &'static str {
         "rnnlab-conv2d"
@@ -142,6 +233,11 @@ impl CustomOp2 for Conv2d {
         let d = self.dims(l1, l2)?;
         let x = cpu_slice(s1, l1, "conv input")?;
         let wt = cpu_slice(s2, l2, "conv weight")?;
+        if self.winograd_case(d) {
+            let rows = wino_rows(wt, d.cout, d.cin, false);
+            let out = winograd(x, (d.n, d.cin, d.h, d.w), &rows, d.cout);
+            return Ok((CpuStorage::F32(out), Shape::from((d.n, d.cout, d.oh, d.ow))));
+        }
         let cols = self.im2col(x, d);
         let (kk, nc, p) = (d.kk(), d.cols(), d.oh * d.ow);
         // y [cout, n * p], then [n, cout, p].
@@ -204,7 +300,12 @@ impl CustomOp2 for Conv2d {
             true,
         );
         drop(cols);
-        let dx = if self.input_grad {
+        let dx = if self.input_grad && self.winograd_case(d) {
+            // dx = dY convolved with the kernel rotated and its channels swapped.
+            let rows = wino_rows(ws, d.cout, d.cin, true);
+            let dx = winograd(gs, (d.n, d.cout, d.oh, d.ow), &rows, d.cin);
+            Some(Tensor::from_vec(dx, (d.n, d.cin, d.h, d.w), x.device())?)
+        } else if self.input_grad {
             // dcols [K, nc] = W^T [K, cout] dY [cout, nc].
             let mut dcols = vec![0f32; kk * nc];
             mm(
