@@ -12,6 +12,7 @@ pub mod eval;
 pub mod features;
 pub mod fsutil;
 pub mod grads;
+pub mod hub;
 pub mod instruments;
 pub mod log;
 pub mod memory;

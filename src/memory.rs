@@ -77,6 +77,30 @@ pub fn model_parts(cfg: &Config, arch: &Architecture, longest: usize, fused: boo
     if let Front::Cnn { widths, frame, .. } = &arch.front {
         parts.push(frame_encoder_part(cfg, widths, *frame, longest, fused));
     }
+    if let Front::ResNet {
+        depth,
+        frame,
+        trains,
+    } = &arch.front
+    {
+        // Stages that train keep every activation for backward (the estimate keeps the whole
+        // network's, an upper bound); a frozen encoder's features are counted where they are
+        // cached (`prepare`).
+        if !trains.is_empty() {
+            let frames = cfg.train.batch_size as f64 * longest.max(1) as f64;
+            parts.push(Part {
+                bytes: frames * depth.activations(frame.0, frame.1) as f64 * F32 * 2.0,
+                what: format!(
+                    "{} activations of one batch ({} clips x {longest} frames of {} x {}), kept for backward",
+                    depth.name(),
+                    cfg.train.batch_size,
+                    frame.0,
+                    frame.1
+                ),
+                key: "train.batch_size",
+            });
+        }
+    }
     parts
 }
 

@@ -6,7 +6,6 @@
 pub mod batch;
 pub mod clips;
 pub mod frames;
-pub mod hub;
 pub mod labels;
 pub mod selection;
 pub mod splits;

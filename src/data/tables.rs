@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use super::splits::{self, Parts};
 use super::table::{self, Spec, Table};
 use super::text::{self, Vocab};
-use super::{hub, labels, Dataset, Inputs, Split};
+use super::{labels, Dataset, Inputs, Split};
 use crate::config::{Data, Source};
 use crate::error::{Error, Result};
+use crate::hub;
 
 /// A table's rows tokenized.
 struct Tokenized {

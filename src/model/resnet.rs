@@ -43,11 +43,9 @@ impl Provenance {
     pub fn read(cfg: &Model, depth: Depth) -> Result<(Vec<u8>, Provenance)> {
         let given = cfg.encoder_weights.clone().unwrap_or_default();
         let file = match given.strip_prefix("hub:") {
-            Some(repo) => crate::data::hub::fetch_model(
-                repo,
-                &cfg.encoder_revision,
-                Path::new(&cfg.encoder_file),
-            )?,
+            Some(repo) => {
+                crate::hub::fetch_model(repo, &cfg.encoder_revision, Path::new(&cfg.encoder_file))?
+            }
             None => std::path::PathBuf::from(&given),
         };
         let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
