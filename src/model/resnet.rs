@@ -236,11 +236,7 @@ impl ConvBn {
         };
         let y = if self.trains && x.device().is_cpu() {
             // The gradient by im2col + gemm (candle's conv2d backward is a direct kernel).
-            let op = super::fused::conv2d::Conv2d {
-                stride: self.stride,
-                padding: self.padding,
-                input_grad: x.track_op(),
-            };
+            let op = super::fused::conv2d::Conv2d::new(self.stride, self.padding, x.track_op());
             x.contiguous()?.apply_op2_arc(
                 &self.weight.as_tensor().contiguous()?,
                 std::sync::Arc::new(Box::new(op)),

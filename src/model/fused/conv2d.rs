@@ -19,6 +19,19 @@ pub struct Conv2d {
     pub padding: usize,
     /// Compute the input's gradient (false where the input is a frozen stage's output).
     pub input_grad: bool,
+    /// The forward's im2col columns, kept for backward (which rebuilds them without).
+    pub cols: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+impl Conv2d {
+    pub fn new(stride: usize, padding: usize, input_grad: bool) -> Conv2d {
+        Conv2d {
+            stride,
+            padding,
+            input_grad,
+            cols: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 /// Sizes of one call.
@@ -64,6 +77,20 @@ impl Conv2d {
         })
     }
 
+    /// The output columns `ox` whose input column `ox * stride + kx - padding` lies inside
+    /// [0, w): a range, so the copies need no test per element.
+    fn inside(&self, kx: usize, w: usize, ow: usize) -> std::ops::Range<usize> {
+        let (p, s) = (self.padding, self.stride);
+        // ox * s + kx >= p  and  ox * s + kx - p <= w - 1.
+        let lo = p.saturating_sub(kx).div_ceil(s);
+        let hi = if w + p > kx {
+            ((w - 1 + p - kx) / s + 1).min(ow)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
+    }
+
     /// cols [K, n * oh * ow] of x [n, cin, h, w].
     fn im2col(&self, x: &[f32], d: Dims) -> Vec<f32> {
         let (p, s) = (self.padding as isize, self.stride);
@@ -73,19 +100,23 @@ impl Conv2d {
             for ky in 0..d.k {
                 for kx in 0..d.k {
                     let row = &mut out[((ci * d.k + ky) * d.k + kx) * cols..][..cols];
+                    let xs = self.inside(kx, d.w, d.ow);
+                    let x0 = (xs.start * s + kx) as isize - p;
                     for f in 0..d.n {
                         let plane = &x[(f * d.cin + ci) * d.h * d.w..][..d.h * d.w];
                         for oy in 0..d.oh {
                             let y = (oy * s) as isize + ky as isize - p;
-                            if y < 0 || y >= d.h as isize {
+                            if y < 0 || y >= d.h as isize || xs.is_empty() {
                                 continue;
                             }
                             let line = &plane[y as usize * d.w..][..d.w];
                             let dst = &mut row[(f * d.oh + oy) * d.ow..][..d.ow];
-                            for (ox, o) in dst.iter_mut().enumerate() {
-                                let xx = (ox * s) as isize + kx as isize - p;
-                                if xx >= 0 && xx < d.w as isize {
-                                    *o = line[xx as usize];
+                            let dst = &mut dst[xs.clone()];
+                            if s == 1 {
+                                dst.copy_from_slice(&line[x0 as usize..][..dst.len()]);
+                            } else {
+                                for (j, o) in dst.iter_mut().enumerate() {
+                                    *o = line[x0 as usize + j * s];
                                 }
                             }
                         }
@@ -105,20 +136,19 @@ impl Conv2d {
             for ky in 0..d.k {
                 for kx in 0..d.k {
                     let row = &dcols[((ci * d.k + ky) * d.k + kx) * cols..][..cols];
+                    let xs = self.inside(kx, d.w, d.ow);
+                    let x0 = (xs.start * s + kx) as isize - p;
                     for f in 0..d.n {
                         let plane = &mut dx[(f * d.cin + ci) * d.h * d.w..][..d.h * d.w];
                         for oy in 0..d.oh {
                             let y = (oy * s) as isize + ky as isize - p;
-                            if y < 0 || y >= d.h as isize {
+                            if y < 0 || y >= d.h as isize || xs.is_empty() {
                                 continue;
                             }
                             let line = &mut plane[y as usize * d.w..][..d.w];
                             let src = &row[(f * d.oh + oy) * d.ow..][..d.ow];
-                            for (ox, g) in src.iter().enumerate() {
-                                let xx = (ox * s) as isize + kx as isize - p;
-                                if xx >= 0 && xx < d.w as isize {
-                                    line[xx as usize] += g;
-                                }
+                            for (j, g) in src[xs.clone()].iter().enumerate() {
+                                line[x0 as usize + j * s] += g;
                             }
                         }
                     }
@@ -297,6 +327,9 @@ impl CustomOp2 for Conv2d {
                 out[(f * d.cout + co) * p..][..p].copy_from_slice(&y[co * nc + f * p..][..p]);
             }
         }
+        if let Ok(mut kept) = self.cols.lock() {
+            *kept = Some(cols);
+        }
         Ok((CpuStorage::F32(out), Shape::from((d.n, d.cout, d.oh, d.ow))))
     }
 
@@ -323,7 +356,11 @@ impl CustomOp2 for Conv2d {
                 dy[co * nc + f * p..][..p].copy_from_slice(&gs[(f * d.cout + co) * p..][..p]);
             }
         }
-        let cols = self.im2col(xs, d);
+        let kept = self.cols.lock().ok().and_then(|mut c| c.take());
+        let cols = match kept {
+            Some(c) if c.len() == kk * nc => c,
+            _ => self.im2col(xs, d),
+        };
         // dW [cout, K] = dY [cout, nc] cols^T [nc, K].
         let mut dw = vec![0f32; d.cout * kk];
         mm_rows(&mut dw, (d.cout, kk, nc), &dy, (nc, 1), &cols, (1, nc));
@@ -363,25 +400,17 @@ mod tests {
             let w =
                 Var::from_tensor(&Tensor::randn(0f32, 0.3, (4, 3, k, k), &Device::Cpu).unwrap())
                     .unwrap();
-            let probe = |y: &Tensor| {
-                let r = Tensor::randn(0f32, 1.0, y.dims(), &Device::Cpu).unwrap();
-                r
-            };
             let want = x
                 .as_tensor()
                 .conv2d(w.as_tensor(), padding, stride, 1, 1)
                 .unwrap();
-            let op = Conv2d {
-                stride,
-                padding,
-                input_grad: true,
-            };
+            let op = Conv2d::new(stride, padding, true);
             let ours = x
                 .as_tensor()
                 .apply_op2_arc(w.as_tensor(), std::sync::Arc::new(Box::new(op)))
                 .unwrap();
             assert_eq!(ours.dims(), want.dims());
-            let r = probe(&want);
+            let r = Tensor::randn(0f32, 1.0, want.dims(), &Device::Cpu).unwrap();
             let max = |t: &Tensor| {
                 t.abs()
                     .unwrap()
