@@ -703,7 +703,7 @@ fn bench(b: BenchCli) -> ExitCode {
         reference: b.reference,
         infer_only: b.infer_only,
         encoder,
-        video: v.then(|| rnnlab::bench::VideoArgs {
+        video: v.then_some(rnnlab::bench::VideoArgs {
             frames,
             size,
             channels: b.channels,

@@ -26,7 +26,7 @@ enum FrontEnd {
     Cnn(Cnn),
     /// A pretrained ResNet per frame; features it computed beforehand (`[batch, seq, dim]`)
     /// pass straight through.
-    ResNet(ResNet),
+    ResNet(Box<ResNet>),
     /// Features go to the stack as they are.
     Identity,
 }
@@ -87,7 +87,7 @@ impl Classifier {
                     params.adopt(&format!("encoder.{name}"), var);
                 }
                 encoder_weights = Some(prov);
-                FrontEnd::ResNet(net)
+                FrontEnd::ResNet(Box::new(net))
             }
             Front::Embedding { vocab, dim } => FrontEnd::Embedding(params.normal(
                 &mut rng,
