@@ -238,14 +238,18 @@ pub fn cacheable(config: &Config, trains: &[String]) -> bool {
     trains.is_empty() && d.augment_shift == 0 && !d.augment_flip && d.augment_brightness == 0.0
 }
 
+/// Where features are cached: `data.cache_dir`, else `<out_dir>/.cache` (as decoded frames).
+fn cache_dir(config: &Config) -> PathBuf {
+    let d = config.data_to_load();
+    d.cache_dir
+        .unwrap_or_else(|| config.experiment.out_dir.join(".cache"))
+}
+
 /// Replaces every split's frames by the frozen encoder's features, computing the chunks that
 /// are not cached yet.
 pub fn encode_dataset(data: &mut Dataset, config: &Config, depth: Depth) -> Result<()> {
     let (net, provenance) = ResNet::open(&config.model, depth, &[])?;
-    let cache = config
-        .data_to_load()
-        .cache_dir
-        .unwrap_or_else(|| PathBuf::from("results/.cache"));
+    let cache = cache_dir(config);
     let ex = Extraction::plan(data, &cache, depth, provenance)?;
     let done = ex.chunks.iter().filter(|c| c.path.is_file()).count();
     if done < ex.chunks.len() {
@@ -319,11 +323,7 @@ pub fn extract(config: &Config, shard: Option<(usize, usize)>, out: &Path) -> Re
     crate::device::set_cpu_threads(config.experiment.threads);
     let data = crate::data::load(&config.data_to_load(), config.experiment.seed)?;
     let (net, provenance) = ResNet::open(&config.model, depth, &[])?;
-    let cache = config
-        .data_to_load()
-        .cache_dir
-        .unwrap_or_else(|| PathBuf::from("results/.cache"));
-    let ex = Extraction::plan(&data, &cache, depth, provenance)?;
+    let ex = Extraction::plan(&data, &cache_dir(config), depth, provenance)?;
     let chunks = match shard {
         Some((i, n)) => ex.shard(i, n),
         None => &ex.chunks[..],
@@ -371,15 +371,10 @@ pub fn write_split(split: &Split, classes: &[String], path: &Path) -> Result<()>
         "classes".to_string(),
         serde_json::to_string(classes).unwrap_or_else(|_| "[]".into()),
     )]);
-    let tmp = crate::fsutil::temp_sibling(path);
-    let written =
-        safetensors::serialize_to_file(tensors.iter().map(|(k, v)| (*k, v)), Some(meta), &tmp)
+    crate::fsutil::write_via_temp(path, |tmp| {
+        let named = tensors.iter().map(|(k, v)| (*k, v));
+        safetensors::serialize_to_file(named, Some(meta), tmp)
             .map_err(|e| std::io::Error::other(e.to_string()))
-            .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-            .and_then(|()| std::fs::rename(&tmp, path));
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
     })
 }
 

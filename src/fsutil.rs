@@ -43,14 +43,18 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
 }
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_via_temp(path, |tmp| std::fs::File::create(tmp)?.write_all(bytes))
+}
+
+/// `write` fills a temporary sibling of `path`, which is then synced and renamed over it: the
+/// file is whole or absent, never half-written; a failure removes the temporary file and
+/// names `path`.
+pub fn write_via_temp(path: &Path, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
     let tmp = temp_sibling(path);
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
+    let written = write(&tmp)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })

@@ -182,13 +182,7 @@ pub(crate) fn standard_normal(rng: &mut StdRng) -> f64 {
 /// Writes tensors as safetensors through a temporary file (no half-written checkpoint); an
 /// error (a full disk, say) names the file.
 pub fn save_tensors(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let tmp = crate::fsutil::temp_sibling(path);
-    let written = candle_core::safetensors::save(map, &tmp)
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
+    crate::fsutil::write_via_temp(path, |tmp| {
+        candle_core::safetensors::save(map, tmp).map_err(|e| std::io::Error::other(e.to_string()))
     })
 }
