@@ -226,7 +226,9 @@ impl ConvBn {
         ))
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// The affine batch norm applies in eval mode, [2, cout]: scale = w / sqrt(var + eps),
+    /// shift = b - mean * scale (differentiable in w and b where the stage trains).
+    fn affine(&self) -> Result<(Tensor, Tensor)> {
         let t = |v: &Var| {
             if self.trains {
                 v.as_tensor().clone()
@@ -234,23 +236,41 @@ impl ConvBn {
                 v.as_tensor().detach()
             }
         };
-        let y = if self.trains && x.device().is_cpu() {
-            // The gradient by im2col + gemm (candle's conv2d backward is a direct kernel).
-            let op = super::fused::conv2d::Conv2d::new(self.stride, self.padding, x.track_op());
-            x.contiguous()?.apply_op2_arc(
-                &self.weight.as_tensor().contiguous()?,
-                std::sync::Arc::new(Box::new(op)),
-            )?
-        } else {
-            x.conv2d(&t(&self.weight), self.padding, self.stride, 1, 1)?
-        };
         let [w, b, mean, var] = &self.bn;
-        // y * scale + shift, scale = w / sqrt(var + eps), shift = b - mean * scale, per channel.
         let scale = t(w).broadcast_div(&(var.as_tensor().detach() + BN_EPS)?.sqrt()?)?;
         let shift = (t(b) - mean.as_tensor().detach().mul(&scale)?)?;
+        Ok((scale, shift))
+    }
+
+    /// Whether this convolution runs as the fused CPU op: where a gradient is wanted (its
+    /// weights train, or its input carries one through it).
+    fn fused(&self, x: &Tensor) -> bool {
+        x.device().is_cpu() && (self.trains || x.track_op())
+    }
+
+    /// conv -> batch norm (-> ReLU).
+    fn forward(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let (scale, shift) = self.affine()?;
+        let weight = if self.trains {
+            self.weight.as_tensor().clone()
+        } else {
+            self.weight.as_tensor().detach()
+        };
+        if self.fused(x) {
+            let op = super::fused::conv2d::Conv2d::new(self.stride, self.padding, relu);
+            let affine = Tensor::stack(&[&scale, &shift], 0)?;
+            return Ok(x.contiguous()?.apply_op3_arc(
+                &weight.contiguous()?,
+                &affine,
+                std::sync::Arc::new(Box::new(op)),
+            )?);
+        }
+        let y = x.conv2d(&weight, self.padding, self.stride, 1, 1)?;
         let c = scale.dim(0)?;
-        Ok(y.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?)
+        let y = y
+            .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+            .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
+        Ok(if relu { y.relu()? } else { y })
     }
 }
 
@@ -264,15 +284,16 @@ impl Block {
         let mut y = x.clone();
         let last = self.convs.len() - 1;
         for (i, c) in self.convs.iter().enumerate() {
-            y = c.forward(&y)?;
-            if i < last {
-                y = y.relu()?;
-            }
+            y = c.forward(&y, i < last)?;
         }
         let skip = match &self.downsample {
-            Some(d) => d.forward(x)?,
+            Some(d) => d.forward(x, false)?,
             None => x.clone(),
         };
+        if y.device().is_cpu() && (y.track_op() || skip.track_op()) {
+            let skip = skip.contiguous()?;
+            return Ok(y.apply_op2(&skip, super::fused::conv2d::AddRelu)?);
+        }
         Ok((y + skip)?.relu()?)
     }
 }
@@ -572,14 +593,14 @@ impl ResNet {
         let mean = Tensor::new(&MEAN, dev)?.reshape((1, 3, 1, 1))?;
         let std = Tensor::new(&STD, dev)?.reshape((1, 3, 1, 1))?;
         let x = frames.broadcast_sub(&mean)?.broadcast_div(&std)?;
-        let x = self.stem.forward(&x)?;
+        // A trained stem pools before its ReLU (see max_pool_3x3_s2); a frozen one after.
+        let x = self.stem.forward(&x, !self.stem.trains)?;
         let mut x = if self.stem.trains {
             max_pool_3x3_s2(&x)?.relu()?
         } else {
             // Max-pool 3x3, stride 2, padding 1: after the ReLU every value is >= 0, so
             // padding with zeros picks the same maxima as PyTorch's -inf padding.
-            x.relu()?
-                .pad_with_zeros(2, 1, 1)?
+            x.pad_with_zeros(2, 1, 1)?
                 .pad_with_zeros(3, 1, 1)?
                 .max_pool2d_with_stride(3, 2)?
         };

@@ -1,35 +1,48 @@
-//! A convolution with a gradient (any square kernel, stride and zero padding, no bias) as one
-//! custom op on the CPU: the trained stages of a ResNet. Forward builds the im2col columns of
-//! every frame, [cin * k * k, frames * oh * ow] (row (ci, ky, kx), matching PyTorch's weight
-//! layout, so the weight needs no repacking), and runs one gemm W [cout, K] x cols; backward
-//! rebuilds the columns and runs dW = dY cols^T and, only when the input needs it, dcols =
-//! W^T dY scattered back by col2im. A 3x3 stride-1 convolution's output and input gradient
-//! go by Winograd's F(4x4, 3x3) instead (`fused::winograd`), the weight gradient by the gemm. candle 0.11's own conv2d backward runs the input's
-//! gradient as a direct transposed convolution, several times slower than these gemms.
+//! A convolution with its batch norm (eval mode: a per-channel affine) and optionally a
+//! ReLU, with their gradients, as one custom op on the CPU: the trained stages of a ResNet
+//! (and the frozen ones a gradient passes through). Forward builds the im2col columns of every
+//! frame, [cin * k * k, frames * oh * ow] (row (ci, ky, kx), matching PyTorch's weight
+//! layout, so the weight needs no repacking), runs one gemm W [cout, K] x cols, and applies
+//! the affine and the ReLU while moving the result to [n, cout, oh, ow]; backward masks the
+//! gradient by the ReLU, reduces it to the affine's gradients, and runs dW = dY cols^T and,
+//! only when the input needs it, dcols = W^T dY scattered back by col2im. A 3x3 stride-1
+//! convolution's output and input gradient go by Winograd's F(4x4, 3x3) instead where the
+//! maps are large (`fused::winograd`), the weight gradient by the gemm. One op instead of
+//! candle's conv2d, broadcast affine and ReLU: candle 0.11's conv2d backward runs the input's
+//! gradient as a direct transposed convolution, several times slower than these gemms, and its
+//! broadcast backward reduces over three dimensions per channel vector. [`AddRelu`] is the
+//! block's residual sum and ReLU.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::kernels::FlushDenormals;
 use super::matmul::mm;
 use super::winograd::Winograd;
 use super::{cpu_slice, storage_slice};
 
+/// Convolution, batch-norm affine, optional ReLU: inputs x [n, cin, h, w], weight
+/// [cout, cin, k, k] and the affine [2, cout] (scale, shift), output [n, cout, oh, ow].
 pub struct Conv2d {
     pub stride: usize,
     pub padding: usize,
-    /// Compute the input's gradient (false where the input is a frozen stage's output).
-    pub input_grad: bool,
-    /// The forward's im2col columns, kept for backward (which rebuilds them without).
-    pub cols: std::sync::Mutex<Option<Vec<f32>>>,
+    pub relu: bool,
+    /// The forward's im2col columns (where it built them) and its output before the affine,
+    /// [cout, n * oh * ow], kept for backward (which recomputes them without).
+    kept: std::sync::Mutex<Option<Kept>>,
+}
+
+struct Kept {
+    cols: Option<Vec<f32>>,
+    y: Vec<f32>,
 }
 
 impl Conv2d {
-    pub fn new(stride: usize, padding: usize, input_grad: bool) -> Conv2d {
+    pub fn new(stride: usize, padding: usize, relu: bool) -> Conv2d {
         Conv2d {
             stride,
             padding,
-            input_grad,
-            cols: std::sync::Mutex::new(None),
+            relu,
+            kept: std::sync::Mutex::new(None),
         }
     }
 }
@@ -293,42 +306,94 @@ impl Conv2d {
             && self.padding == 1
             && super::winograd::worth_training(per_thread, (d.oh, d.ow))
     }
+
+    /// The convolution alone: y [cout, n * oh * ow], and the columns where it built them.
+    fn conv(&self, x: &[f32], wt: &[f32], d: Dims) -> (Vec<f32>, Option<Vec<f32>>) {
+        let (kk, nc, p) = (d.kk(), d.cols(), d.oh * d.ow);
+        if self.winograd_case(d) {
+            let rows = wino_rows(wt, d.cout, d.cin, false);
+            let out = winograd(x, (d.n, d.cin, d.h, d.w), &rows, d.cout);
+            let mut y = vec![0f32; d.cout * nc];
+            for f in 0..d.n {
+                for co in 0..d.cout {
+                    y[co * nc + f * p..][..p].copy_from_slice(&out[(f * d.cout + co) * p..][..p]);
+                }
+            }
+            return (y, None);
+        }
+        let cols = self.im2col(x, d);
+        let mut y = vec![0f32; d.cout * nc];
+        mm_rows(&mut y, (d.cout, nc, kk), wt, (kk, 1), &cols, (nc, 1));
+        (y, Some(cols))
+    }
 }
 
-impl CustomOp2 for Conv2d {
+/// Splits `out` (rows of `row` values, `rows` of them) between threads by whole rows, and runs
+/// `f(first_row, rows_slice)` on each part.
+fn by_rows(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = out.len() / row.max(1);
+    let threads = crate::device::cpu_threads().clamp(1, rows.max(1));
+    if threads == 1 || out.len() < 1 << 15 {
+        f(0, out);
+        return;
+    }
+    std::thread::scope(|scope| {
+        let mut rest: &mut [f32] = out;
+        for i in 0..threads {
+            let r = i * rows / threads..(i + 1) * rows / threads;
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * row);
+            rest = tail;
+            let f = &f;
+            scope.spawn(move || f(r.start, mine));
+        }
+    });
+}
+
+impl CustomOp3 for Conv2d {
     fn name(&self) -> &'static str {
-        "rnnlab-conv2d"
+        "rnnlab-conv2d-bn"
     }
 
-    /// s1: x [n, cin, h, w]; s2: weight [cout, cin, k, k] -> [n, cout, oh, ow].
+    /// s1: x [n, cin, h, w]; s2: weight [cout, cin, k, k]; s3: affine [2, cout] ->
+    /// [n, cout, oh, ow].
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = self.dims(l1, l2)?;
         let x = cpu_slice(s1, l1, "conv input")?;
         let wt = cpu_slice(s2, l2, "conv weight")?;
-        if self.winograd_case(d) {
-            let rows = wino_rows(wt, d.cout, d.cin, false);
-            let out = winograd(x, (d.n, d.cin, d.h, d.w), &rows, d.cout);
-            return Ok((CpuStorage::F32(out), Shape::from((d.n, d.cout, d.oh, d.ow))));
+        let ss = cpu_slice(s3, l3, "batch-norm affine")?;
+        if ss.len() != 2 * d.cout {
+            candle_core::bail!("rnnlab conv2d: affine has {} values for {} channels", ss.len(), d.cout);
         }
-        let cols = self.im2col(x, d);
-        let (kk, nc, p) = (d.kk(), d.cols(), d.oh * d.ow);
-        // y [cout, n * p], then [n, cout, p].
-        let mut y = vec![0f32; d.cout * nc];
-        mm_rows(&mut y, (d.cout, nc, kk), wt, (kk, 1), &cols, (nc, 1));
+        let (y, cols) = self.conv(x, wt, d);
+        let (nc, p) = (d.cols(), d.oh * d.ow);
+        let (scale, shift) = ss.split_at(d.cout);
+        // [cout, n * p] -> [n, cout, p], the affine and the ReLU on the way; threads by frame.
         let mut out = vec![0f32; d.n * d.cout * p];
-        for co in 0..d.cout {
-            for f in 0..d.n {
-                out[(f * d.cout + co) * p..][..p].copy_from_slice(&y[co * nc + f * p..][..p]);
+        let relu = self.relu;
+        by_rows(&mut out, d.cout * p, |f0, part| {
+            for (j, frame) in part.chunks_mut(d.cout * p).enumerate() {
+                let f = f0 + j;
+                for co in 0..d.cout {
+                    let (a, b) = (scale[co], shift[co]);
+                    let src = &y[co * nc + f * p..][..p];
+                    let dst = &mut frame[co * p..][..p];
+                    for (o, v) in dst.iter_mut().zip(src) {
+                        let z = v * a + b;
+                        *o = if relu { z.max(0.0) } else { z };
+                    }
+                }
             }
-        }
-        if let Ok(mut kept) = self.cols.lock() {
-            *kept = Some(cols);
+        });
+        if let Ok(mut kept) = self.kept.lock() {
+            *kept = Some(Kept { cols, y });
         }
         Ok((CpuStorage::F32(out), Shape::from((d.n, d.cout, d.oh, d.ow))))
     }
@@ -337,40 +402,90 @@ impl CustomOp2 for Conv2d {
         &self,
         x: &Tensor,
         wt: &Tensor,
-        _res: &Tensor,
+        ss: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (x, wt, grad) = (x.contiguous()?, wt.contiguous()?, grad.contiguous()?);
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (x, wt, ss) = (x.contiguous()?, wt.contiguous()?, ss.contiguous()?);
+        let (res, grad) = (res.contiguous()?, grad.contiguous()?);
         let (x_st, x_l) = x.storage_and_layout();
         let (w_st, w_l) = wt.storage_and_layout();
+        let (s_st, s_l) = ss.storage_and_layout();
+        let (r_st, r_l) = res.storage_and_layout();
         let (g_st, g_l) = grad.storage_and_layout();
         let d = self.dims(x_l, w_l)?;
         let xs = storage_slice(&x_st, x_l, "conv input")?;
         let ws = storage_slice(&w_st, w_l, "conv weight")?;
+        let scale = &storage_slice(&s_st, s_l, "batch-norm affine")?[..d.cout];
+        let rs = storage_slice(&r_st, r_l, "conv output")?;
         let gs = storage_slice(&g_st, g_l, "conv output gradient")?;
         let (kk, nc, p) = (d.kk(), d.cols(), d.oh * d.ow);
-        // dY as [cout, n * p].
-        let mut dy = vec![0f32; d.cout * nc];
-        for f in 0..d.n {
-            for co in 0..d.cout {
-                dy[co * nc + f * p..][..p].copy_from_slice(&gs[(f * d.cout + co) * p..][..p]);
-            }
-        }
-        let kept = self.cols.lock().ok().and_then(|mut c| c.take());
-        let cols = match kept {
-            Some(c) if c.len() == kk * nc => c,
-            _ => self.im2col(xs, d),
+        let kept = self.kept.lock().ok().and_then(|mut c| c.take());
+        let (y, cols) = match kept {
+            Some(k) if k.y.len() == d.cout * nc => (k.y, k.cols),
+            _ => self.conv(xs, ws, d),
         };
-        // dW [cout, K] = dY [cout, nc] cols^T [nc, K].
-        let mut dw = vec![0f32; d.cout * kk];
-        mm_rows(&mut dw, (d.cout, kk, nc), &dy, (nc, 1), &cols, (1, nc));
-        drop(cols);
-        let dx = if self.input_grad && self.winograd_case(d) {
+        // The ReLU's mask, the affine's gradients (per channel: sum of dz * y, sum of dz), and
+        // dY = dz * scale as [cout, n * p]; threads by channel.
+        let mut dy = vec![0f32; d.cout * nc];
+        let mut dss = vec![0f32; 2 * d.cout];
+        let (dscale, dshift) = dss.split_at_mut(d.cout);
+        let sums: Vec<(usize, f32, f32)> = {
+            let sums = std::sync::Mutex::new(Vec::with_capacity(d.cout));
+            let relu = self.relu;
+            by_rows(&mut dy, nc, |c0, part| {
+                let mut mine = Vec::new();
+                for (j, row) in part.chunks_mut(nc).enumerate() {
+                    let co = c0 + j;
+                    let (mut sy, mut s) = (0f32, 0f32);
+                    for f in 0..d.n {
+                        let at = (f * d.cout + co) * p;
+                        let (g, r) = (&gs[at..][..p], &rs[at..][..p]);
+                        let (yv, dst) = (&y[co * nc + f * p..][..p], &mut row[f * p..][..p]);
+                        for i in 0..p {
+                            let dz = if relu && r[i] <= 0.0 { 0.0 } else { g[i] };
+                            sy += dz * yv[i];
+                            s += dz;
+                            dst[i] = dz * scale[co];
+                        }
+                    }
+                    mine.push((co, sy, s));
+                }
+                if let Ok(mut all) = sums.lock() {
+                    all.extend(mine);
+                }
+            });
+            sums.into_inner().unwrap_or_default()
+        };
+        for (co, sy, s) in sums {
+            dscale[co] = sy;
+            dshift[co] = s;
+        }
+        drop(y);
+        let dw = if wt.track_op() {
+            let cols = match cols {
+                Some(c) if c.len() == kk * nc => c,
+                _ => self.im2col(xs, d),
+            };
+            // dW [cout, K] = dY [cout, nc] cols^T [nc, K].
+            let mut dw = vec![0f32; d.cout * kk];
+            mm_rows(&mut dw, (d.cout, kk, nc), &dy, (nc, 1), &cols, (1, nc));
+            Some(Tensor::from_vec(dw, (d.cout, d.cin, d.k, d.k), wt.device())?)
+        } else {
+            None
+        };
+        let dx = if x.track_op() && self.winograd_case(d) {
             // dx = dY convolved with the kernel rotated and its channels swapped.
+            let mut dy_nchw = vec![0f32; d.n * d.cout * p];
+            for f in 0..d.n {
+                for co in 0..d.cout {
+                    dy_nchw[(f * d.cout + co) * p..][..p].copy_from_slice(&dy[co * nc + f * p..][..p]);
+                }
+            }
             let rows = wino_rows(ws, d.cout, d.cin, true);
-            let dx = winograd(gs, (d.n, d.cout, d.oh, d.ow), &rows, d.cin);
+            let dx = winograd(&dy_nchw, (d.n, d.cout, d.oh, d.ow), &rows, d.cin);
             Some(Tensor::from_vec(dx, (d.n, d.cin, d.h, d.w), x.device())?)
-        } else if self.input_grad {
+        } else if x.track_op() {
             // dcols [K, nc] = W^T [K, cout] dY [cout, nc].
             let mut dcols = vec![0f32; kk * nc];
             mm_rows(&mut dcols, (kk, nc, d.cout), ws, (1, kk), &dy, (nc, 1));
@@ -379,8 +494,61 @@ impl CustomOp2 for Conv2d {
         } else {
             None
         };
-        let dw = Tensor::from_vec(dw, (d.cout, d.cin, d.k, d.k), wt.device())?;
-        Ok((dx, Some(dw)))
+        let dss = if ss.track_op() {
+            Some(Tensor::from_vec(dss, (2, d.cout), ss.device())?)
+        } else {
+            None
+        };
+        Ok((dx, dw, dss))
+    }
+}
+
+/// A residual block's end: relu(a + b), both [n, c, h, w], as one op with its gradient.
+pub struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "rnnlab-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (a, b) = (cpu_slice(s1, l1, "residual")?, cpu_slice(s2, l2, "skip")?);
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("rnnlab add-relu: shapes {:?} and {:?}", l1.shape(), l2.shape());
+        }
+        let out = a.iter().zip(b).map(|(x, y)| (x + y).max(0.0)).collect();
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (res, grad) = (res.contiguous()?, grad.contiguous()?);
+        let masked = {
+            let (r_st, r_l) = res.storage_and_layout();
+            let (g_st, g_l) = grad.storage_and_layout();
+            let rs = storage_slice(&r_st, r_l, "add-relu output")?;
+            let gs = storage_slice(&g_st, g_l, "add-relu gradient")?;
+            let v: Vec<f32> = rs
+                .iter()
+                .zip(gs)
+                .map(|(r, g)| if *r > 0.0 { *g } else { 0.0 })
+                .collect();
+            Tensor::from_vec(v, res.shape(), res.device())?
+        };
+        let to_a = a.track_op().then(|| masked.clone());
+        let to_b = b.track_op().then_some(masked);
+        Ok((to_a, to_b))
     }
 }
 
@@ -389,50 +557,104 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
-    /// Output and both gradients equal candle's conv2d's (its backward is correct, only
-    /// slow), for the kernels, strides and paddings a ResNet has, at odd sizes.
+    fn randn(shape: &[usize], std: f32) -> Var {
+        Var::from_tensor(&Tensor::randn(0f32, std, shape, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    fn max(t: &Tensor) -> f32 {
+        t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Output and the gradients of input, weight and affine equal candle's conv2d, broadcast
+    /// affine and ReLU (candle's backward is correct, only slow), for the kernels, strides and
+    /// paddings a ResNet has, at odd sizes, and at a size where Winograd runs.
     #[test]
-    fn the_op_equals_candles_conv2d_with_its_gradients() {
-        for (k, stride, padding) in [(3, 1, 1), (3, 2, 1), (1, 2, 0), (7, 2, 3), (1, 1, 0)] {
-            let x =
-                Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 9, 7), &Device::Cpu).unwrap())
+    fn the_op_equals_candles_conv2d_affine_and_relu_with_their_gradients() {
+        let cases = [
+            (3, 1, 1, 9, 7, 2),
+            (3, 2, 1, 9, 7, 2),
+            (1, 2, 0, 9, 7, 2),
+            (7, 2, 3, 9, 7, 2),
+            (1, 1, 0, 9, 7, 2),
+            (3, 1, 1, 40, 40, 16),
+        ];
+        for (k, stride, padding, h, w, n) in cases {
+            for relu in [false, true] {
+                let x = randn(&[n, 3, h, w], 1.0);
+                let wt = randn(&[4, 3, k, k], 0.3);
+                let ss = randn(&[2, 4], 1.0);
+                let (scale, shift) = (ss.narrow(0, 0, 1).unwrap(), ss.narrow(0, 1, 1).unwrap());
+                let c = |t: Tensor| t.reshape((1, 4, 1, 1)).unwrap();
+                let mut want = x
+                    .as_tensor()
+                    .conv2d(wt.as_tensor(), padding, stride, 1, 1)
+                    .unwrap()
+                    .broadcast_mul(&c(scale))
+                    .unwrap()
+                    .broadcast_add(&c(shift))
                     .unwrap();
-            let w =
-                Var::from_tensor(&Tensor::randn(0f32, 0.3, (4, 3, k, k), &Device::Cpu).unwrap())
+                if relu {
+                    want = want.relu().unwrap();
+                }
+                let op = Conv2d::new(stride, padding, relu);
+                let ours = x
+                    .as_tensor()
+                    .apply_op3_arc(
+                        wt.as_tensor(),
+                        ss.as_tensor(),
+                        std::sync::Arc::new(Box::new(op)),
+                    )
                     .unwrap();
-            let want = x
-                .as_tensor()
-                .conv2d(w.as_tensor(), padding, stride, 1, 1)
-                .unwrap();
-            let op = Conv2d::new(stride, padding, true);
-            let ours = x
-                .as_tensor()
-                .apply_op2_arc(w.as_tensor(), std::sync::Arc::new(Box::new(op)))
-                .unwrap();
-            assert_eq!(ours.dims(), want.dims());
-            let r = Tensor::randn(0f32, 1.0, want.dims(), &Device::Cpu).unwrap();
-            let max = |t: &Tensor| {
-                t.abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            };
-            assert!(max(&(&ours - &want).unwrap()) <= 1e-5 * max(&want).max(1.0));
-            let g1 = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
-            for v in [&x, &w] {
-                let (a, b) = (
-                    g1.get(v.as_tensor()).unwrap(),
-                    g2.get(v.as_tensor()).unwrap(),
-                );
-                let err = max(&(a - b).unwrap());
-                assert!(
-                    err <= 1e-4 * max(a).max(1.0),
-                    "k{k} s{stride} p{padding}: {err}"
-                );
+                assert_eq!(ours.dims(), want.dims());
+                assert!(max(&(&ours - &want).unwrap()) <= 1e-5 * max(&want).max(1.0));
+                let r = Tensor::randn(0f32, 1.0, want.dims(), &Device::Cpu).unwrap();
+                let g1 = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let g2 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                for v in [&x, &wt, &ss] {
+                    let (a, b) = (
+                        g1.get(v.as_tensor()).unwrap(),
+                        g2.get(v.as_tensor()).unwrap(),
+                    );
+                    let err = max(&(a - b).unwrap());
+                    assert!(
+                        err <= 1e-4 * max(a).max(1.0),
+                        "k{k} s{stride} p{padding} {h}x{w} relu {relu}: {err}"
+                    );
+                }
             }
+        }
+    }
+
+    /// A frozen weight and affine (detached) get no gradient; the input still does.
+    #[test]
+    fn detached_weights_get_no_gradient() {
+        let x = randn(&[2, 3, 6, 6], 1.0);
+        let (wt, ss) = (randn(&[4, 3, 3, 3], 0.3), randn(&[2, 4], 1.0));
+        let y = x
+            .as_tensor()
+            .apply_op3_arc(
+                &wt.as_tensor().detach(),
+                &ss.as_tensor().detach(),
+                std::sync::Arc::new(Box::new(Conv2d::new(1, 1, true))),
+            )
+            .unwrap();
+        let g = y.sum_all().unwrap().backward().unwrap();
+        assert!(g.get(x.as_tensor()).is_some());
+        assert!(g.get(wt.as_tensor()).is_none() && g.get(ss.as_tensor()).is_none());
+    }
+
+    #[test]
+    fn add_relu_equals_candles_with_its_gradients() {
+        let (a, b) = (randn(&[2, 3, 4, 5], 1.0), randn(&[2, 3, 4, 5], 1.0));
+        let want = (a.as_tensor() + b.as_tensor()).unwrap().relu().unwrap();
+        let ours = a.as_tensor().apply_op2(b.as_tensor(), AddRelu).unwrap();
+        assert_eq!(max(&(&ours - &want).unwrap()), 0.0);
+        let r = Tensor::randn(0f32, 1.0, want.dims(), &Device::Cpu).unwrap();
+        let g1 = (&want * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&ours * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &b] {
+            let d = (g1.get(v.as_tensor()).unwrap() - g2.get(v.as_tensor()).unwrap()).unwrap();
+            assert_eq!(max(&d), 0.0);
         }
     }
 }
