@@ -214,13 +214,12 @@ pub fn score(run: &LoadedRun, data: &Data, origin: &str) -> Result<Vec<Scored>> 
         .collect()
 }
 
+/// A video run's labeled splits by name, and its class names.
+type VideoSplits = (Vec<(&'static str, crate::data::Split)>, Vec<String>);
+
 /// The labeled splits (valid, test) of a video or feature dataset, checked against the run's
 /// input and classes.
-fn video_splits(
-    run: &LoadedRun,
-    data: &Data,
-    origin: &str,
-) -> Result<(Vec<(&'static str, crate::data::Split)>, Vec<String>)> {
+fn video_splits(run: &LoadedRun, data: &Data, origin: &str) -> Result<VideoSplits> {
     let mut data = data.clone();
     if data.cache_dir.is_none() {
         data.cache_dir = run.config.data_to_load().cache_dir;

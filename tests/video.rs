@@ -322,6 +322,7 @@ fn the_features_config_trains_from_safetensors_and_bad_files_are_named() {
     let dev = candle_core::Device::Cpu;
     let t = |v: Vec<f32>, s: &[usize]| candle_core::Tensor::from_vec(v, s, &dev).unwrap();
     let labels = |n: usize| candle_core::Tensor::new(vec![0u32; n], &dev).unwrap();
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, Vec<(&str, candle_core::Tensor)>, &str)> = vec![
         (
             "rank",
@@ -673,6 +674,7 @@ fn the_frames_config_trains_on_image_folders_predicts_clips_and_names_bad_folder
 
     // Bad folders: exit 2 naming the path, no run folder.
     let broken = dir.join("broken");
+    #[allow(clippy::type_complexity)]
     let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
         (
             "no-frames",

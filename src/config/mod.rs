@@ -281,7 +281,7 @@ impl Config {
         let mut table = toml::Table::try_from(self).unwrap_or_default();
         let keys = self.data.source.keys();
         if let Some(toml::Value::Table(d)) = table.get_mut("data") {
-            d.retain(|k, _| k == "source" || keys.contains(&&k[..]));
+            d.retain(|k, _| k == "source" || keys.contains(&k));
         }
         table
     }

@@ -151,9 +151,9 @@ fn write_best(root: &Path, study: &Study, groups: &[Group]) -> Result<Option<Bes
     })?;
     config.experiment.name = format!("{}-best", config.experiment.name);
     let header = format!(
-        "# The best configuration of the sweep in {} by mean {} over {n} completed seed(s): {mean:.4}{}\n# ({}; trials {}). This is trial {}'s config, renamed; run it with run-exp {}\n",
+        "# The best configuration of the sweep in {} by mean best_{} over {n} completed seed(s): {mean:.4}{}\n# ({}; trials {}). This is trial {}'s config, renamed; run it with run-exp {}\n",
         root.display(),
-        format!("best_{}", study.metric.key()),
+        study.metric.key(),
         std.map(|s| format!(" ± {s:.4}")).unwrap_or_default(),
         if g.name.is_empty() { "the base config" } else { &g.name },
         done.iter().map(|r| r.trial.as_str()).collect::<Vec<_>>().join(", "),

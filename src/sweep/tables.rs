@@ -154,7 +154,8 @@ pub fn groups_frame(study: &Study, groups: &[Group]) -> Result<DataFrame> {
             .map(|g| g.done().len() as u64)
             .collect::<Vec<_>>(),
     ));
-    let metrics: [(&str, fn(&Row) -> Option<f64>); 6] = [
+    type Metric = (&'static str, fn(&Row) -> Option<f64>);
+    let metrics: [Metric; 6] = [
         ("best_val_acc", |r| r.best_val_acc),
         ("best_val_loss", |r| r.best_val_loss),
         ("test_acc", |r| r.test_acc),

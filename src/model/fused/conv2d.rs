@@ -370,7 +370,11 @@ impl CustomOp3 for Conv2d {
         let wt = cpu_slice(s2, l2, "conv weight")?;
         let ss = cpu_slice(s3, l3, "batch-norm affine")?;
         if ss.len() != 2 * d.cout {
-            candle_core::bail!("rnnlab conv2d: affine has {} values for {} channels", ss.len(), d.cout);
+            candle_core::bail!(
+                "rnnlab conv2d: affine has {} values for {} channels",
+                ss.len(),
+                d.cout
+            );
         }
         let (y, cols) = self.conv(x, wt, d);
         let (nc, p) = (d.cols(), d.oh * d.ow);
@@ -470,7 +474,11 @@ impl CustomOp3 for Conv2d {
             // dW [cout, K] = dY [cout, nc] cols^T [nc, K].
             let mut dw = vec![0f32; d.cout * kk];
             mm_rows(&mut dw, (d.cout, kk, nc), &dy, (nc, 1), &cols, (1, nc));
-            Some(Tensor::from_vec(dw, (d.cout, d.cin, d.k, d.k), wt.device())?)
+            Some(Tensor::from_vec(
+                dw,
+                (d.cout, d.cin, d.k, d.k),
+                wt.device(),
+            )?)
         } else {
             None
         };
@@ -479,7 +487,8 @@ impl CustomOp3 for Conv2d {
             let mut dy_nchw = vec![0f32; d.n * d.cout * p];
             for f in 0..d.n {
                 for co in 0..d.cout {
-                    dy_nchw[(f * d.cout + co) * p..][..p].copy_from_slice(&dy[co * nc + f * p..][..p]);
+                    dy_nchw[(f * d.cout + co) * p..][..p]
+                        .copy_from_slice(&dy[co * nc + f * p..][..p]);
                 }
             }
             let rows = wino_rows(ws, d.cout, d.cin, true);
@@ -520,7 +529,11 @@ impl CustomOp2 for AddRelu {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (a, b) = (cpu_slice(s1, l1, "residual")?, cpu_slice(s2, l2, "skip")?);
         if l1.shape() != l2.shape() {
-            candle_core::bail!("rnnlab add-relu: shapes {:?} and {:?}", l1.shape(), l2.shape());
+            candle_core::bail!(
+                "rnnlab add-relu: shapes {:?} and {:?}",
+                l1.shape(),
+                l2.shape()
+            );
         }
         let out = a.iter().zip(b).map(|(x, y)| (x + y).max(0.0)).collect();
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -562,7 +575,12 @@ mod tests {
     }
 
     fn max(t: &Tensor) -> f32 {
-        t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// Output and the gradients of input, weight and affine equal candle's conv2d, broadcast

@@ -315,13 +315,25 @@ mod tests {
     /// Every shape's transpose, block sizes and ragged edges included, is the definition's.
     #[test]
     fn transpose_is_the_definition() {
-        for (rows, cols) in [(1, 1), (1, 9), (9, 1), (8, 8), (13, 29), (64, 72), (130, 67)] {
+        for (rows, cols) in [
+            (1, 1),
+            (1, 9),
+            (9, 1),
+            (8, 8),
+            (13, 29),
+            (64, 72),
+            (130, 67),
+        ] {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             let mut dst = vec![-1f32; rows * cols];
             super::transpose(&src, (rows, cols), &mut dst);
             for r in 0..rows {
                 for c in 0..cols {
-                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at {r},{c}");
+                    assert_eq!(
+                        dst[c * rows + r],
+                        src[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
                 }
             }
         }
