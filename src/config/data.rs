@@ -57,6 +57,19 @@ const VIDEO: &[&str] = &[
     "cache_dir",
 ];
 
+/// Keys of a dataset read through its official split files.
+const PROTOCOL: &[&str] = &["protocol", "split", "root", "annotations"];
+
+/// A dataset's official train/test splits (`data.protocol`), read from the files it ships.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `ucfTrainTestlist/`: classInd.txt, trainlist0N.txt, testlist0N.txt; validation by group.
+    Ucf101,
+    /// `testTrainMulti_7030_splits/`: <class>_test_splitN.txt; validation at random per class.
+    Hmdb51,
+}
+
 impl Source {
     /// As a config writes it (`"synthetic-video"`).
     pub fn name(self) -> &'static str {
@@ -90,7 +103,7 @@ impl Source {
                 ],
             ],
             Source::Tensors => &[FILES, VIDEO],
-            Source::Frames => &[FILES, VIDEO, &["height", "width", "channels"]],
+            Source::Frames => &[FILES, VIDEO, PROTOCOL, &["height", "width", "channels"]],
             Source::File => &[FILES, TOKENS, TABLES, &["format", "header"]],
             Source::Hub => &[FILES, TOKENS, TABLES, &["repo", "revision"]],
         };
@@ -279,6 +292,18 @@ pub struct Data {
     /// Video: where decoded clips (frames) and a frozen encoder's features are cached (files
     /// named by a hash of what they hold). Default `<experiment.out_dir>/.cache`.
     pub cache_dir: Option<PathBuf>,
+    /// frames: "ucf101" | "hmdb51": train and test from the dataset's official split files
+    /// (`annotations`), the clips under `root` by the dataset's names (a frames tree: each
+    /// video's frames in a folder named as the video without its extension); validation carved
+    /// from train (`val_fraction`; UCF101 by whole groups). Replaces train / valid / test.
+    pub protocol: Option<Protocol>,
+    /// protocol: which official split, 1 to 3. Default 1.
+    pub split: usize,
+    /// protocol: the dataset's folder (`<class>/<video>`).
+    pub root: Option<PathBuf>,
+    /// protocol: the folder of its split files (UCF101's ucfTrainTestlist, HMDB51's
+    /// testTrainMulti_7030_splits).
+    pub annotations: Option<PathBuf>,
     /// file: training table (required); hub: its path inside the repo.
     pub train: Option<PathBuf>,
     /// file, hub: validation table; absent = carve `val_fraction` of train.
@@ -338,6 +363,10 @@ impl Default for Data {
             augment_flip: false,
             augment_brightness: 0.0,
             cache_dir: None,
+            protocol: None,
+            split: 1,
+            root: None,
+            annotations: None,
             train: None,
             valid: None,
             test: None,
@@ -384,7 +413,41 @@ impl Data {
                         "source = \"hub\" needs repo = \"owner/name\" (or preset = \"sst2\" | \"imdb\")",
                     );
                 }
-                if training && d.train.is_none() {
+                if let Some(p) = d.protocol {
+                    let name = format!("{p:?}").to_lowercase();
+                    for (key, given) in
+                        [("train", &d.train), ("valid", &d.valid), ("test", &d.test)]
+                    {
+                        if given.is_some() {
+                            return bad(
+                                &format!("data.{key}"),
+                                format!("protocol = \"{name}\" reads the splits from its split files: remove {key}"),
+                            );
+                        }
+                    }
+                    if d.root.is_none() {
+                        return bad("data.root", format!("protocol = \"{name}\" needs root = the dataset's folder (<class>/<video>)"));
+                    }
+                    if d.annotations.is_none() {
+                        return bad("data.annotations", format!("protocol = \"{name}\" needs annotations = the folder of its split files"));
+                    }
+                    if !(1..=3).contains(&d.split) {
+                        return bad("data.split", "must be 1, 2 or 3 (the official splits)");
+                    }
+                } else if d.root.is_some() || d.annotations.is_some() || d.split != 1 {
+                    let key = if d.root.is_some() {
+                        "root"
+                    } else if d.annotations.is_some() {
+                        "annotations"
+                    } else {
+                        "split"
+                    };
+                    return bad(
+                        &format!("data.{key}"),
+                        "is read only with protocol = \"ucf101\" | \"hmdb51\"",
+                    );
+                }
+                if training && d.train.is_none() && d.protocol.is_none() {
                     return bad(
                         "data.train",
                         match d.source {

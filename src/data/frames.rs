@@ -401,14 +401,19 @@ fn select(clips: Vec<ClipRef>, order: &mut selection::FrameOrder) -> Vec<ClipRef
         .collect()
 }
 
-/// The `frames` dataset: train (required), valid (or carved from train), test.
-pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
-    let shape = FrameShape {
-        channels: cfg.channels,
-        height: cfg.height,
-        width: cfg.width,
-    };
-    let mut notes = Vec::new();
+/// A split's clips and declared class names from `train` / `valid` / `test` (folder trees or
+/// list files), validation carved from train by clip where `valid` is absent.
+#[allow(clippy::type_complexity)]
+fn listed_clips(
+    cfg: &Data,
+    seed: u64,
+    notes: &mut Vec<String>,
+) -> Result<(
+    Vec<ClipRef>,
+    Vec<ClipRef>,
+    Option<Vec<ClipRef>>,
+    Option<Vec<String>>,
+)> {
     // Declared classes: data.class_names, else a folder tree's class folders. Other splits'
     // folders are mapped by these names (a list file's ids, named "0", "1", ...).
     let (mut declared, mut known) = (None, Vec::new());
@@ -439,8 +444,87 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
                 |idx: &[usize]| -> Vec<ClipRef> { idx.iter().map(|&i| clips[i].clone()).collect() };
             (pick(keep), pick(moved))
         },
-        &mut notes,
+        notes,
     )?;
+    Ok((train_clips, valid_clips, test_clips, declared))
+}
+
+/// The clips of a dataset's official split (`data.protocol`): its split files under
+/// `annotations`, each video's frames folder under `root` (its path without the extension).
+#[allow(clippy::type_complexity)]
+fn protocol_clips(
+    cfg: &Data,
+    protocol: crate::config::Protocol,
+    seed: u64,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<ClipRef>, Vec<ClipRef>, Vec<ClipRef>, Vec<String>)> {
+    let (Some(root), Some(annotations)) = (&cfg.root, &cfg.annotations) else {
+        return Err(Error::Config {
+            location: "[data]".into(),
+            key: "data.root".into(),
+            msg: "a protocol needs root and annotations".into(),
+        });
+    };
+    let listed = super::protocol::read(protocol, annotations, cfg.split, cfg.val_fraction, seed)?;
+    let clips = |entries: &[super::protocol::Entry]| -> Result<Vec<ClipRef>> {
+        entries
+            .iter()
+            .map(|e| {
+                let dir = root.join(&e.path).with_extension("");
+                if !dir.is_dir() {
+                    return Err(Error::data(
+                        &e.at.0,
+                        e.at.1,
+                        format!(
+                            "lists {}: no frames folder {} (each video's frames in a folder named as the video without its extension)",
+                            e.path.display(),
+                            dir.display()
+                        ),
+                    ));
+                }
+                Ok(ClipRef {
+                    frames: clip_frames(&dir)?,
+                    dir,
+                    label: e.label,
+                    at: e.at.clone(),
+                })
+            })
+            .collect()
+    };
+    let (train, valid, test) = (
+        clips(&listed.train)?,
+        clips(&listed.valid)?,
+        clips(&listed.test)?,
+    );
+    let name = format!("{protocol:?}").to_lowercase();
+    notes.push(format!(
+        "{name} split {}: {} training, {} validation ({} of training by {}), {} test videos, {} classes",
+        cfg.split,
+        train.len(),
+        valid.len(),
+        cfg.val_fraction,
+        if name == "ucf101" { "whole groups of each class" } else { "videos of each class" },
+        test.len(),
+        listed.classes.len()
+    ));
+    Ok((train, valid, test, listed.classes))
+}
+
+/// The `frames` dataset: train (required), valid (or carved from train), test.
+pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
+    let shape = FrameShape {
+        channels: cfg.channels,
+        height: cfg.height,
+        width: cfg.width,
+    };
+    let mut notes = Vec::new();
+    let (train_clips, valid_clips, test_clips, declared) = match cfg.protocol {
+        Some(p) => {
+            let (train, valid, test, classes) = protocol_clips(cfg, p, seed, &mut notes)?;
+            (train, valid, Some(test), Some(classes))
+        }
+        None => listed_clips(cfg, seed, &mut notes)?,
+    };
     let train_path = cfg.train.as_deref().unwrap_or(Path::new(""));
     let ids = |c: &[ClipRef]| -> Vec<u32> { c.iter().map(|c| c.label).collect() };
     let (train_ids, valid_ids) = (ids(&train_clips), ids(&valid_clips));

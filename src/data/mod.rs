@@ -7,6 +7,7 @@ pub mod batch;
 pub mod clips;
 pub mod frames;
 pub mod labels;
+pub mod protocol;
 pub mod selection;
 pub mod splits;
 pub mod synthetic;
