@@ -272,9 +272,9 @@ pub struct Data {
     pub channels: usize,
     /// synthetic-video: standard deviation of the per-pixel noise, in [0, 1] units. Default 0.1.
     pub noise: f64,
-    /// Video sources: keep this many frames of each clip: in training one per equal segment
-    /// from a seeded random offset (per batch), in evaluation the centred ones; absent = every
-    /// frame. 1 gives the single-frame baseline.
+    /// Video sources: keep this many frames of each clip: in training one per equal segment,
+    /// each at its own seeded random offset (per batch), in evaluation the centred ones;
+    /// absent = every frame. 1 gives the single-frame baseline.
     pub frames_per_clip: Option<usize>,
     /// Video sources: permute the frames inside each clip (seeded): the order-blind ablation.
     /// Default false.

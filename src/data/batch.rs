@@ -54,8 +54,8 @@ pub fn plan(
 }
 
 /// Training-time video sampling and augmentation, drawn per clip from the epoch's generator:
-/// `data.frames_per_clip` frames evenly spaced from a random offset (evaluation splits hold
-/// the centred ones), and `data.augment_*`.
+/// `data.frames_per_clip` frames, one per equal segment at its own random offset (evaluation
+/// splits hold the centred ones), and `data.augment_*`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Augment {
     pub keep: Option<usize>,
@@ -76,15 +76,18 @@ impl Augment {
     }
 
     /// The frames a training batch takes of a clip of `t`: `keep` of them, one per equal
-    /// segment, at a random offset in the first (TSN's sampling); all when `t <= keep`.
+    /// segment, each at its own random offset in its segment (TSN's sampling); all when
+    /// `t <= keep`.
     fn pick(&self, t: usize, rng: &mut crate::EpochRng) -> Vec<usize> {
         use rand::Rng;
         match self.keep {
             Some(k) if k < t => {
                 let stride = t as f64 / k as f64;
-                let offset = rng.random_range(0.0..stride);
                 (0..k)
-                    .map(|i| ((offset + i as f64 * stride) as usize).min(t - 1))
+                    .map(|i| {
+                        let at = i as f64 * stride + rng.random_range(0.0..stride);
+                        (at as usize).min(t - 1)
+                    })
                     .collect()
             }
             _ => (0..t).collect(),
@@ -400,7 +403,8 @@ mod tests {
             .all(|(a, b)| (a - (b * gain).min(1.0)).abs() < 1e-6));
     }
 
-    /// Training picks `keep` frames, one in each equal segment, from a seeded random offset.
+    /// Training picks `keep` frames, one in each equal segment, each at its own seeded random
+    /// offset (not one offset shared by all segments).
     #[test]
     fn training_picks_one_frame_per_segment_at_a_random_offset() {
         let a = Augment {
@@ -408,6 +412,7 @@ mod tests {
             ..Default::default()
         };
         let mut offsets = std::collections::BTreeSet::new();
+        let mut own = false;
         for seed in 0..20 {
             let p = a.pick(16, &mut crate::EpochRng::seed_from_u64(seed));
             assert_eq!(p.len(), 4);
@@ -416,8 +421,20 @@ mod tests {
             }
             assert_eq!(p, a.pick(16, &mut crate::EpochRng::seed_from_u64(seed)));
             offsets.insert(p[0]);
+            let within: std::collections::BTreeSet<usize> =
+                p.iter().enumerate().map(|(i, f)| f - 4 * i).collect();
+            own |= within.len() > 1;
         }
         assert!(offsets.len() > 1, "the offset never moved");
+        assert!(own, "every pick shared one offset between its segments");
+        // 10 frames in 4 segments of 2.5: each pick inside its own segment.
+        for seed in 0..20 {
+            let p = a.pick(10, &mut crate::EpochRng::seed_from_u64(seed));
+            for (i, &f) in p.iter().enumerate() {
+                let lo = (i as f64 * 2.5) as usize;
+                assert!(f >= lo && (f as f64) < (i + 1) as f64 * 2.5, "{p:?}");
+            }
+        }
         assert_eq!(a.pick(3, &mut crate::EpochRng::seed_from_u64(0)), [0, 1, 2]);
     }
 

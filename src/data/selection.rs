@@ -1,7 +1,8 @@
 //! Which frames each clip keeps: `data.frames_per_clip` (evenly spaced, centred frames) and
 //! `data.shuffle_frames` (a seeded permutation per clip), one rule for every video source
-//! (frame folders, tensors of frames or of per-frame features, synthetic video). Training splits keep every frame; batches pick
-//! theirs at a random offset (`batch::Augment`).
+//! (frame folders, tensors of frames or of per-frame features, synthetic video). Training
+//! splits keep every frame; batches pick theirs, one per segment at its own random offset
+//! (`batch::Augment`).
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
