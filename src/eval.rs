@@ -24,6 +24,13 @@ pub struct Scores {
     pub support: Vec<usize>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
+    /// The mean of per-class recall over the classes with examples (mmaction's mean class
+    /// accuracy): accuracy that each class counts for alike.
+    #[serde(default)]
+    pub mean_class_acc: f64,
+    /// The share of examples whose class is among the 5 highest scores; with 6 classes or more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top5: Option<f64>,
 }
 
 impl Scores {
@@ -53,7 +60,13 @@ impl Scores {
             })
             .collect();
         let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
+        let present: Vec<f64> = (0..k)
+            .filter(|&c| support[c] > 0)
+            .map(|c| recall[c])
+            .collect();
         Scores {
+            mean_class_acc: present.iter().sum::<f64>() / present.len().max(1) as f64,
+            top5: None,
             loss,
             acc: ratio(correct, n),
             macro_f1: f1.iter().sum::<f64>() / k.max(1) as f64,
@@ -105,6 +118,14 @@ impl Scores {
             &format!("{split}/macro_f1"),
             self.macro_f1,
         )?;
+        log.scalar(
+            &format!("{split}_mean_class_acc"),
+            &format!("{split}/mean_class_acc"),
+            self.mean_class_acc,
+        )?;
+        if let Some(top5) = self.top5 {
+            log.scalar(&format!("{split}_top5"), &format!("{split}/top5"), top5)?;
+        }
         for (c, name) in classes.iter().enumerate() {
             log.tb_scalar(&format!("{split}/precision/{name}"), self.precision[c])?;
             log.tb_scalar(&format!("{split}/recall/{name}"), self.recall[c])?;
@@ -134,6 +155,7 @@ pub fn evaluate(
     weights: Option<&Tensor>,
 ) -> Result<Scores> {
     let mut confusion = vec![vec![0usize; classes]; classes];
+    let (mut top5, mut seen) = (0usize, 0usize);
     // Weighted like training: sum(w_y * nll) / sum(w_y).
     let (mut loss_num, mut loss_den) = (0f64, 0f64);
     for idx in batch::plan(split, batch_size, None) {
@@ -153,8 +175,17 @@ pub fn evaluate(
         loss_num += num.to_scalar::<f32>()? as f64;
         loss_den += den.to_scalar::<f32>()? as f64;
         let pred = logits.argmax(1)?.to_vec1::<u32>()?;
-        for (p, y) in pred.iter().zip(b.labels.to_vec1::<u32>()?) {
-            confusion[y as usize][*p as usize] += 1;
+        let labels = b.labels.to_vec1::<u32>()?;
+        seen += labels.len();
+        for (p, y) in pred.iter().zip(&labels) {
+            confusion[*y as usize][*p as usize] += 1;
+        }
+        if classes >= TOP_K_FROM {
+            top5 += top_k_hits(
+                &logits.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?,
+                &labels,
+                5,
+            );
         }
     }
     let loss = if loss_den > 0.0 {
@@ -162,7 +193,25 @@ pub fn evaluate(
     } else {
         0.0
     };
-    Ok(Scores::from_confusion(confusion, loss))
+    let mut scores = Scores::from_confusion(confusion, loss);
+    scores.top5 = (classes >= TOP_K_FROM && seen > 0).then(|| top5 as f64 / seen as f64);
+    Ok(scores)
+}
+
+/// Top-5 accuracy is reported from this many classes on (with 5 or fewer it is always 1).
+pub const TOP_K_FROM: usize = 6;
+
+/// How many rows of `scores` rank their label among the `k` highest (ties counted in the
+/// label's favour: fewer than `k` scores strictly above it).
+pub fn top_k_hits(scores: &[Vec<f32>], labels: &[u32], k: usize) -> usize {
+    scores
+        .iter()
+        .zip(labels)
+        .filter(|(row, &y)| {
+            let own = row[y as usize];
+            row.iter().filter(|&&v| v > own).count() < k
+        })
+        .count()
 }
 
 /// Summed cross-entropy of a batch and the sum of its weights: sum(w_y * nll) and sum(w_y)
@@ -263,6 +312,30 @@ mod tests {
         let f0 = 2.0 * 0.5 * 0.75 / 1.25;
         let f1 = 2.0 * 0.8 * (4.0 / 6.0) / (0.8 + 4.0 / 6.0);
         assert!((s.macro_f1 - (f0 + f1) / 3.0).abs() < 1e-12);
+        // Mean class accuracy: the mean of the recalls 3/4, 4/6, 0.
+        assert!((s.mean_class_acc - (0.75 + 4.0 / 6.0) / 3.0).abs() < 1e-12);
+        // A class without examples does not count: (1 + 1/2) / 2, not / 3.
+        let s = Scores::from_confusion(vec![vec![2, 0, 0], vec![0, 0, 0], vec![1, 0, 1]], 0.0);
+        assert!((s.mean_class_acc - 0.75).abs() < 1e-12);
+        assert!((s.acc - 0.75).abs() < 1e-12);
+    }
+
+    /// Top-k on hand-made scores: a label ranked 1st, 3rd, 6th, and tied with the 5th.
+    #[test]
+    fn top_k_counts_labels_among_the_highest_scores() {
+        let rows = vec![
+            vec![9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            vec![9.0, 1.0, 2.0, 3.0, 4.0, 5.0, 8.0],
+            vec![0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+            vec![5.0, 5.0, 2.0, 3.0, 7.0, 8.0, 9.0],
+        ];
+        // Row 0: label 0 first; row 1: label 5 third; row 2: label 1 sixth; row 3: label 1
+        // at 5.0 with only three scores (7, 8, 9) above it.
+        let labels = [0, 5, 1, 1];
+        assert_eq!(top_k_hits(&rows, &labels, 5), 3);
+        assert_eq!(top_k_hits(&rows, &labels, 1), 1);
+        // Label 3 in row 0 has four scores above it; the others five or more.
+        assert_eq!(top_k_hits(&rows, &[3, 2, 0, 2], 5), 1);
     }
 
     #[test]

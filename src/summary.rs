@@ -46,6 +46,11 @@ pub struct Summary {
     pub test_acc: Option<f64>,
     pub test_loss: Option<f64>,
     pub test_macro_f1: Option<f64>,
+    /// The mean of per-class recall on test, and top-5 accuracy (6 classes or more).
+    #[serde(default)]
+    pub test_mean_class_acc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_top5: Option<f64>,
     /// Per-class precision / recall / F1 / support and the confusion matrix on test.
     pub test_scores: Option<Scores>,
     /// The same on validation, best epoch's weights.

@@ -195,6 +195,8 @@ fn summary(
         test_loss: test.as_ref().map(|t| t.loss),
         test_acc: test.as_ref().map(|t| t.acc),
         test_macro_f1: test.as_ref().map(|t| t.macro_f1),
+        test_mean_class_acc: test.as_ref().map(|t| t.mean_class_acc),
+        test_top5: test.as_ref().and_then(|t| t.top5),
         test_scores: test,
         val_scores: val,
         classes: data.classes.clone(),

@@ -64,11 +64,13 @@ pub fn eval(a: EvalCli) -> ExitCode {
             for sc in scored {
                 let s = &sc.scores;
                 rnnlab::say!(
-                    "{} ({} examples): loss {:.4} acc {:.4} macro-F1 {:.4}{}\n{}",
+                    "{} ({} examples): loss {:.4} acc {:.4}{} mean class acc {:.4} macro-F1 {:.4}{}\n{}",
                     sc.split,
                     sc.examples,
                     s.loss,
                     s.acc,
+                    s.top5.map(|t| format!(" top-5 {t:.4}")).unwrap_or_default(),
+                    s.mean_class_acc,
                     s.macro_f1,
                     sc.unknown_share
                         .map(|u| format!(", {:.1}% of tokens unknown to the run", 100.0 * u))
