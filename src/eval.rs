@@ -1,6 +1,6 @@
-//! Evaluation: loss, accuracy, confusion matrix, per-class precision / recall / F1 and
-//! macro-F1 over a split (no dropout, no graph kept), and the confusion matrix drawn as a
-//! heatmap for TensorBoard's Images tab (plotters into an RGB buffer, PNG-encoded).
+//! Evaluation: loss, accuracy, top-5 and mean class accuracy, confusion matrix, per-class
+//! precision / recall / F1 and macro-F1 over a split (no dropout, no graph kept); the confusion
+//! matrix goes to TensorBoard's Images tab drawn by `log::plots::confusion_png`.
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -136,7 +136,7 @@ impl Scores {
             &format!("{split}_confusion"),
             serde_json::json!(self.confusion),
         );
-        let (png, w, h) = confusion_png(&self.confusion)?;
+        let (png, w, h) = crate::log::plots::confusion_png(&self.confusion, classes)?;
         log.image(&format!("{split}/confusion_matrix"), &png, w, h)?;
         log.text(
             &format!("{split}/confusion_table"),
@@ -247,55 +247,6 @@ pub fn loss(logits: &Tensor, labels: &Tensor, weights: Option<&Tensor>) -> Resul
     })
 }
 
-/// The confusion matrix as a PNG heatmap: one square per (true row, predicted column), shaded
-/// by the row-normalised count (white 0 -> dark blue 1), so each row reads as that class's
-/// recall spread. Exact counts are in the Text tab and summary.json.
-pub fn confusion_png(confusion: &[Vec<usize>]) -> Result<(Vec<u8>, u32, u32)> {
-    use plotters::prelude::*;
-    let k = confusion.len().max(1) as u32;
-    let cell = (256 / k).clamp(8, 64);
-    let (w, h) = (cell * k, cell * k);
-    let mut rgb = vec![255u8; (w * h * 3) as usize];
-    {
-        let area = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        for (i, row) in confusion.iter().enumerate() {
-            let total: usize = row.iter().sum();
-            for (j, &v) in row.iter().enumerate() {
-                let f = if total == 0 {
-                    0.0
-                } else {
-                    v as f64 / total as f64
-                };
-                let shade = |from: f64, to: f64| (from + (to - from) * f).round() as u8;
-                let color = RGBColor(shade(255.0, 8.0), shade(255.0, 48.0), shade(255.0, 107.0));
-                let (x, y) = ((j as u32 * cell) as i32, (i as u32 * cell) as i32);
-                area.draw(&Rectangle::new(
-                    [(x, y), (x + cell as i32 - 1, y + cell as i32 - 1)],
-                    color.filled(),
-                ))
-                .map_err(|e| {
-                    candle_core::Error::Msg(format!("drawing the confusion matrix: {e}"))
-                })?;
-            }
-        }
-        area.present()
-            .map_err(|e| candle_core::Error::Msg(format!("drawing the confusion matrix: {e}")))?;
-    }
-    let mut png = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut png, w, h);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc
-            .write_header()
-            .map_err(|e| candle_core::Error::Msg(format!("encoding PNG: {e}")))?;
-        writer
-            .write_image_data(&rgb)
-            .map_err(|e| candle_core::Error::Msg(format!("encoding PNG: {e}")))?;
-    }
-    Ok((png, w, h))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,19 +287,5 @@ mod tests {
         assert_eq!(top_k_hits(&rows, &labels, 1), 1);
         // Label 3 in row 0 has four scores above it; the others five or more.
         assert_eq!(top_k_hits(&rows, &[3, 2, 0, 2], 5), 1);
-    }
-
-    #[test]
-    fn heatmap_is_a_png_of_the_right_size() {
-        let (png, w, h) = confusion_png(&[vec![5, 0], vec![1, 4]]).unwrap();
-        assert_eq!(&png[1..4], b"PNG");
-        assert_eq!((w, h), (128, 128));
-        let dec = png::Decoder::new(std::io::Cursor::new(png));
-        let mut reader = dec.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
-        reader.next_frame(&mut buf).unwrap();
-        // Top-left cell (row 0, col 0) is 100%: dark; top-right (0%) white.
-        assert_eq!(&buf[0..3], &[8, 48, 107]);
-        assert_eq!(&buf[(127 * 3)..(127 * 3 + 3)], &[255, 255, 255]);
     }
 }

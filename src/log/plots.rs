@@ -414,3 +414,166 @@ pub fn flow_heatmap(map: &FlowMap, what: &Path) -> Result<(Vec<u8>, u32, u32)> {
     }
     Ok((encode_png(&rgb, w, h).map_err(draw_err)?, w, h))
 }
+
+/// The confusion matrix as a PNG: one square per (true row, predicted column) shaded by the
+/// row-normalised count (white 0 -> dark blue 1, so a row reads as that class's recall
+/// spread), the count written in each non-empty square, class names on both axes (the
+/// predicted ones turned upright), sized so 101 classes stay legible (16-pixel squares).
+pub fn confusion_png(confusion: &[Vec<usize>], classes: &[String]) -> Result<(Vec<u8>, u32, u32)> {
+    font();
+    let draw_err = |e: String| Error::Checkpoint {
+        path: PathBuf::from("confusion_matrix"),
+        msg: format!("drawing the confusion matrix: {e}"),
+    };
+    let k = confusion.len().max(1) as u32;
+    let cell = (480 / k).clamp(16, 48);
+    let text = (cell as f64 * 0.45).clamp(8.0, 16.0);
+    let name = |i: usize| classes.get(i).cloned().unwrap_or_else(|| i.to_string());
+    // Room for the longest name at the label size, and an axis title.
+    let longest = (0..k as usize)
+        .map(|i| name(i).chars().count())
+        .max()
+        .unwrap_or(1);
+    let label = text.max(10.0);
+    let margin = ((longest as f64 * label * 0.6) as u32 + 8).min(320) + (label as u32 + 8);
+    let (w, h) = (margin + cell * k + 8, margin + cell * k + 8);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let m = margin as i32;
+        let font = |size: f64| ("sans-serif", size).into_font();
+        let title = font(label).color(&BLACK);
+        root.draw(&Text::new("predicted", (m, 2), title.clone()))
+            .map_err(|e| draw_err(e.to_string()))?;
+        root.draw(&Text::new(
+            "true",
+            (2, m + 40),
+            title.transform(FontTransform::Rotate270),
+        ))
+        .map_err(|e| draw_err(e.to_string()))?;
+        for i in 0..k as usize {
+            let at = m + (i as u32 * cell) as i32 + (cell as i32 - label as i32) / 2;
+            // Row names right-aligned against the grid; column names upright, bottom-aligned.
+            let row = font(label)
+                .color(&BLACK)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Right,
+                    plotters::style::text_anchor::VPos::Top,
+                ));
+            root.draw(&Text::new(name(i), (m - 4, at), row))
+                .map_err(|e| draw_err(e.to_string()))?;
+            let col = font(label)
+                .color(&BLACK)
+                .transform(FontTransform::Rotate270)
+                .pos(plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Left,
+                    plotters::style::text_anchor::VPos::Top,
+                ));
+            root.draw(&Text::new(name(i), (at, m - 4), col))
+                .map_err(|e| draw_err(e.to_string()))?;
+        }
+        for (i, row) in confusion.iter().enumerate() {
+            let total: usize = row.iter().sum();
+            for (j, &v) in row.iter().enumerate() {
+                let f = if total == 0 {
+                    0.0
+                } else {
+                    v as f64 / total as f64
+                };
+                let shade = |from: f64, to: f64| (from + (to - from) * f).round() as u8;
+                let color = RGBColor(shade(255.0, 8.0), shade(255.0, 48.0), shade(255.0, 107.0));
+                let (x, y) = (m + (j as u32 * cell) as i32, m + (i as u32 * cell) as i32);
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cell as i32 - 1, y + cell as i32 - 1)],
+                    color.filled(),
+                ))
+                .map_err(|e| draw_err(e.to_string()))?;
+                if v > 0 {
+                    let ink = if f > 0.5 { WHITE } else { BLACK };
+                    let centre =
+                        font(text)
+                            .color(&ink)
+                            .pos(plotters::style::text_anchor::Pos::new(
+                                plotters::style::text_anchor::HPos::Center,
+                                plotters::style::text_anchor::VPos::Center,
+                            ));
+                    root.draw(&Text::new(
+                        v.to_string(),
+                        (x + cell as i32 / 2, y + cell as i32 / 2),
+                        centre,
+                    ))
+                    .map_err(|e| draw_err(e.to_string()))?;
+                }
+            }
+        }
+        // The grid's outline.
+        let end = m + (k * cell) as i32;
+        root.draw(&Rectangle::new(
+            [(m - 1, m - 1), (end, end)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|e| draw_err(e.to_string()))?;
+        root.present().map_err(|e| draw_err(e.to_string()))?;
+    }
+    let png = encode_png(&rgb, w, h).map_err(draw_err)?;
+    Ok((png, w, h))
+}
+
+#[cfg(test)]
+mod confusion_tests {
+    use super::*;
+
+    fn decode(png: &[u8]) -> Vec<u8> {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        reader.next_frame(&mut buf).unwrap();
+        buf
+    }
+
+    /// Squares shaded by the row share, class names in the margins, counts in the squares;
+    /// 101 classes at 16 pixels a square.
+    #[test]
+    fn the_confusion_image_names_classes_and_counts() {
+        let classes: Vec<String> = vec!["walk".into(), "run".into()];
+        let (png, w, h) = confusion_png(&[vec![5, 0], vec![1, 4]], &classes).unwrap();
+        std::fs::write(std::env::temp_dir().join("rnnlab-confusion-2.png"), &png).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let px = decode(&png);
+        let at = |x: u32, y: u32| &px[((y * w + x) * 3) as usize..][..3];
+        // The dark top-left square (100%) starts where the margins end.
+        let dark: Vec<u32> = (0..w * h)
+            .filter(|i| px[(*i * 3) as usize..][..3] == [8, 48, 107])
+            .collect();
+        assert!(dark.len() > 48 * 48 / 2, "the 100% square is missing");
+        let (m, top) = (dark.iter().map(|i| i % w).min().unwrap(), dark[0] / w);
+        assert!(m > 20 && top > 20, "no margins for the names");
+        // Names: ink left of the first row and above the first column.
+        let ink = |xs: std::ops::Range<u32>, ys: std::ops::Range<u32>| {
+            xs.flat_map(|x| ys.clone().map(move |y| (x, y)))
+                .filter(|&(x, y)| at(x, y)[0] < 128)
+                .count()
+        };
+        assert!(ink(m / 2..m - 2, top..top + 48) > 20, "no row name");
+        assert!(ink(m..m + 48, top / 3..top - 2) > 20, "no column name");
+        // The count 5 in white on the dark square.
+        assert!(ink(m..m + 48, top..top + 48) < 48 * 48, "no count");
+        let white = (m..m + 48)
+            .flat_map(|x| (top..top + 48).map(move |y| (x, y)))
+            .filter(|&(x, y)| at(x, y)[0] > 200)
+            .count();
+        assert!(white > 10, "no count drawn in the square");
+        let many: Vec<String> = (0..101).map(|i| format!("Class{i:03}")).collect();
+        let mut big = vec![vec![0usize; 101]; 101];
+        for (i, row) in big.iter_mut().enumerate() {
+            row[i] = 7;
+            row[(i + 1) % 101] = 2;
+        }
+        let (png, w, h) = confusion_png(&big, &many).unwrap();
+        assert!(w >= 101 * 16 && h >= 101 * 16, "{w}x{h}");
+        std::fs::write(std::env::temp_dir().join("rnnlab-confusion-101.png"), &png).unwrap();
+        let (png, ..) = confusion_png(&[vec![5, 0], vec![1, 4]], &classes).unwrap();
+        std::fs::write(std::env::temp_dir().join("rnnlab-confusion-2.png"), &png).unwrap();
+    }
+}
