@@ -136,6 +136,20 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     assert!(rows
         .iter()
         .all(|r| r.contains_key("model.cell") && r.contains_key("train.lr")));
+    // The test scores papers report, as each trial's summary.json has them (no top-5 at 2
+    // classes: an empty column).
+    for r in rows.iter().filter(|r| r["status"] == "completed") {
+        let s: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(&r["trial"]).join("summary.json")).unwrap(),
+        )
+        .unwrap();
+        let csv: f64 = r["test_mean_class_acc"].parse().unwrap();
+        assert!(
+            (csv - s["test_mean_class_acc"].as_f64().unwrap()).abs() < 1e-9,
+            "{r:?}"
+        );
+        assert_eq!(r["test_top5"], "", "{r:?}");
+    }
     let by = csv_rows(&root.join("summary_by_config.csv"));
     assert_eq!(by.len(), 4);
     assert_eq!(by[0]["n"], "2");

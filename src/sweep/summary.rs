@@ -171,6 +171,8 @@ pub struct Row {
     pub epochs_done: Option<u64>,
     pub test_acc: Option<f64>,
     pub test_macro_f1: Option<f64>,
+    pub test_mean_class_acc: Option<f64>,
+    pub test_top5: Option<f64>,
     pub elapsed_s: Option<f64>,
     pub error: Option<String>,
     /// The budget it ran with, and the one the plan gives it: a completed trial counts in the
@@ -211,6 +213,8 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
         epochs_done: None,
         test_acc: None,
         test_macro_f1: None,
+        test_mean_class_acc: None,
+        test_top5: None,
         elapsed_s: None,
         error: match &unreadable {
             Some(e) => Some(format!("{e}; the next run of the sweep runs it again")),
@@ -239,6 +243,8 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
         row.stopped_early = s.stopped_early;
         row.test_acc = s.test_acc;
         row.test_macro_f1 = s.test_macro_f1;
+        row.test_mean_class_acc = s.test_mean_class_acc;
+        row.test_top5 = s.test_top5;
         row.elapsed_s = finite(s.elapsed_s);
     } else if let Some(c) = checkpoint::newest(&dir)? {
         let st = &c.state;
@@ -431,6 +437,8 @@ mod tests {
             epochs_done: Some(2),
             test_acc: None,
             test_macro_f1: None,
+            test_mean_class_acc: None,
+            test_top5: None,
             elapsed_s: Some(1.0),
             error: None,
             budget: None,

@@ -101,6 +101,8 @@ pub fn trials_frame(study: &Study, rows: &[Row]) -> Result<DataFrame> {
     cols.push(u("epochs_done", |r| r.epochs_done));
     cols.push(f("test_acc", |r| r.test_acc));
     cols.push(f("test_macro_f1", |r| r.test_macro_f1));
+    cols.push(f("test_mean_class_acc", |r| r.test_mean_class_acc));
+    cols.push(f("test_top5", |r| r.test_top5));
     cols.push(f("elapsed_s", |r| r.elapsed_s));
     cols.push(Column::new(
         "error".into(),
@@ -155,11 +157,13 @@ pub fn groups_frame(study: &Study, groups: &[Group]) -> Result<DataFrame> {
             .collect::<Vec<_>>(),
     ));
     type Metric = (&'static str, fn(&Row) -> Option<f64>);
-    let metrics: [Metric; 6] = [
+    let metrics: [Metric; 8] = [
         ("best_val_acc", |r| r.best_val_acc),
         ("best_val_loss", |r| r.best_val_loss),
         ("test_acc", |r| r.test_acc),
         ("test_macro_f1", |r| r.test_macro_f1),
+        ("test_mean_class_acc", |r| r.test_mean_class_acc),
+        ("test_top5", |r| r.test_top5),
         ("epochs_done", |r| r.epochs_done.map(|e| e as f64)),
         ("elapsed_s", |r| r.elapsed_s),
     ];
