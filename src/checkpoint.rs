@@ -25,7 +25,7 @@ pub const VOCAB: &str = "vocab.json";
 /// What each step of the model's input is (tokens and vocabulary size, features, frames).
 pub const INPUT: &str = "input.json";
 pub const CLASSES: &str = "classes.json";
-/// A pretrained encoder's weights file and its hash (`model::resnet::Provenance`).
+/// A pretrained encoder's weights file and its hash (`model::provenance::Provenance`).
 pub const ENCODER: &str = "encoder.json";
 /// Copies (hard links) of the newest checkpoint's weights, for other tools.
 pub const BEST: &str = "best.safetensors";
@@ -398,7 +398,7 @@ pub fn check_encoder(dir: &Path, model: &Classifier) -> Result<()> {
             "is missing: the run does not say which encoder weights it was trained on",
         ));
     }
-    let saved: crate::model::resnet::Provenance = load_json(&path)?;
+    let saved: crate::model::provenance::Provenance = load_json(&path)?;
     if saved.fnv1a != now.fnv1a || saved.encoder != now.encoder {
         return Err(checkpoint_error(
             &path,

@@ -17,7 +17,8 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::Config;
 use crate::data::{Dataset, FrameShape, Inputs, Split};
 use crate::error::{Error, Result};
-use crate::model::resnet::{Depth, Provenance, ResNet};
+use crate::model::provenance::Provenance;
+use crate::model::resnet::{Depth, ResNet};
 
 /// Clips per cache file.
 pub const CHUNK: usize = 64;

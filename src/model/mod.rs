@@ -7,6 +7,7 @@ pub mod cell;
 pub mod classifier;
 pub mod encoder;
 pub mod fused;
+pub mod provenance;
 pub mod resnet;
 pub mod stack;
 

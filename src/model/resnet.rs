@@ -14,6 +14,7 @@ use std::path::Path;
 use candle_core::{Tensor, Var, D};
 
 use super::fused::resnet::{Folded, FoldedBlock, FoldedNet};
+use super::provenance::Provenance;
 use crate::config::{FrameEncoder, Model};
 use crate::error::{Error, Result};
 
@@ -22,42 +23,6 @@ fn stage_of(name: &str) -> &str {
     match name.split('.').next() {
         Some("conv1" | "bn1") | None => "conv1",
         Some(layer) => layer,
-    }
-}
-
-/// Where a run's encoder weights came from: what the config says, the file it resolved to,
-/// and a hash of the file's bytes (saved in the run folder as `encoder.json`, checked when the
-/// run is resumed, evaluated or asked to predict).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Provenance {
-    pub encoder: String,
-    pub weights: String,
-    pub file: std::path::PathBuf,
-    /// FNV-1a (64 bit) of the file, hex.
-    pub fnv1a: String,
-}
-
-impl Provenance {
-    /// Resolves `model.encoder_weights` (a path, or `hub:<repo>` through the hub cache) and
-    /// reads the file: its bytes and where they came from.
-    pub fn read(cfg: &Model, depth: Depth) -> Result<(Vec<u8>, Provenance)> {
-        let given = cfg.encoder_weights.clone().unwrap_or_default();
-        let file = match given.strip_prefix("hub:") {
-            Some(repo) => {
-                crate::hub::fetch_model(repo, &cfg.encoder_revision, Path::new(&cfg.encoder_file))?
-            }
-            None => std::path::PathBuf::from(&given),
-        };
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
-        let mut fnv = crate::fsutil::Fnv1a::new();
-        fnv.eat(&bytes);
-        let p = Provenance {
-            encoder: depth.name().into(),
-            weights: given,
-            file,
-            fnv1a: format!("{:016x}", fnv.0),
-        };
-        Ok((bytes, p))
     }
 }
 
@@ -499,7 +464,7 @@ impl ResNet {
     /// The encoder a config asks for, with the stages `trains` names trainable, and where its
     /// weights came from.
     pub fn open(cfg: &Model, depth: Depth, trains: &[String]) -> Result<(ResNet, Provenance)> {
-        let (bytes, prov) = Provenance::read(cfg, depth)?;
+        let (bytes, prov) = Provenance::read(cfg, depth.name())?;
         let stages: Vec<&str> = trains.iter().map(String::as_str).collect();
         let net = ResNet::from_bytes(depth, &bytes, &stages, &prov.file)?;
         Ok((net, prov))
