@@ -184,44 +184,28 @@ fn winograd(
     let wino = Winograd::new(rows, cin, cout);
     let p = h * w;
     let mut out = vec![0f32; n * cout * p];
-    let threads = crate::device::cpu_threads().clamp(1, n.max(1));
     let bias = vec![0f32; cout];
-    std::thread::scope(|scope| {
-        let mut rest: &mut [f32] = &mut out;
-        let mut handles = Vec::new();
-        for i in 0..threads {
-            let r = i * n / threads..(i + 1) * n / threads;
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * cout * p);
-            rest = tail;
-            let src = &x[r.start * cin * p..r.end * cin * p];
-            let (wino, bias) = (&wino, &bias);
-            handles.push(scope.spawn(move || {
-                let _ftz = FlushDenormals::new();
-                let g = r.len();
-                // NCHW -> NHWC, the transform, NHWC -> NCHW.
-                let mut nhwc = vec![0f32; g * p * cin];
-                for f in 0..g {
-                    for c in 0..cin {
-                        for (i, v) in src[(f * cin + c) * p..][..p].iter().enumerate() {
-                            nhwc[(f * p + i) * cin + c] = *v;
-                        }
-                    }
+    by_rows(&mut out, cout * p, 0, |f0, mine| {
+        let _ftz = FlushDenormals::new();
+        let g = mine.len() / (cout * p).max(1);
+        let src = &x[f0 * cin * p..(f0 + g) * cin * p];
+        // NCHW -> NHWC, the transform, NHWC -> NCHW.
+        let mut nhwc = vec![0f32; g * p * cin];
+        for f in 0..g {
+            for c in 0..cin {
+                for (i, v) in src[(f * cin + c) * p..][..p].iter().enumerate() {
+                    nhwc[(f * p + i) * cin + c] = *v;
                 }
-                let mut y = Vec::new();
-                let mut bufs = (Vec::new(), Vec::new());
-                wino.apply(&nhwc, g, (h, w), bias, false, None, &mut y, &mut bufs);
-                for f in 0..g {
-                    for i in 0..p {
-                        for c in 0..cout {
-                            mine[(f * cout + c) * p + i] = y[(f * p + i) * cout + c];
-                        }
-                    }
-                }
-            }));
+            }
         }
-        for h in handles {
-            if let Err(e) = h.join() {
-                std::panic::resume_unwind(e);
+        let mut y = Vec::new();
+        let mut bufs = (Vec::new(), Vec::new());
+        wino.apply(&nhwc, g, (h, w), &bias, false, None, &mut y, &mut bufs);
+        for f in 0..g {
+            for i in 0..p {
+                for c in 0..cout {
+                    mine[(f * cout + c) * p + i] = y[(f * p + i) * cout + c];
+                }
             }
         }
     });
@@ -261,40 +245,34 @@ fn mm_rows(
     b: &[f32],
     b_strides: (usize, usize),
 ) {
-    let threads = crate::device::cpu_threads().clamp(1, m.max(1));
-    if threads == 1 {
-        mm(dst, n, (m, n, k), a, a_strides, b, b_strides, false, false);
-        return;
-    }
-    std::thread::scope(|scope| {
-        let mut rest: &mut [f32] = dst;
-        let mut handles = Vec::new();
-        for i in 0..threads {
-            let rows = i * m / threads..(i + 1) * m / threads;
-            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows.len() * n);
-            rest = tail;
-            let a = &a[rows.start * a_strides.0..];
-            handles.push(scope.spawn(move || {
-                let _ftz = FlushDenormals::new();
-                mm(
-                    mine,
-                    n,
-                    (rows.len(), n, k),
-                    a,
-                    a_strides,
-                    b,
-                    b_strides,
-                    false,
-                    false,
-                );
-            }));
-        }
-        for h in handles {
-            if let Err(e) = h.join() {
-                std::panic::resume_unwind(e);
-            }
-        }
+    debug_assert_eq!(dst.len(), m * n);
+    by_rows(dst, n, 0, |r0, mine| {
+        let rows = mine.len() / n.max(1);
+        let a = &a[r0 * a_strides.0..];
+        mm(
+            mine,
+            n,
+            (rows, n, k),
+            a,
+            a_strides,
+            b,
+            b_strides,
+            false,
+            false,
+        );
     });
+}
+
+/// [a][b][p] blocks of `p` values -> [b][a][p]: frames x channels (NCHW) <-> channels x frames
+/// (a gemm's [cout, n * p] layout), either way.
+fn swap_blocks(src: &[f32], (a, b, p): (usize, usize, usize)) -> Vec<f32> {
+    let mut dst = vec![0f32; a * b * p];
+    for i in 0..a {
+        for j in 0..b {
+            dst[(j * a + i) * p..][..p].copy_from_slice(&src[(i * b + j) * p..][..p]);
+        }
+    }
+    dst
 }
 
 impl Conv2d {
@@ -313,13 +291,7 @@ impl Conv2d {
         if self.winograd_case(d) {
             let rows = wino_rows(wt, d.cout, d.cin, false);
             let out = winograd(x, (d.n, d.cin, d.h, d.w), &rows, d.cout);
-            let mut y = vec![0f32; d.cout * nc];
-            for f in 0..d.n {
-                for co in 0..d.cout {
-                    y[co * nc + f * p..][..p].copy_from_slice(&out[(f * d.cout + co) * p..][..p]);
-                }
-            }
-            return (y, None);
+            return (swap_blocks(&out, (d.n, d.cout, p)), None);
         }
         let cols = self.im2col(x, d);
         let mut y = vec![0f32; d.cout * nc];
@@ -328,12 +300,13 @@ impl Conv2d {
     }
 }
 
-/// Splits `out` (rows of `row` values, `rows` of them) between threads by whole rows, and runs
-/// `f(first_row, rows_slice)` on each part.
-fn by_rows(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// Splits `out` (rows of `row` values) between threads by whole rows, and runs
+/// `f(first_row, rows_slice)` on each part (denormals flushed on the threads it starts); on
+/// this thread alone when `out` is shorter than `min_len`.
+fn by_rows(out: &mut [f32], row: usize, min_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let rows = out.len() / row.max(1);
     let threads = crate::device::cpu_threads().clamp(1, rows.max(1));
-    if threads == 1 || out.len() < 1 << 15 {
+    if threads == 1 || out.len() < min_len {
         f(0, out);
         return;
     }
@@ -344,7 +317,10 @@ fn by_rows(out: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
             let (mine, tail) = std::mem::take(&mut rest).split_at_mut(r.len() * row);
             rest = tail;
             let f = &f;
-            scope.spawn(move || f(r.start, mine));
+            scope.spawn(move || {
+                let _ftz = FlushDenormals::new();
+                f(r.start, mine)
+            });
         }
     });
 }
@@ -382,7 +358,7 @@ impl CustomOp3 for Conv2d {
         // [cout, n * p] -> [n, cout, p], the affine and the ReLU on the way; threads by frame.
         let mut out = vec![0f32; d.n * d.cout * p];
         let relu = self.relu;
-        by_rows(&mut out, d.cout * p, |f0, part| {
+        by_rows(&mut out, d.cout * p, 1 << 15, |f0, part| {
             for (j, frame) in part.chunks_mut(d.cout * p).enumerate() {
                 let f = f0 + j;
                 for co in 0..d.cout {
@@ -437,7 +413,7 @@ impl CustomOp3 for Conv2d {
         let sums: Vec<(usize, f32, f32)> = {
             let sums = std::sync::Mutex::new(Vec::with_capacity(d.cout));
             let relu = self.relu;
-            by_rows(&mut dy, nc, |c0, part| {
+            by_rows(&mut dy, nc, 1 << 15, |c0, part| {
                 let mut mine = Vec::new();
                 for (j, row) in part.chunks_mut(nc).enumerate() {
                     let co = c0 + j;
@@ -484,13 +460,7 @@ impl CustomOp3 for Conv2d {
         };
         let dx = if x.track_op() && self.winograd_case(d) {
             // dx = dY convolved with the kernel rotated and its channels swapped.
-            let mut dy_nchw = vec![0f32; d.n * d.cout * p];
-            for f in 0..d.n {
-                for co in 0..d.cout {
-                    dy_nchw[(f * d.cout + co) * p..][..p]
-                        .copy_from_slice(&dy[co * nc + f * p..][..p]);
-                }
-            }
+            let dy_nchw = swap_blocks(&dy, (d.cout, d.n, p));
             let rows = wino_rows(ws, d.cout, d.cin, true);
             let dx = winograd(&dy_nchw, (d.n, d.cout, d.oh, d.ow), &rows, d.cin);
             Some(Tensor::from_vec(dx, (d.n, d.cin, d.h, d.w), x.device())?)
