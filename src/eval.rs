@@ -1,6 +1,8 @@
 //! Evaluation: loss, accuracy, top-5 and mean class accuracy, confusion matrix, per-class
 //! precision / recall / F1 and macro-F1 over a split (no dropout, no graph kept); the confusion
-//! matrix goes to TensorBoard's Images tab drawn by `log::plots::confusion_png`.
+//! matrix goes to TensorBoard's Images tab drawn by `log::plots::confusion_png`. A video test
+//! split with several views of each clip (`[eval] clips`) is scored by each clip's views' mean
+//! class probabilities (mmaction's `average_clips = "prob"`).
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -146,6 +148,8 @@ impl Scores {
 }
 
 /// Scores of `model` on `split`. `weights` are per-class loss weights (None: plain mean).
+/// `view`: a clip longer than this many steps holds views of it, one after another (a test
+/// split loaded with `[eval] clips`), scored by their mean class probabilities.
 pub fn evaluate(
     model: &Classifier,
     split: &Split,
@@ -153,7 +157,18 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
     weights: Option<&Tensor>,
+    view: Option<usize>,
 ) -> Result<Scores> {
+    if let Some(view) = view.filter(|&v| (0..split.len()).any(|i| split.inputs.steps(i) > v)) {
+        let probs = view_probabilities(model, split, batch_size, device, Some(view))?;
+        let weights = weights.map(Tensor::to_vec1::<f32>).transpose()?;
+        return Ok(scores_of_probabilities(
+            &probs,
+            &split.labels,
+            classes,
+            weights.as_deref(),
+        ));
+    }
     let mut confusion = vec![vec![0usize; classes]; classes];
     let (mut top5, mut seen) = (0usize, 0usize);
     // Weighted like training: sum(w_y * nll) / sum(w_y).
@@ -196,6 +211,91 @@ pub fn evaluate(
     let mut scores = Scores::from_confusion(confusion, loss);
     scores.top5 = (classes >= TOP_K_FROM && seen > 0).then(|| top5 as f64 / seen as f64);
     Ok(scores)
+}
+
+/// Each sequence's class probabilities, a clip's views averaged: with `view`, a clip longer
+/// than `view` steps is its `steps / view` views of `view` steps, one after another; without,
+/// every sequence is one. Batches of `batch_size` views.
+pub fn view_probabilities(
+    model: &Classifier,
+    split: &Split,
+    batch_size: usize,
+    device: &Device,
+    view: Option<usize>,
+) -> Result<Vec<Vec<f32>>> {
+    let mut windows = Vec::new();
+    for i in 0..split.len() {
+        let steps = split.inputs.steps(i);
+        match view {
+            Some(v) if v > 0 && steps > v => windows.extend((0..steps / v).map(|k| (i, k * v, v))),
+            _ => windows.push((i, 0, steps)),
+        }
+    }
+    let mut sums: Vec<Vec<f32>> = vec![Vec::new(); split.len()];
+    let mut counts = vec![0usize; split.len()];
+    for chunk in windows.chunks(batch_size.max(1)) {
+        let b = batch::make_windows(split, chunk, device)?;
+        let logits = model
+            .forward(
+                &b.x,
+                RunOpts {
+                    lengths: Some(&b.lengths),
+                    no_grad: true,
+                    ..Default::default()
+                },
+            )?
+            .logits;
+        let probs: Vec<Vec<f32>> = crate::model::classifier::probabilities(&logits)?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2()?;
+        for (&(i, _, _), p) in chunk.iter().zip(probs) {
+            let sum = &mut sums[i];
+            if sum.is_empty() {
+                *sum = p;
+            } else {
+                sum.iter_mut().zip(&p).for_each(|(s, v)| *s += v);
+            }
+            counts[i] += 1;
+        }
+    }
+    for (sum, n) in sums.iter_mut().zip(counts) {
+        if n > 1 {
+            sum.iter_mut().for_each(|s| *s /= n as f32);
+        }
+    }
+    Ok(sums)
+}
+
+/// Scores from class probabilities (one row per example): the most probable class predicted,
+/// the loss the mean of -ln p(label) (weighted like training with `weights`), top-5 from the
+/// rows.
+pub fn scores_of_probabilities(
+    probs: &[Vec<f32>],
+    labels: &[u32],
+    classes: usize,
+    weights: Option<&[f32]>,
+) -> Scores {
+    let mut confusion = vec![vec![0usize; classes]; classes];
+    let (mut num, mut den) = (0f64, 0f64);
+    for (row, &y) in probs.iter().zip(labels) {
+        let best = row
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (k, &p)| if p > b.1 { (k, p) } else { b },
+            )
+            .0;
+        confusion[y as usize][best] += 1;
+        let w = weights.map_or(1.0, |w| w[y as usize] as f64);
+        num += -w * (row[y as usize] as f64).max(f64::MIN_POSITIVE).ln();
+        den += w;
+    }
+    let loss = if den > 0.0 { num / den } else { 0.0 };
+    let mut scores = Scores::from_confusion(confusion, loss);
+    scores.top5 = (classes >= TOP_K_FROM && !labels.is_empty())
+        .then(|| top_k_hits(probs, labels, 5) as f64 / labels.len() as f64);
+    scores
 }
 
 /// Top-5 accuracy is reported from this many classes on (with 5 or fewer it is always 1).
@@ -287,5 +387,30 @@ mod tests {
         assert_eq!(top_k_hits(&rows, &labels, 1), 1);
         // Label 3 in row 0 has four scores above it; the others five or more.
         assert_eq!(top_k_hits(&rows, &[3, 2, 0, 2], 5), 1);
+    }
+
+    /// Scores from averaged probabilities, by hand: argmax, -ln p(label), weights, top-5.
+    #[test]
+    fn scores_from_probabilities_by_hand() {
+        let probs = vec![
+            vec![0.5, 0.3, 0.2, 0.0, 0.0, 0.0],
+            vec![0.1, 0.2, 0.05, 0.05, 0.1, 0.5],
+            vec![0.0, 0.0, 0.0, 0.0, 0.1, 0.9],
+        ];
+        let labels = [0, 1, 0];
+        let s = scores_of_probabilities(&probs, &labels, 6, None);
+        assert_eq!(s.confusion[0][0], 1);
+        assert_eq!(s.confusion[1][5], 1);
+        assert_eq!(s.confusion[0][5], 1);
+        assert!((s.acc - 1.0 / 3.0).abs() < 1e-12);
+        let want = -(0.5f64.ln() + (0.2f32 as f64).ln() + f64::MIN_POSITIVE.ln()) / 3.0;
+        assert!((s.loss - want).abs() < 1e-9, "{} vs {want}", s.loss);
+        // Label 1 is 2nd in row 1; label 0 in row 2 is tied at 0 with four others below 0.1
+        // and 0.9: two scores above it, so within the top 5.
+        assert_eq!(s.top5, Some(1.0));
+        let w = [2.0f32, 1.0, 1.0, 1.0, 1.0, 1.0];
+        let s = scores_of_probabilities(&probs[..2], &labels[..2], 6, Some(&w));
+        let want = -(2.0 * 0.5f64.ln() + (0.2f32 as f64).ln()) / 3.0;
+        assert!((s.loss - want).abs() < 1e-9);
     }
 }

@@ -322,7 +322,7 @@ fn frozen_encoder(config: &Config) -> Result<Depth> {
 pub fn extract(config: &Config, shard: Option<(usize, usize)>, out: &Path) -> Result<Extracted> {
     let depth = frozen_encoder(config)?;
     crate::device::set_cpu_threads(config.experiment.threads);
-    let data = crate::data::load(&config.data_to_load(), config.experiment.seed)?;
+    let data = crate::data::load(&config.data_to_load(), config.experiment.seed, 1)?;
     let (net, provenance) = ResNet::open(&config.model, depth, &[])?;
     let ex = Extraction::plan(&data, &cache_dir(config), depth, provenance)?;
     let chunks = match shard {

@@ -121,9 +121,12 @@ pub fn synthetic_data_part(cfg: &Config) -> Option<Part> {
     let tokens = match d.source {
         Source::SyntheticSentiment => 17,
         Source::DelayedRecall => d.lag.saturating_add(1),
-        Source::File | Source::Hub | Source::SyntheticVideo | Source::Tensors | Source::Frames => {
-            return None
-        }
+        Source::File
+        | Source::Hub
+        | Source::SyntheticVideo
+        | Source::Tensors
+        | Source::Frames
+        | Source::Videos => return None,
     }
     .min(d.max_len) as f64;
     // Ids, a Vec header and allocator overhead per sequence, and the label.

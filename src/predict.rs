@@ -8,13 +8,12 @@ use serde::Serialize;
 
 use crate::checkpoint::LoadedRun;
 use crate::config::{Column, Data};
+use crate::data::selection::views;
 use crate::data::tables::load_for_run;
 use crate::data::{table, Inputs, Split};
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Scores};
 use crate::model::architecture::Input;
-use crate::model::classifier::probabilities;
-use crate::model::stack::RunOpts;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Prediction {
@@ -29,7 +28,8 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// The prediction for `text` from its class probabilities: the most probable class.
+    /// The prediction for `text` from its class probabilities: the most probable class (the
+    /// first of equals).
     fn new(run: &LoadedRun, text: String, probs: Vec<f32>) -> Prediction {
         let best = probs
             .iter()
@@ -57,7 +57,26 @@ impl Prediction {
         if let Some(u) = self.unknown_share {
             line["unknown_share"] = serde_json::json!(u);
         }
+        if run.classes.len() >= crate::eval::TOP_K_FROM {
+            line["top5"] = serde_json::json!(self.top(5, run));
+        }
         line
+    }
+
+    /// The `k` most probable classes, most probable first, as `[name, probability]` pairs.
+    pub fn top(&self, k: usize, run: &LoadedRun) -> Vec<(String, f32)> {
+        let mut order: Vec<usize> = (0..self.probs.len()).collect();
+        order.sort_by(|&a, &b| self.probs[b].total_cmp(&self.probs[a]));
+        order
+            .into_iter()
+            .take(k)
+            .map(|c| {
+                (
+                    run.classes.get(c).cloned().unwrap_or_default(),
+                    self.probs[c],
+                )
+            })
+            .collect()
     }
 }
 
@@ -95,7 +114,7 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
         labels: vec![0; texts.len()],
         inputs: Inputs::Tokens(ids),
     };
-    let mut preds = predict_split(run, &split, texts)?;
+    let mut preds = predict_split(run, &split, texts, None)?;
     for (p, u) in preds.iter_mut().zip(shares) {
         p.unknown_share = Some(u);
     }
@@ -103,35 +122,32 @@ pub fn predict(run: &LoadedRun, texts: &[String]) -> Result<Vec<Prediction>> {
 }
 
 /// Predictions for every sequence of `split` (its labels unused), named by `names`, in batches
-/// of 256 padded as training's were.
-fn predict_split(run: &LoadedRun, split: &Split, names: &[String]) -> Result<Vec<Prediction>> {
+/// of 256 padded as training's were; with `view`, a clip holding several views of `view`
+/// frames gets their mean probabilities.
+fn predict_split(
+    run: &LoadedRun,
+    split: &Split,
+    names: &[String],
+    view: Option<usize>,
+) -> Result<Vec<Prediction>> {
     let device = run.model.params.device();
-    let all: Vec<usize> = (0..split.len()).collect();
-    let mut out = Vec::with_capacity(split.len());
-    for idx in all.chunks(256) {
-        let b = crate::data::batch::make(split, idx, &device)?;
-        let logits = run
-            .model
-            .forward(
-                &b.x,
-                RunOpts {
-                    lengths: Some(&b.lengths),
-                    no_grad: true,
-                    ..Default::default()
-                },
-            )?
-            .logits;
-        let probs: Vec<Vec<f32>> = probabilities(&logits)?.to_vec2()?;
-        for (&i, p) in idx.iter().zip(probs) {
-            out.push(Prediction::new(run, names[i].clone(), p));
-        }
-    }
-    Ok(out)
+    let probs = crate::eval::view_probabilities(&run.model, split, 256, &device, view)?;
+    Ok(names
+        .iter()
+        .zip(probs)
+        .map(|(name, p)| Prediction::new(run, name.clone(), p))
+        .collect())
 }
 
-/// Class probabilities for clip folders (frames in name order), decoded and resized as the
-/// run's training data was (its frame shape and `frames_per_clip`); `text` holds the folder.
-pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec<Prediction>> {
+/// Class probabilities for clip folders (frames in name order, `videos` false) or video files
+/// (decoded by ffmpeg at the run's `data.fps`), decoded and resized as the run's training data
+/// was, and scored as its test split: `frames_per_clip` frames, or `[eval] clips` views of
+/// them averaged; `text` holds the path.
+pub fn predict_clips(
+    run: &LoadedRun,
+    paths: &[std::path::PathBuf],
+    videos: bool,
+) -> Result<Vec<Prediction>> {
     let Input::Frames {
         channels,
         height,
@@ -141,7 +157,7 @@ pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec
         return Err(Error::Checkpoint {
             path: run.dir.clone(),
             msg: format!(
-                "this run takes {}, not video frames: --clip needs a video run",
+                "this run takes {}, not video frames: --clip and --video need a video run",
                 run.input
             ),
         });
@@ -151,15 +167,28 @@ pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec
         height,
         width,
     };
+    let data = &run.config.data;
+    let pick = |t: usize| views(t, data.frames_per_clip, run.config.eval.clips);
+    if videos {
+        crate::data::videos::check_ffmpeg()?;
+    }
     let mut clips = Vec::new();
-    for d in dirs {
-        let frames = crate::data::frames::clip_frames(d)?;
-        clips.push(crate::data::frames::decode_clip(
-            d,
-            &frames,
-            shape,
-            run.config.data.frames_per_clip,
-        )?);
+    for p in paths {
+        clips.push(if videos {
+            let all = crate::data::videos::decode(p, shape, data.fps)?;
+            let px = shape.pixels();
+            pick(all.len() / px)
+                .into_iter()
+                .flat_map(|f| all[f * px..(f + 1) * px].iter().copied())
+                .collect()
+        } else {
+            let frames = crate::data::frames::clip_frames(p)?;
+            let chosen: Vec<_> = pick(frames.len())
+                .into_iter()
+                .map(|i| frames[i].clone())
+                .collect();
+            crate::data::frames::decode_clip(p, &chosen, shape)?
+        });
     }
     let split = Split {
         labels: vec![0; clips.len()],
@@ -168,8 +197,8 @@ pub fn predict_clips(run: &LoadedRun, dirs: &[std::path::PathBuf]) -> Result<Vec
             clips: clips.into(),
         },
     };
-    let names: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    predict_split(run, &split, &names)
+    let names: Vec<String> = paths.iter().map(|d| d.display().to_string()).collect();
+    predict_split(run, &split, &names, run.config.test_view())
 }
 
 /// Scores of the run on each labeled split `data` names, as (split, examples, scores).
@@ -182,14 +211,16 @@ pub struct Scored {
     pub unknown_share: Option<f64>,
 }
 
-/// `origin` names where `data` came from (`--data FILE`), for its errors.
-pub fn score(run: &LoadedRun, data: &Data, origin: &str) -> Result<Vec<Scored>> {
+/// `origin` names where `data` came from (`--data FILE`), for its errors; a video test split
+/// is scored by `clips` views of each clip (`[eval] clips`).
+pub fn score(run: &LoadedRun, data: &Data, origin: &str, clips: usize) -> Result<Vec<Scored>> {
     let (splits, notes) = match run.input {
         Input::Tokens { .. } => {
             load_for_run(data, origin, &run.config.data, &run.vocab, &run.classes)?
         }
-        _ => video_splits(run, data, origin)?,
+        _ => video_splits(run, data, origin, clips)?,
     };
+    let test_view = (clips > 1).then_some(data.frames_per_clip).flatten();
     for n in notes {
         crate::say!("{n}");
     }
@@ -197,7 +228,16 @@ pub fn score(run: &LoadedRun, data: &Data, origin: &str) -> Result<Vec<Scored>> 
     splits
         .into_iter()
         .map(|(name, split)| {
-            let scores = evaluate(&run.model, &split, run.classes.len(), 64, &device, None)?;
+            let view = if name == "test" { test_view } else { None };
+            let scores = evaluate(
+                &run.model,
+                &split,
+                run.classes.len(),
+                64,
+                &device,
+                None,
+                view,
+            )?;
             let unknown_share = match &split.inputs {
                 Inputs::Tokens(seqs) => Some(crate::data::text::unknown_share(
                     seqs.iter().map(Vec::as_slice),
@@ -219,12 +259,12 @@ type VideoSplits = (Vec<(&'static str, crate::data::Split)>, Vec<String>);
 
 /// The labeled splits (valid, test) of a video or feature dataset, checked against the run's
 /// input and classes.
-fn video_splits(run: &LoadedRun, data: &Data, origin: &str) -> Result<VideoSplits> {
+fn video_splits(run: &LoadedRun, data: &Data, origin: &str, clips: usize) -> Result<VideoSplits> {
     let mut data = data.clone();
     if data.cache_dir.is_none() {
         data.cache_dir = run.config.data_to_load().cache_dir;
     }
-    let ds = crate::data::load(&data, run.config.experiment.seed)?;
+    let ds = crate::data::load(&data, run.config.experiment.seed, clips)?;
     let input = crate::prepare::input_of(&ds);
     if input != run.input || ds.classes != run.classes {
         return Err(Error::Config {

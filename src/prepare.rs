@@ -34,7 +34,11 @@ pub fn prepare(config: Config) -> Result<Prepared> {
     let available = memory::available();
     let generated = memory::synthetic_data_part(&config);
     memory::check(generated.as_slice(), available)?;
-    let mut data = data::load(&config.data_to_load(), config.experiment.seed)?;
+    let mut data = data::load(
+        &config.data_to_load(),
+        config.experiment.seed,
+        config.eval.clips,
+    )?;
     let steps: Vec<usize> = (0..data.train.len())
         .map(|i| data.train.inputs.steps(i))
         .collect();

@@ -62,6 +62,9 @@ pub struct Summary {
     pub train_class_counts: Vec<usize>,
     #[serde(default)]
     pub stopped_early: bool,
+    /// Inputs left out because they could not be read (`data.skip_bad`), as `path: why`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_inputs: Vec<String>,
     /// Why the run did not complete (diverged, interrupted or failed).
     pub reason: Option<String>,
     /// Training time over the whole run, across resumes (up to its last checkpoint or end).

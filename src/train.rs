@@ -123,7 +123,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
     let (val, test) = match best {
         Some(best) => {
             model.params.load(&best)?;
-            let score = |split| {
+            let score = |split, view| {
                 eval::evaluate(
                     &model,
                     split,
@@ -131,11 +131,17 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
                     config.train.batch_size,
                     &device,
                     weights.as_ref(),
+                    view,
                 )
             };
+            // The test split holds [eval] clips views of each clip.
+            let test_view = config.test_view();
             (
-                Some(score(&data.valid)?),
-                data.test.as_ref().map(score).transpose()?,
+                Some(score(&data.valid, None)?),
+                data.test
+                    .as_ref()
+                    .map(|t| score(t, test_view))
+                    .transpose()?,
             )
         }
         None => (None, None),
@@ -202,6 +208,7 @@ fn summary(
         classes: data.classes.clone(),
         train_class_counts: class_counts(data),
         stopped_early: f.stopped_early,
+        skipped_inputs: data.skipped.clone(),
         reason: f.reason,
         elapsed_s: st.elapsed_s,
         train_samples_per_s: st.samples as f64 / st.elapsed_s.max(1e-9),
@@ -482,6 +489,7 @@ fn fit(f: Fit) -> Result<Fitted> {
             t.batch_size,
             device,
             class_weights,
+            None,
         )?;
         if let Some(reason) = non_finite("validation loss", val.loss, e, step) {
             return out.diverged(state, step, reason);

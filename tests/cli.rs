@@ -328,7 +328,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
     // Reload the best checkpoint: it scores the validation split exactly as the model did in
     // memory at its best epoch.
     let loaded = load_run(&run, checkpoint::Weights::Best, &Device::Cpu).unwrap();
-    let data = rnnlab::data::load(&loaded.config.data, loaded.config.experiment.seed).unwrap();
+    let data = rnnlab::data::load(&loaded.config.data, loaded.config.experiment.seed, 1).unwrap();
     assert_eq!(data.vocab.as_ref(), Some(&loaded.vocab));
     let val = rnnlab::eval::evaluate(
         &loaded.model,
@@ -336,6 +336,7 @@ fn end_to_end_run_logs_tags_and_reloads_to_the_same_predictions() {
         loaded.classes.len(),
         32,
         &Device::Cpu,
+        None,
         None,
     )
     .unwrap();

@@ -37,7 +37,7 @@ fn sst2_from_shared_files() {
         test: Some(dir.join("test.tsv")),
         ..file_cfg(&dir.join("train.tsv"))
     };
-    let ds = rnnlab::data::load(&cfg, 0).unwrap();
+    let ds = rnnlab::data::load(&cfg, 0, 1).unwrap();
     assert_eq!(ds.train.len(), 60_614);
     assert_eq!(ds.valid.len(), 6_735);
     assert_eq!(ds.test.as_ref().unwrap().len(), 872);
@@ -69,7 +69,7 @@ fn string_labels_csv_and_carved_validation() {
         val_fraction: 0.2,
         ..file_cfg(&path)
     };
-    let ds = rnnlab::data::load(&cfg, 5).unwrap();
+    let ds = rnnlab::data::load(&cfg, 5, 1).unwrap();
     assert_eq!(ds.classes, vec!["angry", "calm", "happy"]);
     assert_eq!((ds.train.len(), ds.valid.len()), (80, 20));
     // Label ids follow the sorted names: "happy" rows carry id 2.
@@ -85,7 +85,7 @@ fn string_labels_csv_and_carved_validation() {
         .flatten()
         .all(|&t| (t as usize) < ds.vocab.as_ref().unwrap().len()));
     // The carve-out is seeded.
-    assert_eq!(rnnlab::data::load(&cfg, 5).unwrap().valid, ds.valid);
+    assert_eq!(rnnlab::data::load(&cfg, 5, 1).unwrap().valid, ds.valid);
 }
 
 #[test]
@@ -93,7 +93,7 @@ fn malformed_rows_name_file_and_line() {
     let dir = temp_dir("bad");
     let path = dir.join("t.tsv");
     std::fs::write(&path, "sentence\tlabel\ngood\t1\nno label here\nbad\t0\n").unwrap();
-    let err = rnnlab::data::load(&file_cfg(&path), 0).err().unwrap();
+    let err = rnnlab::data::load(&file_cfg(&path), 0, 1).err().unwrap();
     assert_eq!(
         err.to_string(),
         format!(
@@ -107,7 +107,7 @@ fn malformed_rows_name_file_and_line() {
         valid: Some(path.clone()),
         ..file_cfg(&path)
     };
-    let err = rnnlab::data::load(&with_valid, 0).err().unwrap();
+    let err = rnnlab::data::load(&with_valid, 0, 1).err().unwrap();
     assert!(
         err.to_string()
             .starts_with(&format!("{}:3: label -1", path.display())),
@@ -117,7 +117,7 @@ fn malformed_rows_name_file_and_line() {
         text_column: Column::Name("text".into()),
         ..file_cfg(&path)
     };
-    let err = rnnlab::data::load(&cfg, 0).err().unwrap();
+    let err = rnnlab::data::load(&cfg, 0, 1).err().unwrap();
     assert!(
         err.to_string()
             .contains("data.text_column = \"text\" is not a column"),
@@ -185,11 +185,11 @@ fn every_format_gives_the_same_dataset() {
         text_column: Column::Name("text".into()),
         ..file_cfg(p)
     };
-    let reference = rnnlab::data::load(&cfg(&tsv), 0).unwrap();
+    let reference = rnnlab::data::load(&cfg(&tsv), 0, 1).unwrap();
     assert_eq!(reference.classes, vec!["neg", "pos"]);
     assert_eq!(reference.train.labels, vec![1, 0, 1, 0, 1, 0, 1, 0]);
     for p in [&csv, &jsonl, &parquet] {
-        let ds = rnnlab::data::load(&cfg(p), 0).unwrap();
+        let ds = rnnlab::data::load(&cfg(p), 0, 1).unwrap();
         assert_eq!(ds.train, reference.train, "{}", p.display());
         assert_eq!(ds.vocab, reference.vocab, "{}", p.display());
         assert_eq!(ds.classes, reference.classes, "{}", p.display());
@@ -202,7 +202,7 @@ fn every_format_gives_the_same_dataset() {
         ..file_cfg(&headless)
     };
     assert_eq!(
-        rnnlab::data::load(&no_header, 0).unwrap().train,
+        rnnlab::data::load(&no_header, 0, 1).unwrap().train,
         reference.train
     );
     // Class names given: string labels follow their order (pos = 0 here).
@@ -210,7 +210,7 @@ fn every_format_gives_the_same_dataset() {
         class_names: Some(vec!["pos".into(), "neg".into()]),
         ..cfg(&tsv)
     };
-    let ds = rnnlab::data::load(&named, 0).unwrap();
+    let ds = rnnlab::data::load(&named, 0, 1).unwrap();
     assert_eq!(ds.train.labels, vec![0, 1, 0, 1, 0, 1, 0, 1]);
     // Truncation keeps the start or the end.
     let cut = |side| {
@@ -219,7 +219,7 @@ fn every_format_gives_the_same_dataset() {
             truncation_side: side,
             ..cfg(&tsv)
         };
-        let ds = rnnlab::data::load(&d, 0).unwrap();
+        let ds = rnnlab::data::load(&d, 0, 1).unwrap();
         ds.train.tokens()[0]
             .iter()
             .map(|&i| ds.vocab.as_ref().unwrap().itos[i as usize].clone())
@@ -244,7 +244,7 @@ fn malformed_rows_in_each_format_and_skip_bad_rows() {
         valid: Some(jsonl.clone()),
         ..file_cfg(&jsonl)
     };
-    let err = rnnlab::data::load(&cfg, 0).err().unwrap().to_string();
+    let err = rnnlab::data::load(&cfg, 0, 1).err().unwrap().to_string();
     assert!(
         err.starts_with(&format!("{}:3: not JSON", jsonl.display())),
         "{err}"
@@ -255,6 +255,7 @@ fn malformed_rows_in_each_format_and_skip_bad_rows() {
             ..cfg.clone()
         },
         0,
+        1,
     )
     .unwrap();
     assert_eq!(ds.train.len(), 2);
@@ -279,7 +280,7 @@ fn malformed_rows_in_each_format_and_skip_bad_rows() {
         train: Some(parquet.clone()),
         ..cfg
     };
-    let err = rnnlab::data::load(&cfg, 0).err().unwrap().to_string();
+    let err = rnnlab::data::load(&cfg, 0, 1).err().unwrap().to_string();
     assert!(
         err.starts_with(&format!("{}: row 3: missing text", parquet.display())),
         "{err}"
@@ -290,6 +291,7 @@ fn malformed_rows_in_each_format_and_skip_bad_rows() {
             ..cfg
         },
         0,
+        1,
     )
     .unwrap();
     assert_eq!(ds.train.len(), 2);
@@ -336,7 +338,7 @@ fn hub_source_reads_the_cache_and_skips_an_unlabeled_test_split() {
         text_column: Column::Name("text".into()),
         ..Data::default()
     };
-    let ds = rnnlab::data::load(&cfg, 0).unwrap();
+    let ds = rnnlab::data::load(&cfg, 0, 1).unwrap();
     assert_eq!((ds.train.len(), ds.valid.len()), (8, 4));
     assert!(ds.test.is_none());
     assert!(
@@ -351,7 +353,7 @@ fn hub_source_reads_the_cache_and_skips_an_unlabeled_test_split() {
         train: Some("data/other.parquet".into()),
         ..cfg
     };
-    let err = rnnlab::data::load(&missing, 0).err().unwrap();
+    let err = rnnlab::data::load(&missing, 0, 1).err().unwrap();
     assert!(err.is_bad_input());
     let msg = err.to_string();
     assert!(
@@ -374,7 +376,7 @@ fn malformed_files_are_read_as_written_or_refused_at_their_line() {
             valid: Some(valid),
             ..file_cfg(&path)
         };
-        (path.clone(), rnnlab::data::load(&tweak(cfg), 0))
+        (path.clone(), rnnlab::data::load(&tweak(cfg), 0, 1))
     };
     let same = |c: Data| c;
     let skip = |c: Data| Data {
@@ -506,7 +508,7 @@ fn carved_validation_must_hold_every_class() {
             val_fraction: 0.05,
             ..file_cfg(&path)
         };
-        match rnnlab::data::load(&cfg, seed) {
+        match rnnlab::data::load(&cfg, seed, 1) {
             Ok(ds) => assert!(ds.valid.labels.contains(&1), "seed {seed}"),
             Err(e) => {
                 let e = e.to_string();

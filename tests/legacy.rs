@@ -88,7 +88,7 @@ fn an_old_run_folder_predicts_evaluates_and_resumes() {
 
     // eval on the run's own test split, written out as a table: the accuracy the run recorded.
     let config = rnnlab::Config::load(&run.join("config.toml"), &[]).unwrap();
-    let data = rnnlab::data::load(&config.data, config.experiment.seed).unwrap();
+    let data = rnnlab::data::load(&config.data, config.experiment.seed, 1).unwrap();
     let test = data.test.as_ref().unwrap();
     let mut rows = String::from("sentence\tlabel\n");
     for (seq, &y) in test.tokens().iter().zip(&test.labels) {

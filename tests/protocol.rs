@@ -212,3 +212,23 @@ fn bad_protocol_configs_and_files_are_named() {
     std::fs::write(&list, text).unwrap();
     refused(&with(&[]), &["trainlist01.txt:1", "id 1"]);
 }
+
+/// The shipped UCF101 config reads as written, and without the dataset beside it the run stops
+/// with exit 2 (naming what is missing: ffmpeg, or the split files), writing nothing.
+#[test]
+fn the_shipped_ucf101_config_reads_and_names_what_is_missing() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/ucf101-resnet18.toml");
+    let cfg = rnnlab::Config::load(&path, &[]).unwrap();
+    assert_eq!(cfg.eval.clips, 10);
+    assert_eq!(cfg.data.protocol, Some(rnnlab::config::Protocol::Ucf101));
+    let dir = common::temp_dir("shipped");
+    let out = format!("experiment.out_dir={}", dir.join("results").display());
+    let o = common::run_exp(&[path.to_str().unwrap(), "--set", &out]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    let said = common::stderr(&o);
+    assert!(
+        said.contains("ffmpeg") || said.contains("ucfTrainTestlist"),
+        "{said}"
+    );
+    assert!(!dir.join("results").exists());
+}

@@ -23,6 +23,9 @@ pub enum Source {
     /// Folders of frame images: `<split>/<class>/<clip>/<frames>` trees or
     /// `clip_dir num_frames label` list files (`train`, `valid`, `test`).
     Frames,
+    /// Video files (.mp4, .avi, .mkv, .webm) decoded by the `ffmpeg` program:
+    /// `<split>/<class>/<video>` trees or `path label` list files, or a `protocol`.
+    Videos,
     /// Local tables (TSV, CSV, parquet, JSONL) named by `train`, `valid`, `test`.
     File,
     /// Parquet files of a Hugging Face dataset repo (`repo`, files `train`/`valid`/`test`),
@@ -79,6 +82,7 @@ impl Source {
             Source::SyntheticVideo => "synthetic-video",
             Source::Tensors => "tensors",
             Source::Frames => "frames",
+            Source::Videos => "videos",
             Source::File => "file",
             Source::Hub => "hub",
         }
@@ -104,6 +108,12 @@ impl Source {
             ],
             Source::Tensors => &[FILES, VIDEO],
             Source::Frames => &[FILES, VIDEO, PROTOCOL, &["height", "width", "channels"]],
+            Source::Videos => &[
+                FILES,
+                VIDEO,
+                PROTOCOL,
+                &["height", "width", "channels", "fps", "skip_bad"],
+            ],
             Source::File => &[FILES, TOKENS, TABLES, &["format", "header"]],
             Source::Hub => &[FILES, TOKENS, TABLES, &["repo", "revision"]],
         };
@@ -238,7 +248,7 @@ pub enum Column {
 #[serde(deny_unknown_fields, default)]
 pub struct Data {
     /// "synthetic-sentiment" | "delayed-recall" | "synthetic-video" | "tensors" | "frames" |
-    /// "file" | "hub". Default "synthetic-sentiment". Each reads its own keys
+    /// "videos" | "file" | "hub". Default "synthetic-sentiment". Each reads its own keys
     /// (`Source::keys`); a key another source reads is refused.
     pub source: Source,
     /// file, hub: "sst2" | "imdb" fills in repo, files, columns and class names.
@@ -289,12 +299,18 @@ pub struct Data {
     /// Video, training: scale each clip's brightness by a factor drawn from [1 - b, 1 + b].
     /// Default 0.
     pub augment_brightness: f64,
+    /// videos: decode this many frames per second of video (ffmpeg's fps filter); absent =
+    /// `frames_per_clip` frames spread evenly over each whole video (every frame without it).
+    pub fps: Option<f64>,
+    /// videos: skip (and count, in the run's notes and summary.json) a file ffmpeg cannot
+    /// decode or that holds no frames, instead of stopping there. Default false.
+    pub skip_bad: bool,
     /// Video: where decoded clips (frames) and a frozen encoder's features are cached (files
     /// named by a hash of what they hold). Default `<experiment.out_dir>/.cache`.
     pub cache_dir: Option<PathBuf>,
-    /// frames: "ucf101" | "hmdb51": train and test from the dataset's official split files
-    /// (`annotations`), the clips under `root` by the dataset's names (a frames tree: each
-    /// video's frames in a folder named as the video without its extension); validation carved
+    /// frames, videos: "ucf101" | "hmdb51": train and test from the dataset's official split
+    /// files (`annotations`), the clips under `root` by the dataset's names (the videos, or a
+    /// frames tree: each video's frames in a folder named as the video without its extension); validation carved
     /// from train (`val_fraction`; UCF101 by whole groups). Replaces train / valid / test.
     pub protocol: Option<Protocol>,
     /// protocol: which official split, 1 to 3. Default 1.
@@ -362,6 +378,8 @@ impl Default for Data {
             augment_shift: 0,
             augment_flip: false,
             augment_brightness: 0.0,
+            fps: None,
+            skip_bad: false,
             cache_dir: None,
             protocol: None,
             split: 1,
@@ -406,7 +424,7 @@ impl Data {
                     );
                 }
             }
-            Source::File | Source::Hub | Source::Tensors | Source::Frames => {
+            Source::File | Source::Hub | Source::Tensors | Source::Frames | Source::Videos => {
                 if d.source == Source::Hub && d.repo.is_none() {
                     return bad(
                         "data.repo",
@@ -454,6 +472,7 @@ impl Data {
                             Source::Hub => "source = \"hub\" needs train = \"path/in/repo.parquet\" (or a preset)",
                             Source::Tensors => "source = \"tensors\" needs train = \"path/to/train.safetensors\"",
                             Source::Frames => "source = \"frames\" needs train = a folder <class>/<clip>/<frames> or a list file",
+                            Source::Videos => "source = \"videos\" needs train = a folder <class>/<video> or a list file of `path label` lines (or a protocol)",
                             _ => "source = \"file\" needs train = \"path/to/train.tsv\"",
                         },
                     );
@@ -489,7 +508,12 @@ impl Data {
                 );
             }
         }
-        if d.source == Source::Frames {
+        if let Some(fps) = d.fps {
+            if !(fps > 0.0 && fps <= 1000.0) {
+                return bad("data.fps", "must be in (0, 1000] frames per second");
+            }
+        }
+        if matches!(d.source, Source::Frames | Source::Videos) {
             if d.height < 1 || d.width < 1 {
                 return bad("data.height", "must be at least 1");
             }

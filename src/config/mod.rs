@@ -5,11 +5,12 @@
 //! override, key, line, column.
 
 //!
-//! Files: one per section (`experiment`, `data`, `model`, `train`, `log`, `sweep`: the struct,
+//! Files: one per section (`experiment`, `data`, `model`, `train`, `log`, `eval`, `sweep`: the struct,
 //! its defaults and its checks), `overrides` (`--set`, presets), `position` (where a key is
 //! written), `resume` (what a resume may change).
 
 mod data;
+mod eval;
 mod experiment;
 mod log;
 mod model;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use self::data::*;
+pub use self::eval::*;
 pub use self::experiment::*;
 pub use self::log::*;
 pub use self::model::*;
@@ -44,6 +46,7 @@ pub struct Config {
     pub model: Model,
     pub train: Train,
     pub log: Log,
+    pub eval: Eval,
     /// Present in a sweep file: the rest of the file is the base config of every trial.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<Sweep>,
@@ -208,6 +211,7 @@ impl Config {
         self.model.check()?;
         self.train.check(&self.model)?;
         self.log.check()?;
+        self.eval.check(&self.data)?;
         match &self.sweep {
             Some(sweep) => sweep.check(&self.train),
             None => Ok(()),
@@ -226,6 +230,14 @@ impl Config {
         d
     }
 
+    /// The steps of one view of a test clip when the test split holds several
+    /// (`[eval] clips` > 1: views of `data.frames_per_clip` frames); None when it holds one.
+    pub fn test_view(&self) -> Option<usize> {
+        (self.eval.clips > 1)
+            .then_some(self.data.frames_per_clip)
+            .flatten()
+    }
+
     pub fn with_absolute_paths(mut self) -> Config {
         let abs = |p: &mut PathBuf| {
             if let Ok(a) = std::path::absolute(&*p) {
@@ -234,12 +246,14 @@ impl Config {
         };
         if matches!(
             self.data.source,
-            Source::File | Source::Tensors | Source::Frames
+            Source::File | Source::Tensors | Source::Frames | Source::Videos
         ) {
             for p in [
                 &mut self.data.train,
                 &mut self.data.valid,
                 &mut self.data.test,
+                &mut self.data.root,
+                &mut self.data.annotations,
             ]
             .into_iter()
             .flatten()

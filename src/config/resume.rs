@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::Config;
 
 /// What a resume may change: how long to train, when to stop and checkpoint, logging, and
-/// where and how fast to compute. ("log." is the whole section.) Everything else (model,
+/// where and how fast to compute, and how the test split is scored. ("log." and "eval." are
+/// whole sections.) Everything else (model,
 /// data, optimizer, seed) would make the resumed run a different experiment.
 pub const RESUMABLE_KEYS: &[&str] = &[
     "train.epochs",
@@ -18,6 +19,7 @@ pub const RESUMABLE_KEYS: &[&str] = &[
     "experiment.out_dir",
     "data.cache_dir",
     "log.",
+    "eval.",
 ];
 
 impl Config {

@@ -206,6 +206,47 @@ pub fn make(split: &Split, idx: &[usize], device: &Device) -> Result<Batch> {
     make_augmented(split, idx, device, None)
 }
 
+/// A batch of windows `(sequence, first step, steps)` of `split`'s sequences (the views of a
+/// clip, `eval::view_probabilities`), each labelled as its sequence.
+pub fn make_windows(
+    split: &Split,
+    windows: &[(usize, usize, usize)],
+    device: &Device,
+) -> Result<Batch> {
+    let inputs = match &split.inputs {
+        Inputs::Tokens(seqs) => Inputs::Tokens(
+            windows
+                .iter()
+                .map(|&(i, at, n)| seqs[i][at..at + n].to_vec())
+                .collect(),
+        ),
+        Inputs::Features { dim, seqs } => Inputs::Features {
+            dim: *dim,
+            seqs: windows
+                .iter()
+                .map(|&(i, at, n)| seqs[i][at * dim..(at + n) * dim].to_vec())
+                .collect(),
+        },
+        Inputs::Frames { shape, clips } => {
+            let px = shape.pixels();
+            Inputs::Frames {
+                shape: *shape,
+                clips: windows
+                    .iter()
+                    .map(|&(i, at, n)| Ok(clips.get(i)?[at * px..(at + n) * px].to_vec()))
+                    .collect::<Result<Vec<_>>>()?
+                    .into(),
+            }
+        }
+    };
+    let own = Split {
+        inputs,
+        labels: windows.iter().map(|&(i, _, _)| split.labels[i]).collect(),
+    };
+    let all: Vec<usize> = (0..windows.len()).collect();
+    make(&own, &all, device)
+}
+
 /// [`make`], with training-time augmentation of video clips (seeded by the epoch's generator).
 pub fn make_augmented(
     split: &Split,

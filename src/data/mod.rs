@@ -5,8 +5,10 @@
 
 pub mod batch;
 pub mod clips;
+pub mod decode;
 pub mod frames;
 pub mod labels;
+pub mod listing;
 pub mod protocol;
 pub mod selection;
 pub mod splits;
@@ -17,6 +19,7 @@ pub mod tensors;
 pub mod text;
 pub mod vectors;
 pub mod video;
+pub mod videos;
 
 use crate::config::{Data, Source};
 use crate::error::Result;
@@ -138,10 +141,13 @@ pub struct Dataset {
     /// What a user should know about how the data was read (carved validation, skipped rows,
     /// an unlabeled test split), printed at the start of a run.
     pub notes: Vec<String>,
+    /// Inputs left out because they could not be read (`data.skip_bad`), as `path: why`.
+    pub skipped: Vec<String>,
 }
 
-/// Builds the dataset a config asks for. `seed` makes generation and splits repeatable.
-pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
+/// Builds the dataset a config asks for. `seed` makes generation and splits repeatable; video
+/// test splits hold `test_views` views of each clip (`[eval] clips`, `selection::views`).
+pub fn load(cfg: &Data, seed: u64, test_views: usize) -> Result<Dataset> {
     let ds = match cfg.source {
         Source::SyntheticSentiment => {
             let vocab = synthetic::sentiment_vocab();
@@ -153,6 +159,7 @@ pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
                 vocab: Some(vocab),
                 classes: vec!["negative".into(), "positive".into()],
                 notes: Vec::new(),
+                skipped: Vec::new(),
             }
         }
         Source::DelayedRecall => {
@@ -166,11 +173,12 @@ pub fn load(cfg: &Data, seed: u64) -> Result<Dataset> {
                 vocab: Some(synthetic::recall_vocab(cfg.num_classes, cfg.vocab_size)),
                 classes: (0..cfg.num_classes).map(|c| c.to_string()).collect(),
                 notes: Vec::new(),
+                skipped: Vec::new(),
             }
         }
-        Source::SyntheticVideo => return video::synthetic_dataset(cfg, seed),
-        Source::Tensors => return tensors::dataset(cfg, seed),
-        Source::Frames => return frames::dataset(cfg, seed),
+        Source::SyntheticVideo => return video::synthetic_dataset(cfg, seed, test_views),
+        Source::Tensors => return tensors::dataset(cfg, seed, test_views),
+        Source::Frames | Source::Videos => return decode::dataset(cfg, seed, test_views),
         Source::File | Source::Hub => return tables::dataset(cfg, seed),
     };
     let cut = |s: Split| Split {

@@ -14,26 +14,42 @@ use crate::config::Data;
 
 /// The frame indices `frames_per_clip` keeps of `t` (evenly spaced, centred), or all.
 pub fn chosen(t: usize, keep: Option<usize>) -> Vec<usize> {
+    views(t, keep, 1)
+}
+
+/// `n` views of `keep` frames each of a clip of `t`, view after view: view `v` takes frame
+/// floor((i + (v + 1/2) / n) * t / keep) of each equal segment `i`, so the views are the
+/// centred frames shifted evenly through the segments (`n = 1`: exactly the centred ones,
+/// [`chosen`]). A clip of `t <= keep` frames is one view of all its frames.
+pub fn views(t: usize, keep: Option<usize>, n: usize) -> Vec<usize> {
+    let n = n.max(1);
     match keep {
-        Some(k) if k < t => (0..k).map(|i| ((2 * i + 1) * t) / (2 * k)).collect(),
+        Some(k) if k < t => (0..n)
+            .flat_map(|v| (0..k).map(move |i| ((2 * i * n + 2 * v + 1) * t) / (2 * n * k)))
+            .collect(),
         _ => (0..t).collect(),
     }
 }
 
 /// The frames split `which` keeps: training every frame (its batches pick theirs, at a random
-/// offset: `batch::Augment`), validation and test `frames_per_clip`'s centred ones;
-/// `shuffle_frames` permutes each split's clips with the split's own seed (`Which::seed`).
-pub fn order(cfg: &Data, seed: u64, which: Which) -> FrameOrder {
-    let keep = match which {
-        Which::Train => None,
-        Which::Valid | Which::Test => cfg.frames_per_clip,
+/// offset: `batch::Augment`), validation `frames_per_clip`'s centred ones, test `test_views`
+/// views of them (`[eval] clips`: [`views`], scored by averaging); `shuffle_frames` permutes
+/// each view with the split's own seed (`Which::seed`).
+pub fn order(cfg: &Data, seed: u64, which: Which, test_views: usize) -> FrameOrder {
+    let (keep, views) = match which {
+        Which::Train => (None, 1),
+        Which::Valid => (cfg.frames_per_clip, 1),
+        Which::Test => (cfg.frames_per_clip, test_views),
     };
-    FrameOrder::with(keep, cfg.shuffle_frames, which.seed(seed))
+    FrameOrder {
+        views,
+        ..FrameOrder::with(keep, cfg.shuffle_frames, which.seed(seed))
+    }
 }
 
 /// A split held in memory with the frames `order` keeps for split `which`.
-pub fn select(split: Split, cfg: &Data, seed: u64, which: Which) -> Split {
-    apply(split, order(cfg, seed, which))
+pub fn select(split: Split, cfg: &Data, seed: u64, which: Which, test_views: usize) -> Split {
+    apply(split, order(cfg, seed, which, test_views))
 }
 
 /// `data.frames_per_clip` (evenly spaced, centred frames) and `data.shuffle_frames` (a
@@ -91,7 +107,11 @@ fn apply(split: Split, mut order: FrameOrder) -> Split {
 /// drawn clip after clip.
 pub struct FrameOrder {
     keep: Option<usize>,
+    /// Views of `keep` frames per clip ([`views`]).
+    views: usize,
     shuffle: Option<StdRng>,
+    /// The shuffle's seed (for cache keys).
+    seed: Option<u64>,
 }
 
 impl FrameOrder {
@@ -100,17 +120,44 @@ impl FrameOrder {
     }
 
     fn with(keep: Option<usize>, shuffle: bool, seed: u64) -> FrameOrder {
+        let seed = shuffle.then_some(seed ^ 0x5eed_f4a3);
         FrameOrder {
             keep,
-            shuffle: shuffle.then(|| StdRng::seed_from_u64(seed ^ 0x5eed_f4a3)),
+            views: 1,
+            shuffle: seed.map(StdRng::seed_from_u64),
+            seed,
         }
     }
 
-    /// The next clip's frame indices, for a clip of `t` frames.
+    /// Every frame, in order: for splits whose frames were chosen when they were listed.
+    pub fn every() -> FrameOrder {
+        FrameOrder::with(None, false, 0)
+    }
+
+    /// Evenly spaced `keep` frames for training too (video files decoded without `data.fps`:
+    /// the cache holds the frames every batch takes).
+    pub fn keeping(self, keep: Option<usize>) -> FrameOrder {
+        FrameOrder { keep, ..self }
+    }
+
+    /// What decides the frames it keeps, as bytes for a cache key.
+    pub fn fingerprint(&self) -> [u64; 3] {
+        [
+            self.keep.map_or(0, |k| k as u64 + 1),
+            self.views as u64,
+            self.seed.map_or(0, |s| s.wrapping_add(1)),
+        ]
+    }
+
+    /// The next clip's frame indices, for a clip of `t` frames; with shuffling, each view is
+    /// permuted on its own.
     pub fn next(&mut self, t: usize) -> Vec<usize> {
-        let mut idx = chosen(t, self.keep);
+        let mut idx = views(t, self.keep, self.views);
         if let Some(rng) = &mut self.shuffle {
-            idx.shuffle(rng);
+            let per_view = self.keep.unwrap_or(t).max(1);
+            for view in idx.chunks_mut(per_view) {
+                view.shuffle(rng);
+            }
         }
         idx
     }

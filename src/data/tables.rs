@@ -167,6 +167,7 @@ pub fn dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
         vocab: Some(vocab),
         classes,
         notes,
+        skipped: Vec::new(),
     })
 }
 

@@ -284,7 +284,7 @@ fn kind(s: &Split) -> String {
 }
 
 /// The `tensors` dataset: train (required), valid (or carved from train), test.
-pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
+pub fn dataset(cfg: &crate::config::Data, seed: u64, test_views: usize) -> Result<super::Dataset> {
     let mut notes = Vec::new();
     let Parts { train, valid, test } = splits::read(
         cfg,
@@ -335,7 +335,7 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,
     )?;
-    let select = |s: Split, which| selection::select(s, cfg, seed, which);
+    let select = |s: Split, which| selection::select(s, cfg, seed, which, test_views);
     Ok(super::Dataset {
         train: select(train, Which::Train),
         valid: select(valid, Which::Valid),
@@ -343,5 +343,6 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64) -> Result<super::Dataset> {
         vocab: None,
         classes,
         notes,
+        skipped: Vec::new(),
     })
 }

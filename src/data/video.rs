@@ -138,9 +138,9 @@ fn gaussian(rng: &mut StdRng) -> f64 {
 }
 
 /// The `synthetic-video` dataset: independent seeded splits, class names, no vocabulary.
-pub fn synthetic_dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
+pub fn synthetic_dataset(cfg: &Data, seed: u64, test_views: usize) -> Result<Dataset> {
     let parts = splits::generated(cfg, seed, |n, s| synthetic(cfg, n, s));
-    let select = |s: Split, which| selection::select(s, cfg, seed, which);
+    let select = |s: Split, which| selection::select(s, cfg, seed, which, test_views);
     Ok(Dataset {
         train: select(parts.train, Which::Train),
         valid: select(parts.valid, Which::Valid),
@@ -150,6 +150,7 @@ pub fn synthetic_dataset(cfg: &Data, seed: u64) -> Result<Dataset> {
             .map(class_name)
             .collect(),
         notes: Vec::new(),
+        skipped: Vec::new(),
     })
 }
 

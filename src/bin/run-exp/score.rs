@@ -39,8 +39,9 @@ pub struct EvalCli {
     run: RunCli,
     /// A config whose [data] section names the dataset (other sections are ignored): a table
     /// (source "file" or "hub") for a text run, read with the run's own tokenizer and
-    /// vocabulary; a video source ("frames", "tensors", "synthetic-video") for a video run,
-    /// scored on its validation and test splits.
+    /// vocabulary; a video source ("frames", "videos", "tensors", "synthetic-video") for a
+    /// video run, scored on its validation and test splits (the test split by `[eval] clips`
+    /// views of each video, from this config or --set eval.clips=10, else the run's).
     #[arg(long)]
     data: PathBuf,
     /// Override a key of that config, e.g. --set data.test=other.tsv (repeatable).
@@ -58,13 +59,23 @@ pub fn eval(a: EvalCli) -> ExitCode {
         Err(e) => return fail(e),
     };
     let origin = format!("--data {}", a.data.display());
-    let scored = rnnlab::predict::score(&run, &other.data, &origin);
+    let clips = if other.eval == rnnlab::config::Eval::default() {
+        run.config.eval.clips
+    } else {
+        other.eval.clips
+    };
+    let scored = rnnlab::predict::score(&run, &other.data, &origin, clips);
     match scored {
         Ok(scored) => {
             for sc in scored {
                 let s = &sc.scores;
+                let views = if sc.split == "test" && clips > 1 {
+                    format!(", {clips} views each")
+                } else {
+                    String::new()
+                };
                 rnnlab::say!(
-                    "{} ({} examples): loss {:.4} acc {:.4}{} mean class acc {:.4} macro-F1 {:.4}{}\n{}",
+                    "{} ({} examples{views}): loss {:.4} acc {:.4}{} mean class acc {:.4} macro-F1 {:.4}{}\n{}",
                     sc.split,
                     sc.examples,
                     s.loss,
@@ -111,6 +122,10 @@ pub struct PredictCli {
     /// Video runs: a clip folder of frame images (PNG/JPEG, in name order); repeatable.
     #[arg(long)]
     clip: Vec<PathBuf>,
+    /// Video runs: a video file (.mp4, .avi, .mkv, .webm, .mov), decoded by ffmpeg as the
+    /// run's training videos were; repeatable.
+    #[arg(long)]
+    video: Vec<PathBuf>,
 }
 
 pub fn predict(p: PredictCli) -> ExitCode {
@@ -118,11 +133,14 @@ pub fn predict(p: PredictCli) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    if !p.clip.is_empty() {
-        return match rnnlab::predict::predict_clips(&run, &p.clip) {
+    for (paths, videos, key) in [(&p.clip, false, "clip"), (&p.video, true, "video")] {
+        if paths.is_empty() {
+            continue;
+        }
+        return match rnnlab::predict::predict_clips(&run, paths, videos) {
             Ok(preds) => {
                 for pr in preds {
-                    if let Err(code) = emit(pr.json(&run, "clip")) {
+                    if let Err(code) = emit(pr.json(&run, key)) {
                         return code;
                     }
                 }
@@ -139,7 +157,7 @@ pub fn predict(p: PredictCli) -> ExitCode {
         }
     }
     if texts.is_empty() {
-        rnnlab::say!("error: nothing to predict: give --text \"...\", --file FILE or --clip DIR");
+        rnnlab::say!("error: nothing to predict: give --text \"...\", --file FILE, --clip DIR or --video FILE");
         return ExitCode::from(BAD_INPUT);
     }
     match rnnlab::predict::predict(&run, &texts) {
