@@ -94,16 +94,18 @@ for line in bench.splitlines():
         j = json.loads(line)
     except ValueError:
         continue
-    enc = j.get("encoder_frames_per_s", enc)
-    head = j.get("cached_train_clips_per_s_batch32", head)
+    if j.get("cell") == "lstm":
+        enc = j.get("encoder_frames_per_s")
+        head = j.get("cached_train_clips_per_s_batch32")
 train, test = 9537, 3783
 print(f"\nprojected to UCF101 split 1 ({train} + {test} videos), at these rates:")
 print(f"  decode, every frame, 8 kept:  {(train + test) / every / 60:6.1f} min ({every:.1f} videos/s)")
 print(f"  decode at data.fps = 8:       {(train + test) / fps8 / 60:6.1f} min ({fps8:.1f} videos/s)")
 if enc:
     print(f"  ResNet-18 features, training videos (8 frames each):  {train * 8 / enc / 60:6.1f} min ({enc:.0f} frames/s)")
+    print(f"  ... at data.fps = 4 (28 frames a 7 s video):           {train * 28 / enc / 60:6.1f} min")
     print(f"  ResNet-18 on the test videos, 1 clip of 8 frames:      {test * 8 / enc / 60:6.1f} min")
     print(f"  ResNet-18 on the test videos, [eval] clips = 10:       {test * 80 / enc / 60:6.1f} min")
 if head:
-    print(f"  one epoch of the LSTM head from the feature cache, batch 32: {train / head:6.1f} s ({head:.0f} clips/s)")
+    print(f"  an epoch of the LSTM head from the feature cache, batch 32: {train / head:6.1f} s ({head:.0f} clips/s)")
 PY
