@@ -175,17 +175,7 @@ pub fn evaluate(
     let (mut loss_num, mut loss_den) = (0f64, 0f64);
     for idx in batch::plan(split, batch_size, None) {
         let b = batch::make(split, &idx, device)?;
-        let logits = model
-            .forward(
-                &b.x,
-                RunOpts {
-                    lengths: Some(&b.lengths),
-                    no_grad: true,
-                    ..Default::default()
-                },
-            )?
-            .logits
-            .detach();
+        let logits = logits(model, &b)?;
         let (num, den) = nll_sums(&logits, &b.labels, weights)?;
         loss_num += num.to_scalar::<f32>()? as f64;
         loss_den += den.to_scalar::<f32>()? as f64;
@@ -213,6 +203,21 @@ pub fn evaluate(
     Ok(scores)
 }
 
+/// The model's logits for a batch, without a graph (evaluation).
+fn logits(model: &Classifier, b: &batch::Batch) -> Result<Tensor> {
+    Ok(model
+        .forward(
+            &b.x,
+            RunOpts {
+                lengths: Some(&b.lengths),
+                no_grad: true,
+                ..Default::default()
+            },
+        )?
+        .logits
+        .detach())
+}
+
 /// Each sequence's class probabilities, a clip's views averaged: with `view`, a clip longer
 /// than `view` steps is its `steps / view` views of `view` steps, one after another; without,
 /// every sequence is one. Batches of `batch_size` views.
@@ -235,16 +240,7 @@ pub fn view_probabilities(
     let mut counts = vec![0usize; split.len()];
     for chunk in windows.chunks(batch_size.max(1)) {
         let b = batch::make_windows(split, chunk, device)?;
-        let logits = model
-            .forward(
-                &b.x,
-                RunOpts {
-                    lengths: Some(&b.lengths),
-                    no_grad: true,
-                    ..Default::default()
-                },
-            )?
-            .logits;
+        let logits = logits(model, &b)?;
         let probs: Vec<Vec<f32>> = crate::model::classifier::probabilities(&logits)?
             .to_dtype(candle_core::DType::F32)?
             .to_vec2()?;

@@ -68,44 +68,41 @@ pub(super) fn list(path: &Path, classes: Option<&[String]>) -> Result<Listing> {
             .collect::<Result<_>>()?;
         return Ok((clips, Some(names)));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    let (base, lines) = listing::list_lines(path)?;
     let mut clips = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let [dir, n, label] = parts[..] else {
+    for (line, fields) in lines {
+        let [dir, n, label] = &fields[..] else {
             return Err(Error::data(
                 path,
-                i + 1,
+                line,
                 "expected `clip_dir num_frames label`",
             ));
         };
         let n: usize = n
             .parse()
-            .map_err(|_| Error::data(path, i + 1, format!("num_frames \"{n}\" is not a count")))?;
-        let label: u32 = label.parse().map_err(|_| {
-            Error::data(path, i + 1, format!("label \"{label}\" is not a class id"))
-        })?;
-        let c = clip(base.join(dir), label, (path.to_path_buf(), i + 1))?;
-        let Media::Images(frames) = &c.media else {
-            unreachable!("a clip folder holds images")
-        };
+            .map_err(|_| Error::data(path, line, format!("num_frames \"{n}\" is not a count")))?;
+        let label: u32 = label
+            .parse()
+            .map_err(|_| Error::data(path, line, format!("label \"{label}\" is not a class id")))?;
+        let dir = base.join(dir);
+        let frames = clip_frames(&dir)?;
         if frames.len() != n {
             return Err(Error::data(
                 path,
-                i + 1,
+                line,
                 format!(
                     "{} holds {} frames, the list says {n}",
-                    c.path.display(),
+                    dir.display(),
                     frames.len()
                 ),
             ));
         }
-        clips.push(c);
+        clips.push(ClipRef {
+            path: dir,
+            media: Media::Images(frames),
+            label,
+            at: (path.to_path_buf(), line),
+        });
     }
     if clips.is_empty() {
         return Err(bad(path, "lists no clips"));

@@ -94,3 +94,19 @@ pub(super) fn tree(
 
 /// A split's clips: its list of clips and, for a folder tree, its class names.
 pub(super) type Listing = (Vec<ClipRef>, Option<Vec<String>>);
+
+/// A list file's lines as (1-based line number, whitespace-separated fields), blank lines and
+/// `#` comments left out, and the folder its relative paths start from.
+#[allow(clippy::type_complexity)]
+pub(super) fn list_lines(path: &Path) -> Result<(PathBuf, Vec<(usize, Vec<String>)>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(n, l)| (n, l.split_whitespace().map(str::to_string).collect()))
+        .collect();
+    Ok((base, lines))
+}

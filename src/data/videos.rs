@@ -70,30 +70,24 @@ pub(super) fn list(path: &Path, classes: Option<&[String]>) -> Result<Listing> {
             .collect();
         return Ok((clips, Some(names)));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let base = path.parent().unwrap_or(Path::new("."));
+    let (base, lines) = listing::list_lines(path)?;
     let mut clips = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        let [file, label] = parts[..] else {
-            return Err(Error::data(path, i + 1, "expected `path label`"));
+    for (n, fields) in lines {
+        let [file, label] = &fields[..] else {
+            return Err(Error::data(path, n, "expected `path label`"));
         };
-        let label: u32 = label.parse().map_err(|_| {
-            Error::data(path, i + 1, format!("label \"{label}\" is not a class id"))
-        })?;
+        let label: u32 = label
+            .parse()
+            .map_err(|_| Error::data(path, n, format!("label \"{label}\" is not a class id")))?;
         let file = base.join(file);
         if !file.is_file() {
             return Err(Error::data(
                 path,
-                i + 1,
+                n,
                 format!("no such video file: {}", file.display()),
             ));
         }
-        clips.push(video(file, label, (path.to_path_buf(), i + 1)));
+        clips.push(video(file, label, (path.to_path_buf(), n)));
     }
     if clips.is_empty() {
         return Err(Error::data(path, 0, "lists no videos"));
