@@ -388,3 +388,170 @@ fn conv_bn_eval() {
 fn conv_grey_single_row() {
     conv_case("conv_grey_single_row");
 }
+
+/// A CNN + LSTM clip classifier trained 20 steps against PyTorch (tests/fixtures/video_steps,
+/// made by make_video_steps.py there): PyTorch's initial weights loaded, the same 20 batches,
+/// cross-entropy, clip_grad_norm_(0.5), Adam(2e-3). Each step's loss and pre-clip gradient
+/// norm, and every weight (and batch norm's running statistics) after step 20, within 1e-4
+/// of the tensor's scale; for the fused CPU ops and the composed reference alike. With batch
+/// norm, a convolution's bias gets only rounding for a gradient, which Adam turns into a random
+/// walk of up to lr a step on either side: those biases are not compared, and the running
+/// means are compared less the average of the biases each step used (make_video_steps.py).
+fn video_steps(name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video_steps");
+    let f = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+        .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let meta = &index[name];
+    let num = |k: &str| meta[k].as_u64().unwrap() as usize;
+    let widths: Vec<usize> = serde_json::from_value(meta["widths"].clone()).unwrap();
+    let model_cfg = Model {
+        frame_encoder: Some(rnnlab::config::FrameEncoder::Cnn),
+        conv_channels: widths,
+        batch_norm: meta["batch_norm"].as_bool().unwrap(),
+        cell: CellKind::Lstm,
+        hidden_size: num("hidden"),
+        readout: match meta["readout"].as_str().unwrap() {
+            "mean" => Readout::Mean,
+            _ => Readout::Last,
+        },
+        ..Model::default()
+    };
+    let (lr, clip) = (
+        meta["lr"].as_f64().unwrap(),
+        meta["clip_norm"].as_f64().unwrap(),
+    );
+    let input = Input::Frames {
+        channels: 1,
+        height: num("size"),
+        width: num("size"),
+    };
+    let tmp = std::env::temp_dir().join(format!("rnnlab-steps-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let init: HashMap<String, Tensor> = f
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("init.")?.to_string(), v.clone())))
+        .collect();
+    candle_core::safetensors::save(&init, tmp.join("init.safetensors")).unwrap();
+    let scale = |t: &Tensor| -> f32 {
+        t.abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    for reference in [false, true] {
+        let path = if reference { "reference" } else { "fused" };
+        let model = Classifier::new(&model_cfg, input, num("classes"), 0, &Device::Cpu).unwrap();
+        model.params.load(&tmp.join("init.safetensors")).unwrap();
+        let train = Train {
+            optimizer: OptimizerKind::Adam,
+            lr,
+            clip_norm: Some(clip),
+            ..Train::default()
+        };
+        let mut opt = Optimizer::new(&train);
+        let mut rng = rnnlab::EpochRng::seed_from_u64(0);
+        let (losses, norms) = (
+            f["loss"].to_vec1::<f32>().unwrap(),
+            f["grad_norm"].to_vec1::<f32>().unwrap(),
+        );
+        // Batch norm j follows convolution j - 1: the average of that bias, step by step.
+        let bns: Vec<usize> = f
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("centred.encoder.")?
+                    .strip_suffix(".running_mean")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let bias = |j: usize| {
+            let name = format!("encoder.{}.bias", j - 1);
+            model.params.get(&name).unwrap().as_tensor().clone()
+        };
+        let mut bias_avg: HashMap<usize, Tensor> = bns
+            .iter()
+            .map(|&j| (j, bias(j).zeros_like().unwrap()))
+            .collect();
+        for step in 0..num("steps") {
+            for &j in &bns {
+                let avg = ((&bias_avg[&j] * 0.9).unwrap() + (bias(j) * 0.1).unwrap()).unwrap();
+                bias_avg.insert(j, avg);
+            }
+            let x = f["x"].get(step).unwrap();
+            let y = f["y"].get(step).unwrap().to_dtype(DType::U32).unwrap();
+            let fwd = model
+                .forward(
+                    &x,
+                    RunOpts {
+                        dropout_rng: Some(&mut rng),
+                        reference,
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            let loss = rnnlab::eval::loss(&fwd.logits, &y, None).unwrap();
+            let l = loss.to_scalar::<f32>().unwrap();
+            assert!(
+                (l - losses[step]).abs() <= 1e-4 * losses[step].abs(),
+                "{name} ({path}) step {} loss {l} vs {}",
+                step + 1,
+                losses[step]
+            );
+            let store = loss.backward().unwrap();
+            let mut g = grads::collect(&model, &fwd, &store).unwrap();
+            let (norm, _) = optim::clip_norm(&mut g, clip).unwrap();
+            assert!(
+                (norm as f32 - norms[step]).abs() <= 1e-4 * norms[step],
+                "{name} ({path}) step {} gradient norm {norm} vs {}",
+                step + 1,
+                norms[step]
+            );
+            opt.step(&model.params, &g, lr).unwrap();
+        }
+        let saved = tmp.join(format!("{path}.safetensors"));
+        model.params.save(&saved).unwrap();
+        let ours = candle_core::safetensors::load(&saved, &Device::Cpu).unwrap();
+        let mut compared = 0;
+        for (k, theirs) in f.iter().filter(|(k, _)| k.starts_with("final.")) {
+            let key = &k["final.".len()..];
+            let (ours, theirs) = match key.strip_suffix(".running_mean") {
+                Some(j) if !bns.is_empty() => {
+                    let j: usize = j["encoder.".len()..].parse().unwrap();
+                    let centred = (&ours[key] - &bias_avg[&j]).unwrap();
+                    (centred, f[&format!("centred.{key}")].clone())
+                }
+                _ => (ours[key].clone(), theirs.clone()),
+            };
+            compared += 1;
+            let before_norm = bns.iter().any(|j| key == format!("encoder.{}.bias", j - 1));
+            if before_norm {
+                continue;
+            }
+            let tol = 1e-4 * scale(&theirs).max(1e-3);
+            assert_close_to(&format!("{name} ({path}) {key}"), &ours, &theirs, tol);
+        }
+        assert_eq!(compared, ours.len(), "{name}: every weight read");
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+#[test]
+fn video_steps_cnn_lstm_mean() {
+    video_steps("cnn_lstm_mean");
+}
+
+#[test]
+fn video_steps_cnn_bn_lstm_mean() {
+    video_steps("cnn_bn_lstm_mean");
+}
+
+#[test]
+fn video_steps_cnn_lstm_last() {
+    video_steps("cnn_lstm_last");
+}
