@@ -555,3 +555,63 @@ fn video_steps_cnn_bn_lstm_mean() {
 fn video_steps_cnn_lstm_last() {
     video_steps("cnn_lstm_last");
 }
+
+/// The CNN + LSTM classifier of experiments/video-dynamics draws every parameter as PyTorch's
+/// defaults do: U(-b, b) with b = 1/sqrt(fan_in) for Conv2d (fan_in = in_channels * 9) and
+/// Linear (fan_in = in_features) weights and biases, b = 1/sqrt(hidden_size) for the LSTM.
+/// Over 20 seeds, each parameter's largest magnitude is within 2% below b (never above) and its
+/// standard deviation within 5% of b / sqrt(3), the uniform's.
+#[test]
+fn cnn_lstm_init_follows_pytorchs_rule() {
+    let cfg = Model {
+        frame_encoder: Some(rnnlab::config::FrameEncoder::Cnn),
+        conv_channels: vec![16, 32, 64],
+        cell: CellKind::Lstm,
+        hidden_size: 64,
+        readout: Readout::Mean,
+        ..Model::default()
+    };
+    let input = Input::Frames {
+        channels: 1,
+        height: 24,
+        width: 24,
+    };
+    let bound = |name: &str| -> f64 {
+        match name {
+            n if n.starts_with("encoder.0.") => 1.0 / 9f64.sqrt(),
+            n if n.starts_with("encoder.3.") => 1.0 / (16.0 * 9.0f64).sqrt(),
+            n if n.starts_with("encoder.6.") => 1.0 / (32.0 * 9.0f64).sqrt(),
+            _ => 1.0 / 64f64.sqrt(),
+        }
+    };
+    let mut values: HashMap<String, Vec<f32>> = HashMap::new();
+    for seed in 0..20 {
+        let m = Classifier::new(&cfg, input, 10, seed, &Device::Cpu).unwrap();
+        for (name, v) in m.params.iter() {
+            let t = v
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            values.entry(name.clone()).or_default().extend(t);
+        }
+    }
+    assert_eq!(values.len(), 12, "{:?}", values.keys());
+    for (name, v) in &values {
+        let b = bound(name);
+        let max = v.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+        let sd =
+            (v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        assert!(
+            max <= b && max > 0.98 * b,
+            "{name}: largest {max} against {b}"
+        );
+        let want = b / 3f64.sqrt();
+        assert!(
+            (sd - want).abs() < 0.05 * want,
+            "{name}: sd {sd} against {want}"
+        );
+    }
+}
