@@ -121,6 +121,7 @@ pub fn synthetic_data_part(cfg: &Config) -> Option<Part> {
     let tokens = match d.source {
         Source::SyntheticSentiment => 17,
         Source::DelayedRecall => d.lag.saturating_add(1),
+        Source::TemporalOrder => d.length.saturating_add(d.length / 10),
         Source::File
         | Source::Hub
         | Source::SyntheticVideo

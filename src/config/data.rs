@@ -14,6 +14,9 @@ pub enum Source {
     SyntheticSentiment,
     /// Class token, then `lag` distractors: the long-memory task.
     DelayedRecall,
+    /// Hochreiter & Schmidhuber's temporal-order problem (1997, experiment 6): distractors,
+    /// and 2 or 3 relevant symbols X / Y far apart whose order is the class.
+    TemporalOrder,
     /// Seeded clips of a flashing, fading bar among distractors and noise, played forward or
     /// reversed: a class only the order of the frames shows.
     SyntheticVideo,
@@ -79,6 +82,7 @@ impl Source {
         match self {
             Source::SyntheticSentiment => "synthetic-sentiment",
             Source::DelayedRecall => "delayed-recall",
+            Source::TemporalOrder => "temporal-order",
             Source::SyntheticVideo => "synthetic-video",
             Source::Tensors => "tensors",
             Source::Frames => "frames",
@@ -94,6 +98,7 @@ impl Source {
         let own: &[&[&str]] = match self {
             Source::SyntheticSentiment => &[GENERATED, TOKENS],
             Source::DelayedRecall => &[GENERATED, TOKENS, &["lag", "num_classes", "vocab_size"]],
+            Source::TemporalOrder => &[GENERATED, TOKENS, &["length", "relevant"]],
             Source::SyntheticVideo => &[
                 GENERATED,
                 VIDEO,
@@ -247,7 +252,7 @@ pub enum Column {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Data {
-    /// "synthetic-sentiment" | "delayed-recall" | "synthetic-video" | "tensors" | "frames" |
+    /// "synthetic-sentiment" | "delayed-recall" | "temporal-order" | "synthetic-video" | "tensors" | "frames" |
     /// "videos" | "file" | "hub". Default "synthetic-sentiment". Each reads its own keys
     /// (`Source::keys`); a key another source reads is refused.
     pub source: Source,
@@ -268,6 +273,12 @@ pub struct Data {
     pub num_test: usize,
     /// delayed-recall: distractor steps between the class token and the end. Default 20.
     pub lag: usize,
+    /// temporal-order: the shortest sequence; each is `length` to `length + length / 10`
+    /// steps (100 to 110 in the paper). Default 100.
+    pub length: usize,
+    /// temporal-order: relevant symbols, 2 (4 classes, experiment 6a) or 3 (8 classes, 6b).
+    /// Default 2.
+    pub relevant: usize,
     /// delayed-recall: number of classes (class tokens); synthetic-video: 2 to 6 (cyclic
     /// orders of the bar's brightness levels). Default 4.
     pub num_classes: usize,
@@ -366,6 +377,8 @@ impl Default for Data {
             num_valid: 1000,
             num_test: 1000,
             lag: 20,
+            length: 100,
+            relevant: 2,
             num_classes: 4,
             vocab_size: 16,
             frames: 16,
@@ -413,7 +426,10 @@ impl Data {
             return bad("data.max_len", "must be at least 1");
         }
         match d.source {
-            Source::SyntheticSentiment | Source::DelayedRecall | Source::SyntheticVideo => {
+            Source::SyntheticSentiment
+            | Source::DelayedRecall
+            | Source::TemporalOrder
+            | Source::SyntheticVideo => {
                 if d.num_train == 0 {
                     return bad("data.num_train", "must be at least 1");
                 }
@@ -483,6 +499,29 @@ impl Data {
                         "must be in (0, 1) (the share of train held out when no valid file is given)",
                     );
                 }
+            }
+        }
+        if d.source == Source::TemporalOrder {
+            if !(2..=3).contains(&d.relevant) {
+                return bad(
+                    "data.relevant",
+                    "must be 2 (4 classes: experiment 6a) or 3 (8 classes: 6b)",
+                );
+            }
+            if d.length < 20 {
+                return bad(
+                    "data.length",
+                    "must be at least 20 (the relevant symbols sit at set fractions of it)",
+                );
+            }
+            let longest = d.length.saturating_add(d.length / 10);
+            if longest > d.max_len {
+                return bad(
+                    "data.max_len",
+                    format!(
+                        "temporal-order sequences have up to length + length / 10 = {longest} steps; max_len must hold them"
+                    ),
+                );
             }
         }
         if d.source == Source::DelayedRecall {

@@ -333,6 +333,21 @@ mod tests {
     }
 
     #[test]
+    fn temporal_order_checks_its_keys() {
+        let c = load("[data]\nsource = \"temporal-order\"\nmax_len = 110\n", &[]).unwrap();
+        assert_eq!((c.data.length, c.data.relevant), (100, 2));
+        let m = msg(load("[data]\nsource = \"temporal-order\"\n", &[]));
+        assert!(m.contains("data.max_len") && m.contains("110"), "{m}");
+        let m = msg(load(
+            "[data]\nsource = \"temporal-order\"\nmax_len = 110\nrelevant = 4\n",
+            &[],
+        ));
+        assert!(m.starts_with("x.toml:4:1: data.relevant"), "{m}");
+        let m = msg(load("[data]\nmax_len = 110\nlength = 50\n", &[]));
+        assert!(m.contains("data.length: is not read by"), "{m}");
+    }
+
+    #[test]
     fn inits_parse_and_chrono_needs_gates() {
         let c = load(
             "[model]\ncell = \"rnn\"\nnonlinearity = \"relu\"\ninit_hh = \"identity\"\n",

@@ -176,6 +176,20 @@ pub fn load(cfg: &Data, seed: u64, test_views: usize) -> Result<Dataset> {
                 skipped: Vec::new(),
             }
         }
+        Source::TemporalOrder => {
+            let parts = splits::generated(cfg, seed, |n, s| {
+                synthetic::temporal_order(n, cfg.length, cfg.relevant, s)
+            });
+            Dataset {
+                train: parts.train,
+                valid: parts.valid,
+                test: parts.test,
+                vocab: Some(synthetic::order_vocab()),
+                classes: synthetic::order_classes(cfg.relevant),
+                notes: Vec::new(),
+                skipped: Vec::new(),
+            }
+        }
         Source::SyntheticVideo => return video::synthetic_dataset(cfg, seed, test_views),
         Source::Tensors => return tensors::dataset(cfg, seed, test_views),
         Source::Frames | Source::Videos => return decode::dataset(cfg, seed, test_views),

@@ -200,9 +200,121 @@ pub fn delayed_recall(n: usize, lag: usize, classes: usize, vocab_size: usize, s
     }
 }
 
+/// The temporal-order problem's symbols after `<pad>`: the start and end markers, the two
+/// relevant symbols, the four distractors (Hochreiter & Schmidhuber 1997, experiment 6).
+const ORDER_SYMBOLS: [&str; 8] = ["E", "B", "X", "Y", "a", "b", "c", "d"];
+/// Token ids: E starts a sequence, B ends it, X (Y = X + 1) is relevant, a-d follow Y.
+const ORDER_E: u32 = 1;
+const ORDER_B: u32 = 2;
+const ORDER_X: u32 = 3;
+
+pub fn order_vocab() -> Vocab {
+    let mut itos = vec!["<pad>".to_string()];
+    itos.extend(ORDER_SYMBOLS.iter().map(|s| s.to_string()));
+    Vocab::from_tokens(itos)
+}
+
+/// The class names of `relevant` symbols: their order, X or Y each (`XY`), class id the bits
+/// with X = 0, first symbol highest.
+pub fn order_classes(relevant: usize) -> Vec<String> {
+    (0..1usize << relevant)
+        .map(|c| {
+            (0..relevant)
+                .map(|i| {
+                    if c >> (relevant - 1 - i) & 1 == 0 {
+                        'X'
+                    } else {
+                        'Y'
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Where the relevant symbols sit, as fractions of the sequence: experiment 6a's t1 in
+/// [10, 20] and t2 in [50, 60] of 100 to 110 steps, 6b's t1 in [10, 20], t2 in [33, 43], t3 in
+/// [66, 76], scaled with the length.
+fn order_windows(relevant: usize) -> &'static [(f64, f64)] {
+    match relevant {
+        2 => &[(0.10, 0.20), (0.50, 0.60)],
+        _ => &[(0.10, 0.20), (0.33, 0.43), (0.66, 0.76)],
+    }
+}
+
+/// `n` temporal-order sequences: `E`, distractors a-d, `B` at the end, and `relevant` X / Y
+/// symbols at their windows' random positions; each `length` to `length + length / 10` steps
+/// (uniform). The class is the relevant symbols' order (`order_classes`).
+pub fn temporal_order(n: usize, length: usize, relevant: usize, seed: u64) -> Split {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (mut seqs, mut labels) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let t = rng.random_range(length..=length + length / 10);
+        let mut seq: Vec<u32> = (0..t)
+            .map(|_| rng.random_range(ORDER_X + 2..ORDER_X + 6))
+            .collect();
+        seq[0] = ORDER_E;
+        seq[t - 1] = ORDER_B;
+        let mut class = 0u32;
+        for &(lo, hi) in order_windows(relevant) {
+            let at = rng
+                .random_range((lo * t as f64).round() as usize..=(hi * t as f64).round() as usize);
+            let y = rng.random_bool(0.5) as u32;
+            seq[at] = ORDER_X + y;
+            class = class << 1 | y;
+        }
+        seqs.push(seq);
+        labels.push(class);
+    }
+    Split {
+        inputs: Inputs::Tokens(seqs),
+        labels,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every sequence: E first, B last, its length in range, exactly the relevant symbols in
+    /// their windows and nowhere else, and a class that reads them in order.
+    #[test]
+    fn temporal_order_places_the_relevant_symbols_and_reads_them_as_the_class() {
+        for relevant in [2, 3] {
+            let split = temporal_order(500, 100, relevant, 7);
+            assert_eq!(split, temporal_order(500, 100, relevant, 7), "seeded");
+            let names = order_classes(relevant);
+            assert_eq!(names.len(), 1 << relevant);
+            let mut seen = vec![0; names.len()];
+            for (seq, &y) in split.tokens().iter().zip(&split.labels) {
+                let t = seq.len();
+                assert!((100..=110).contains(&t));
+                assert_eq!((seq[0], seq[t - 1]), (ORDER_E, ORDER_B));
+                let at: Vec<usize> = (0..t).filter(|&i| seq[i] == 3 || seq[i] == 4).collect();
+                assert_eq!(at.len(), relevant);
+                for (&i, &(lo, hi)) in at.iter().zip(order_windows(relevant)) {
+                    let (lo, hi) = ((lo * t as f64).round(), (hi * t as f64).round());
+                    assert!(
+                        (lo..=hi).contains(&(i as f64)),
+                        "{i} of {t} outside {lo}..{hi}"
+                    );
+                }
+                let read: String = at
+                    .iter()
+                    .map(|&i| if seq[i] == 3 { 'X' } else { 'Y' })
+                    .collect();
+                assert_eq!(names[y as usize], read);
+                assert!(seq[1..t - 1]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &s)| at.contains(&(i + 1)) || (5..=8).contains(&s)));
+                seen[y as usize] += 1;
+            }
+            assert!(seen.iter().all(|&n| n > 500 / names.len() / 2), "{seen:?}");
+        }
+        assert_eq!(order_classes(2), ["XX", "XY", "YX", "YY"]);
+        assert_eq!(order_vocab().len(), 9);
+    }
 
     /// Reads a review back the way a person would: the sentence with an adjective is the
     /// verdict; an outer "i would not say" / "it is not true that" flips it; of the rest, the
