@@ -33,6 +33,8 @@ pub struct BenchArgs {
     pub classes: usize,
     pub steps: usize,
     pub warmup: usize,
+    /// Truncated BPTT window in training (0: full BPTT), as the tbptt peer's `--tbptt`.
+    pub tbptt: usize,
     /// Use the composed-ops reference implementation instead of the fused op.
     pub reference: bool,
     /// Time inference only (training throughput and phases come out null).
@@ -273,6 +275,7 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
     let run = |no_grad: bool| RunOpts {
         reference: args.reference,
         no_grad,
+        tbptt: args.tbptt,
         ..Default::default()
     };
     let mut phases = Phases::default();
@@ -345,7 +348,7 @@ pub fn bench_cell(args: &BenchArgs, cell: CellKind, device: &Device) -> Result<s
     Ok(json!({
         "peer": format!("rnnlab-{}{}", env!("CARGO_PKG_VERSION"), if args.reference { "-reference" } else { "" }),
         "cell": format!("{cell:?}").to_lowercase(),
-        "batch": args.batch, "seq": args.seq, "emb": args.emb, "hidden": args.hidden,
+        "batch": args.batch, "seq": args.seq, "tbptt": args.tbptt, "emb": args.emb, "hidden": args.hidden,
         "threads": crate::device::cpu_threads(),
         "train_samples_per_s": train_s.map(|s| (samples / s * 10.0).round() / 10.0),
         "infer_samples_per_s": (samples / infer_s * 10.0).round() / 10.0,

@@ -73,9 +73,15 @@ pub fn by_timestep(flow: &[(String, Flow)], store: &GradStore) -> Result<Vec<(St
     for (label, f) in flow {
         let (h, c) = match f {
             Flow::Probes { h, c, shift } => (norms(h, shift)?, norms(c, shift)?),
-            Flow::Sink(sink) => {
+            Flow::Sink(sink, before) => {
                 let steps = sink.lock().map(|v| v.clone()).unwrap_or_default();
-                (steps.h, steps.c)
+                let pad = |v: Vec<f64>| -> Vec<f64> {
+                    if v.is_empty() {
+                        return v;
+                    }
+                    std::iter::repeat_n(0.0, *before).chain(v).collect()
+                };
+                (pad(steps.h), pad(steps.c))
             }
         };
         out.push((label.clone(), h));

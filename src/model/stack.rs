@@ -87,8 +87,10 @@ pub enum Flow {
         c: Vec<Var>,
         shift: Vec<usize>,
     },
-    /// Fused path: backward writes the per-step norms here.
-    Sink(FlowSink),
+    /// Fused path: backward writes the per-step norms here; a truncated run's window (see
+    /// `forward_truncated`) starts this many steps in, and the steps before it read 0 (no
+    /// gradient reaches them).
+    Sink(FlowSink, usize),
 }
 
 pub struct StackOut {
@@ -199,6 +201,11 @@ impl Stack {
             StackInput::Lookup { table, .. } if from_table => table.clone(),
             StackInput::Lookup { table, ids } => lookup(table, ids)?,
         };
+        // Truncated BPTT on the fused path: what comes before every row's window runs
+        // without a graph (see `forward_truncated`).
+        if fused && masks.cut > 0 && !opts.no_grad && !self.bidirectional {
+            return self.forward_truncated(&input, &masks, opts);
+        }
         let (mut h_n, mut c_n, mut flow, mut gates) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut top_out = None;
@@ -218,6 +225,7 @@ impl Stack {
                         final_only,
                         if l == 0 { opts.tokens } else { None },
                         l == 0 && from_table,
+                        None,
                     )?
                 } else {
                     run_direction(cell, &input, &masks, d == 1, opts.probe, &device)?
@@ -251,6 +259,114 @@ impl Stack {
                 }
             }
             top_out = Some(input.clone());
+        }
+        Ok(StackOut {
+            out: top_out,
+            h_n: Tensor::stack(&h_n, 0)?,
+            c_n: if c_n.is_empty() {
+                None
+            } else {
+                Some(Tensor::stack(&c_n, 0)?)
+            },
+            flow,
+            gates,
+        })
+    }
+}
+
+impl Stack {
+    /// Truncated BPTT that keeps only what its gradient needs (fused CPU path, forward
+    /// direction): the steps before the batch's earliest window (`masks.cut`) run the
+    /// inference op — no activations kept, no backward through them — and the rest runs from
+    /// the state they leave, with each row's own window inside it as before. The gradients are
+    /// those of the whole-sequence op with the same windows; memory and backward follow the
+    /// windows, not the sequence. Layer by layer: a lower layer's early outputs (values only)
+    /// feed the next layer's early steps. A probed step measures the gradient flow of the
+    /// window (0 before it, as in the whole-sequence op) and the gate statistics of the steps
+    /// from `masks.cut` on.
+    fn forward_truncated(
+        &self,
+        input: &Tensor,
+        masks: &StepMasks,
+        mut opts: RunOpts,
+    ) -> Result<StackOut> {
+        let (b, t, cut) = (masks.lengths.len(), masks.t, masks.cut);
+        let device = input.device().clone();
+        let early = StepMasks::new(&vec![cut; b], cut, 0, &device)?;
+        let rest: Vec<usize> = masks.lengths.iter().map(|&n| n - cut).collect();
+        let late = StepMasks::new(&rest, t - cut, opts.tbptt, &device)?;
+        // The first layer's token ids (row-major [b * t]), cut the same way.
+        let (tokens_early, tokens_late): (Option<Vec<u32>>, Option<Vec<u32>>) = match opts.tokens {
+            Some(ids) => (
+                Some(ids.chunks(t).flat_map(|r| r[..cut].to_vec()).collect()),
+                Some(ids.chunks(t).flat_map(|r| r[cut..].to_vec()).collect()),
+            ),
+            None => (None, None),
+        };
+        let mut x_early = input.narrow(1, 0, cut)?.detach();
+        let mut x_late = input.narrow(1, cut, t - cut)?;
+        let (mut h_n, mut c_n, mut flow, mut gates) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut top_out = None;
+        for (l, layer) in self.cells.iter().enumerate() {
+            let cell = &layer[0];
+            let top = l + 1 == self.num_layers;
+            let final_only = opts.final_only && top;
+            let first = |v: &Option<Vec<u32>>| if l == 0 { v.clone() } else { None };
+            let before = run_fused(
+                cell,
+                &x_early,
+                &early,
+                false,
+                false,
+                true,
+                final_only,
+                first(&tokens_early).as_deref(),
+                false,
+                None,
+            )?;
+            let after = run_fused(
+                cell,
+                &x_late,
+                &late,
+                false,
+                opts.probe,
+                false,
+                final_only,
+                first(&tokens_late).as_deref(),
+                false,
+                Some(&before.last),
+            )?;
+            h_n.push(after.last.h);
+            if let Some(c) = after.last.c {
+                c_n.push(c);
+            }
+            let label = super::cell::suffix(l, 0);
+            if let Some(g) = after.gates {
+                gates.push((label.clone(), g));
+            }
+            if let Some(Flow::Sink(sink, _)) = after.flow {
+                flow.push((label, Flow::Sink(sink, cut)));
+            }
+            let (Some(e), Some(a)) = (before.out, after.out) else {
+                top_out = None;
+                continue;
+            };
+            let (mut e, mut a) = (e.detach(), a);
+            if !top && self.dropout > 0.0 {
+                if let Some(rng) = opts.dropout_rng.as_deref_mut() {
+                    // One mask over the whole sequence, drawn as the uncut stack draws it.
+                    let all = dropout(&Tensor::cat(&[&e, &a], 1)?, self.dropout, rng)?;
+                    (e, a) = (
+                        all.narrow(1, 0, cut)?.detach(),
+                        all.narrow(1, cut, t - cut)?,
+                    );
+                }
+            }
+            if top {
+                top_out = Some(Tensor::cat(&[&e, &a], 1)?);
+            }
+            (x_early, x_late) = (e, a);
         }
         Ok(StackOut {
             out: top_out,
@@ -356,6 +472,7 @@ fn run_fused(
     final_only: bool,
     tokens: Option<&[u32]>,
     from_table: bool,
+    init: Option<&State>,
 ) -> Result<DirectionRun> {
     // xs: [batch, seq, input], or with `from_table` the embedding table that `tokens` index.
     let (b, t) = (masks.lengths.len(), masks.t);
@@ -377,6 +494,13 @@ fn run_fused(
     );
     op.final_only = final_only;
     op.gates = gates.clone();
+    if let Some(init) = init {
+        let state = match &init.c {
+            Some(c) => Tensor::cat(&[&init.h, c], 1)?,
+            None => init.h.clone(),
+        };
+        op.init = Some(state.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?);
+    }
     op.tokens = tokens.map(<[u32]>::to_vec);
     let res = if from_table {
         fused::run_from_table(op, xs, cell)?
@@ -397,7 +521,7 @@ fn run_fused(
         return Ok(DirectionRun {
             out: None,
             last: state(&res)?,
-            flow: sink.map(Flow::Sink),
+            flow: sink.map(|s| Flow::Sink(s, 0)),
             gates,
         });
     }
@@ -415,7 +539,7 @@ fn run_fused(
     Ok(DirectionRun {
         out: Some(res.narrow(2, 0, h)?),
         last: state(&last)?,
-        flow: sink.map(Flow::Sink),
+        flow: sink.map(|s| Flow::Sink(s, 0)),
         gates,
     })
 }

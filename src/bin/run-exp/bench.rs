@@ -45,6 +45,10 @@ pub struct BenchCli {
     /// "cpu", "cuda", "cuda:N" or "auto".
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Truncated BPTT in training: backpropagate through each sequence's last K steps only
+    /// (0: full BPTT), as ../shared/bench/torch_tbptt_peer.py's --tbptt.
+    #[arg(long, default_value_t = 0, conflicts_with = "video")]
+    tbptt: usize,
     /// Time the composed-ops reference implementation instead of the fused op.
     #[arg(long)]
     reference: bool,
@@ -163,6 +167,7 @@ pub fn bench(b: BenchCli) -> ExitCode {
         classes,
         steps,
         warmup,
+        tbptt: b.tbptt,
         reference: b.reference,
         infer_only: b.infer_only,
         encoder,

@@ -24,6 +24,8 @@ struct BwdChunk<'a> {
 struct Rows<'a> {
     lengths: &'a [usize],
     window_start: Option<&'a [usize]>,
+    /// The carried-in state of these rows, [rows, slots * hidden] (see `Recurrence::init`).
+    init: Option<&'a [f32]>,
     out: &'a [f32],
     dout: Dout<'a>,
     saved: &'a [f32],
@@ -143,6 +145,7 @@ impl Recurrence {
                 let rows = Rows {
                     lengths: &self.lengths[r0..r0 + nb],
                     window_start: self.window_start.as_deref().map(|w| &w[r0..r0 + nb]),
+                    init: self.init.as_deref().map(|v| &v[r0 * s..(r0 + nb) * s]),
                     out: &out[r0 * t * s..(r0 + nb) * t * s],
                     dout: dout.rows(r0, nb, t, s),
                     saved: &saved[r0 * t * sv..(r0 + nb) * t * sv],
@@ -309,6 +312,9 @@ impl Recurrence {
                 let prev = self
                     .prev(tt, len)
                     .map(|p| &rows.out[(row * t + p) * s..][..s]);
+                // Before the first step: the carried-in state, else zeros.
+                let first = rows.init.map(|v| &v[row * s..][..s]);
+                let prev = prev.or(first);
                 let hp = &mut hprev[at * ld + inp..][..h];
                 match prev {
                     Some(p) => hp.copy_from_slice(&p[..h]),

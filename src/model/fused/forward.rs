@@ -162,6 +162,13 @@ impl Recurrence {
         };
         let mut hh = vec![0f32; nb * gk];
         let mut c = vec![0f32; nb * hk];
+        // A carried-in state: each row's c (its h is in the first step's h buffer).
+        if let (Some(init), CellKind::Lstm) = (self.init.as_deref(), self.kind) {
+            for row in 0..nb {
+                let from = &init[(r0 + row) * 2 * h + h + u0..][..hk];
+                c[row * hk..][..hk].copy_from_slice(from);
+            }
+        }
         let mut scratch = vec![0f32; hk];
         // A step's h and c when only the final states are kept.
         let (mut h_step, mut c_step) = (vec![0f32; hk], vec![0f32; hk]);
@@ -287,6 +294,12 @@ impl Recurrence {
             Vec::new()
         };
         let mut hbufs = [vec![0f32; b * h], vec![0f32; b * h]];
+        if let Some(init) = self.init.as_deref() {
+            let slots = Recurrence::slots(self.kind) * h;
+            for (row, h0) in hbufs[0].chunks_exact_mut(h).enumerate() {
+                h0.copy_from_slice(&init[row * slots..][..h]);
+            }
+        }
         // (first row, rows, first unit, units) per worker.
         let threads = crate::device::cpu_threads();
         let split_units = threads > 1 && g * h * 4 > UNIT_SPLIT_BYTES;

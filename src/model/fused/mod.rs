@@ -77,6 +77,9 @@ pub struct Recurrence {
     pub reverse: bool,
     /// Truncated BPTT: no gradient reaches steps before `window_start[row]`.
     pub window_start: Option<Vec<usize>>,
+    /// The state before the first step (forward direction), [batch, slots * hidden] (h, then
+    /// the LSTM's c): a constant the op carries in, no gradient flows to it. None = zeros.
+    pub init: Option<Vec<f32>>,
     pub flow: Option<FlowSink>,
     /// Gate statistics over the valid steps, written by a training forward when asked for.
     pub gates: Option<GateSink>,
@@ -112,6 +115,7 @@ impl Recurrence {
             lengths,
             reverse,
             window_start,
+            init: None,
             flow,
             gates: None,
             final_only: false,
