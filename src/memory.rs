@@ -45,11 +45,21 @@ pub fn model_parts(cfg: &Config, arch: &Architecture, longest: usize, fused: boo
         longest
     }
     .max(1);
-    let rows = cfg.train.batch_size as f64 * steps as f64;
-    let per_row: f64 = (0..arch.layers)
-        .map(|l| dirs * (3.0 * gates * h + (state + 2.0) * h + arch.layer_input(l) as f64))
-        .sum::<f64>()
-        + arch.front.output_size() as f64;
+    // Truncated BPTT keeps the recurrent activations of each row's window only (the steps
+    // before it run without a graph); the input rows are kept whole.
+    let window = match cfg.train.tbptt {
+        k if k > 0 && arch.directions == 1 => steps.min(k),
+        _ => steps,
+    };
+    let batch = cfg.train.batch_size as f64;
+    let recurrent: f64 = (0..arch.layers)
+        .map(|l| {
+            let input = if l == 0 { 0 } else { arch.layer_input(l) };
+            dirs * (3.0 * gates * h + (state + 2.0) * h + input as f64)
+        })
+        .sum();
+    let inputs = arch.layer_input(0) as f64 + arch.front.output_size() as f64;
+    let activations = batch * (window as f64 * recurrent + steps as f64 * inputs);
     // The embedding table or the recurrent weights, whichever holds most parameters.
     let param_key = match arch.front {
         Front::Embedding { vocab, dim } if (vocab * dim) as f64 > n / 2.0 => "data.max_vocab",
@@ -66,11 +76,18 @@ pub fn model_parts(cfg: &Config, arch: &Architecture, longest: usize, fused: boo
             key: param_key,
         },
         Part {
-            bytes: rows * per_row * F32,
-            what: format!(
-                "activations of one batch ({} x {steps} steps)",
-                cfg.train.batch_size
-            ),
+            bytes: activations * F32,
+            what: if window < steps {
+                format!(
+                    "activations of one batch ({} x {steps} steps, {window} of them backpropagated)",
+                    cfg.train.batch_size
+                )
+            } else {
+                format!(
+                    "activations of one batch ({} x {steps} steps)",
+                    cfg.train.batch_size
+                )
+            },
             key: "train.batch_size",
         },
     ];
@@ -273,5 +290,50 @@ mod tests {
         // would have made them equal).
         let rows = (cfg.train.batch_size * 50.min(cfg.data.max_len)) as f64;
         assert!(bytes(&wide) - bytes(&narrow) >= 3996.0 * F32 * rows);
+    }
+
+    /// Truncated BPTT: the recurrent activations follow the window, the input rows the
+    /// sequence; a 100,000-step batch that full BPTT could not hold fits with k = 128.
+    #[test]
+    fn truncated_bptt_sizes_the_recurrent_activations_by_the_window() {
+        let mut cfg = Config::default();
+        cfg.data.source = crate::config::Source::File;
+        cfg.data.max_len = 100_000;
+        cfg.train.batch_size = 32;
+        cfg.model.embedding_dim = 64;
+        let arch = Architecture::of(&cfg.model, Input::Tokens { vocab: 1000 }, 4).unwrap();
+        let full = model_parts(&cfg, &arch, 100_000, true)[1].bytes;
+        cfg.train.tbptt = 128;
+        let cut = &model_parts(&cfg, &arch, 100_000, true)[1];
+        assert!(
+            cut.what.contains("128 of them backpropagated"),
+            "{}",
+            cut.what
+        );
+        // Inputs: 32 x 100,000 x (64 + 64) floats; the window: 32 x 128 rows of the cell's.
+        let inputs = 32.0 * 100_000.0 * 128.0 * F32;
+        assert!(
+            cut.bytes >= inputs && cut.bytes < inputs * 1.1,
+            "{}",
+            cut.bytes
+        );
+        assert!(full > 10.0 * cut.bytes);
+        assert!(check(&[cut.clone()], Some(8.0 * GIB)).is_ok());
+        assert!(check(
+            &model_parts(
+                &Config {
+                    train: crate::config::Train {
+                        tbptt: 0,
+                        ..cfg.train.clone()
+                    },
+                    ..cfg.clone()
+                },
+                &arch,
+                100_000,
+                true
+            )[1..2],
+            Some(8.0 * GIB)
+        )
+        .is_err());
     }
 }

@@ -221,6 +221,17 @@ impl Classifier {
                 };
                 (input, None)
             }
+            // Truncated BPTT on the CPU: the stack looks up only the rows its windows
+            // backpropagate through (the embedding's gradient then comes from that lookup).
+            FrontEnd::Embedding(w)
+                if opts.tbptt > 0 && !self.rnn.bidirectional && inputs.device().is_cpu() =>
+            {
+                let input = StackInput::Lookup {
+                    table: w,
+                    ids: inputs,
+                };
+                (input, None)
+            }
             FrontEnd::Embedding(_) => {
                 let var =
                     Var::from_tensor(&self.embed(inputs, false, true, opts.reference)?.detach())?;

@@ -190,6 +190,11 @@ impl Stack {
                 StackInput::Rows(x) => fused::available(x),
                 StackInput::Lookup { table, .. } => fused::available(table),
             };
+        // Truncated BPTT on the fused path: what comes before every row's window runs
+        // without a graph (see `forward_truncated`).
+        if fused && masks.cut > 0 && !opts.no_grad && !self.bidirectional {
+            return self.forward_truncated(input, &masks, opts);
+        }
         // A lookup the fused op reads itself (inference with the ids at hand): `input` is
         // then the table for the first layer.
         let from_table = matches!(input, StackInput::Lookup { .. })
@@ -201,11 +206,7 @@ impl Stack {
             StackInput::Lookup { table, .. } if from_table => table.clone(),
             StackInput::Lookup { table, ids } => lookup(table, ids)?,
         };
-        // Truncated BPTT on the fused path: what comes before every row's window runs
-        // without a graph (see `forward_truncated`).
-        if fused && masks.cut > 0 && !opts.no_grad && !self.bidirectional {
-            return self.forward_truncated(&input, &masks, opts);
-        }
+
         let (mut h_n, mut c_n, mut flow, mut gates) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut top_out = None;
@@ -281,30 +282,52 @@ impl Stack {
     /// the state they leave, with each row's own window inside it as before. The gradients are
     /// those of the whole-sequence op with the same windows; memory and backward follow the
     /// windows, not the sequence. Layer by layer: a lower layer's early outputs (values only)
-    /// feed the next layer's early steps. A probed step measures the gradient flow of the
+    /// feed the next layer's early steps. An embedding lookup (`StackInput::Lookup`, training
+    /// with truncation) is made for the late steps only: the op reads the early steps' rows
+    /// from the table itself, so no [batch, seq, embedding] rows exist. A probed step measures the gradient flow of the
     /// window (0 before it, as in the whole-sequence op) and the gate statistics of the steps
     /// from `masks.cut` on.
     fn forward_truncated(
         &self,
-        input: &Tensor,
+        input: StackInput,
         masks: &StepMasks,
         mut opts: RunOpts,
     ) -> Result<StackOut> {
         let (b, t, cut) = (masks.lengths.len(), masks.t, masks.cut);
-        let device = input.device().clone();
+        let device = match input {
+            StackInput::Rows(x) => x.device().clone(),
+            StackInput::Lookup { table, .. } => table.device().clone(),
+        };
         let early = StepMasks::new(&vec![cut; b], cut, 0, &device)?;
         let rest: Vec<usize> = masks.lengths.iter().map(|&n| n - cut).collect();
         let late = StepMasks::new(&rest, t - cut, opts.tbptt, &device)?;
         // The first layer's token ids (row-major [b * t]), cut the same way.
-        let (tokens_early, tokens_late): (Option<Vec<u32>>, Option<Vec<u32>>) = match opts.tokens {
-            Some(ids) => (
-                Some(ids.chunks(t).flat_map(|r| r[..cut].to_vec()).collect()),
-                Some(ids.chunks(t).flat_map(|r| r[cut..].to_vec()).collect()),
-            ),
+        let looked_up: Option<Vec<u32>> = match (opts.tokens, &input) {
+            (None, StackInput::Lookup { ids, .. }) => Some(ids.flatten_all()?.to_vec1()?),
+            _ => None,
+        };
+        let cut_ids = |ids: &[u32], keep: std::ops::Range<usize>| -> Vec<u32> {
+            ids.chunks(t)
+                .flat_map(|r| r[keep.clone()].iter().copied())
+                .collect()
+        };
+        let (mut tokens_early, mut tokens_late) = match opts.tokens.or(looked_up.as_deref()) {
+            Some(ids) => (Some(cut_ids(ids, 0..cut)), Some(cut_ids(ids, cut..t))),
             None => (None, None),
         };
-        let mut x_early = input.narrow(1, 0, cut)?.detach();
-        let mut x_late = input.narrow(1, cut, t - cut)?;
+        drop(looked_up);
+        let (mut x_early, mut x_late, mut from_table) = match input {
+            StackInput::Rows(x) => (
+                x.narrow(1, 0, cut)?.detach(),
+                x.narrow(1, cut, t - cut)?,
+                false,
+            ),
+            StackInput::Lookup { table, ids } => (
+                table.detach(),
+                lookup(table, &ids.narrow(1, cut, t - cut)?)?,
+                true,
+            ),
+        };
         let (mut h_n, mut c_n, mut flow, mut gates) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut top_out = None;
@@ -312,7 +335,6 @@ impl Stack {
             let cell = &layer[0];
             let top = l + 1 == self.num_layers;
             let final_only = opts.final_only && top;
-            let first = |v: &Option<Vec<u32>>| if l == 0 { v.clone() } else { None };
             let before = run_fused(
                 cell,
                 &x_early,
@@ -321,10 +343,11 @@ impl Stack {
                 false,
                 true,
                 final_only,
-                first(&tokens_early).as_deref(),
-                false,
+                tokens_early.take().as_deref(),
+                from_table,
                 None,
             )?;
+            from_table = false;
             let after = run_fused(
                 cell,
                 &x_late,
@@ -333,7 +356,7 @@ impl Stack {
                 opts.probe,
                 false,
                 final_only,
-                first(&tokens_late).as_deref(),
+                tokens_late.take().as_deref(),
                 false,
                 Some(&before.last),
             )?;
