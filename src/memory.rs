@@ -318,7 +318,7 @@ mod tests {
             cut.bytes
         );
         assert!(full > 10.0 * cut.bytes);
-        assert!(check(&[cut.clone()], Some(8.0 * GIB)).is_ok());
+        assert!(check(std::slice::from_ref(cut), Some(8.0 * GIB)).is_ok());
         assert!(check(
             &model_parts(
                 &Config {
