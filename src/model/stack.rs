@@ -108,6 +108,30 @@ pub struct StackOut {
     pub gates: Vec<(String, GateSink)>,
 }
 
+impl StackOut {
+    /// The stack's output from its top layer's steps and each layer and direction's final
+    /// states (c: the LSTM's, else none).
+    fn gather(
+        out: Option<Tensor>,
+        h_n: &[Tensor],
+        c_n: &[Tensor],
+        flow: Vec<(String, Flow)>,
+        gates: Vec<(String, GateSink)>,
+    ) -> Result<StackOut> {
+        Ok(StackOut {
+            out,
+            h_n: Tensor::stack(h_n, 0)?,
+            c_n: if c_n.is_empty() {
+                None
+            } else {
+                Some(Tensor::stack(c_n, 0)?)
+            },
+            flow,
+            gates,
+        })
+    }
+}
+
 impl Stack {
     /// Registers `{prefix}weight_ih_l{k}[_reverse]` etc. in PyTorch's order.
     #[allow(clippy::too_many_arguments)]
@@ -261,17 +285,7 @@ impl Stack {
             }
             top_out = Some(input.clone());
         }
-        Ok(StackOut {
-            out: top_out,
-            h_n: Tensor::stack(&h_n, 0)?,
-            c_n: if c_n.is_empty() {
-                None
-            } else {
-                Some(Tensor::stack(&c_n, 0)?)
-            },
-            flow,
-            gates,
-        })
+        StackOut::gather(top_out, &h_n, &c_n, flow, gates)
     }
 }
 
@@ -391,17 +405,7 @@ impl Stack {
             }
             (x_early, x_late) = (e, a);
         }
-        Ok(StackOut {
-            out: top_out,
-            h_n: Tensor::stack(&h_n, 0)?,
-            c_n: if c_n.is_empty() {
-                None
-            } else {
-                Some(Tensor::stack(&c_n, 0)?)
-            },
-            flow,
-            gates,
-        })
+        StackOut::gather(top_out, &h_n, &c_n, flow, gates)
     }
 }
 
