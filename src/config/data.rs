@@ -111,7 +111,7 @@ impl Source {
                     "noise",
                 ],
             ],
-            Source::Tensors => &[FILES, VIDEO],
+            Source::Tensors => &[FILES, VIDEO, &["image_sequence", "permute_seed"]],
             Source::Frames => &[FILES, VIDEO, PROTOCOL, &["height", "width", "channels"]],
             Source::Videos => &[
                 FILES,
@@ -222,6 +222,16 @@ impl Preset {
     }
 }
 
+/// An image read as a sequence (`data.image_sequence`): sequential MNIST and its kin.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSequence {
+    /// One step per row of pixels (28 steps of 28 at 28 x 28; channels side by side).
+    Rows,
+    /// One step per pixel, row after row (784 steps at 28 x 28), its channels the features.
+    Pixels,
+}
+
 /// Where `max_len` cuts a longer sequence (the names of Hugging Face tokenizers).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -316,6 +326,12 @@ pub struct Data {
     /// videos: skip (and count, in the run's notes and summary.json) a file ffmpeg cannot
     /// decode or that holds no frames, instead of stopping there. Default false.
     pub skip_bad: bool,
+    /// tensors: read each example's single frame as a sequence, "rows" (a step per row) or
+    /// "pixels" (a step per pixel: sequential MNIST, Le et al. 2015); absent = frames.
+    pub image_sequence: Option<ImageSequence>,
+    /// tensors, image_sequence = "pixels": visit the pixels in one fixed random order drawn
+    /// from this seed, the same for every image and split (permuted MNIST).
+    pub permute_seed: Option<u64>,
     /// Video: where decoded clips (frames) and a frozen encoder's features are cached (files
     /// named by a hash of what they hold). Default `<experiment.out_dir>/.cache`.
     pub cache_dir: Option<PathBuf>,
@@ -393,6 +409,8 @@ impl Default for Data {
             augment_brightness: 0.0,
             fps: None,
             skip_bad: false,
+            image_sequence: None,
+            permute_seed: None,
             cache_dir: None,
             protocol: None,
             split: 1,
@@ -546,6 +564,18 @@ impl Data {
                     ),
                 );
             }
+        }
+        if d.permute_seed.is_some() && d.image_sequence != Some(ImageSequence::Pixels) {
+            return bad(
+                "data.permute_seed",
+                "permutes the pixels of image_sequence = \"pixels\": set that too",
+            );
+        }
+        if d.image_sequence.is_some() && (d.frames_per_clip.is_some() || d.shuffle_frames) {
+            return bad(
+                "data.image_sequence",
+                "reads one image per example as a sequence: frames_per_clip and shuffle_frames pick frames of clips",
+            );
         }
         if let Some(fps) = d.fps {
             if !(fps > 0.0 && fps <= 1000.0) {

@@ -283,6 +283,69 @@ fn kind(s: &Split) -> String {
     }
 }
 
+/// Images (a one-frame clip per example) as sequences of rows or pixels (`data.image_sequence`),
+/// values in [0, 1]; `permute` visits the pixels in one order drawn from that seed, the same
+/// for every image. `path` names the data in errors.
+pub fn image_sequence(
+    split: Split,
+    how: crate::config::ImageSequence,
+    permute: Option<u64>,
+    path: &Path,
+) -> Result<Split> {
+    use crate::config::ImageSequence;
+    let Inputs::Frames { shape, clips } = &split.inputs else {
+        return Err(bad(
+            path,
+            "image_sequence reads images: the file holds features, not frames",
+        ));
+    };
+    let (c, hw, w) = (shape.channels, shape.height * shape.width, shape.width);
+    let (dim, order): (usize, Vec<usize>) = match how {
+        // Step y: row y of every channel, side by side.
+        ImageSequence::Rows => (c * w, (0..shape.height).collect()),
+        ImageSequence::Pixels => {
+            let mut order: Vec<usize> = (0..hw).collect();
+            if let Some(seed) = permute {
+                use rand::seq::SliceRandom;
+                use rand::SeedableRng;
+                order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            }
+            (c, order)
+        }
+    };
+    let mut seqs = Vec::with_capacity(split.len());
+    for i in 0..split.len() {
+        let px = clips.get(i)?;
+        if px.len() != shape.pixels() {
+            return Err(bad(
+                path,
+                format!(
+                    "image_sequence reads one image per example; example {i} holds {} frames",
+                    px.len() / shape.pixels().max(1)
+                ),
+            ));
+        }
+        let v = |ch: usize, at: usize| px[ch * hw + at] as f32 / 255.0;
+        let seq: Vec<f32> = match how {
+            ImageSequence::Rows => order
+                .iter()
+                .flat_map(|&y| (0..c).flat_map(move |ch| (0..w).map(move |x| (ch, y * w + x))))
+                .map(|(ch, at)| v(ch, at))
+                .collect(),
+            ImageSequence::Pixels => order
+                .iter()
+                .flat_map(|&at| (0..c).map(move |ch| (ch, at)))
+                .map(|(ch, at)| v(ch, at))
+                .collect(),
+        };
+        seqs.push(seq);
+    }
+    Ok(Split {
+        inputs: Inputs::Features { dim, seqs },
+        labels: split.labels,
+    })
+}
+
 /// The `tensors` dataset: train (required), valid (or carved from train), test.
 pub fn dataset(cfg: &crate::config::Data, seed: u64, test_views: usize) -> Result<super::Dataset> {
     let mut notes = Vec::new();
@@ -335,6 +398,14 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64, test_views: usize) -> Resul
         cfg.valid.is_none().then_some(cfg.val_fraction),
         &mut notes,
     )?;
+    let (train, valid, test) = match cfg.image_sequence {
+        Some(how) => {
+            let path = cfg.train.as_deref().unwrap_or(Path::new(""));
+            let order = |s| image_sequence(s, how, cfg.permute_seed, path);
+            (order(train)?, order(valid)?, test.map(order).transpose()?)
+        }
+        None => (train, valid, test),
+    };
     let select = |s: Split, which| selection::select(s, cfg, seed, which, test_views);
     Ok(super::Dataset {
         train: select(train, Which::Train),
@@ -345,4 +416,77 @@ pub fn dataset(cfg: &crate::config::Data, seed: u64, test_views: usize) -> Resul
         notes,
         skipped: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod image_sequence_tests {
+    use super::*;
+    use crate::config::ImageSequence;
+
+    /// Rows and pixels by hand on a 2 x 3 grey image and a 1 x 2 RGB one; a permutation is the
+    /// same for every image and a permutation of the pixels; a clip of two frames is refused.
+    #[test]
+    fn images_become_rows_or_pixels_in_a_fixed_order() {
+        let grey = |px: Vec<u8>, n: usize| Split {
+            inputs: Inputs::Frames {
+                shape: FrameShape {
+                    channels: 1,
+                    height: 2,
+                    width: 3,
+                },
+                clips: vec![px; n].into(),
+            },
+            labels: vec![0; n],
+        };
+        let seqs = |s: Split| match s.inputs {
+            Inputs::Features { dim, seqs } => (dim, seqs),
+            _ => panic!("features expected"),
+        };
+        let img: Vec<u8> = vec![0, 51, 102, 153, 204, 255];
+        let v = |k: u8| k as f32 / 255.0;
+        let p = Path::new("x");
+        let (dim, rows) =
+            seqs(image_sequence(grey(img.clone(), 1), ImageSequence::Rows, None, p).unwrap());
+        assert_eq!(dim, 3);
+        assert_eq!(rows[0], img.iter().map(|&k| v(k)).collect::<Vec<_>>());
+        let (dim, pixels) =
+            seqs(image_sequence(grey(img.clone(), 1), ImageSequence::Pixels, None, p).unwrap());
+        assert_eq!((dim, pixels[0].len()), (1, 6));
+        assert_eq!(pixels[0], rows[0]);
+        let (_, permuted) =
+            seqs(image_sequence(grey(img.clone(), 2), ImageSequence::Pixels, Some(3), p).unwrap());
+        assert_eq!(permuted[0], permuted[1], "one order for every image");
+        assert_ne!(permuted[0], pixels[0]);
+        let mut sorted = permuted[0].clone();
+        sorted.sort_by(f32::total_cmp);
+        assert_eq!(sorted, pixels[0]);
+        // RGB, 1 x 2: pixels carry their three channels; the row holds channel after channel.
+        let rgb = Split {
+            inputs: Inputs::Frames {
+                shape: FrameShape {
+                    channels: 3,
+                    height: 1,
+                    width: 2,
+                },
+                clips: vec![vec![10, 20, 30, 40, 50, 60]].into(),
+            },
+            labels: vec![1],
+        };
+        let (dim, px) = seqs(image_sequence(rgb.clone(), ImageSequence::Pixels, None, p).unwrap());
+        assert_eq!(dim, 3);
+        assert_eq!(px[0], [v(10), v(30), v(50), v(20), v(40), v(60)]);
+        let (dim, row) = seqs(image_sequence(rgb, ImageSequence::Rows, None, p).unwrap());
+        assert_eq!(
+            (dim, row[0].clone()),
+            (6, [10, 20, 30, 40, 50, 60].map(v).to_vec())
+        );
+        let clip = grey([img.clone(), img].concat(), 1);
+        let e = image_sequence(clip, ImageSequence::Rows, None, p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("one image per example") && e.contains("2 frames"),
+            "{e}"
+        );
+    }
 }
