@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::checkpoint::LoadedRun;
-use crate::config::{Column, Data};
+use crate::config::{Column, Data, Eval};
 use crate::data::selection::views;
 use crate::data::tables::load_for_run;
 use crate::data::{table, Inputs, Split};
@@ -198,7 +198,7 @@ pub fn predict_clips(
         },
     };
     let names: Vec<String> = paths.iter().map(|d| d.display().to_string()).collect();
-    predict_split(run, &split, &names, run.config.test_view())
+    predict_split(run, &split, &names, run.config.eval.test_view(data))
 }
 
 /// Scores of the run on each labeled split `data` names, as (split, examples, scores).
@@ -212,15 +212,15 @@ pub struct Scored {
 }
 
 /// `origin` names where `data` came from (`--data FILE`), for its errors; a video test split
-/// is scored by `clips` views of each clip (`[eval] clips`).
-pub fn score(run: &LoadedRun, data: &Data, origin: &str, clips: usize) -> Result<Vec<Scored>> {
+/// is scored by `eval.clips` views of each clip.
+pub fn score(run: &LoadedRun, data: &Data, origin: &str, eval: &Eval) -> Result<Vec<Scored>> {
     let (splits, notes) = match run.input {
         Input::Tokens { .. } => {
             load_for_run(data, origin, &run.config.data, &run.vocab, &run.classes)?
         }
-        _ => video_splits(run, data, origin, clips)?,
+        _ => video_splits(run, data, origin, eval.clips)?,
     };
-    let test_view = (clips > 1).then_some(data.frames_per_clip).flatten();
+    let test_view = eval.test_view(data);
     for n in notes {
         crate::say!("{n}");
     }

@@ -135,7 +135,7 @@ pub fn run(ready: Ready, stop: &Stop) -> Result<Summary> {
                 )
             };
             // The test split holds [eval] clips views of each clip.
-            let test_view = config.test_view();
+            let test_view = config.eval.test_view(&config.data);
             (
                 Some(score(&data.valid, None)?),
                 data.test

@@ -36,8 +36,12 @@ fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
 /// for sums over whole batches of pixels, where float rounding grows with the values.
 #[track_caller]
 fn assert_close_scaled(what: &str, ours: &Tensor, theirs: &Tensor) {
-    let scale = theirs
-        .abs()
+    assert_close_to(what, ours, theirs, TOL * max_abs(theirs).max(1.0));
+}
+
+/// The largest magnitude in `t`.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -45,8 +49,19 @@ fn assert_close_scaled(what: &str, ours: &Tensor, theirs: &Tensor) {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
-        .max(1.0);
-    assert_close_to(what, ours, theirs, TOL * scale);
+}
+
+/// A fixture file `name` of the folder `tests/fixtures/<folder>`, and its entry in the
+/// folder's index.json.
+fn fixture_case(folder: &str, name: &str) -> (HashMap<String, Tensor>, serde_json::Value) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(folder);
+    let f = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+        .unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    (f, index[name].clone())
 }
 
 #[track_caller]
@@ -302,12 +317,7 @@ fn classifier_adam_clip() {
 /// the composed reference; batch norm in training (and the running statistics it leaves) and
 /// in evaluation; odd sizes, a grey single-row input whose blocks are not pooled.
 fn conv_case(name: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_conv");
-    let f = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
-        .unwrap();
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
-    let meta = &index[name];
+    let (f, meta) = fixture_case("torch_conv", name);
     let widths: Vec<usize> = meta["widths"]
         .as_array()
         .unwrap()
@@ -398,12 +408,7 @@ fn conv_grey_single_row() {
 /// walk of up to lr a step on either side: those biases are not compared, and the running
 /// means are compared less the average of the biases each step used (make_video_steps.py).
 fn video_steps(name: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video_steps");
-    let f = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
-        .unwrap();
-    let index: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
-    let meta = &index[name];
+    let (f, meta) = fixture_case("video_steps", name);
     let num = |k: &str| meta[k].as_u64().unwrap() as usize;
     let widths: Vec<usize> = serde_json::from_value(meta["widths"].clone()).unwrap();
     let model_cfg = Model {
@@ -434,16 +439,6 @@ fn video_steps(name: &str) {
         .filter_map(|(k, v)| Some((k.strip_prefix("init.")?.to_string(), v.clone())))
         .collect();
     candle_core::safetensors::save(&init, tmp.join("init.safetensors")).unwrap();
-    let scale = |t: &Tensor| -> f32 {
-        t.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
     for reference in [false, true] {
         let path = if reference { "reference" } else { "fused" };
         let model = Classifier::new(&model_cfg, input, num("classes"), 0, &Device::Cpu).unwrap();
@@ -533,7 +528,7 @@ fn video_steps(name: &str) {
             if before_norm {
                 continue;
             }
-            let tol = 1e-4 * scale(&theirs).max(1e-3);
+            let tol = 1e-4 * max_abs(&theirs).max(1e-3);
             assert_close_to(&format!("{name} ({path}) {key}"), &ours, &theirs, tol);
         }
         assert_eq!(compared, ours.len(), "{name}: every weight read");

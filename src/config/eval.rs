@@ -20,6 +20,12 @@ impl Default for Eval {
 }
 
 impl Eval {
+    /// The steps of one view of a test clip when the test split holds several (`clips` > 1:
+    /// views of `data.frames_per_clip` frames); None when it holds one.
+    pub fn test_view(&self, data: &Data) -> Option<usize> {
+        (self.clips > 1).then_some(data.frames_per_clip).flatten()
+    }
+
     pub(super) fn check(&self, data: &Data) -> Checked {
         if self.clips == 0 {
             return bad("eval.clips", "must be at least 1");

@@ -230,14 +230,6 @@ impl Config {
         d
     }
 
-    /// The steps of one view of a test clip when the test split holds several
-    /// (`[eval] clips` > 1: views of `data.frames_per_clip` frames); None when it holds one.
-    pub fn test_view(&self) -> Option<usize> {
-        (self.eval.clips > 1)
-            .then_some(self.data.frames_per_clip)
-            .flatten()
-    }
-
     pub fn with_absolute_paths(mut self) -> Config {
         let abs = |p: &mut PathBuf| {
             if let Ok(a) = std::path::absolute(&*p) {

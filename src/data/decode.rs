@@ -100,9 +100,6 @@ fn decode_cached(
     let index_path = path.with_extension("json");
     let px = how.shape.pixels();
     let split = |index: &Index| -> Result<Decoded> {
-        if let (false, Some((i, why))) = (how.skip_bad, index.skipped.first()) {
-            return Err(Error::data(&clips[*i].path, 0, why.clone()));
-        }
         let lengths: Vec<usize> = index.frames.iter().map(|n| n * px).collect();
         let cached = Cached::open(&path, &lengths)?;
         let kept: Vec<usize> = (0..clips.len()).filter(|&i| index.frames[i] > 0).collect();
@@ -131,6 +128,11 @@ fn decode_cached(
         .and_then(|b| serde_json::from_slice::<Index>(&b).ok())
         .filter(|index| index.frames.len() == clips.len());
     if let Some(index) = found {
+        // A file the index records as unreadable is refused without skip_bad, as a fresh
+        // decode would refuse it (a decode without skip_bad records none).
+        if let (false, Some((i, why))) = (how.skip_bad, index.skipped.first()) {
+            return Err(Error::data(&clips[*i].path, 0, why.clone()));
+        }
         if let Ok(decoded) = split(&index) {
             return Ok(decoded);
         }

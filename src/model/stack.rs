@@ -230,7 +230,6 @@ impl Stack {
             StackInput::Lookup { table, .. } if from_table => table.clone(),
             StackInput::Lookup { table, ids } => lookup(table, ids)?,
         };
-
         let (mut h_n, mut c_n, mut flow, mut gates) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut top_out = None;
@@ -287,9 +286,7 @@ impl Stack {
         }
         StackOut::gather(top_out, &h_n, &c_n, flow, gates)
     }
-}
 
-impl Stack {
     /// Truncated BPTT that keeps only what its gradient needs (fused CPU path, forward
     /// direction): the steps before the batch's earliest window (`masks.cut`) run the
     /// inference op — no activations kept, no backward through them — and the rest runs from
@@ -298,9 +295,9 @@ impl Stack {
     /// windows, not the sequence. Layer by layer: a lower layer's early outputs (values only)
     /// feed the next layer's early steps. An embedding lookup (`StackInput::Lookup`, training
     /// with truncation) is made for the late steps only: the op reads the early steps' rows
-    /// from the table itself, so no [batch, seq, embedding] rows exist. A probed step measures the gradient flow of the
-    /// window (0 before it, as in the whole-sequence op) and the gate statistics of the steps
-    /// from `masks.cut` on.
+    /// from the table itself, so no [batch, seq, embedding] rows exist. A probed step measures
+    /// the gradient flow of the window (0 before it, as in the whole-sequence op) and the gate
+    /// statistics of the steps from `masks.cut` on.
     fn forward_truncated(
         &self,
         input: StackInput,

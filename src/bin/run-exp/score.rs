@@ -59,12 +59,13 @@ pub fn eval(a: EvalCli) -> ExitCode {
         Err(e) => return fail(e),
     };
     let origin = format!("--data {}", a.data.display());
-    let clips = if other.eval == rnnlab::config::Eval::default() {
-        run.config.eval.clips
+    let eval = if other.eval == rnnlab::config::Eval::default() {
+        run.config.eval.clone()
     } else {
-        other.eval.clips
+        other.eval.clone()
     };
-    let scored = rnnlab::predict::score(&run, &other.data, &origin, clips);
+    let clips = eval.clips;
+    let scored = rnnlab::predict::score(&run, &other.data, &origin, &eval);
     match scored {
         Ok(scored) => {
             for sc in scored {
