@@ -1023,3 +1023,80 @@ fn the_torch_comparison_runs_without_a_peer_python() {
     assert!(out.contains("| gru |"), "{out}");
     let _ = std::fs::remove_dir_all(&home);
 }
+
+#[test]
+fn plots_compare_draws_several_runs_labelled_by_what_differs() {
+    let dir = temp_dir("compare");
+    let cfg = tiny_config(&dir);
+    let mut runs = Vec::new();
+    for (name, cell, seed) in [("a", "lstm", 0), ("b", "lstm", 1), ("c", "gru", 0)] {
+        let o = run_exp(&[
+            cfg.to_str().unwrap(),
+            "--set",
+            &format!("experiment.name={name:?}"),
+            "--set",
+            &format!("model.cell={cell:?}"),
+            "--set",
+            &format!("experiment.seed={seed}"),
+            "--set",
+            "data.num_train=300",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "log.progress=false",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        runs.push(dir.join("results").join(name).join("run-001"));
+    }
+    let out = dir.join("norms.png");
+    let mut args = vec!["plots", "--compare", "--tag", "grad/global_norm", "--log-y"];
+    let run_args: Vec<&str> = runs.iter().map(|r| r.to_str().unwrap()).collect();
+    args.extend(&run_args);
+    args.extend(["--out", out.to_str().unwrap()]);
+    let o = run_exp(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Two colours: the seeds of the lstm share one; the names and seeds are not labels.
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains("3 lines (model.cell=lstm; model.cell=gru)"),
+        "{said}"
+    );
+    let png = image::open(&out).unwrap();
+    assert!(png.dimensions().0 > 100);
+    // The series are the runs' own: the first run's logged norms, from its events file.
+    let series = rnnlab::log::compare::series(&runs[0], "grad/global_norm").unwrap();
+    let logged: Vec<f64> = std::fs::read_to_string(runs[0].join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["grad_norm"].as_f64())
+        .collect();
+    assert_eq!(series.len(), logged.len());
+    for ((_, a), b) in series.iter().zip(&logged) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+    }
+    // A tag no run logged, or a folder that is not a run: exit 2, the tags it has, no file.
+    let bad = dir.join("bad.png");
+    let o = run_exp(&[
+        "plots",
+        "--compare",
+        "--tag",
+        "val/acuracy",
+        run_args[0],
+        "--out",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("val/acc,"), "{}", stderr(&o));
+    let o = run_exp(&[
+        "plots",
+        "--compare",
+        "--tag",
+        "val/acc",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not a run folder"), "{}", stderr(&o));
+    assert!(!bad.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

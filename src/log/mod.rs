@@ -1,6 +1,7 @@
 //! Run output: TensorBoard events (`tensorboard`, `hparams`), the metrics JSONL, plots and the
 //! progress bar.
 
+pub mod compare;
 pub mod hparams;
 pub mod plots;
 pub mod progress;

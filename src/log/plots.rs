@@ -8,6 +8,12 @@ use plotters::prelude::*;
 
 use crate::error::{Error, Result};
 
+/// The axes' descriptions.
+pub struct Axes<'a> {
+    pub x: &'a str,
+    pub y: &'a str,
+}
+
 /// One line: its configuration's label (legend; one entry per configuration) and points.
 pub struct Curve {
     pub group: String,
@@ -36,10 +42,10 @@ fn font() {
     });
 }
 
-/// Draws `curves` (x: epoch, y: `y_label`) into `path` (PNG, written whole or not at all). The
-/// legend lists groups in order of first appearance; lines are drawn last to first, so the
-/// first curves (a sweep's best configurations) lie on top.
-pub fn curves(path: &Path, title: &str, y_label: &str, curves: &[Curve]) -> Result<()> {
+/// Draws `curves` into `path` (PNG, written whole or not at all). The legend lists groups in
+/// order of first appearance; lines are drawn last to first, so the first curves (a sweep's
+/// best configurations) lie on top.
+pub fn curves(path: &Path, title: &str, axes: Axes, curves: &[Curve]) -> Result<()> {
     font();
     let draw_err = |e: String| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -52,8 +58,10 @@ pub fn curves(path: &Path, title: &str, y_label: &str, curves: &[Curve]) -> Resu
         }
     }
     let pts = curves.iter().flat_map(|c| c.points.iter());
-    let (mut x_max, mut y_min, mut y_max) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+    let (mut x_min, mut x_max) = (f64::INFINITY, 1.0f64);
+    let (mut y_min, mut y_max) = (f64::INFINITY, f64::NEG_INFINITY);
     for &(x, y) in pts.filter(|(_, y)| y.is_finite()) {
+        x_min = x_min.min(x);
         x_max = x_max.max(x);
         y_min = y_min.min(y);
         y_max = y_max.max(y);
@@ -73,12 +81,12 @@ pub fn curves(path: &Path, title: &str, y_label: &str, curves: &[Curve]) -> Resu
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, (y_min - pad)..(y_max + pad))
+            .build_cartesian_2d(x_min.min(0.0)..x_max, (y_min - pad)..(y_max + pad))
             .map_err(|e| draw_err(e.to_string()))?;
         chart
             .configure_mesh()
-            .x_desc("epoch")
-            .y_desc(y_label)
+            .x_desc(axes.x)
+            .y_desc(axes.y)
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| draw_err(e.to_string()))?;
@@ -164,7 +172,10 @@ pub fn epoch_curves(rows: &[serde_json::Value], dir: &Path) -> Result<Vec<PathBu
         curves(
             &dir.join(file),
             &format!("{label} by epoch"),
-            label,
+            Axes {
+                x: "epoch",
+                y: label,
+            },
             &[series("train"), series("val")],
         )?;
         written.push(dir.join(file));

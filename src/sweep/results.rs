@@ -210,7 +210,7 @@ fn write_curves(root: &Path, study: &Study, groups: &[Group]) -> Result<()> {
             "{name}: validation {} by epoch, one line per trial{which}",
             &key[4..]
         ),
-        key,
+        plots::Axes { x: "epoch", y: key },
         &curves,
     )
 }

@@ -115,6 +115,8 @@ enum Command {
     Features(FeaturesCli),
     /// Redraw a run's pictures from its metrics.jsonl: loss.png, accuracy.png and the
     /// gradient-flow heatmaps (after the renderer changed, or for a run from an older version).
+    /// With --compare --tag TAG: several runs' TAG series in one PNG, labelled by the config
+    /// keys that differ between them.
     Plots(PlotsCli),
 }
 
@@ -123,9 +125,39 @@ struct PlotsCli {
     /// Run folders, results/<name>/run-NNN.
     #[arg(required = true)]
     run_dirs: Vec<PathBuf>,
+    /// Draw the runs' series of one scalar (--tag) in one PNG instead of redrawing each run.
+    #[arg(long, requires = "tag")]
+    compare: bool,
+    /// The scalar, as TensorBoard names it: train/loss, grad/global_norm, val/acc, ...
+    #[arg(long, requires = "compare")]
+    tag: Option<String>,
+    /// Where the comparison goes (default: compare-<tag>.png here, "/" as "_").
+    #[arg(long, requires = "compare")]
+    out: Option<PathBuf>,
+    /// Plot log10 of the values (norms that span orders of magnitude).
+    #[arg(long, requires = "compare")]
+    log_y: bool,
 }
 
 fn plots(a: PlotsCli) -> ExitCode {
+    if let (true, Some(tag)) = (a.compare, &a.tag) {
+        let out = a
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("compare-{}.png", tag.replace('/', "_"))));
+        return match rnnlab::log::compare::compare(&a.run_dirs, tag, &out, a.log_y) {
+            Ok(groups) => {
+                let text = format!(
+                    "{}: {} lines ({})",
+                    out.display(),
+                    a.run_dirs.len(),
+                    groups.join("; ")
+                );
+                emit(text).err().unwrap_or(ExitCode::SUCCESS)
+            }
+            Err(e) => fail(e),
+        };
+    }
     for dir in &a.run_dirs {
         match rnnlab::log::plots::redraw(dir) {
             Ok(files) => {
