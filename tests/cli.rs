@@ -623,6 +623,56 @@ fn bench_prints_one_json_line_per_cell_in_the_peer_keys() {
     );
 }
 
+/// Inputs of 10^4 and 10^5 tokens with truncated BPTT (k = 32): training and inference, each
+/// in its own process, peak memory at 10^5 within the bound — peak at 10^4, plus the
+/// extra input bytes, plus 10% — so nothing of size T (an embedded copy, a per-step tensor, a
+/// copy of the ids) is made beyond the input itself. Memory, not time: deterministic here.
+#[test]
+fn long_inputs_train_and_infer_in_memory_bounded_by_the_input() {
+    let peak = |seq: usize, infer_only: bool| -> f64 {
+        let seq = seq.to_string();
+        let mut args = vec![
+            "bench",
+            "--cells",
+            "gru",
+            "--batch",
+            "32",
+            "--emb",
+            "8",
+            "--hidden",
+            "16",
+            "--vocab",
+            "1000",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--threads",
+            "2",
+            "--tbptt",
+            "32",
+            "--seq",
+            &seq,
+        ];
+        if infer_only {
+            args.push("--infer-only");
+        }
+        let o = run_exp(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let l: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        l["peak_rss_mb"].as_f64().expect("peak_rss_mb on Linux")
+    };
+    // The ids the longer input adds: 32 rows x 90,000 steps of u32, in MB as peak_rss_mb.
+    let extra = (32 * 90_000 * 4) as f64 / (1024.0 * 1024.0);
+    for infer_only in [false, true] {
+        let (short, long) = (peak(10_000, infer_only), peak(100_000, infer_only));
+        assert!(
+            long <= short * 1.1 + extra,
+            "infer_only {infer_only}: {long} MB at 10^5 steps, {short} MB at 10^4 (+{extra:.1} MB of ids)"
+        );
+    }
+}
+
 /// A cache folder laid out as hf-hub lays out stanfordnlp/sst2, built from ../shared/data/sst2
 /// with polars: train.tsv as the hub's train, test.tsv (872 sentences, the hub's validation) as
 /// validation, and the test sentences with label -1 as the hub's unlabeled test split.

@@ -254,7 +254,7 @@ impl Classifier {
             FrontEnd::Embedding(_)
                 if inputs.device().is_cpu() && inputs.dtype() == candle_core::DType::U32 =>
             {
-                Some(inputs.flatten_all()?.to_vec1::<u32>()?)
+                Some(inputs)
             }
             _ => None,
         };
@@ -272,7 +272,7 @@ impl Classifier {
                 reference: opts.reference,
                 no_grad: opts.no_grad,
                 final_only: self.readout == Readout::Last,
-                tokens: ids.as_deref(),
+                tokens: ids,
             },
         )?;
         let mut feat = readout(&out, &lengths, self.readout, self.rnn.bidirectional)?;

@@ -72,9 +72,9 @@ pub struct RunOpts<'a> {
     /// per-step output: the fused op then hands just those to the graph, so backward builds
     /// no [batch, seq, hidden] gradients for the steps nothing reads.
     pub final_only: bool,
-    /// The token id behind each row and step of the input ([batch * seq], row-major) when it
-    /// is an embedding lookup: the fused op then projects each distinct token once.
-    pub tokens: Option<&'a [u32]>,
+    /// The token id behind each row and step of the input ([batch, seq] u32 on the CPU) when
+    /// it is an embedding lookup: the fused op then projects each distinct token once.
+    pub tokens: Option<&'a Tensor>,
 }
 
 /// Where the per-step gradient norms come from after backward.
@@ -208,12 +208,12 @@ impl Stack {
             Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
             None => vec![t; b],
         };
-        let masks = StepMasks::new(&lengths, t, opts.tbptt, &device)?;
         let fused = !opts.reference
             && match input {
                 StackInput::Rows(x) => fused::available(x),
                 StackInput::Lookup { table, .. } => fused::available(table),
             };
+        let masks = StepMasks::new(&lengths, t, opts.tbptt, !fused, &device)?;
         // Truncated BPTT on the fused path: what comes before every row's window runs
         // without a graph (see `forward_truncated`).
         if fused && masks.cut > 0 && !opts.no_grad && !self.bidirectional {
@@ -309,24 +309,22 @@ impl Stack {
             StackInput::Rows(x) => x.device().clone(),
             StackInput::Lookup { table, .. } => table.device().clone(),
         };
-        let early = StepMasks::new(&vec![cut; b], cut, 0, &device)?;
+        let early = StepMasks::new(&vec![cut; b], cut, 0, false, &device)?;
         let rest: Vec<usize> = masks.lengths.iter().map(|&n| n - cut).collect();
-        let late = StepMasks::new(&rest, t - cut, opts.tbptt, &device)?;
-        // The first layer's token ids (row-major [b * t]), cut the same way.
-        let looked_up: Option<Vec<u32>> = match (opts.tokens, &input) {
-            (None, StackInput::Lookup { ids, .. }) => Some(ids.flatten_all()?.to_vec1()?),
+        let late = StepMasks::new(&rest, t - cut, opts.tbptt, false, &device)?;
+        // The first layer's token ids, cut the same way (views: the ids are not copied).
+        let ids = match (opts.tokens, &input) {
+            (Some(ids), _) => Some(ids),
+            (None, StackInput::Lookup { ids, .. }) => Some(*ids),
             _ => None,
         };
-        let cut_ids = |ids: &[u32], keep: std::ops::Range<usize>| -> Vec<u32> {
-            ids.chunks(t)
-                .flat_map(|r| r[keep.clone()].iter().copied())
-                .collect()
-        };
-        let (mut tokens_early, mut tokens_late) = match opts.tokens.or(looked_up.as_deref()) {
-            Some(ids) => (Some(cut_ids(ids, 0..cut)), Some(cut_ids(ids, cut..t))),
+        let (mut tokens_early, mut tokens_late) = match ids {
+            Some(ids) => (
+                Some(ids.narrow(1, 0, cut)?),
+                Some(ids.narrow(1, cut, t - cut)?),
+            ),
             None => (None, None),
         };
-        drop(looked_up);
         let (mut x_early, mut x_late, mut from_table) = match input {
             StackInput::Rows(x) => (
                 x.narrow(1, 0, cut)?.detach(),
@@ -354,7 +352,7 @@ impl Stack {
                 false,
                 true,
                 final_only,
-                tokens_early.take().as_deref(),
+                tokens_early.take().as_ref(),
                 from_table,
                 None,
             )?;
@@ -367,7 +365,7 @@ impl Stack {
                 opts.probe,
                 false,
                 final_only,
-                tokens_late.take().as_deref(),
+                tokens_late.take().as_ref(),
                 false,
                 Some(&before.last),
             )?;
@@ -432,13 +430,22 @@ struct StepMasks {
 }
 
 impl StepMasks {
-    fn new(lengths: &[usize], t: usize, tbptt: usize, device: &Device) -> Result<StepMasks> {
+    /// `per_step`: the composed path's mask tensors too (`valid`, `in_window`); the fused op
+    /// reads the lengths and window starts, and a tensor per step would cost about 200 bytes
+    /// a step, 20 MB at 10^5 steps.
+    fn new(
+        lengths: &[usize],
+        t: usize,
+        tbptt: usize,
+        per_step: bool,
+        device: &Device,
+    ) -> Result<StepMasks> {
         let b = lengths.len();
         let row_mask = |f: &dyn Fn(usize) -> bool| -> Result<Tensor> {
             let v: Vec<f32> = (0..b).map(|r| f(r) as u8 as f32).collect();
             Ok(Tensor::from_vec(v, (b, 1), device)?)
         };
-        let valid = if lengths.iter().all(|&n| n == t) {
+        let valid = if !per_step || lengths.iter().all(|&n| n == t) {
             None
         } else {
             Some(
@@ -450,12 +457,13 @@ impl StepMasks {
         let window_start: Option<Vec<usize>> =
             (tbptt > 0).then(|| lengths.iter().map(|&n| n.saturating_sub(tbptt)).collect());
         let (cut, in_window) = match &window_start {
-            None => (0, vec![None; t]),
+            None => (0, vec![None; if per_step { t } else { 0 }]),
             Some(start) => {
                 let cut = start.iter().copied().min().unwrap_or(0);
-                let in_window = (0..t)
+                // Before `cut` no row's window has begun: those steps run detached whole.
+                let in_window = (0..if per_step { t } else { 0 })
                     .map(|s| {
-                        if start.iter().all(|&st| s >= st) {
+                        if s < cut || start.iter().all(|&st| s >= st) {
                             Ok(None)
                         } else {
                             row_mask(&|r| s >= start[r]).map(Some)
@@ -494,7 +502,7 @@ fn run_fused(
     probe: bool,
     no_grad: bool,
     final_only: bool,
-    tokens: Option<&[u32]>,
+    tokens: Option<&Tensor>,
     from_table: bool,
     init: Option<&State>,
 ) -> Result<DirectionRun> {
@@ -525,7 +533,7 @@ fn run_fused(
         };
         op.init = Some(state.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?);
     }
-    op.tokens = tokens.map(<[u32]>::to_vec);
+    op.tokens = tokens.cloned();
     let res = if from_table {
         fused::run_from_table(op, xs, cell)?
     } else {

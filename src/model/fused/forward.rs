@@ -38,9 +38,9 @@ struct FwdPart<'a> {
 #[derive(Clone, Copy)]
 struct XRows<'a> {
     data: &'a [f32],
-    /// Token input: the row of (batch row r, step tt) is `slot[r * seq + tt]`, one per
-    /// distinct token. Otherwise the worker's own rows, (r - r0) * seq + tt.
-    slot: Option<&'a [u32]>,
+    /// Token input: the row of (batch row r, step tt) is `slot[id]` for the token id there,
+    /// one per distinct token. Otherwise the worker's own rows, (r - r0) * seq + tt.
+    slot: Option<(TokenIds<'a>, &'a [u32])>,
 }
 
 impl<'a> XRows<'a> {
@@ -48,7 +48,7 @@ impl<'a> XRows<'a> {
     #[inline(always)]
     fn at(&self, r: usize, local: usize, tt: usize, t: usize, gk: usize) -> &'a [f32] {
         let row = match self.slot {
-            Some(slot) => slot[r * t + tt] as usize,
+            Some((ids, slot)) => slot[ids.at(r, tt) as usize] as usize,
             None => local * t + tt,
         };
         &self.data[row * gk..][..gk]
@@ -264,6 +264,7 @@ impl Recurrence {
         src: LayerInput,
         (b, t, inp): (usize, usize, usize),
         pk: Packed,
+        tokens: Option<TokenIds>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let h = self.hidden;
         let g = self.kind.gates() * h;
@@ -333,11 +334,9 @@ impl Recurrence {
         // its own rows. (With the units split, sharing the rows measured slower: GRU
         // inference at hidden 512 −9%; and where a projected row is narrower than an input
         // row, gathering costs more than it saves: RNN inference at hidden 64 −20%.)
-        let distinct = self
-            .tokens
-            .as_deref()
-            .filter(|_| !split_units && g >= inp)
-            .and_then(|ids| Distinct::worth_it(ids, b * t));
+        let distinct = tokens
+            .filter(|ids| !split_units && g >= inp && (ids.rows, ids.steps) == (b, t))
+            .and_then(Distinct::worth_it);
         let n_d = distinct.as_ref().map_or(0, |d| d.first.len());
         let mut xp_d = take(n_d * g);
         let xp_d_sh = Shared::uninit(&mut xp_d, n_d * g);
@@ -400,7 +399,7 @@ impl Recurrence {
                             XRows {
                                 // SAFETY: after the barrier nobody writes it.
                                 data: unsafe { xp_d_sh.read(0, n_d * g) },
-                                slot: Some(&d.slot),
+                                slot: Some((d.ids, &d.slot)),
                             }
                         }
                         None => {
@@ -483,35 +482,90 @@ impl Recurrence {
 }
 
 /// The distinct tokens of a token input: `first[d]` is the first (row * seq + step) holding
-/// token d, `slot[p]` the token index d at position p.
-struct Distinct {
+/// token d, `slot[id]` the index d of token `id` (vocabulary-sized, not sequence-sized).
+struct Distinct<'a> {
+    ids: TokenIds<'a>,
     first: Vec<usize>,
     slot: Vec<u32>,
 }
 
-impl Distinct {
-    /// None unless `ids` covers all `n` positions and repeats save at least 3% of the rows
-    /// (below that, gathering the distinct rows costs about what it saves).
-    fn worth_it(ids: &[u32], n: usize) -> Option<Distinct> {
-        if ids.len() != n || n == 0 {
+impl<'a> Distinct<'a> {
+    /// None unless repeats save at least 3% of the rows (below that, gathering the distinct
+    /// rows costs about what it saves).
+    fn worth_it(ids: TokenIds<'a>) -> Option<Distinct<'a>> {
+        let n = ids.rows * ids.steps;
+        if n == 0 {
             return None;
         }
-        let top = ids.iter().max().map_or(0, |&m| m as usize + 1);
-        let mut seen = vec![u32::MAX; top];
+        let top = ids.iter().max().map_or(0, |m| m as usize + 1);
+        let mut slot = vec![u32::MAX; top];
         let mut first = Vec::new();
-        let slot = ids
-            .iter()
-            .enumerate()
-            .map(|(p, &id)| {
-                let d = &mut seen[id as usize];
-                if *d == u32::MAX {
-                    *d = first.len() as u32;
-                    first.push(p);
-                }
-                *d
-            })
-            .collect();
-        (first.len() * 100 <= n * 97).then_some(Distinct { first, slot })
+        for (p, id) in ids.iter().enumerate() {
+            let d = &mut slot[id as usize];
+            if *d == u32::MAX {
+                *d = first.len() as u32;
+                first.push(p);
+            }
+        }
+        (first.len() * 100 <= n * 97).then_some(Distinct { ids, first, slot })
+    }
+}
+
+/// Token ids [rows, steps] read in place from a u32 tensor's storage: each row's steps
+/// contiguous, rows `stride` apart (a view of the first or last steps of longer rows).
+#[derive(Clone, Copy)]
+pub(super) struct TokenIds<'a> {
+    data: &'a [u32],
+    pub(super) rows: usize,
+    pub(super) steps: usize,
+    stride: usize,
+}
+
+impl<'a> TokenIds<'a> {
+    pub(super) fn of(
+        storage: &'a candle_core::Storage,
+        layout: &Layout,
+    ) -> candle_core::Result<TokenIds<'a>> {
+        let candle_core::Storage::Cpu(CpuStorage::U32(v)) = storage else {
+            candle_core::bail!("rnnlab recurrence: token ids must be u32 on the CPU");
+        };
+        let (rows, steps) = layout.shape().dims2()?;
+        let (stride, unit) = (layout.stride()[0], layout.stride()[1]);
+        if unit != 1 && steps > 1 {
+            candle_core::bail!("rnnlab recurrence: token ids must be contiguous along a row");
+        }
+        let start = layout.start_offset();
+        let end = if rows == 0 {
+            start
+        } else {
+            start + (rows - 1) * stride + steps
+        };
+        if end > v.len() {
+            candle_core::bail!("rnnlab recurrence: token ids outside their storage");
+        }
+        Ok(TokenIds {
+            data: &v[start..end],
+            rows,
+            steps,
+            stride,
+        })
+    }
+
+    /// The id at row `r`, step `s`.
+    #[inline(always)]
+    fn at(self, r: usize, s: usize) -> u32 {
+        self.data[r * self.stride + s]
+    }
+
+    /// The id at position p = row * steps + step.
+    #[inline(always)]
+    fn at_position(self, p: usize) -> u32 {
+        self.at(p / self.steps, p % self.steps)
+    }
+
+    /// Every id, row by row.
+    pub(super) fn iter(self) -> impl Iterator<Item = u32> + 'a {
+        (0..self.rows).flat_map(move |r| self.data[r * self.stride..][..self.steps].iter().copied())
     }
 }
 
@@ -520,7 +574,7 @@ impl Distinct {
 #[derive(Clone, Copy)]
 pub(super) enum LayerInput<'a> {
     Rows(&'a [f32]),
-    Table(&'a [f32], &'a [u32]),
+    Table(&'a [f32], TokenIds<'a>),
 }
 
 impl<'a> LayerInput<'a> {
@@ -528,7 +582,7 @@ impl<'a> LayerInput<'a> {
     fn row(self, p: usize, inp: usize) -> &'a [f32] {
         match self {
             LayerInput::Rows(x) => &x[p * inp..][..inp],
-            LayerInput::Table(w, ids) => &w[ids[p] as usize * inp..][..inp],
+            LayerInput::Table(w, ids) => &w[ids.at_position(p) as usize * inp..][..inp],
         }
     }
 
@@ -549,16 +603,40 @@ impl<'a> LayerInput<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::Distinct;
+    use super::{Distinct, TokenIds};
+    use candle_core::{Device, Tensor};
 
     #[test]
     fn distinct_tokens_map_each_position_to_its_first_occurrence() {
-        let d = Distinct::worth_it(&[5, 3, 5, 5, 9, 3], 6).expect("repeats");
+        fn all(v: &[u32]) -> TokenIds<'_> {
+            TokenIds {
+                data: v,
+                rows: 1,
+                steps: v.len(),
+                stride: v.len(),
+            }
+        }
+        let d = Distinct::worth_it(all(&[5, 3, 5, 5, 9, 3])).expect("repeats");
         assert_eq!(d.first, [0, 1, 4]);
-        assert_eq!(d.slot, [0, 1, 0, 0, 2, 1]);
+        assert_eq!((d.slot[5], d.slot[3], d.slot[9]), (0, 1, 2));
         // All distinct: nothing to save, every row projected as it is.
-        assert!(Distinct::worth_it(&[1, 2, 3, 4], 4).is_none());
-        // Ids that do not cover the batch are not used.
-        assert!(Distinct::worth_it(&[1, 1, 1], 4).is_none());
+        assert!(Distinct::worth_it(all(&[1, 2, 3, 4])).is_none());
+    }
+
+    #[test]
+    fn token_ids_read_a_cut_view_in_place() {
+        let ids = Tensor::new(&[[1u32, 2, 3, 4, 5], [6, 7, 8, 9, 10]], &Device::Cpu).unwrap();
+        for (start, len) in [(0, 2), (2, 3), (0, 5)] {
+            let view = ids.narrow(1, start, len).unwrap();
+            let (storage, layout) = view.storage_and_layout();
+            let t = TokenIds::of(&storage, layout).unwrap();
+            let want: Vec<u32> = view.flatten_all().unwrap().to_vec1().unwrap();
+            assert_eq!(t.iter().collect::<Vec<_>>(), want);
+            let by_position: Vec<u32> = (0..2 * len).map(|p| t.at_position(p)).collect();
+            assert_eq!(by_position, want);
+        }
+        let f = Tensor::new(&[[1f32]], &Device::Cpu).unwrap();
+        let (storage, layout) = f.storage_and_layout();
+        assert!(TokenIds::of(&storage, layout).is_err());
     }
 }

@@ -20,19 +20,23 @@ impl CustomOp1 for Inference {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let data = cpu_slice(s, l, "x")?;
-        let (src, dims) = match (&self.op.tokens, self.table) {
+        let held = self.op.tokens.as_ref().map(|t| t.storage_and_layout());
+        let tokens = match &held {
+            Some((storage, layout)) => Some(TokenIds::of(storage, layout)?),
+            None => None,
+        };
+        let (src, dims) = match (tokens, self.table) {
             (Some(ids), true) => {
                 let (vocab, inp) = l.shape().dims2()?;
-                let b = self.op.lengths.len();
-                if b == 0 || ids.len() % b != 0 {
+                if ids.rows != self.op.lengths.len() {
                     candle_core::bail!("rnnlab recurrence: token ids do not match the batch");
                 }
-                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                if let Some(id) = ids.iter().find(|&id| id as usize >= vocab) {
                     candle_core::bail!(
                         "token id {id} is outside the embedding table ({vocab} rows)"
                     );
                 }
-                (LayerInput::Table(data, ids), (b, ids.len() / b, inp))
+                (LayerInput::Table(data, ids), (ids.rows, ids.steps, inp))
             }
             (None, true) => candle_core::bail!("rnnlab recurrence: a table input needs token ids"),
             (_, false) => (LayerInput::Rows(data), l.shape().dims3()?),
@@ -51,7 +55,7 @@ impl CustomOp1 for Inference {
             dims.2,
             self.op.hidden,
         )?;
-        self.op.forward_cpu(src, dims, pk)
+        self.op.forward_cpu(src, dims, pk, tokens)
     }
 }
 

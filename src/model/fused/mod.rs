@@ -49,7 +49,7 @@ mod backward;
 mod forward;
 mod inference;
 
-use forward::LayerInput;
+use forward::{LayerInput, TokenIds};
 use inference::{inference_params, Inference};
 
 /// for the LSTM, ‖∂L/∂c_t‖ (empty for the other cells), by position in the sequence, with
@@ -86,10 +86,11 @@ pub struct Recurrence {
     /// Return only each row's final state ([batch, slots * hidden]: the forward direction's
     /// last valid step, the reverse direction's step 0) instead of every step's output.
     pub final_only: bool,
-    /// The token id behind each row and step of x ([batch * seq], row-major) when x is an
-    /// embedding lookup: x W_ih^T then depends only on the token, and forward projects each
-    /// distinct token once.
-    pub tokens: Option<Vec<u32>>,
+    /// The token id behind each row and step of x ([batch, seq] u32 on the CPU, possibly a
+    /// view with a longer row stride: the steps of a cut sequence) when x is an embedding
+    /// lookup: x W_ih^T then depends only on the token, and forward projects each distinct
+    /// token once. Held, not copied: read in place when the op runs.
+    pub tokens: Option<Tensor>,
     /// Gate activations from forward, [batch, seq, 4 * hidden] (lstm, gru), for backward.
     saved: Mutex<Vec<f32>>,
     /// Every step's output when `final_only` (backward needs the states), kept here.
@@ -238,10 +239,16 @@ impl CustomOp2 for Recurrence {
         let (_, _, inp) = l1.shape().dims3()?;
         let g = self.kind.gates() * self.hidden;
         let pk = Packed::split(cpu_slice(s2, l2, "parameters")?, g, inp, self.hidden)?;
+        let held = self.tokens.as_ref().map(|t| t.storage_and_layout());
+        let tokens = match &held {
+            Some((storage, layout)) => Some(TokenIds::of(storage, layout)?),
+            None => None,
+        };
         self.forward_cpu(
             LayerInput::Rows(cpu_slice(s1, l1, "x")?),
             l1.shape().dims3()?,
             pk,
+            tokens,
         )
     }
 
