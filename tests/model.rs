@@ -820,3 +820,72 @@ fn truncated_bptt_runs_the_early_steps_without_a_graph_and_keeps_the_gradients()
         }
     }
 }
+
+/// Truncated BPTT over frames (CNN encoder + cell): the frames before every row's window are
+/// encoded without a graph, a chunk at a time, and only the window's frames go through the
+/// encoder with one. Logits and every gradient (the convolutions' included) equal the
+/// reference implementation's, which encodes the whole clip and masks the truncation, to
+/// 1e-5 of their scale; with batch norm (whose training statistics couple the frames) the
+/// clip is encoded whole and equals it too. Inference, encoded a chunk at a time, equals the
+/// reference's whole-clip inference.
+#[test]
+fn truncated_bptt_encodes_the_frames_before_the_windows_without_a_graph() {
+    // 5 clips of up to 40 frames: 12-frame chunks (64 frames a chunk over 5 rows), the
+    // earliest window starting at frame 24 or later.
+    let (b, t, k) = (5, 40, 6);
+    let mut rng = StdRng::seed_from_u64(8);
+    let lengths: Vec<usize> = (0..b).map(|_| rng.random_range(30..=t)).collect();
+    let px: Vec<f32> = (0..b * t * 64).map(|_| rng.random::<f32>()).collect();
+    let frames = Tensor::from_vec(px, (b, t, 1, 8, 8), &Device::Cpu).unwrap();
+    let labels = Tensor::new(&[0u32, 2, 1, 1, 0], &Device::Cpu).unwrap();
+    let scale = |t: &Tensor| -> f32 {
+        let m = t.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        m.to_scalar::<f32>().unwrap().max(1e-3)
+    };
+    for (cell, batch_norm) in [
+        (CellKind::Lstm, false),
+        (CellKind::Gru, false),
+        (CellKind::Lstm, true),
+    ] {
+        let cfg = Model {
+            cell,
+            conv_channels: vec![4, 6],
+            batch_norm,
+            hidden_size: 10,
+            ..Model::default()
+        };
+        let input = Input::Frames {
+            channels: 1,
+            height: 8,
+            width: 8,
+        };
+        let m = Classifier::new(&cfg, input, 3, 5, &Device::Cpu).unwrap();
+        let what = format!("{cell:?} batch_norm={batch_norm}");
+        let run = |reference: bool| {
+            let fwd = m
+                .forward(&frames, opts(Some(&lengths), k, false, reference))
+                .unwrap();
+            let loss = candle_nn::loss::cross_entropy(&fwd.logits, &labels).unwrap();
+            let store = loss.backward().unwrap();
+            let grads = rnnlab::grads::collect(&m, &fwd, &store).unwrap();
+            (fwd.logits, grads)
+        };
+        let (ls, gs) = run(false);
+        let (lr, gr) = run(true);
+        assert!(max_diff(&ls, &lr) <= 1e-5 * scale(&lr), "{what}: logits");
+        assert!(gs.iter().any(|(n, _)| n.starts_with("encoder.")), "{what}");
+        for ((name, a), (_, b)) in gs.iter().zip(&gr) {
+            let d = max_diff(a, b);
+            assert!(d <= 1e-5 * scale(b), "{what}: grad {name} differs by {d}");
+        }
+        let infer = |reference: bool| {
+            let o = RunOpts {
+                no_grad: true,
+                ..opts(Some(&lengths), 0, false, reference)
+            };
+            m.forward(&frames, o).unwrap().logits
+        };
+        let (is, ir) = (infer(false), infer(true));
+        assert!(max_diff(&is, &ir) <= 1e-5 * scale(&ir), "{what}: inference");
+    }
+}

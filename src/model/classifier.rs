@@ -13,7 +13,11 @@ use super::architecture::{Architecture, Front};
 use super::encoder::FrameEncoder as Cnn;
 use super::provenance::Provenance;
 use super::resnet::ResNet;
-use super::stack::{dropout, lookup, Flow, RunOpts, Stack, StackInput, StackOut};
+use super::stack::{dropout, lookup, window_cut, Flow, RunOpts, Stack, StackInput, StackOut};
+
+/// Truncated BPTT over frames: how many frames the steps before the windows are encoded at a
+/// time (without a graph).
+const EARLY_FRAMES: usize = 64;
 use super::Params;
 use crate::config::{Model, Readout};
 use crate::error::Result;
@@ -200,6 +204,28 @@ impl Classifier {
         })
     }
 
+    /// True when a frame's features depend on the other frames of the batch: the CNN's
+    /// batch norm in training mode (the ResNet's uses its running statistics).
+    fn batch_statistics(&self) -> bool {
+        matches!(&self.front, FrontEnd::Cnn(enc) if enc.batch_norm())
+    }
+
+    /// Features of frames [batch, seq, ...] without a graph, `EARLY_FRAMES` frames at a time
+    /// (so neither the encoder's activations nor a contiguous copy of the frames exists for
+    /// the whole span).
+    fn encode_early(&self, frames: &Tensor) -> Result<Tensor> {
+        let (b, t) = (frames.dim(0)?, frames.dim(1)?);
+        let chunk = (EARLY_FRAMES / b.max(1)).max(1);
+        let parts = (0..t)
+            .step_by(chunk)
+            .map(|s0| {
+                let part = frames.narrow(1, s0, chunk.min(t - s0))?;
+                Ok(self.embed(&part, false, true, false)?.detach())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+
     /// A pretrained encoder's features of frames [batch, seq, 3, h, w] -> [batch, seq, dim],
     /// without gradients (what the feature cache holds); other front ends as `forward` embeds.
     pub fn encode(&self, frames: &Tensor) -> Result<Tensor> {
@@ -209,6 +235,15 @@ impl Classifier {
     /// logits: [batch, classes]. `opts.dropout_rng` = Some switches on training-mode dropout.
     pub fn forward(&self, inputs: &Tensor, mut opts: RunOpts) -> Result<Forward> {
         let (b, t) = (inputs.dim(0)?, inputs.dim(1)?);
+        let lengths: Vec<usize> = match opts.lengths {
+            Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
+            None => vec![t; b],
+        };
+        let cut = if opts.no_grad || opts.reference {
+            0
+        } else {
+            window_cut(&lengths, opts.tbptt)
+        };
         // Inference looks the rows up inside the stack (the fused op reads them straight from
         // the table); training keeps them as a variable for the embedding's gradient.
         let (table, rows);
@@ -239,6 +274,30 @@ impl Classifier {
                 let ids = inputs.flatten_all()?;
                 (StackInput::Rows(&rows), Some(Looked { rows: var, ids }))
             }
+            // Truncated BPTT over frames: the frames before every row's window are encoded
+            // without a graph (no activations kept, no backward through the encoder), a chunk
+            // of steps at a time. Exact where each frame's features depend on that frame alone
+            // (no batch statistics); with batch norm in training mode every frame's features
+            // depend on the whole batch of frames, and the clip is encoded whole.
+            // Inference encodes every frame so, a chunk at a time (batch norm then uses its
+            // running statistics).
+            FrontEnd::Cnn(_) | FrontEnd::ResNet(_) if opts.no_grad && inputs.rank() == 5 => {
+                rows = self.encode_early(inputs)?;
+                (StackInput::Rows(&rows), None)
+            }
+            FrontEnd::Cnn(_) | FrontEnd::ResNet(_)
+                if cut > 0 && inputs.rank() == 5 && !self.batch_statistics() =>
+            {
+                let early = self.encode_early(&inputs.narrow(1, 0, cut)?)?;
+                let late = self.embed(
+                    &inputs.narrow(1, cut, t - cut)?,
+                    opts.dropout_rng.is_some(),
+                    false,
+                    false,
+                )?;
+                rows = Tensor::cat(&[&early, &late], 1)?;
+                (StackInput::Rows(&rows), None)
+            }
             FrontEnd::Dense(..) | FrontEnd::Cnn(_) | FrontEnd::ResNet(_) | FrontEnd::Identity => {
                 rows = self.embed(
                     inputs,
@@ -257,10 +316,6 @@ impl Classifier {
                 Some(inputs)
             }
             _ => None,
-        };
-        let lengths: Vec<usize> = match opts.lengths {
-            Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
-            None => vec![t; b],
         };
         let out = self.rnn.forward(
             input,

@@ -135,6 +135,11 @@ impl FrameEncoder {
     /// frames: [batch, seq, channels, height, width] -> [batch, seq, output_size]. `training`:
     /// batch norm uses (and updates) the batch's statistics. On the CPU the whole stack runs as
     /// one fused op (`fused::conv`); `reference` (or another device) composes candle ops.
+    /// With `model.batch_norm`: in training each frame's features depend on the batch's.
+    pub fn batch_norm(&self) -> bool {
+        !self.norms.is_empty()
+    }
+
     pub fn forward(
         &self,
         frames: &Tensor,

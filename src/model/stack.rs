@@ -415,6 +415,20 @@ pub fn dropout(xs: &Tensor, p: f64, rng: &mut crate::EpochRng) -> Result<Tensor>
     Ok(xs.mul(&mask)?)
 }
 
+/// Truncated BPTT (`tbptt` > 0): the first step of the batch's earliest window, each row's
+/// window being its last `tbptt` valid steps; every step before it runs without a graph. 0
+/// without truncation.
+pub fn window_cut(lengths: &[usize], tbptt: usize) -> usize {
+    if tbptt == 0 {
+        return 0;
+    }
+    lengths
+        .iter()
+        .map(|&n| n.saturating_sub(tbptt))
+        .min()
+        .unwrap_or(0)
+}
+
 /// Per-step row masks, built once per forward pass and shared by all layers.
 struct StepMasks {
     t: usize,
@@ -459,7 +473,7 @@ impl StepMasks {
         let (cut, in_window) = match &window_start {
             None => (0, vec![None; if per_step { t } else { 0 }]),
             Some(start) => {
-                let cut = start.iter().copied().min().unwrap_or(0);
+                let cut = window_cut(lengths, tbptt);
                 // Before `cut` no row's window has begun: those steps run detached whole.
                 let in_window = (0..if per_step { t } else { 0 })
                     .map(|s| {

@@ -46,8 +46,9 @@ pub struct BenchCli {
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Truncated BPTT in training: backpropagate through each sequence's last K steps only
-    /// (0: full BPTT), as ../shared/bench/torch_tbptt_peer.py's --tbptt.
-    #[arg(long, default_value_t = 0, conflicts_with = "video")]
+    /// (0: full BPTT), as ../shared/bench/torch_tbptt_peer.py's --tbptt. With --video the
+    /// frames before the windows are encoded without a graph too (encoders without batch norm).
+    #[arg(long, default_value_t = 0)]
     tbptt: usize,
     /// Time the composed-ops reference implementation instead of the fused op.
     #[arg(long)]
