@@ -7,6 +7,7 @@
 # and sigma_max(W_hh) after the first and the last logged step.
 #   usage: experiments/exploding-gradients/run.sh [OUT_DIR]   (default results/exploding-gradients)
 #   then: tensorboard --logdir OUT_DIR   (grad/global_norm, spectrum/rnn.weight_hh_l0)
+#   Draws norms.png and loss.png beside this script (run-exp plots --compare).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-results/exploding-gradients}
@@ -43,3 +44,10 @@ for clip in ["none", "100", "10", "1", "0.1"]:
               f"| {statistics.median(norms):.3g} | {sum(r['clipped'] for r in tr) / len(tr):.2f} "
               f"| {sig[0]:.2f} -> {sig[-1]:.2f} |")
 PY
+# The README's figures: pre-clip norms without clipping and clipped at 1 (log scale; a zero
+# gradient leaves a gap), and the training loss (log scale) without clipping, at 100 and at 1 (seeds share
+# a colour).
+"$bin" plots --compare "$out"/clip-none-seed-*/run-001 "$out"/clip-1-seed-*/run-001 \
+  --tag grad/global_norm --log-y --out experiments/exploding-gradients/norms.png
+"$bin" plots --compare "$out"/clip-none-seed-*/run-001 "$out"/clip-100-seed-*/run-001 "$out"/clip-1-seed-*/run-001 --tag train/loss --log-y \
+  --out experiments/exploding-gradients/loss.png

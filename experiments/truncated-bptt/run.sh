@@ -49,3 +49,6 @@ for k in [10, 50, 100, 0]:
     label = "full" if k == 0 else str(k)
     print(f"| {label} | {s['elapsed_s']:.1f} | {wall:.1f} | {rss:.0f} |", flush=True)
 PY
+# The README's figure: the training loss at k = 5, 15, 21 and full BPTT (tbptt = 0).
+"$bin" plots --compare "$out"/k5/run-001 "$out"/k15/run-001 "$out"/k21/run-001 "$out"/k0/run-001 \
+  --tag train/loss --out experiments/truncated-bptt/loss.png

@@ -142,7 +142,7 @@ pub fn labels(configs: &[BTreeMap<String, String>], dirs: &[PathBuf]) -> Vec<(St
 }
 
 /// Draws `tag` of every run in `dirs` into `out` (PNG): x the training step, y the value
-/// (`log10` of it with `log_y`, non-positive values left out). Returns the legend's labels.
+/// (`log10` of it with `log_y`; a value <= 0 then leaves a gap). Returns the legend's labels.
 pub fn compare(dirs: &[PathBuf], tag: &str, out: &Path, log_y: bool) -> Result<Vec<String>> {
     for dir in dirs {
         event_files(dir)?;
@@ -154,9 +154,9 @@ pub fn compare(dirs: &[PathBuf], tag: &str, out: &Path, log_y: bool) -> Result<V
     let labels = labels(&configs, dirs);
     let mut lines = Vec::new();
     for (dir, (group, _)) in dirs.iter().zip(&labels) {
+        // log10 of a value <= 0 is NaN: a gap in the line.
         let points = series(dir, tag)?
             .into_iter()
-            .filter(|&(_, y)| !log_y || y > 0.0)
             .map(|(x, y)| (x, if log_y { y.log10() } else { y }))
             .collect();
         lines.push(Curve {

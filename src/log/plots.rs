@@ -99,9 +99,12 @@ pub fn curves(path: &Path, title: &str, axes: Axes, curves: &[Curve]) -> Result<
                 .copied()
                 .filter(|(_, y)| y.is_finite())
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(|e| draw_err(e.to_string()))?;
+            // A value that cannot be drawn (NaN, or a zero on a log axis) breaks the line.
+            for run in c.points.split(|(_, y)| !y.is_finite()) {
+                chart
+                    .draw_series(LineSeries::new(run.to_vec(), color.stroke_width(2)))
+                    .map_err(|e| draw_err(e.to_string()))?;
+            }
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| draw_err(e.to_string()))?;
