@@ -1108,7 +1108,7 @@ fn plots_compare_draws_several_runs_labelled_by_what_differs() {
     // Two colours: the seeds of the lstm share one; the names and seeds are not labels.
     let said = String::from_utf8_lossy(&o.stdout);
     assert!(
-        said.contains("3 lines (model.cell=lstm; model.cell=gru)"),
+        said.contains(r#"3 lines (model.cell="lstm"; model.cell="gru")"#),
         "{said}"
     );
     let png = image::open(&out).unwrap();

@@ -20,3 +20,6 @@ for r in sorted(rows, key=key):
     print(f"| {r['model.cell']} | {r['model.bidirectional']} | {f('test_acc_mean'):.4f} ± {f('test_acc_std'):.4f} "
           f"| {f('best_val_acc_mean'):.4f} ± {f('best_val_acc_std'):.4f} | {f('elapsed_s_mean'):.0f} | {r['n']} |")
 PY
+# The README's figure: every trial's validation accuracy by step, one colour per cell and
+# direction (the seeds of a configuration share it).
+"$bin" plots --compare "$out"/sst2-cells/*/ --tag val/acc --out experiments/sst2-cells/val-acc.png

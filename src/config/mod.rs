@@ -33,7 +33,7 @@ pub use self::overrides::Override;
 use self::overrides::{data_keys_in, set_path, with_preset};
 use self::position::{key_at, key_written_at, without_data_keys, Origin};
 pub use self::position::{line_col, locate_parts};
-pub use self::resume::RESUMABLE_KEYS;
+pub use self::resume::{flatten, RESUMABLE_KEYS};
 pub use self::sweep::*;
 pub use self::train::*;
 use crate::error::{Error, Result};

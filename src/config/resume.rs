@@ -52,8 +52,8 @@ impl Config {
     }
 }
 
-/// Dotted keys of a TOML tree with their values as TOML text.
-fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
+/// Dotted keys of a TOML tree with their values as TOML text (as `--set` takes them).
+pub fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     match v {
         toml::Value::Table(t) => {
             for (k, v) in t {

@@ -66,7 +66,7 @@ fn event_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A run's config.toml as dotted keys and their values (TOML text).
+/// A run's config.toml as dotted keys and their values (TOML text: strings quoted).
 fn config_keys(dir: &Path) -> Result<BTreeMap<String, String>> {
     let path = dir.join("config.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
@@ -75,34 +75,12 @@ fn config_keys(dir: &Path) -> Result<BTreeMap<String, String>> {
         msg: format!("not a TOML config: {e}"),
     })?;
     let mut out = BTreeMap::new();
-    flatten("", &value, &mut out);
+    crate::config::flatten("", &value, &mut out);
     Ok(out)
 }
 
-/// Dotted keys of a TOML tree with their values as TOML text (strings without quotes).
-fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        toml::Value::String(s) => {
-            out.insert(prefix.to_string(), s.clone());
-        }
-        other => {
-            out.insert(prefix.to_string(), other.to_string());
-        }
-    }
-}
-
 /// Each run's (colour group, line label): the config keys whose values differ between the
-/// runs as `key=value`, the seed left out of the group. Runs whose configs do not differ are
+/// runs as `key=value` (the value as `--set` takes it), the seed left out of the group. Runs whose configs do not differ are
 /// told apart by their folders.
 pub fn labels(configs: &[BTreeMap<String, String>], dirs: &[PathBuf]) -> Vec<(String, String)> {
     let keys: BTreeSet<&String> = configs.iter().flat_map(|c| c.keys()).collect();
