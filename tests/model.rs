@@ -889,3 +889,57 @@ fn truncated_bptt_encodes_the_frames_before_the_windows_without_a_graph() {
         assert!(max_diff(&is, &ir) <= 1e-5 * scale(&ir), "{what}: inference");
     }
 }
+
+/// Inference on an input longer than `STREAM_STEPS` with a mean or max readout runs a chunk of
+/// steps at a time, every layer carrying its state into the next chunk and the readout
+/// accumulated over the valid steps: the logits equal the reference implementation's over the
+/// whole sequence, for 2-layer LSTM and GRU stacks and rows that end in the first, second and
+/// last chunk.
+#[test]
+fn long_inference_streams_in_chunks_and_equals_the_whole_sequence() {
+    // The reference's graph is one node per step and layer, freed recursively: room for it.
+    std::thread::Builder::new()
+        .stack_size(1 << 28)
+        .spawn(long_inference_check)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+fn long_inference_check() {
+    use rnnlab::model::classifier::STREAM_STEPS;
+    let t = STREAM_STEPS * 2 + STREAM_STEPS / 2;
+    let lengths = [t, STREAM_STEPS + 17, STREAM_STEPS / 3];
+    let mut rng = StdRng::seed_from_u64(3);
+    let ids: Vec<u32> = (0..3 * t).map(|_| rng.random_range(1..30u32)).collect();
+    let ids = Tensor::from_vec(ids, (3, t), &Device::Cpu).unwrap();
+    for (cell, readout) in [
+        (CellKind::Lstm, Readout::Mean),
+        (CellKind::Gru, Readout::Max),
+    ] {
+        let cfg = Model {
+            cell,
+            readout,
+            num_layers: 2,
+            embedding_dim: 6,
+            hidden_size: 8,
+            ..Model::default()
+        };
+        let m = Classifier::new(&cfg, Input::Tokens { vocab: 30 }, 3, 2, &Device::Cpu).unwrap();
+        let logits = |reference: bool| {
+            let o = RunOpts {
+                no_grad: true,
+                ..opts(Some(&lengths), 0, false, reference)
+            };
+            m.forward(&ids, o).unwrap().logits
+        };
+        let (streamed, whole) = (logits(false), logits(true));
+        let scale = whole.abs().unwrap().max_keepdim(1).unwrap().max(0).unwrap();
+        let scale = scale.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].max(1e-3);
+        let d = max_diff(&streamed, &whole);
+        assert!(
+            d <= 1e-4 * scale,
+            "{cell:?} {readout:?}: logits differ by {d}"
+        );
+    }
+}

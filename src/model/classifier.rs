@@ -10,6 +10,7 @@ use rand::SeedableRng;
 
 use super::architecture::Input;
 use super::architecture::{Architecture, Front};
+use super::cell::State;
 use super::encoder::FrameEncoder as Cnn;
 use super::provenance::Provenance;
 use super::resnet::ResNet;
@@ -18,6 +19,9 @@ use super::stack::{dropout, lookup, window_cut, Flow, RunOpts, Stack, StackInput
 /// Truncated BPTT over frames: how many frames the steps before the windows are encoded at a
 /// time (without a graph).
 const EARLY_FRAMES: usize = 64;
+
+/// Inference on inputs longer than this (mean / max readout) runs this many steps at a time.
+pub const STREAM_STEPS: usize = 4096;
 use super::Params;
 use crate::config::{Model, Readout};
 use crate::error::Result;
@@ -204,6 +208,108 @@ impl Classifier {
         })
     }
 
+    /// Inference on a long input, `STREAM_STEPS` steps at a time: each chunk runs every layer
+    /// from the state the previous chunk left, and the mean / max readout is accumulated over
+    /// the chunks' valid steps, so no [batch, seq, hidden] output exists (memory independent
+    /// of the length beyond the input). The last readout needs no streaming (the op keeps
+    /// only final states); a bidirectional stack cannot stream (its reverse direction starts
+    /// at the end).
+    fn forward_streaming(&self, inputs: &Tensor, lengths: &[usize]) -> Result<Forward> {
+        let (b, t) = (inputs.dim(0)?, inputs.dim(1)?);
+        let device = inputs.device();
+        let mut states: Option<Vec<State>> = None;
+        let mut acc: Option<Tensor> = None;
+        for s0 in (0..t).step_by(STREAM_STEPS) {
+            let n = STREAM_STEPS.min(t - s0);
+            let part = inputs.narrow(1, s0, n)?;
+            // Valid steps of each row in this chunk (0 for a row that ended before it: the op
+            // runs it one step, which nothing reads).
+            let valid: Vec<usize> = lengths
+                .iter()
+                .map(|&l| l.saturating_sub(s0).min(n))
+                .collect();
+            let run_lengths: Vec<usize> = valid.iter().map(|&v| v.max(1)).collect();
+            let (table, rows);
+            let (input, tokens) = match &self.front {
+                FrontEnd::Embedding(w) if part.dtype() == candle_core::DType::U32 => {
+                    table = w.detach();
+                    let input = StackInput::Lookup {
+                        table: &table,
+                        ids: &part,
+                    };
+                    (input, Some(&part))
+                }
+                FrontEnd::Cnn(_) | FrontEnd::ResNet(_) if part.rank() == 5 => {
+                    rows = self.encode_early(&part)?;
+                    (StackInput::Rows(&rows), None)
+                }
+                _ => {
+                    rows = self.embed(&part, false, true, false)?;
+                    (StackInput::Rows(&rows), None)
+                }
+            };
+            let out = self.rnn.forward(
+                input,
+                RunOpts {
+                    lengths: Some(&run_lengths),
+                    no_grad: true,
+                    tokens,
+                    init: states.as_deref(),
+                    ..Default::default()
+                },
+            )?;
+            let top = out.out.as_ref().ok_or_else(|| {
+                candle_core::Error::Msg("streaming: the stack kept no per-step output".into())
+            })?;
+            let d = top.dim(2)?;
+            let mask: Vec<u8> = valid
+                .iter()
+                .flat_map(|&v| (0..n).map(move |s| (s < v) as u8))
+                .collect();
+            let mask = Tensor::from_vec(mask, (b, n, 1), device)?.broadcast_as((b, n, d))?;
+            let part_acc = match self.readout {
+                Readout::Mean => mask.where_cond(top, &top.zeros_like()?)?.sum(1)?,
+                _ => {
+                    let neg = Tensor::full(f32::NEG_INFINITY, (b, n, d), device)?;
+                    mask.where_cond(top, &neg)?.max(1)?
+                }
+            };
+            acc = Some(match (acc, self.readout) {
+                (None, _) => part_acc,
+                (Some(a), Readout::Mean) => (a + part_acc)?,
+                (Some(a), _) => a.maximum(&part_acc)?,
+            });
+            let layers = out.h_n.dim(0)?;
+            states = Some(
+                (0..layers)
+                    .map(|l| {
+                        Ok(State {
+                            h: out.h_n.get(l)?,
+                            c: out.c_n.as_ref().map(|c| c.get(l)).transpose()?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            );
+        }
+        let acc = acc.ok_or_else(|| candle_core::Error::Msg("streaming: no steps".into()))?;
+        let feat = match self.readout {
+            Readout::Mean => {
+                let n: Vec<f32> = lengths.iter().map(|&n| n as f32).collect();
+                acc.broadcast_div(&Tensor::from_vec(n, (b, 1), device)?)?
+            }
+            _ => acc,
+        };
+        let logits = feat
+            .matmul(&self.head_weight.t()?)?
+            .broadcast_add(&self.head_bias)?;
+        Ok(Forward {
+            logits,
+            flow: Vec::new(),
+            gates: Vec::new(),
+            tokens: None,
+        })
+    }
+
     /// True when a frame's features depend on the other frames of the batch: the CNN's
     /// batch norm in training mode (the ResNet's uses its running statistics).
     fn batch_statistics(&self) -> bool {
@@ -239,6 +345,15 @@ impl Classifier {
             Some(l) => l.iter().map(|&n| n.clamp(1, t)).collect(),
             None => vec![t; b],
         };
+        if opts.no_grad
+            && !opts.reference
+            && t > STREAM_STEPS
+            && self.readout != Readout::Last
+            && !self.rnn.bidirectional
+            && inputs.device().is_cpu()
+        {
+            return self.forward_streaming(inputs, &lengths);
+        }
         let cut = if opts.no_grad || opts.reference {
             0
         } else {
@@ -328,6 +443,7 @@ impl Classifier {
                 no_grad: opts.no_grad,
                 final_only: self.readout == Readout::Last,
                 tokens: ids,
+                init: opts.init,
             },
         )?;
         let mut feat = readout(&out, &lengths, self.readout, self.rnn.bidirectional)?;

@@ -10,6 +10,7 @@ pub mod fused;
 pub mod provenance;
 pub mod resnet;
 pub mod stack;
+mod steps;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
