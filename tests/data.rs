@@ -628,3 +628,33 @@ fn images_train_as_permuted_pixel_sequences() {
         common::stderr(&o)
     );
 }
+
+/// The shipped sequential-digits config reads as written (pixels, one feature a step, chrono
+/// over 784 steps), and without the images its comment says how to make, the run stops with
+/// exit 2 naming the missing file, writing nothing.
+#[test]
+fn the_shipped_pixel_digits_config_reads_and_names_its_missing_data() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/pixel-digits-lstm.toml");
+    let cfg = rnnlab::Config::load(&path, &[]).unwrap();
+    assert_eq!(
+        cfg.data.image_sequence,
+        Some(rnnlab::config::ImageSequence::Pixels)
+    );
+    assert_eq!(cfg.model.chrono_t_max, 784.0);
+    let dir = temp_dir("pixel-digits");
+    let missing = dir.join("nothing-here.safetensors");
+    let o = common::run_exp(&[
+        path.to_str().unwrap(),
+        "--set",
+        &format!("experiment.out_dir={:?}", dir.join("results")),
+        "--set",
+        &format!("data.train={missing:?}"),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("nothing-here.safetensors"),
+        "{}",
+        common::stderr(&o)
+    );
+    assert!(!dir.join("results").exists());
+}
