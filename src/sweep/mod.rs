@@ -14,6 +14,7 @@ pub mod results;
 pub mod slurm;
 pub mod summary;
 pub mod tables;
+pub mod tpe;
 pub mod trial;
 
 use std::collections::BTreeSet;
