@@ -194,6 +194,22 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     let s = run_exp_env(&["summarize", root.to_str().unwrap()], &[]);
     assert!(s.status.success(), "{}", stderr(&s));
     assert!(String::from_utf8_lossy(&s.stdout).contains("best:"));
+    // Which axes mattered: one row per axis, shares summing to 1, the same on every call.
+    let said = String::from_utf8_lossy(&s.stdout).into_owned();
+    assert!(said.contains("which axes mattered"), "{said}");
+    let imp = csv_rows(&root.join("importance.csv"));
+    let axes: BTreeSet<&str> = imp.iter().map(|r| r["axis"].as_str()).collect();
+    assert_eq!(axes, BTreeSet::from(["model.cell", "train.lr"]));
+    let total: f64 = imp
+        .iter()
+        .map(|r| r["importance"].parse::<f64>().unwrap())
+        .sum();
+    assert!((total - 1.0).abs() < 1e-9 || total == 0.0, "{imp:?}");
+    assert!(root.join("importance.png").is_file());
+    let first = std::fs::read(root.join("importance.csv")).unwrap();
+    let s = run_exp_env(&["summarize", root.to_str().unwrap()], &[]);
+    assert!(s.status.success(), "{}", stderr(&s));
+    assert_eq!(std::fs::read(root.join("importance.csv")).unwrap(), first);
 
     // A failing trial (its embeddings file is missing: found when the trial loads its data)
     // is recorded with its error; the other trials complete, and the sweep exits 1.

@@ -129,6 +129,77 @@ pub fn curves(path: &Path, title: &str, axes: Axes, curves: &[Curve]) -> Result<
     crate::fsutil::write_atomic(path, &png_bytes)
 }
 
+/// Horizontal bars, one per (label, value, error) in order from the top, on a 0..1 scale
+/// (shares), each with an error whisker of ± error; PNG written whole or not at all.
+pub fn bars(path: &Path, title: &str, bars: &[(String, f64, f64)]) -> Result<()> {
+    font();
+    let draw_err = |e: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("drawing the plot: {e}"),
+    };
+    let n = bars.len().max(1);
+    let (w, h) = (1000u32, 120 + 40 * n as u32);
+    let x_max = bars
+        .iter()
+        .map(|(_, v, e)| v + e)
+        .fold(0.0f64, f64::max)
+        .clamp(0.05, 1.0)
+        * 1.05;
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let label_width = bars
+            .iter()
+            .map(|(l, _, _)| l.chars().count() as u32 * 8 + 20)
+            .max()
+            .unwrap_or(60)
+            .min(w / 2);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(label_width)
+            .build_cartesian_2d(0.0..x_max, 0.0..n as f64)
+            .map_err(|e| draw_err(e.to_string()))?;
+        let label = |y: &f64| -> String {
+            let i = n as f64 - y - 0.5;
+            bars.get(i.round() as usize)
+                .filter(|_| (i - i.round()).abs() < 1e-6)
+                .map(|(l, _, _)| l.clone())
+                .unwrap_or_default()
+        };
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(2 * n + 1)
+            .y_label_formatter(&label)
+            .x_desc("importance (share of the total)")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| draw_err(e.to_string()))?;
+        for (i, (_, v, e)) in bars.iter().enumerate() {
+            let y = (n - 1 - i) as f64;
+            let color = PALETTE[i % PALETTE.len()];
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y + 0.15), (*v, y + 0.85)],
+                    color.filled(),
+                )))
+                .map_err(|e| draw_err(e.to_string()))?;
+            let (lo, hi) = ((v - e).max(0.0), v + e);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(lo, y + 0.5), (hi, y + 0.5)],
+                    BLACK.stroke_width(2),
+                )))
+                .map_err(|e| draw_err(e.to_string()))?;
+        }
+        root.present().map_err(|e| draw_err(e.to_string()))?;
+    }
+    let png_bytes = encode_png(&rgb, w, h).map_err(draw_err)?;
+    crate::fsutil::write_atomic(path, &png_bytes)
+}
+
 /// RGB pixels as PNG bytes.
 fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String> {
     let mut png_bytes = Vec::new();

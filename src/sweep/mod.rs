@@ -8,6 +8,7 @@
 
 pub mod driver;
 pub mod halving;
+pub mod importance;
 pub mod record;
 pub mod report;
 pub mod results;

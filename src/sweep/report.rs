@@ -5,7 +5,7 @@
 
 use super::record::TrialStatus;
 use super::results::{Best, Results};
-use super::summary::{groups, rank, Row, BEST_TOML, BY_CONFIG_CSV, SUMMARY_CSV};
+use super::summary::{groups, rank, Row, BEST_TOML, BY_CONFIG_CSV, IMPORTANCE_CSV, SUMMARY_CSV};
 
 /// At most this many rows of each table are printed (the files hold them all).
 const PRINT_ROWS: usize = 40;
@@ -161,6 +161,24 @@ pub fn render(results: &Results, best: Option<&Best>) -> String {
         .count();
     if behind > 0 {
         s += &format!("\n{behind} completed trial(s) trained to a smaller budget than the sweep now gives (column epochs): not in the means; rerun the sweep to continue them\n");
+    }
+    let imp = results.importance();
+    if !imp.is_empty() {
+        s += &format!(
+            "\nwhich axes mattered (PED-ANOVA: best 10% of the trials against all; sd over 30 bootstrap resamples; {}):\n\n",
+            root.join(IMPORTANCE_CSV).display()
+        );
+        let table: Vec<Vec<String>> = imp
+            .iter()
+            .map(|i| {
+                vec![
+                    i.axis.clone(),
+                    format!("{:.3}", i.importance),
+                    format!("{:.3}", i.std),
+                ]
+            })
+            .collect();
+        s += &markdown(&["axis", "importance", "sd"].map(String::from), &table);
     }
     if let Some((group, mean, n)) = best {
         s += &format!(

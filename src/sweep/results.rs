@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use super::importance::{importances, Importance};
 use super::summary::{
-    groups, rank, row, Group, Row, Study, BEST_TOML, BY_CONFIG_CSV, CURVES_PNG, SUMMARY_CSV,
-    SUMMARY_PARQUET,
+    groups, rank, row, Group, Row, Study, BEST_TOML, BY_CONFIG_CSV, CURVES_PNG, IMPORTANCE_CSV,
+    IMPORTANCE_PNG, SUMMARY_CSV, SUMMARY_PARQUET,
 };
 use super::tables::{csv_bytes, groups_frame, polars_err, trials_frame};
 use super::Plan;
@@ -28,6 +29,8 @@ pub struct Results {
     at: std::collections::HashMap<String, usize>,
     /// When the files were last written, and what that cost.
     written: Option<(std::time::Instant, std::time::Duration)>,
+    /// Which axes mattered (written with the last tables: `importance.csv`, `.png`).
+    importance: Vec<Importance>,
 }
 
 impl Results {
@@ -59,6 +62,7 @@ impl Results {
             rows,
             at,
             written: None,
+            importance: Vec::new(),
         })
     }
 
@@ -117,8 +121,17 @@ impl Results {
         write_atomic(&p, &csv_bytes(&p, &mut by_config)?)?;
         let best = write_best(root, study, &groups)?;
         write_curves(root, study, &groups)?;
+        if last {
+            self.importance = write_importance(root, study, rows)?;
+        }
         self.written = Some((std::time::Instant::now(), started.elapsed()));
         Ok(best)
+    }
+
+    /// Which axes mattered, as the last write found (best first; empty before it, with
+    /// fewer than 4 trials with a metric, or without axes).
+    pub fn importance(&self) -> &[Importance] {
+        &self.importance
     }
 
     pub fn root(&self) -> &Path {
@@ -213,4 +226,68 @@ fn write_curves(root: &Path, study: &Study, groups: &[Group]) -> Result<()> {
         plots::Axes { x: "epoch", y: key },
         &curves,
     )
+}
+
+/// `importance.csv` and `importance.png`: each axis's PED-ANOVA importance over the trials that
+/// have a metric (each seed a trial; a pruned trial with its value at the last rung it reached)
+/// and its bootstrap spread. Nothing with fewer than 4 such trials.
+fn write_importance(root: &Path, study: &Study, rows: &[Row]) -> Result<Vec<Importance>> {
+    let sign = match study.metric {
+        crate::config::Monitor::ValAcc => -1.0,
+        crate::config::Monitor::ValLoss => 1.0,
+    };
+    let trials: Vec<(Vec<toml::Value>, f64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let m = r.metric(study)?;
+            let values = study
+                .axes
+                .iter()
+                .map(|k| {
+                    r.values
+                        .iter()
+                        .find(|(a, _)| a == k)
+                        .map(|(_, v)| v.clone())
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some((values, sign * m))
+        })
+        .collect();
+    let imp = importances(&study.axes, &trials);
+    if imp.is_empty() {
+        return Ok(imp);
+    }
+    let mut csv = String::from("axis,importance,std,trials\n");
+    for i in &imp {
+        csv += &format!(
+            "{},{},{},{}\n",
+            csv_field(&i.axis),
+            i.importance,
+            i.std,
+            trials.len()
+        );
+    }
+    write_atomic(&root.join(IMPORTANCE_CSV), csv.as_bytes())?;
+    let bars: Vec<(String, f64, f64)> = imp
+        .iter()
+        .map(|i| (i.axis.clone(), i.importance, i.std))
+        .collect();
+    plots::bars(
+        &root.join(IMPORTANCE_PNG),
+        &format!(
+            "which axes mattered: PED-ANOVA over {} trials (top 10% vs all; bars: bootstrap sd)",
+            trials.len()
+        ),
+        &bars,
+    )?;
+    Ok(imp)
+}
+
+/// A CSV field, quoted when it holds a comma or a quote.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

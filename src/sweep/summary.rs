@@ -23,6 +23,8 @@ pub const SUMMARY_PARQUET: &str = "summary.parquet";
 pub const BY_CONFIG_CSV: &str = "summary_by_config.csv";
 pub const BEST_TOML: &str = "best.toml";
 pub const CURVES_PNG: &str = "curves.png";
+pub const IMPORTANCE_CSV: &str = "importance.csv";
+pub const IMPORTANCE_PNG: &str = "importance.png";
 
 /// `sweep.json`: what the folder needs to describe itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]
