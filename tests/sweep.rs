@@ -210,6 +210,25 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
     let s = run_exp_env(&["summarize", root.to_str().unwrap()], &[]);
     assert!(s.status.success(), "{}", stderr(&s));
     assert_eq!(std::fs::read(root.join("importance.csv")).unwrap(), first);
+    // Accuracy against cost: parameters per trial in summary.csv, and the frontier.
+    let rows = csv_rows(&root.join("summary.csv"));
+    assert!(rows
+        .iter()
+        .filter(|r| r["status"] == "completed")
+        .all(|r| r["parameters"].parse::<u64>().unwrap() > 0));
+    for cost in ["time", "parameters"] {
+        let s = run_exp_env(
+            &["summarize", root.to_str().unwrap(), "--pareto", cost],
+            &[],
+        );
+        assert!(s.status.success(), "{}", stderr(&s));
+        let said = String::from_utf8_lossy(&s.stdout).into_owned();
+        assert!(
+            said.contains("the frontier:") && said.contains("of 2 configurations"),
+            "{said}"
+        );
+    }
+    assert!(root.join("pareto.png").is_file());
 
     // A failing trial (its embeddings file is missing: found when the trial loads its data)
     // is recorded with its error; the other trials complete, and the sweep exits 1.

@@ -200,6 +200,15 @@ pub fn bars(path: &Path, title: &str, bars: &[(String, f64, f64)]) -> Result<()>
     crate::fsutil::write_atomic(path, &png_bytes)
 }
 
+/// RGB pixels written as a PNG file (whole or not at all).
+pub fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
+    let png = encode_png(rgb, w, h).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("encoding the plot: {e}"),
+    })?;
+    crate::fsutil::write_atomic(path, &png)
+}
+
 /// RGB pixels as PNG bytes.
 fn encode_png(rgb: &[u8], w: u32, h: u32) -> std::result::Result<Vec<u8>, String> {
     let mut png_bytes = Vec::new();

@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod halving;
 pub mod importance;
+pub mod pareto;
 pub mod record;
 pub mod report;
 pub mod results;

@@ -193,3 +193,45 @@ pub fn render(results: &Results, best: Option<&Best>) -> String {
     }
     s
 }
+
+/// `summarize --pareto`: the configurations on the metric-cost frontier, cheapest first, and
+/// pareto.png (every configuration).
+pub fn pareto(results: &Results, cost: super::pareto::Cost) -> crate::error::Result<String> {
+    let study = results.study();
+    let points = super::pareto::points(results, cost);
+    super::pareto::draw(results.root(), study, &points, cost)?;
+    let what = match cost {
+        super::pareto::Cost::Time => "train seconds",
+        super::pareto::Cost::Parameters => "parameters",
+    };
+    let front: Vec<Vec<String>> = points
+        .iter()
+        .filter(|p| p.frontier)
+        .map(|p| {
+            vec![
+                p.group.clone(),
+                num(Some(p.metric)),
+                match cost {
+                    super::pareto::Cost::Time => format!("{:.1}", p.cost),
+                    super::pareto::Cost::Parameters => format!("{:.0}", p.cost),
+                },
+            ]
+        })
+        .collect();
+    let mut s = format!(
+        "\nthe frontier: {} of {} configurations that no other beats on both best {} and {what} (means over completed seeds; {}):\n\n",
+        front.len(),
+        points.len(),
+        study.metric.key(),
+        results.root().join(super::pareto::PARETO_PNG).display()
+    );
+    s += &markdown(
+        &[
+            "configuration".to_string(),
+            format!("best {} mean", study.metric.key()),
+            what.to_string(),
+        ],
+        &front,
+    );
+    Ok(s)
+}

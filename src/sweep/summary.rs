@@ -176,6 +176,8 @@ pub struct Row {
     pub test_mean_class_acc: Option<f64>,
     pub test_top5: Option<f64>,
     pub elapsed_s: Option<f64>,
+    /// Trainable parameters (from the run's summary.json).
+    pub parameters: Option<u64>,
     pub error: Option<String>,
     /// The budget it ran with, and the one the plan gives it: a completed trial counts in the
     /// by-configuration means only at the plan's budget.
@@ -218,6 +220,7 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
         test_mean_class_acc: None,
         test_top5: None,
         elapsed_s: None,
+        parameters: None,
         error: match &unreadable {
             Some(e) => Some(format!("{e}; the next run of the sweep runs it again")),
             None => rec.as_ref().and_then(|r| r.error.clone()),
@@ -248,6 +251,7 @@ pub fn row(root: &Path, study: &Study, t: &StudyTrial) -> Result<Row> {
         row.test_mean_class_acc = s.test_mean_class_acc;
         row.test_top5 = s.test_top5;
         row.elapsed_s = finite(s.elapsed_s);
+        row.parameters = (s.parameters > 0).then_some(s.parameters as u64);
     } else if let Some(c) = checkpoint::newest(&dir)? {
         let st = &c.state;
         row.best_epoch = st.best_epoch.map(|e| e as u64);
@@ -442,6 +446,7 @@ mod tests {
             test_mean_class_acc: None,
             test_top5: None,
             elapsed_s: Some(1.0),
+            parameters: None,
             error: None,
             budget: None,
             planned: None,

@@ -104,6 +104,7 @@ pub fn trials_frame(study: &Study, rows: &[Row]) -> Result<DataFrame> {
     cols.push(f("test_mean_class_acc", |r| r.test_mean_class_acc));
     cols.push(f("test_top5", |r| r.test_top5));
     cols.push(f("elapsed_s", |r| r.elapsed_s));
+    cols.push(u("parameters", |r| r.parameters));
     cols.push(Column::new(
         "error".into(),
         rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>(),

@@ -177,12 +177,20 @@ fn plots(a: PlotsCli) -> ExitCode {
 struct SummarizeCli {
     /// The sweep's folder, results/<name>.
     sweep_dir: PathBuf,
+    /// Also list the configurations no other beats on both the metric and a cost (training
+    /// time, the default, or parameters), and draw pareto.png.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "time")]
+    pareto: Option<sweep::pareto::Cost>,
 }
 
 fn summarize(a: SummarizeCli) -> ExitCode {
     let written = sweep::results::Results::read(&a.sweep_dir).and_then(|mut r| {
-        r.write(true)
-            .map(|best| sweep::report::render(&r, best.as_ref()))
+        let best = r.write(true)?;
+        let mut text = sweep::report::render(&r, best.as_ref());
+        if let Some(cost) = a.pareto {
+            text += &sweep::report::pareto(&r, cost)?;
+        }
+        Ok(text)
     });
     match written {
         Ok(text) => emit(text.trim_end()).err().unwrap_or(ExitCode::SUCCESS),
