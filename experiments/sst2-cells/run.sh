@@ -23,3 +23,7 @@ PY
 # The README's figure: every trial's validation accuracy by step, one colour per cell and
 # direction (the seeds of a configuration share it).
 "$bin" plots --compare "$out"/sst2-cells/*/ --tag val/acc --out experiments/sst2-cells/val-acc.png
+# Which axes mattered and accuracy against training time (README "Sweeps"): the sweep's last
+# write made importance.png; summarize --pareto draws pareto.png.
+"$bin" summarize "$out/sst2-cells" --pareto time > /dev/null
+cp "$out/sst2-cells/importance.png" "$out/sst2-cells/pareto.png" experiments/sst2-cells/

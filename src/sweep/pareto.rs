@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::results::Results;
 use super::summary::{groups, Study};
@@ -126,8 +127,7 @@ pub fn draw(root: &Path, study: &Study, points: &[Point], cost: Cost) -> Result<
             .margin(14)
             .x_label_area_size(40)
             .y_label_area_size(64)
-            // Room on the right for the last frontier point's label.
-            .build_cartesian_2d((x0 - xpad)..(x1 + 5.0 * xpad), (y0 - ypad)..(y1 + ypad))
+            .build_cartesian_2d((x0 - xpad)..(x1 + xpad), (y0 - ypad)..(y1 + ypad))
             .map_err(|e| draw_err(e.to_string()))?;
         chart
             .configure_mesh()
@@ -158,11 +158,21 @@ pub fn draw(root: &Path, study: &Study, points: &[Point], cost: Cost) -> Result<
             .draw_series(front.iter().map(|&p| Circle::new(p, 6, blue.filled())))
             .map_err(|e| draw_err(e.to_string()))?;
         for p in points.iter().filter(|p| p.frontier) {
+            // Labels of the right half end at their point, so none runs off the picture.
+            let h = if p.cost > (x0 + x1) / 2.0 {
+                HPos::Right
+            } else {
+                HPos::Left
+            };
+            let style = ("sans-serif", 12)
+                .into_font()
+                .color(&BLACK)
+                .pos(Pos::new(h, VPos::Top));
             chart
                 .draw_series(std::iter::once(Text::new(
-                    p.group.clone(),
+                    format!(" {} ", p.group),
                     (p.cost, p.metric),
-                    ("sans-serif", 12).into_font().color(&BLACK),
+                    style,
                 )))
                 .map_err(|e| draw_err(e.to_string()))?;
         }
