@@ -33,6 +33,11 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
+/// The line colour of series `i` (matplotlib's ten, repeating).
+pub fn palette(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
 fn font() {
     static FONT: std::sync::Once = std::sync::Once::new();
     FONT.call_once(|| {

@@ -9,6 +9,7 @@
 pub mod driver;
 pub mod halving;
 pub mod importance;
+pub mod marginals;
 pub mod pareto;
 pub mod record;
 pub mod report;

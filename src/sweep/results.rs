@@ -123,6 +123,7 @@ impl Results {
         write_curves(root, study, &groups)?;
         if last {
             self.importance = write_importance(root, study, rows)?;
+            super::marginals::draw(root, study, rows)?;
         }
         self.written = Some((std::time::Instant::now(), started.elapsed()));
         Ok(best)

@@ -1,0 +1,206 @@
+//! `marginals.png`: the sweep's metric against each axis's value, one panel per axis, one point
+//! per trial; trials of one configuration (its seeds) joined by a vertical bar from their
+//! lowest to their highest value, so a band of seeds reads apart from a difference between
+//! values. A numeric axis with more than 5 values is a continuous x (log scale when its values
+//! span a factor of 10), a list or a choice one position per value.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::summary::{Row, Study};
+use crate::error::{Error, Result};
+
+pub const MARGINALS_PNG: &str = "marginals.png";
+
+fn number(v: &toml::Value) -> Option<f64> {
+    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+}
+
+/// How an axis's values map to x.
+enum Scale {
+    Linear,
+    Log,
+    Categories(Vec<toml::Value>),
+}
+
+impl Scale {
+    fn of(values: &[&toml::Value]) -> Scale {
+        let mut distinct: Vec<&toml::Value> = Vec::new();
+        for v in values {
+            if !distinct.contains(v) {
+                distinct.push(v);
+            }
+        }
+        let nums: Option<Vec<f64>> = values.iter().map(|v| number(v)).collect();
+        match nums {
+            Some(xs) if distinct.len() > 5 => {
+                let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if lo > 0.0 && hi / lo >= 10.0 {
+                    Scale::Log
+                } else {
+                    Scale::Linear
+                }
+            }
+            _ => {
+                let mut cats: Vec<toml::Value> = distinct.into_iter().cloned().collect();
+                if cats.iter().all(|v| number(v).is_some()) {
+                    cats.sort_by(|a, b| {
+                        number(a)
+                            .unwrap_or(0.0)
+                            .total_cmp(&number(b).unwrap_or(0.0))
+                    });
+                }
+                Scale::Categories(cats)
+            }
+        }
+    }
+
+    fn x(&self, v: &toml::Value) -> Option<f64> {
+        match self {
+            Scale::Linear => number(v),
+            Scale::Log => number(v).filter(|x| *x > 0.0).map(f64::log10),
+            Scale::Categories(cats) => cats.iter().position(|c| c == v).map(|i| i as f64),
+        }
+    }
+
+    fn describe(&self, axis: &str) -> String {
+        match self {
+            Scale::Log => format!("log10 {axis}"),
+            _ => axis.to_string(),
+        }
+    }
+}
+
+/// Draws `marginals.png` into `root` from the rows with a metric. Nothing without axes or
+/// trials with a metric.
+pub fn draw(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
+    let path = root.join(MARGINALS_PNG);
+    let draw_err = |e: String| Error::Checkpoint {
+        path: path.clone(),
+        msg: format!("drawing the plot: {e}"),
+    };
+    let scored: Vec<(&Row, f64)> = rows
+        .iter()
+        .filter_map(|r| r.metric(study).map(|m| (r, m)))
+        .collect();
+    if scored.is_empty() || study.axes.is_empty() {
+        return Ok(());
+    }
+    let (y0, y1) = scored
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, m)| {
+            (a.min(*m), b.max(*m))
+        });
+    let ypad = ((y1 - y0) * 0.06).max(1e-4);
+    let cols = study.axes.len().min(2);
+    let rows_n = study.axes.len().div_ceil(cols);
+    let (w, h) = (560 * cols as u32, 40 + 360 * rows_n as u32);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let area = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let (title, body) = area.split_vertically(40);
+        title
+            .draw(&Text::new(
+                format!(
+                    "best {} against each axis: {} trials (bars: a configuration's seeds, lowest to highest)",
+                    study.metric.key(),
+                    scored.len()
+                ),
+                (12, 10),
+                ("sans-serif", 17).into_font().color(&BLACK),
+            ))
+            .map_err(|e| draw_err(e.to_string()))?;
+        let panels = body.split_evenly((rows_n, cols));
+        for (a, (axis, panel)) in study.axes.iter().zip(panels.iter()).enumerate() {
+            let value = |r: &Row| {
+                r.values
+                    .iter()
+                    .find(|(k, _)| k == axis)
+                    .map(|(_, v)| v.clone())
+            };
+            let values: Vec<toml::Value> = scored.iter().filter_map(|(r, _)| value(r)).collect();
+            let scale = Scale::of(&values.iter().collect::<Vec<_>>());
+            let xs: Vec<f64> = values.iter().filter_map(|v| scale.x(v)).collect();
+            let (mut x0, mut x1) = xs
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+                    (a.min(*x), b.max(*x))
+                });
+            if !x0.is_finite() {
+                continue;
+            }
+            let xpad = match &scale {
+                Scale::Categories(_) => 0.5,
+                _ => ((x1 - x0) * 0.05).max(1e-9),
+            };
+            (x0, x1) = (x0 - xpad, x1 + xpad);
+            let cats = match &scale {
+                Scale::Categories(c) => Some(c.clone()),
+                _ => None,
+            };
+            let label = move |x: &f64| -> String {
+                match &cats {
+                    Some(c) => {
+                        let i = x.round();
+                        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < c.len() {
+                            let v = &c[i as usize];
+                            v.as_str()
+                                .map(String::from)
+                                .unwrap_or_else(|| v.to_string())
+                        } else {
+                            String::new()
+                        }
+                    }
+                    None => format!("{x:.3}"),
+                }
+            };
+            let mut chart = ChartBuilder::on(panel)
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(x0..x1, (y0 - ypad)..(y1 + ypad))
+                .map_err(|e| draw_err(e.to_string()))?;
+            let mut mesh = chart.configure_mesh();
+            mesh.x_desc(scale.describe(axis))
+                .y_desc(study.metric.key())
+                .x_label_formatter(&label)
+                .label_style(("sans-serif", 13));
+            if let Scale::Categories(c) = &scale {
+                mesh.x_labels(2 * c.len() + 1);
+            }
+            mesh.draw().map_err(|e| draw_err(e.to_string()))?;
+            let color = crate::log::plots::palette(a);
+            // Each configuration's seeds: a bar from lowest to highest.
+            let mut by_group: std::collections::BTreeMap<&str, (f64, f64, f64)> =
+                Default::default();
+            for (r, m) in &scored {
+                let Some(x) = value(r).and_then(|v| scale.x(&v)) else {
+                    continue;
+                };
+                let e = by_group.entry(r.group.as_str()).or_insert((x, *m, *m));
+                e.1 = e.1.min(*m);
+                e.2 = e.2.max(*m);
+            }
+            chart
+                .draw_series(
+                    by_group
+                        .values()
+                        .filter(|(_, lo, hi)| hi > lo)
+                        .map(|&(x, lo, hi)| {
+                            PathElement::new(vec![(x, lo), (x, hi)], color.mix(0.5).stroke_width(3))
+                        }),
+                )
+                .map_err(|e| draw_err(e.to_string()))?;
+            chart
+                .draw_series(scored.iter().filter_map(|(r, m)| {
+                    let x = value(r).and_then(|v| scale.x(&v))?;
+                    Some(Circle::new((x, *m), 3, color.filled()))
+                }))
+                .map_err(|e| draw_err(e.to_string()))?;
+        }
+        area.present().map_err(|e| draw_err(e.to_string()))?;
+    }
+    crate::log::plots::write_png(&path, &rgb, w, h)
+}
