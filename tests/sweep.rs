@@ -205,7 +205,9 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
         .map(|r| r["importance"].parse::<f64>().unwrap())
         .sum();
     assert!((total - 1.0).abs() < 1e-9 || total == 0.0, "{imp:?}");
-    assert!(root.join("importance.png").is_file() && root.join("marginals.png").is_file());
+    for png in ["importance.png", "marginals.png", "parallel.png"] {
+        assert!(root.join(png).is_file(), "{png}");
+    }
     let first = std::fs::read(root.join("importance.csv")).unwrap();
     let s = run_exp_env(&["summarize", root.to_str().unwrap()], &[]);
     assert!(s.status.success(), "{}", stderr(&s));

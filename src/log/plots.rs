@@ -342,7 +342,7 @@ pub fn redraw(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Colour for t in [0, 1] on viridis (five stops, linear between).
-fn viridis(t: f64) -> RGBColor {
+pub fn viridis(t: f64) -> RGBColor {
     const STOPS: [(f64, f64, f64); 5] = [
         (68.0, 1.0, 84.0),
         (59.0, 82.0, 139.0),

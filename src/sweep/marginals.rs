@@ -1,8 +1,11 @@
-//! `marginals.png`: the sweep's metric against each axis's value, one panel per axis, one point
-//! per trial; trials of one configuration (its seeds) joined by a vertical bar from their
-//! lowest to their highest value, so a band of seeds reads apart from a difference between
-//! values. A numeric axis with more than 5 values is a continuous x (log scale when its values
-//! span a factor of 10), a list or a choice one position per value.
+//! The trials against their axes, for READMEs and papers (TensorBoard's views need the
+//! server). `marginals.png`: the sweep's metric against each axis's value, one panel per axis,
+//! one point per trial; trials of one configuration (its seeds) joined by a vertical bar from
+//! their lowest to their highest value, so a band of seeds reads apart from a difference
+//! between values. `parallel.png`: parallel coordinates, every axis and the metric a vertical
+//! line, every trial a polyline coloured by its metric (viridis, the best yellow and on top).
+//! A numeric axis with more than 5 values is continuous (log scale when its values span a
+//! factor of 10), a list or a choice one position per value.
 
 use std::path::Path;
 
@@ -12,6 +15,7 @@ use super::summary::{Row, Study};
 use crate::error::{Error, Result};
 
 pub const MARGINALS_PNG: &str = "marginals.png";
+pub const PARALLEL_PNG: &str = "parallel.png";
 
 fn number(v: &toml::Value) -> Option<f64> {
     v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
@@ -200,6 +204,140 @@ pub fn draw(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
                 }))
                 .map_err(|e| draw_err(e.to_string()))?;
         }
+        area.present().map_err(|e| draw_err(e.to_string()))?;
+    }
+    crate::log::plots::write_png(&path, &rgb, w, h)
+}
+
+/// Draws `parallel.png` into `root` from the rows with a metric.
+pub fn draw_parallel(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
+    let path = root.join(PARALLEL_PNG);
+    let draw_err = |e: String| Error::Checkpoint {
+        path: path.clone(),
+        msg: format!("drawing the plot: {e}"),
+    };
+    let mut scored: Vec<(&Row, f64)> = rows
+        .iter()
+        .filter_map(|r| r.metric(study).map(|m| (r, m)))
+        .collect();
+    if scored.is_empty() || study.axes.is_empty() {
+        return Ok(());
+    }
+    let higher = study.metric == crate::config::Monitor::ValAcc;
+    // Worst first, so the best lie on top.
+    scored.sort_by(|a, b| {
+        let o = a.1.total_cmp(&b.1);
+        if higher {
+            o
+        } else {
+            o.reverse()
+        }
+    });
+    let value = |r: &Row, axis: &str| {
+        r.values
+            .iter()
+            .find(|(k, _)| k == axis)
+            .map(|(_, v)| v.clone())
+    };
+    // Per axis: its scale and the range of its x values, mapped to [0, 1].
+    let columns: Vec<(Scale, f64, f64)> = study
+        .axes
+        .iter()
+        .map(|axis| {
+            let values: Vec<toml::Value> =
+                scored.iter().filter_map(|(r, _)| value(r, axis)).collect();
+            let scale = Scale::of(&values.iter().collect::<Vec<_>>());
+            let xs: Vec<f64> = values.iter().filter_map(|v| scale.x(v)).collect();
+            let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (scale, lo, hi)
+        })
+        .collect();
+    let unit = |x: f64, lo: f64, hi: f64| if hi > lo { (x - lo) / (hi - lo) } else { 0.5 };
+    let (m0, m1) = scored
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, m)| {
+            (a.min(*m), b.max(*m))
+        });
+    let n = study.axes.len() + 1;
+    let (w, h) = ((220 * n as u32).max(700), 560u32);
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let area = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let mut chart = ChartBuilder::on(&area)
+            .caption(
+                format!(
+                    "{} trials across the axes, coloured by best {} (yellow: best)",
+                    scored.len(),
+                    study.metric.key()
+                ),
+                ("sans-serif", 17),
+            )
+            .margin(30)
+            .build_cartesian_2d(-0.1..(n as f64 - 0.75), -0.08..1.08)
+            .map_err(|e| draw_err(e.to_string()))?;
+        for i in 0..n {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(i as f64, 0.0), (i as f64, 1.0)],
+                    BLACK.stroke_width(1),
+                )))
+                .map_err(|e| draw_err(e.to_string()))?;
+        }
+        for (r, m) in &scored {
+            let mut pts: Vec<(f64, f64)> = Vec::new();
+            for (i, (axis, (scale, lo, hi))) in study.axes.iter().zip(&columns).enumerate() {
+                let Some(x) = value(r, axis).and_then(|v| scale.x(&v)) else {
+                    continue;
+                };
+                pts.push((i as f64, unit(x, *lo, *hi)));
+            }
+            let t = unit(*m, m0, m1);
+            let t = if higher { t } else { 1.0 - t };
+            pts.push(((n - 1) as f64, unit(*m, m0, m1)));
+            let color = crate::log::plots::viridis(t);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    pts,
+                    color.stroke_width(2),
+                )))
+                .map_err(|e| draw_err(e.to_string()))?;
+        }
+        // Axis names below, the ends (or every category) beside each line.
+        let text = |s: String, x: f64, y: f64| {
+            Text::new(s, (x, y), ("sans-serif", 13).into_font().color(&BLACK))
+        };
+        let short = |v: &toml::Value| {
+            v.as_str()
+                .map(String::from)
+                .unwrap_or_else(|| v.to_string())
+        };
+        for (i, (axis, (scale, lo, hi))) in study.axes.iter().zip(&columns).enumerate() {
+            let x = i as f64 + 0.02;
+            let mut labels = vec![text(scale.describe(axis), i as f64 - 0.05, -0.03)];
+            match scale {
+                Scale::Categories(c) => {
+                    for (k, v) in c.iter().enumerate() {
+                        labels.push(text(short(v), x, unit(k as f64, *lo, *hi) + 0.02));
+                    }
+                }
+                _ => {
+                    labels.push(text(format!("{lo:.3}"), x, 0.02));
+                    labels.push(text(format!("{hi:.3}"), x, 1.02));
+                }
+            }
+            chart
+                .draw_series(labels)
+                .map_err(|e| draw_err(e.to_string()))?;
+        }
+        let last = (n - 1) as f64;
+        chart
+            .draw_series([
+                text(format!("best {}", study.metric.key()), last - 0.05, -0.03),
+                text(format!("{m0:.4}"), last + 0.02, 0.02),
+                text(format!("{m1:.4}"), last + 0.02, 1.02),
+            ])
+            .map_err(|e| draw_err(e.to_string()))?;
         area.present().map_err(|e| draw_err(e.to_string()))?;
     }
     crate::log::plots::write_png(&path, &rgb, w, h)

@@ -124,6 +124,7 @@ impl Results {
         if last {
             self.importance = write_importance(root, study, rows)?;
             super::marginals::draw(root, study, rows)?;
+            super::marginals::draw_parallel(root, study, rows)?;
         }
         self.written = Some((std::time::Instant::now(), started.elapsed()));
         Ok(best)
