@@ -13,6 +13,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::{number, ValueScale};
+
 /// One axis's importance: its share of the total divergence, and the bootstrap spread.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Importance {
@@ -96,29 +98,25 @@ enum Kind {
     Categories(Vec<toml::Value>),
 }
 
-fn number(v: &toml::Value) -> Option<f64> {
-    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
-}
-
 impl Kind {
     fn of<'a>(values: impl Iterator<Item = &'a toml::Value>) -> Kind {
         let values: Vec<&toml::Value> = values.collect();
-        let mut distinct: Vec<&toml::Value> = Vec::new();
-        for v in &values {
-            if !distinct.contains(v) {
-                distinct.push(v);
-            }
-        }
-        let nums: Option<Vec<f64>> = values.iter().map(|v| number(v)).collect();
-        match nums {
-            Some(xs) if distinct.len() > 5 => {
+        let scale = ValueScale::of(&values);
+        let log = matches!(scale, ValueScale::Log);
+        let xs: Vec<f64> = values.iter().filter_map(|v| scale.x(v)).collect();
+        match scale {
+            ValueScale::Categories(cats) => Kind::Categories(cats),
+            _ => {
+                // In the estimator's coordinates: ln for a log axis (x is log10 there).
+                let to = |x: f64| if log { x * std::f64::consts::LN_10 } else { x };
                 let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let log = lo > 0.0 && hi / lo >= 10.0;
-                let (lo, hi) = if log { (lo.ln(), hi.ln()) } else { (lo, hi) };
-                Kind::Numeric { lo, hi, log }
+                Kind::Numeric {
+                    lo: to(lo),
+                    hi: to(hi),
+                    log,
+                }
             }
-            _ => Kind::Categories(distinct.into_iter().cloned().collect()),
         }
     }
 

@@ -12,70 +12,11 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::summary::{Row, Study};
+use super::ValueScale as Scale;
 use crate::error::{Error, Result};
 
 pub const MARGINALS_PNG: &str = "marginals.png";
 pub const PARALLEL_PNG: &str = "parallel.png";
-
-fn number(v: &toml::Value) -> Option<f64> {
-    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
-}
-
-/// How an axis's values map to x.
-enum Scale {
-    Linear,
-    Log,
-    Categories(Vec<toml::Value>),
-}
-
-impl Scale {
-    fn of(values: &[&toml::Value]) -> Scale {
-        let mut distinct: Vec<&toml::Value> = Vec::new();
-        for v in values {
-            if !distinct.contains(v) {
-                distinct.push(v);
-            }
-        }
-        let nums: Option<Vec<f64>> = values.iter().map(|v| number(v)).collect();
-        match nums {
-            Some(xs) if distinct.len() > 5 => {
-                let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                if lo > 0.0 && hi / lo >= 10.0 {
-                    Scale::Log
-                } else {
-                    Scale::Linear
-                }
-            }
-            _ => {
-                let mut cats: Vec<toml::Value> = distinct.into_iter().cloned().collect();
-                if cats.iter().all(|v| number(v).is_some()) {
-                    cats.sort_by(|a, b| {
-                        number(a)
-                            .unwrap_or(0.0)
-                            .total_cmp(&number(b).unwrap_or(0.0))
-                    });
-                }
-                Scale::Categories(cats)
-            }
-        }
-    }
-
-    fn x(&self, v: &toml::Value) -> Option<f64> {
-        match self {
-            Scale::Linear => number(v),
-            Scale::Log => number(v).filter(|x| *x > 0.0).map(f64::log10),
-            Scale::Categories(cats) => cats.iter().position(|c| c == v).map(|i| i as f64),
-        }
-    }
-
-    fn describe(&self, axis: &str) -> String {
-        match self {
-            Scale::Log => format!("log10 {axis}"),
-            _ => axis.to_string(),
-        }
-    }
-}
 
 /// Draws `marginals.png` into `root` from the rows with a metric. Nothing without axes or
 /// trials with a metric.

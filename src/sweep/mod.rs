@@ -133,6 +133,69 @@ pub enum Domain {
     Interval(f64, f64),
 }
 
+pub fn number(v: &toml::Value) -> Option<f64> {
+    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+}
+
+/// How an axis's observed values are read (importance, the sweep's pictures): a numeric axis
+/// with more than 5 values is continuous, on a log scale when its values span a factor of 10;
+/// a list or a choice is one position per value (numbers in order).
+pub enum ValueScale {
+    Linear,
+    Log,
+    Categories(Vec<toml::Value>),
+}
+
+impl ValueScale {
+    pub fn of(values: &[&toml::Value]) -> ValueScale {
+        let mut distinct: Vec<&toml::Value> = Vec::new();
+        for v in values {
+            if !distinct.contains(v) {
+                distinct.push(v);
+            }
+        }
+        let nums: Option<Vec<f64>> = values.iter().map(|v| number(v)).collect();
+        match nums {
+            Some(xs) if distinct.len() > 5 => {
+                let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if lo > 0.0 && hi / lo >= 10.0 {
+                    ValueScale::Log
+                } else {
+                    ValueScale::Linear
+                }
+            }
+            _ => {
+                let mut cats: Vec<toml::Value> = distinct.into_iter().cloned().collect();
+                if cats.iter().all(|v| number(v).is_some()) {
+                    cats.sort_by(|a, b| {
+                        number(a)
+                            .unwrap_or(0.0)
+                            .total_cmp(&number(b).unwrap_or(0.0))
+                    });
+                }
+                ValueScale::Categories(cats)
+            }
+        }
+    }
+
+    /// The value's position: itself, its log10, or its category's index.
+    pub fn x(&self, v: &toml::Value) -> Option<f64> {
+        match self {
+            ValueScale::Linear => number(v),
+            ValueScale::Log => number(v).filter(|x| *x > 0.0).map(f64::log10),
+            ValueScale::Categories(cats) => cats.iter().position(|c| c == v).map(|i| i as f64),
+        }
+    }
+
+    pub fn describe(&self, axis: &str) -> String {
+        match self {
+            ValueScale::Log => format!("log10 {axis}"),
+            _ => axis.to_string(),
+        }
+    }
+}
+
 /// 4 significant digits: sampled values read well in tables and hash the same on every
 /// machine.
 fn round_sig(x: f64) -> f64 {
