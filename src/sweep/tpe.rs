@@ -10,7 +10,7 @@
 //! (`optimizer`, `parzen`) bring their own sampling loop and generators, and the sweep needs
 //! ask/tell over its own records, its own axis types and a seeded, reproducible draw.
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use super::{round_sig, Axis};
@@ -124,6 +124,72 @@ impl Tpe {
             }
         }
     }
+}
+
+/// One recorded trial as the sweep folder holds it when a slot asks for the next: its values,
+/// and its loss when it has one (finished, or pruned at its last rung), or none while it runs.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub values: Vec<toml::Value>,
+    pub loss: Option<f64>,
+}
+
+impl Tpe {
+    /// The configuration for ask number `index` of a sweep seeded `seed`: running trials count
+    /// as the worst loss recorded so far (the constant liar, optuna#2664, so parallel slots do
+    /// not all ask for the same region), and a proposal equal to a recorded configuration is
+    /// drawn again (10 times from the estimators, then up to 90 from the prior; a space with
+    /// every configuration recorded gives a repeat). The generator depends only on (seed, index), so with
+    /// one slot the sequence of configurations is reproducible from the seed.
+    pub fn ask(
+        &self,
+        axes: &[Axis],
+        recorded: &[Recorded],
+        seed: u64,
+        index: u64,
+    ) -> Vec<toml::Value> {
+        let history = liar_history(recorded);
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index);
+        let mut values = self.suggest(axes, &history, &mut rng);
+        for attempt in 0..100 {
+            if !recorded.iter().any(|r| r.values == values) {
+                break;
+            }
+            // The estimators' argmax can keep landing on one configuration of a small
+            // discrete space: after 10 tries, draw from the prior instead.
+            values = if attempt < 10 {
+                self.suggest(axes, &history, &mut rng)
+            } else {
+                axes.iter().map(|a| a.sample(&mut rng)).collect()
+            };
+        }
+        values
+    }
+}
+
+/// The history TPE sees: finished trials at their loss, running ones at the worst finite
+/// loss recorded (left out while nothing has finished).
+fn liar_history(recorded: &[Recorded]) -> Vec<Observation> {
+    let worst = recorded
+        .iter()
+        .filter_map(|r| r.loss)
+        .filter(|l| l.is_finite())
+        .fold(f64::NEG_INFINITY, f64::max);
+    recorded
+        .iter()
+        .filter_map(|r| {
+            let loss = match r.loss {
+                Some(l) => l,
+                None if worst.is_finite() => worst,
+                None => return None,
+            };
+            Some(Observation {
+                values: r.values.clone(),
+                loss,
+            })
+        })
+        .collect()
 }
 
 /// Optuna's default γ: how many of n recorded trials count as good.
@@ -409,6 +475,47 @@ mod tests {
             assert!((0.0..=1.0).contains(&x) && (1e-5..=1e-1).contains(&y) && (0..=9).contains(&i));
             assert!(["a", "b", "c"].contains(&o.values[2].as_str().unwrap()));
         }
+    }
+
+    /// Asking: reproducible from (seed, index); a running trial counts as the worst loss so
+    /// far; a proposal equal to a recorded configuration is drawn again.
+    #[test]
+    fn asking_uses_the_constant_liar_and_never_repeats_a_configuration() {
+        let axes = vec![
+            Axis::Choice(vec!["a".into(), "b".into()]),
+            Axis::IntRange(0, 2),
+        ];
+        let tpe = Tpe {
+            n_startup: 2,
+            ..Tpe::default()
+        };
+        let mut recorded: Vec<Recorded> = Vec::new();
+        for i in 0..6u64 {
+            let v = tpe.ask(&axes, &recorded, 7, i);
+            assert_eq!(v, tpe.ask(&axes, &recorded, 7, i), "reproducible");
+            assert!(
+                !recorded.iter().any(|r| r.values == v),
+                "ask {i} repeated {v:?}"
+            );
+            // Every other trial still running: no loss yet.
+            let loss = (i % 2 == 0).then_some(i as f64);
+            recorded.push(Recorded { values: v, loss });
+        }
+        // 6 distinct of the 6 configurations there are.
+        assert_eq!(recorded.len(), 6);
+        // The liar: running trials (odd asks) enter at the worst finished loss (4), finished
+        // ones at their own; with nothing finished, running trials are left out.
+        let h = liar_history(&recorded);
+        let losses: Vec<f64> = h.iter().map(|o| o.loss).collect();
+        assert_eq!(losses, [0.0, 4.0, 2.0, 4.0, 4.0, 4.0]);
+        let running: Vec<Recorded> = recorded
+            .iter()
+            .map(|r| Recorded {
+                values: r.values.clone(),
+                loss: None,
+            })
+            .collect();
+        assert!(liar_history(&running).is_empty());
     }
 
     #[test]
