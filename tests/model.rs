@@ -17,6 +17,12 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     d.max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
+/// The largest magnitude in `t`, at least 1e-3: the scale a difference is judged against.
+fn scale(t: &Tensor) -> f32 {
+    let m = t.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+    m.to_scalar::<f32>().unwrap().max(1e-3)
+}
+
 fn model(cell: CellKind, readout: Readout, bidirectional: bool, layers: usize) -> Classifier {
     let cfg = Model {
         cell,
@@ -752,17 +758,6 @@ fn truncated_bptt_runs_the_early_steps_without_a_graph_and_keeps_the_gradients()
     let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu).unwrap();
     let labels: Vec<u32> = (0..b).map(|_| rng.random_range(0..3u32)).collect();
     let labels = Tensor::new(labels, &Device::Cpu).unwrap();
-    let scale = |t: &Tensor| -> f32 {
-        t.abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            .max(1e-3)
-    };
     for cell in CELLS {
         for (layers, readout, dropout) in [
             (1, Readout::Last, 0.0),
@@ -838,10 +833,6 @@ fn truncated_bptt_encodes_the_frames_before_the_windows_without_a_graph() {
     let px: Vec<f32> = (0..b * t * 64).map(|_| rng.random::<f32>()).collect();
     let frames = Tensor::from_vec(px, (b, t, 1, 8, 8), &Device::Cpu).unwrap();
     let labels = Tensor::new(&[0u32, 2, 1, 1, 0], &Device::Cpu).unwrap();
-    let scale = |t: &Tensor| -> f32 {
-        let m = t.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-        m.to_scalar::<f32>().unwrap().max(1e-3)
-    };
     for (cell, batch_norm) in [
         (CellKind::Lstm, false),
         (CellKind::Gru, false),
@@ -934,11 +925,9 @@ fn long_inference_check() {
             m.forward(&ids, o).unwrap().logits
         };
         let (streamed, whole) = (logits(false), logits(true));
-        let scale = whole.abs().unwrap().max_keepdim(1).unwrap().max(0).unwrap();
-        let scale = scale.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].max(1e-3);
         let d = max_diff(&streamed, &whole);
         assert!(
-            d <= 1e-4 * scale,
+            d <= 1e-4 * scale(&whole),
             "{cell:?} {readout:?}: logits differ by {d}"
         );
     }

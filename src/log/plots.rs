@@ -38,6 +38,14 @@ pub fn palette(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
+/// The error for a plot of `path` that plotters could not draw.
+pub fn draw_error(path: &Path) -> impl Fn(String) -> Error + '_ {
+    move |e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        msg: format!("drawing the plot: {e}"),
+    }
+}
+
 fn font() {
     static FONT: std::sync::Once = std::sync::Once::new();
     FONT.call_once(|| {
@@ -52,10 +60,7 @@ fn font() {
 /// best configurations) lie on top.
 pub fn curves(path: &Path, title: &str, axes: Axes, curves: &[Curve]) -> Result<()> {
     font();
-    let draw_err = |e: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg: format!("drawing the plot: {e}"),
-    };
+    let draw_err = draw_error(path);
     let mut groups: Vec<&str> = Vec::new();
     for c in curves {
         if !groups.contains(&c.group.as_str()) {
@@ -138,10 +143,7 @@ pub fn curves(path: &Path, title: &str, axes: Axes, curves: &[Curve]) -> Result<
 /// (shares), each with an error whisker of ± error; PNG written whole or not at all.
 pub fn bars(path: &Path, title: &str, bars: &[(String, f64, f64)]) -> Result<()> {
     font();
-    let draw_err = |e: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg: format!("drawing the plot: {e}"),
-    };
+    let draw_err = draw_error(path);
     let n = bars.len().max(1);
     let (w, h) = (1000u32, 120 + 40 * n as u32);
     let x_max = bars

@@ -16,15 +16,16 @@ use super::provenance::Provenance;
 use super::resnet::ResNet;
 use super::stack::{dropout, lookup, window_cut, Flow, RunOpts, Stack, StackInput, StackOut};
 
+use super::Params;
+use crate::config::{Model, Readout};
+use crate::error::Result;
+
 /// Truncated BPTT over frames: how many frames the steps before the windows are encoded at a
 /// time (without a graph).
 const EARLY_FRAMES: usize = 64;
 
 /// Inference on inputs longer than this (mean / max readout) runs this many steps at a time.
 pub const STREAM_STEPS: usize = 4096;
-use super::Params;
-use crate::config::{Model, Readout};
-use crate::error::Result;
 
 enum FrontEnd {
     /// weight: [vocab, embedding_dim]
@@ -261,18 +262,9 @@ impl Classifier {
             let top = out.out.as_ref().ok_or_else(|| {
                 candle_core::Error::Msg("streaming: the stack kept no per-step output".into())
             })?;
-            let d = top.dim(2)?;
-            let mask: Vec<u8> = valid
-                .iter()
-                .flat_map(|&v| (0..n).map(move |s| (s < v) as u8))
-                .collect();
-            let mask = Tensor::from_vec(mask, (b, n, 1), device)?.broadcast_as((b, n, d))?;
             let part_acc = match self.readout {
-                Readout::Mean => mask.where_cond(top, &top.zeros_like()?)?.sum(1)?,
-                _ => {
-                    let neg = Tensor::full(f32::NEG_INFINITY, (b, n, d), device)?;
-                    mask.where_cond(top, &neg)?.max(1)?
-                }
+                Readout::Mean => masked(top, &valid, 0.0)?.sum(1)?,
+                _ => masked(top, &valid, f32::NEG_INFINITY)?.max(1)?,
             };
             acc = Some(match (acc, self.readout) {
                 (None, _) => part_acc,
@@ -525,17 +517,21 @@ pub fn readout(
             let n = Tensor::from_vec(n, (b, 1), device)?;
             seq()?.sum(1)?.broadcast_div(&n)?
         }
-        Readout::Max => {
-            let (b, t, d) = seq()?.dims3()?;
-            let mask: Vec<u8> = lengths
-                .iter()
-                .flat_map(|&n| (0..t).map(move |s| (s < n) as u8))
-                .collect();
-            let mask = Tensor::from_vec(mask, (b, t, 1), device)?.broadcast_as((b, t, d))?;
-            let neg = Tensor::full(f32::NEG_INFINITY, (b, t, d), device)?;
-            mask.where_cond(seq()?, &neg)?.max(1)?
-        }
+        Readout::Max => masked(seq()?, lengths, f32::NEG_INFINITY)?.max(1)?,
     })
+}
+
+/// `seq` [batch, steps, width] with every step at or after its row's `valid` count set to
+/// `fill`.
+fn masked(seq: &Tensor, valid: &[usize], fill: f32) -> Result<Tensor> {
+    let (b, t, d) = seq.dims3()?;
+    let mask: Vec<u8> = valid
+        .iter()
+        .flat_map(|&n| (0..t).map(move |s| (s < n) as u8))
+        .collect();
+    let mask = Tensor::from_vec(mask, (b, t, 1), seq.device())?.broadcast_as((b, t, d))?;
+    let fill = Tensor::full(fill, (b, t, d), seq.device())?;
+    Ok(mask.where_cond(seq, &fill)?)
 }
 
 /// Predicted class probabilities: softmax over logits [batch, classes].

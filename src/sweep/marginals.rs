@@ -13,7 +13,7 @@ use plotters::prelude::*;
 
 use super::summary::{Row, Study};
 use super::ValueScale as Scale;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub const MARGINALS_PNG: &str = "marginals.png";
 pub const PARALLEL_PNG: &str = "parallel.png";
@@ -22,10 +22,7 @@ pub const PARALLEL_PNG: &str = "parallel.png";
 /// trials with a metric.
 pub fn draw(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
     let path = root.join(MARGINALS_PNG);
-    let draw_err = |e: String| Error::Checkpoint {
-        path: path.clone(),
-        msg: format!("drawing the plot: {e}"),
-    };
+    let draw_err = crate::log::plots::draw_error(&path);
     let scored: Vec<(&Row, f64)> = rows
         .iter()
         .filter_map(|r| r.metric(study).map(|m| (r, m)))
@@ -153,10 +150,7 @@ pub fn draw(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
 /// Draws `parallel.png` into `root` from the rows with a metric.
 pub fn draw_parallel(root: &Path, study: &Study, rows: &[Row]) -> Result<()> {
     let path = root.join(PARALLEL_PNG);
-    let draw_err = |e: String| Error::Checkpoint {
-        path: path.clone(),
-        msg: format!("drawing the plot: {e}"),
-    };
+    let draw_err = crate::log::plots::draw_error(&path);
     let mut scored: Vec<(&Row, f64)> = rows
         .iter()
         .filter_map(|r| r.metric(study).map(|m| (r, m)))

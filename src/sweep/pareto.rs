@@ -11,7 +11,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use super::results::Results;
 use super::summary::{groups, Study};
 use crate::config::Monitor;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 pub const PARETO_PNG: &str = "pareto.png";
 
@@ -90,10 +90,7 @@ pub fn points(results: &Results, cost: Cost) -> Vec<Point> {
 /// `pareto.png` in the sweep folder: every configuration, the frontier in colour and joined.
 pub fn draw(root: &Path, study: &Study, points: &[Point], cost: Cost) -> Result<()> {
     let path = root.join(PARETO_PNG);
-    let draw_err = |e: String| Error::Checkpoint {
-        path: path.clone(),
-        msg: format!("drawing the plot: {e}"),
-    };
+    let draw_err = crate::log::plots::draw_error(&path);
     let (w, h) = (1000u32, 640u32);
     let fold = |f: fn(f64, f64) -> f64, init: f64, get: fn(&Point) -> f64| {
         points.iter().map(get).fold(init, f)
