@@ -217,6 +217,80 @@ fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to submit"));
 }
 
+/// A TPE sweep on Slurm: `sweep.jobs` array tasks, each a slot running `--trial next`, ask
+/// and run the configurations between them through the sweep folder until `trials` are done.
+#[test]
+fn a_tpe_sweep_on_slurm_runs_its_trials_in_slots_each_once() {
+    if let Err(why) = slurm_up() {
+        return skip(
+            "a_tpe_sweep_on_slurm_runs_its_trials_in_slots_each_once",
+            &why,
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("rnnlab-slurm-tpe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = env!("CARGO_BIN_EXE_run-exp");
+    let file = dir.join("t.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[experiment]\nname = \"tpe\"\nout_dir = {:?}\nthreads = 1\n[data]\nnum_train = 640\nnum_valid = 64\nnum_test = 64\n\
+             [model]\nembedding_dim = 8\nhidden_size = 16\n[train]\nepochs = 2\n[log]\nprogress = false\n\
+             [sweep]\nmethod = \"tpe\"\ntrials = 5\njobs = 2\n[sweep.axes]\n\"train.lr\" = {{ log_uniform = [1e-3, 1e-1] }}\n",
+            dir.join("results")
+        ),
+    )
+    .unwrap();
+    let o = Command::new(bin)
+        .arg(&file)
+        .args(["--slurm", "--cpus-per-task", "1", "--time", "5:00"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let root = dir.join("results/tpe");
+    let script = std::fs::read_to_string(root.join("sweep.sbatch")).unwrap();
+    assert!(
+        script.contains("#SBATCH --array=0-1") && script.contains("--trial next"),
+        "{script}"
+    );
+    let wait = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/wait-array.sh");
+    let w = Command::new("bash").arg(&wait).arg(&job).output().unwrap();
+    assert!(
+        w.status.success(),
+        "array {job}: {}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    let s = Command::new(bin)
+        .args(["summarize", root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = format!("t{n:04}");
+        let rec: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root.join(&id).join("trial.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rec["status"], "completed", "{rec}");
+        assert_eq!(rec["attempts"], 1, "{rec}");
+        ids.push(id);
+    }
+    assert!(!root.join("t0005").exists());
+    let csv = std::fs::read_to_string(root.join("summary.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 6, "{csv}");
+    // Resubmitting a finished TPE sweep submits nothing.
+    let o = Command::new(bin)
+        .arg(&file)
+        .arg("--slurm")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to submit"));
+}
+
 #[test]
 fn features_submitted_with_slurm_run_as_shards_and_a_rerun_computes_nothing() {
     let name = "features_submitted_with_slurm_run_as_shards_and_a_rerun_computes_nothing";

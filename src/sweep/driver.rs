@@ -46,7 +46,7 @@ struct Running {
     started: Instant,
 }
 
-pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
+pub fn run(plan: &mut Plan, stop: &Stop) -> Result<Outcome> {
     // Every check first: nothing is written before they pass.
     check_folder(plan)?;
     let jobs = plan.sweep.jobs.unwrap_or_else(default_jobs).max(1);
@@ -87,10 +87,19 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
     }
     std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
     summary::write_plan(plan)?;
+    let tpe = plan.sweep.method == crate::config::SweepMethod::Tpe;
     crate::say!(
-        "sweep {}: {} trials, {} final already, {} to run here{} ({} at a time, {} thread{} each){}",
+        "sweep {}: {} trials{}, {} final already, {} to run here{} ({} at a time, {} thread{} each){}",
         plan.root.display(),
-        plan.trials.len(),
+        plan.total(),
+        if tpe {
+            format!(
+                " ({} asked so far; TPE asks the rest one at a time from the results)",
+                plan.trials.len()
+            )
+        } else {
+            String::new()
+        },
         done,
         queue.len(),
         if continued > 0 {
@@ -119,6 +128,7 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
     let mut table_secs: Vec<f64> = Vec::new();
     let mut forwarded = false;
     let mut last_poll = Instant::now();
+    let mut asking = tpe;
     update_bar(&bar, plan, &results, &running, &elsewhere, &durations, jobs);
     loop {
         if let Some(sig) = stop.requested() {
@@ -139,7 +149,31 @@ pub fn run(plan: &Plan, stop: &Stop) -> Result<Outcome> {
         } else {
             let before = running.len();
             while running.len() < jobs {
-                let Some(id) = queue.pop_front() else { break };
+                let Some(id) = queue.pop_front() else {
+                    // TPE: the next configuration, from every result recorded so far.
+                    if !asking {
+                        break;
+                    }
+                    let asked = super::ask::ask(plan)?;
+                    results.sync(plan)?;
+                    asking = !asked.is_empty();
+                    // Trials other slots asked meanwhile: theirs to run, waited for here
+                    // (and run here if their process is gone) so the last tables hold them.
+                    for row in results.rows() {
+                        let id = &row.trial;
+                        let ours = asked.contains(id)
+                            || running.iter().any(|r| &r.id == id)
+                            || queue.contains(id)
+                            || elsewhere.contains(id);
+                        let open =
+                            matches!(row.status, TrialStatus::Pending | TrialStatus::Running);
+                        if !ours && open {
+                            elsewhere.push(id.clone());
+                        }
+                    }
+                    queue.extend(asked);
+                    continue;
+                };
                 running.push(spawn(plan, &id, threads)?);
             }
             if running.len() != before {
@@ -430,7 +464,7 @@ fn update_bar(
     // A completed trial waiting to be continued to a raised budget is not done yet.
     let finals = rows.iter().filter(|r| r.is_final()).count();
     let failed = count(TrialStatus::Failed);
-    let remaining = plan.trials.len().saturating_sub(finals + failed);
+    let remaining = plan.total().saturating_sub(finals + failed);
     let best = results.best_so_far();
     let eta = if durations.is_empty() {
         "ETA -".to_string()
@@ -445,7 +479,7 @@ fn update_bar(
     let metric = plan.sweep.metric.key();
     bar.set_message(format!(
         "trials {finals}/{} done ({failed} failed, {} diverged, {} pruned), {} running{} | best {metric} {} | {eta}",
-        plan.trials.len(),
+        plan.total(),
         count(TrialStatus::Diverged),
         count(TrialStatus::Pruned),
         running.len(),

@@ -6,6 +6,8 @@
 //! (`trial.rs`) by the local driver (`driver.rs`) or a Slurm array (`slurm.rs`), and gathered
 //! into tables, a plot and TensorBoard's HParams data (`summary.rs`).
 
+pub mod ask;
+pub mod axis;
 pub mod driver;
 pub mod halving;
 pub mod importance;
@@ -23,184 +25,13 @@ pub mod trial;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
+
+pub use axis::{number, Axis, Domain, ValueScale};
 
 use crate::config::{locate_parts, Config, Override, Sweep, SweepMethod};
 use crate::error::{Error, Result};
 use record::Budget;
-
-/// One axis of `[sweep.axes]`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Axis {
-    /// A list: every value (grid), or a uniform choice (random / halving).
-    Values(Vec<toml::Value>),
-    /// `{ log_uniform = [lo, hi] }`: exp of a uniform draw in [ln lo, ln hi].
-    LogUniform(f64, f64),
-    /// `{ uniform = [lo, hi] }`.
-    Uniform(f64, f64),
-    /// `{ int_range = [lo, hi] }`, both ends included.
-    IntRange(i64, i64),
-    /// `{ choice = [...] }`: a uniform choice.
-    Choice(Vec<toml::Value>),
-}
-
-impl Axis {
-    fn parse(v: &toml::Value) -> std::result::Result<Axis, String> {
-        const FORMS: &str = "expected a list of values, or { log_uniform = [lo, hi] }, { uniform = [lo, hi] }, { int_range = [lo, hi] }, { choice = [...] }";
-        let pair = |v: &toml::Value| -> Option<(f64, f64)> {
-            let a = v.as_array()?;
-            let num = |x: &toml::Value| x.as_float().or_else(|| x.as_integer().map(|i| i as f64));
-            match a.as_slice() {
-                [lo, hi] => Some((num(lo)?, num(hi)?)),
-                _ => None,
-            }
-        };
-        match v {
-            toml::Value::Array(vs) if vs.is_empty() => Err("an empty list gives no trials".into()),
-            toml::Value::Array(vs) => Ok(Axis::Values(vs.clone())),
-            toml::Value::Table(t) if t.len() == 1 => {
-                let (kind, arg) = t.iter().next().ok_or_else(|| FORMS.to_string())?;
-                match kind.as_str() {
-                    "log_uniform" => match pair(arg) {
-                        Some((lo, hi)) if lo > 0.0 && lo < hi && hi.is_finite() => {
-                            Ok(Axis::LogUniform(lo, hi))
-                        }
-                        _ => Err("log_uniform needs [lo, hi] with 0 < lo < hi".into()),
-                    },
-                    "uniform" => match pair(arg) {
-                        Some((lo, hi)) if lo < hi && lo.is_finite() && hi.is_finite() => {
-                            Ok(Axis::Uniform(lo, hi))
-                        }
-                        _ => Err("uniform needs [lo, hi] with lo < hi".into()),
-                    },
-                    "int_range" => match arg.as_array().map(|a| a.as_slice()) {
-                        Some([lo, hi]) => match (lo.as_integer(), hi.as_integer()) {
-                            (Some(lo), Some(hi)) if lo <= hi => Ok(Axis::IntRange(lo, hi)),
-                            _ => Err("int_range needs [lo, hi], integers with lo <= hi".into()),
-                        },
-                        _ => Err("int_range needs [lo, hi], integers with lo <= hi".into()),
-                    },
-                    "choice" => match arg.as_array() {
-                        Some(vs) if !vs.is_empty() => Ok(Axis::Choice(vs.clone())),
-                        _ => Err("choice needs a non-empty list".into()),
-                    },
-                    other => Err(format!("unknown distribution \"{other}\"; {FORMS}")),
-                }
-            }
-            _ => Err(FORMS.into()),
-        }
-    }
-
-    fn is_distribution(&self) -> bool {
-        !matches!(self, Axis::Values(_))
-    }
-
-    /// The values that stand for the axis when it is checked: every listed value, the ends of
-    /// a range.
-    fn probes(&self) -> Vec<toml::Value> {
-        match self {
-            Axis::Values(vs) | Axis::Choice(vs) => vs.clone(),
-            Axis::LogUniform(lo, hi) | Axis::Uniform(lo, hi) => {
-                vec![toml::Value::Float(*lo), toml::Value::Float(*hi)]
-            }
-            Axis::IntRange(lo, hi) => vec![toml::Value::Integer(*lo), toml::Value::Integer(*hi)],
-        }
-    }
-
-    fn sample(&self, rng: &mut impl Rng) -> toml::Value {
-        match self {
-            Axis::Values(vs) | Axis::Choice(vs) => vs[rng.random_range(0..vs.len())].clone(),
-            Axis::LogUniform(lo, hi) => {
-                toml::Value::Float(round_sig(rng.random_range(lo.ln()..=hi.ln()).exp()))
-            }
-            Axis::Uniform(lo, hi) => toml::Value::Float(round_sig(rng.random_range(*lo..=*hi))),
-            Axis::IntRange(lo, hi) => toml::Value::Integer(rng.random_range(*lo..=*hi)),
-        }
-    }
-
-    /// How the HParams tab describes the axis: its discrete values, or an interval.
-    pub fn domain(&self) -> Domain {
-        match self {
-            Axis::Values(vs) | Axis::Choice(vs) => Domain::Discrete(vs.clone()),
-            Axis::LogUniform(lo, hi) | Axis::Uniform(lo, hi) => Domain::Interval(*lo, *hi),
-            Axis::IntRange(lo, hi) => Domain::Interval(*lo as f64, *hi as f64),
-        }
-    }
-}
-
-pub enum Domain {
-    Discrete(Vec<toml::Value>),
-    Interval(f64, f64),
-}
-
-pub fn number(v: &toml::Value) -> Option<f64> {
-    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
-}
-
-/// How an axis's observed values are read (importance, the sweep's pictures): a numeric axis
-/// with more than 5 values is continuous, on a log scale when its values span a factor of 10;
-/// a list or a choice is one position per value (numbers in order).
-pub enum ValueScale {
-    Linear,
-    Log,
-    Categories(Vec<toml::Value>),
-}
-
-impl ValueScale {
-    pub fn of(values: &[&toml::Value]) -> ValueScale {
-        let mut distinct: Vec<&toml::Value> = Vec::new();
-        for v in values {
-            if !distinct.contains(v) {
-                distinct.push(v);
-            }
-        }
-        let nums: Option<Vec<f64>> = values.iter().map(|v| number(v)).collect();
-        match nums {
-            Some(xs) if distinct.len() > 5 => {
-                let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                if lo > 0.0 && hi / lo >= 10.0 {
-                    ValueScale::Log
-                } else {
-                    ValueScale::Linear
-                }
-            }
-            _ => {
-                let mut cats: Vec<toml::Value> = distinct.into_iter().cloned().collect();
-                if cats.iter().all(|v| number(v).is_some()) {
-                    cats.sort_by(|a, b| {
-                        number(a)
-                            .unwrap_or(0.0)
-                            .total_cmp(&number(b).unwrap_or(0.0))
-                    });
-                }
-                ValueScale::Categories(cats)
-            }
-        }
-    }
-
-    /// The value's position: itself, its log10, or its category's index.
-    pub fn x(&self, v: &toml::Value) -> Option<f64> {
-        match self {
-            ValueScale::Linear => number(v),
-            ValueScale::Log => number(v).filter(|x| *x > 0.0).map(f64::log10),
-            ValueScale::Categories(cats) => cats.iter().position(|c| c == v).map(|i| i as f64),
-        }
-    }
-
-    pub fn describe(&self, axis: &str) -> String {
-        match self {
-            ValueScale::Log => format!("log10 {axis}"),
-            _ => axis.to_string(),
-        }
-    }
-}
-
-/// 4 significant digits: sampled values read well in tables and hash the same on every
-/// machine.
-fn round_sig(x: f64) -> f64 {
-    format!("{x:.3e}").parse().unwrap_or(x)
-}
 
 /// One trial: a configuration (axis values) and a seed.
 #[derive(Debug, Clone)]
@@ -284,6 +115,8 @@ fn legacy_id(values: &[(String, toml::Value)], seed: u64) -> String {
 pub enum Check<'a> {
     All,
     Only(&'a str),
+    /// None: the ids and values are enough.
+    Nothing,
 }
 
 /// A sweep file expanded and checked.
@@ -326,7 +159,7 @@ impl Plan {
             key: parts.join("."),
             msg,
         };
-        let multi = matches!(sweep.method, SweepMethod::Random | SweepMethod::Halving);
+        let multi = sweep.samples();
         let seeds = if sweep.seeds.is_empty() {
             vec![base.experiment.seed]
         } else {
@@ -354,7 +187,7 @@ impl Plan {
             if axis.is_distribution() && !multi {
                 return Err(bad(
                     &here,
-                    "a distribution needs method = \"random\" or \"halving\"; a grid axis is a list of values".into(),
+                    "a distribution needs method = \"random\", \"halving\" or \"tpe\"; a grid axis is a list of values".into(),
                 ));
             }
             for v in axis.probes() {
@@ -382,6 +215,8 @@ impl Plan {
             SweepMethod::Random | SweepMethod::Halving => {
                 sample(&axes, sweep.trials.unwrap_or(1), sweep.seed)
             }
+            // Asked one at a time as results arrive: the trials are those asked so far.
+            SweepMethod::Tpe => Vec::new(),
         };
         let root = std::path::absolute(base.experiment.out_dir.join(&base.experiment.name))
             .map_err(|e| Error::io(&base.experiment.out_dir, e))?;
@@ -426,26 +261,61 @@ impl Plan {
                         msg: format!("trials {other} and {described} hash to the same id {id}"),
                     });
                 }
-                let mut trial = Trial {
-                    id,
-                    values: values.clone(),
-                    seed,
-                    budget: Budget::of(&plan.base),
-                    config_hash: None,
-                };
-                let build = match check {
-                    Check::All => true,
-                    Check::Only(want) => trial.id == want,
-                };
-                if build {
-                    let config = plan.config(&trial)?;
-                    trial.budget = Budget::of(&config);
-                    trial.config_hash = Some(text_hash(&config.with_absolute_paths().to_toml()));
-                }
+                let trial = plan.built(id, values.clone(), seed, check)?;
                 plan.trials.push(trial);
             }
         }
+        if plan.sweep.method == SweepMethod::Tpe {
+            plan.trials = ask::registered(&plan, check)?;
+        }
         Ok(plan)
+    }
+
+    /// A trial with its budget and config hash, its whole config built and checked when
+    /// `check` asks for it.
+    fn built(
+        &self,
+        id: String,
+        values: Vec<(String, toml::Value)>,
+        seed: u64,
+        check: Check,
+    ) -> Result<Trial> {
+        let mut trial = Trial {
+            id,
+            values,
+            seed,
+            budget: Budget::of(&self.base),
+            config_hash: None,
+        };
+        let build = match check {
+            Check::All => true,
+            Check::Only(want) => trial.id == want,
+            Check::Nothing => false,
+        };
+        if build {
+            let config = self.config(&trial)?;
+            trial.budget = Budget::of(&config);
+            trial.config_hash = Some(text_hash(&config.with_absolute_paths().to_toml()));
+        }
+        Ok(trial)
+    }
+
+    /// Trials the sweep runs when it is done: every one planned, or for TPE `trials`
+    /// configurations times the seeds.
+    pub fn total(&self) -> usize {
+        match self.sweep.method {
+            SweepMethod::Tpe => self.sweep.trials.unwrap_or(0) * self.seed_list().len(),
+            _ => self.trials.len(),
+        }
+    }
+
+    /// `sweep.seeds`, or the base config's seed.
+    pub fn seed_list(&self) -> Vec<u64> {
+        if self.sweep.seeds.is_empty() {
+            vec![self.base.experiment.seed]
+        } else {
+            self.sweep.seeds.clone()
+        }
     }
 
     /// A trial's whole config: the base with its values and seed applied (no `[sweep]`),
@@ -504,6 +374,17 @@ impl Plan {
             self.seeds().len(),
             self.root.display()
         );
+        if self.sweep.method == SweepMethod::Tpe {
+            s = format!(
+                "{}: tpe sweep, {} trials ({} configurations x {} seeds) into {}; {} asked so far, the rest are drawn one at a time from the results as they arrive\n",
+                self.file.display(),
+                self.total(),
+                self.sweep.trials.unwrap_or(0),
+                self.seed_list().len(),
+                self.root.display(),
+                self.trials.len()
+            );
+        }
         for t in &self.trials {
             s += &format!("{}  {}\n", t.id, t.describe());
         }
@@ -723,6 +604,34 @@ mod tests {
         assert_eq!(ids(&more)[..8], ids(&a)[..]);
         let other = plan(&text.replace("seed = 7", "seed = 8"), &[]).unwrap();
         assert_ne!(ids(&other), ids(&a));
+    }
+
+    #[test]
+    fn tpe_and_prune_settings_are_checked_and_a_fresh_tpe_sweep_has_asked_nothing() {
+        let text = "[train]\nepochs = 9\n[sweep]\nmethod = \"tpe\"\ntrials = 20\nseeds = [0, 1]\nprune = \"halving\"\nmin_epochs = 1\n[experiment]\nout_dir = \"/nonexistent/rnnlab\"\n[sweep.axes]\n\"train.lr\" = { log_uniform = [1e-4, 1e-1] }\n";
+        let p = plan(text, &[]).unwrap();
+        assert!(p.trials.is_empty() && p.sweep.prunes());
+        assert_eq!(p.total(), 40);
+        assert!(p
+            .describe()
+            .contains("40 trials (20 configurations x 2 seeds)"));
+        let m = err(plan(&text.replace("trials = 20\n", ""), &[]));
+        assert!(m.contains("sweep.trials") && m.contains("tpe"), "{m}");
+        let m = err(plan(&text.replace("\"tpe\"", "\"halving\""), &[]));
+        assert!(
+            m.contains("sweep.prune") && m.contains("prunes already"),
+            "{m}"
+        );
+        let m = err(plan(&text.replace("min_epochs = 1", "min_epochs = 9"), &[]));
+        assert!(m.contains("sweep.min_epochs"), "{m}");
+        let m = err(plan(
+            &text.replace("\"halving\"\nmin", "\"median\"\nmin"),
+            &[],
+        ));
+        assert!(
+            m.contains("sweep.prune") && m.contains("unknown variant"),
+            "{m}"
+        );
     }
 
     /// A `--trial` process builds only its own trial's config (the driver checked them all):

@@ -75,6 +75,19 @@ impl Results {
         self.at.get(id).map(|&i| &self.rows[i])
     }
 
+    /// Adds the rows of trials asked since (a TPE sweep grows as it runs).
+    pub fn sync(&mut self, plan: &Plan) -> Result<()> {
+        for t in Study::of(plan).trials {
+            if !self.at.contains_key(&t.id) {
+                let r = row(&self.root, &self.study, &t)?;
+                self.at.insert(t.id.clone(), self.rows.len());
+                self.rows.push(r);
+                self.study.trials.push(t);
+            }
+        }
+        Ok(())
+    }
+
     /// Reads one trial's row again (it has just ended, or changed).
     pub fn refresh(&mut self, id: &str) -> Result<()> {
         let Some(&i) = self.at.get(id) else {

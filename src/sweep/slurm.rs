@@ -3,18 +3,23 @@
 //! directory the sweep was submitted from, and submits it with `sbatch`. A task that Slurm
 //! stops (time limit, preemption: SIGTERM first, by `--signal`) checkpoints; a requeued or
 //! resubmitted task resumes it. Halving needs no coordinator: each task does its own rungs
-//! against the values the other trial folders hold. `run-exp summarize` gathers the results.
+//! against the values the other trial folders hold. A TPE sweep's tasks are slots running
+//! `--trial next`, asking configurations through the sweep folder (`ask.rs`). `run-exp
+//! summarize` gathers the results.
 
 use std::path::PathBuf;
 
 use super::record;
 use super::{summary, Plan};
+use crate::config::SweepMethod;
 use crate::error::{Error, Result};
 
 pub use crate::slurm::SlurmOptions;
 use crate::slurm::{header, quote, sbatch};
 
-/// The script for the trials still to run (None: every trial is final already).
+/// The script for the trials still to run (None: every trial is final already). A TPE sweep's
+/// tasks are slots: each runs `--trial next` (the trials not final, then newly asked ones)
+/// until `trials` configurations are asked and run; `sweep.jobs` tasks, or one per trial left.
 pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)>> {
     // Not final: no record, an unreadable one (the task sets it aside), or a completed trial
     // under a raised budget.
@@ -27,21 +32,31 @@ pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)
         })
         .map(|t| t.id.clone())
         .collect();
-    if ids.is_empty() {
+    let slots = (plan.sweep.method == SweepMethod::Tpe).then(|| {
+        let left = ids.len() + plan.total().saturating_sub(plan.trials.len());
+        plan.sweep.jobs.unwrap_or(left).min(left)
+    });
+    let tasks = slots.unwrap_or(ids.len());
+    if tasks == 0 {
         return Ok(None);
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("run-exp", e))?;
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     let mut s = header(
-        &format!("{} trials of {}", ids.len(), plan.file.display()),
+        &match slots {
+            Some(n) => format!("{n} slots running the trials of {}", plan.file.display()),
+            None => format!("{} trials of {}", ids.len(), plan.file.display()),
+        },
         &plan.base.experiment.name,
-        ids.len(),
+        tasks,
         &plan.root.join("slurm"),
         opts,
     );
     let q = quote;
     s += &format!("cd {}\n", q(&cwd.display().to_string()));
-    s += &format!("ids=({})\n", ids.join(" "));
+    if slots.is_none() {
+        s += &format!("ids=({})\n", ids.join(" "));
+    }
     let mut cmd = format!(
         "exec {} {}",
         q(&exe.display().to_string()),
@@ -56,9 +71,12 @@ pub fn script(plan: &Plan, opts: &SlurmOptions) -> Result<Option<(String, usize)
             .map_or("${SLURM_CPUS_PER_TASK:-1}".to_string(), |c| c.to_string());
         cmd += &format!(" --set experiment.threads={threads}");
     }
-    cmd += " --trial \"${ids[$SLURM_ARRAY_TASK_ID]}\"\n";
+    cmd += match slots {
+        Some(_) => " --trial next\n",
+        None => " --trial \"${ids[$SLURM_ARRAY_TASK_ID]}\"\n",
+    };
     s += &cmd;
-    Ok(Some((s, ids.len())))
+    Ok(Some((s, tasks)))
 }
 
 /// Writes `<root>/sweep.sbatch` and submits it (unless `no_submit`); returns the script's path

@@ -92,11 +92,16 @@ impl Study {
     }
 }
 
+/// Writes `sweep.json` (the plan's trials; a TPE sweep rewrites it as trials are asked).
+pub fn write_study(plan: &Plan) -> Result<()> {
+    std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
+    checkpoint::save_json(&plan.root.join(SWEEP_JSON), &Study::of(plan))
+}
+
 /// Writes `sweep.json` and the HParams experiment (every axis with its domain, the seed, the
 /// metrics) into the sweep's root.
 pub fn write_plan(plan: &Plan) -> Result<()> {
-    std::fs::create_dir_all(&plan.root).map_err(|e| Error::io(&plan.root, e))?;
-    checkpoint::save_json(&plan.root.join(SWEEP_JSON), &Study::of(plan))?;
+    write_study(plan)?;
     let mut infos: Vec<hparams::HParamInfo> = plan
         .axes
         .iter()
@@ -121,7 +126,7 @@ pub fn write_plan(plan: &Plan) -> Result<()> {
         })
         .collect();
     let seeds: Vec<toml::Value> = plan
-        .seeds()
+        .seed_list()
         .iter()
         .map(|&s| toml::Value::Integer(s as i64))
         .collect();

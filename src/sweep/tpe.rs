@@ -13,7 +13,8 @@
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
-use super::{round_sig, Axis};
+use super::axis::round_sig;
+use super::Axis;
 
 /// One finished (or, under the constant liar, running) trial: its value on every axis, in the
 /// sweep's axis order, and its loss (lower is better: the metric, negated for an accuracy).

@@ -31,13 +31,50 @@ pub enum Outcome {
 /// Claims and runs one trial. Errors before training (bad input) are returned, and recorded as
 /// `failed` when the trial had been claimed.
 pub fn run(plan: &Plan, id: &str, stop: &Stop) -> Result<Outcome> {
-    let trial = plan.trial(id)?;
+    plan.trial(id)?;
     let dir = plan.trial_dir(id);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let _claim = match crate::fsutil::lock_stamped(&dir.join(CLAIM))? {
-        Ok(f) => f,
-        Err(holder) => return Ok(Outcome::Busy(holder)),
-    };
+    match crate::fsutil::lock_stamped(&dir.join(CLAIM))? {
+        Ok(claim) => run_claimed(plan, id, claim, stop),
+        Err(holder) => Ok(Outcome::Busy(holder)),
+    }
+}
+
+/// How a slot (`--trial next`) ended: the trials it ran, by status.
+#[derive(Debug, Default)]
+pub struct Slot {
+    pub ran: Vec<(String, TrialStatus)>,
+}
+
+/// `--trial next`: runs trials in this process, one after another — those not final and not
+/// held elsewhere, then (TPE) newly asked ones — until none is left or a signal stops it. A
+/// trial whose input is bad is recorded failed and the slot goes on to the next.
+pub fn run_next(plan: &mut Plan, stop: &Stop) -> Result<Slot> {
+    let mut slot = Slot::default();
+    let mut tried = std::collections::BTreeSet::new();
+    while stop.requested().is_none() {
+        let Some((id, claim)) = super::ask::next(plan, &tried)? else {
+            break;
+        };
+        tried.insert(id.clone());
+        let status = match run_claimed(plan, &id, claim, stop) {
+            Ok(Outcome::Ran(s) | Outcome::AlreadyFinal(s)) => s,
+            Ok(Outcome::Busy(_)) => continue,
+            Err(e) => {
+                crate::say!("trial {id}: {e:#}");
+                TrialStatus::Failed
+            }
+        };
+        crate::say!("trial {id}: {}", status.name());
+        slot.ran.push((id, status));
+    }
+    Ok(slot)
+}
+
+/// Runs one trial whose claim this process holds (dropped when it ends).
+pub fn run_claimed(plan: &Plan, id: &str, _claim: std::fs::File, stop: &Stop) -> Result<Outcome> {
+    let trial = plan.trial(id)?;
+    let dir = plan.trial_dir(id);
     // Read again under the claim: another process may have finished it a moment ago. A record
     // that cannot be read (a disk that filled up, a hand edit) is set aside and the trial runs
     // again, from its last checkpoint if it has one.
@@ -142,9 +179,10 @@ fn train_trial(
 ) -> Result<(TrialStatus, Option<Summary>)> {
     let base = plan.config(trial)?;
     let epochs = base.train.epochs;
-    let budgets = match plan.sweep.method {
-        SweepMethod::Halving => halving::budgets(plan.sweep.min_epochs, plan.sweep.eta, epochs),
-        _ => vec![epochs],
+    let budgets = if plan.sweep.prunes() {
+        halving::budgets(plan.sweep.min_epochs, plan.sweep.eta, epochs)
+    } else {
+        vec![epochs]
     };
     let maximize = plan.sweep.metric == Monitor::ValAcc;
     let mut last = None;
@@ -228,11 +266,19 @@ fn open(dir: &Path, config: Config, id: &str) -> Result<crate::run_folder::Ready
     }
 }
 
-/// Every value recorded at rung `k` by the plan's trials.
+/// Every value recorded at rung `k` by the plan's trials (for TPE, every trial asked so far).
 fn rung_values(plan: &Plan, k: usize) -> Result<Vec<f64>> {
+    let ids: Vec<String> = if plan.sweep.method == SweepMethod::Tpe {
+        super::ask::registered(plan, super::Check::Nothing)?
+            .into_iter()
+            .map(|t| t.id)
+            .collect()
+    } else {
+        plan.trials.iter().map(|t| t.id.clone()).collect()
+    };
     let mut out = Vec::new();
-    for t in &plan.trials {
-        if let Some(r) = Record::read(&plan.trial_dir(&t.id))? {
+    for id in ids {
+        if let Some(r) = Record::read(&plan.trial_dir(&id))? {
             out.extend(r.rungs.iter().filter(|r| r.rung == k).map(|r| r.value));
         }
     }

@@ -49,7 +49,9 @@ struct Cli {
     /// Continue a run folder from its last checkpoint.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
-    /// Sweep files: run only this trial (its id from --dry-run), in this process.
+    /// Sweep files: run only this trial (its id from --dry-run), in this process; `next`: run
+    /// the trials not final and not held elsewhere, then (TPE) newly asked ones, one after
+    /// another until none is left (what a Slurm task of a TPE sweep runs).
     #[arg(long, value_name = "ID")]
     trial: Option<String>,
     #[command(flatten)]

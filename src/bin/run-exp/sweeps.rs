@@ -10,11 +10,12 @@ use crate::{emit, fail, trial_exit, Cli, FAILED};
 /// Runs a sweep file: the dry run, one trial, a Slurm submission, or the whole sweep here.
 pub fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
     // A trial process builds its own trial's config only (the driver checked them all).
-    let check = match &cli.trial {
+    let check = match cli.trial.as_deref() {
+        Some(sweep::ask::NEXT) => sweep::Check::Nothing,
         Some(id) => sweep::Check::Only(id),
         None => sweep::Check::All,
     };
-    let plan = match sweep::Plan::load(file, &cli.set, check) {
+    let mut plan = match sweep::Plan::load(file, &cli.set, check) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
@@ -22,6 +23,26 @@ pub fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
         return emit(plan.describe().trim_end())
             .err()
             .unwrap_or(ExitCode::SUCCESS);
+    }
+    if cli.trial.as_deref() == Some(sweep::ask::NEXT) {
+        return match sweep::trial::run_next(&mut plan, stop) {
+            Ok(slot) => {
+                let failed = slot.ran.iter().any(|(_, s)| *s == TrialStatus::Failed);
+                rnnlab::say!(
+                    "sweep {}: this slot ran {} trial(s); nothing is left to run or ask here",
+                    plan.root.display(),
+                    slot.ran.len()
+                );
+                if let Some(sig) = stop.requested() {
+                    ExitCode::from(Stop::exit_code(sig))
+                } else if failed {
+                    ExitCode::from(FAILED)
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => fail(e),
+        };
     }
     if let Some(id) = &cli.trial {
         return match sweep::trial::run(&plan, id, stop) {
@@ -66,7 +87,7 @@ pub fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
             Err(e) => fail(e),
         };
     }
-    match sweep::driver::run(&plan, stop) {
+    match sweep::driver::run(&mut plan, stop) {
         Ok(out) => {
             // The tables are on disk too: a closed stdout does not change the exit code.
             let _ = emit(out.text.trim_end());
