@@ -238,3 +238,33 @@ fn kill_9_of_a_two_job_tpe_sweep_then_two_slots_run_every_trial_once() {
     groups.dedup();
     assert_eq!(groups.len(), 6);
 }
+
+/// A combination the config refuses (chrono gate biases on an rnn cell) is drawn again: the
+/// three feasible configurations of a four-point space, each once.
+#[test]
+fn a_combination_the_config_refuses_is_drawn_again() {
+    let dir = temp_dir("refused");
+    let file = sweep_file(&dir, "r", "num_train = 320", "epochs = 1", "trials = 3\njobs = 1");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let i = text.find("\"train.lr\"").unwrap();
+    let text = format!(
+        "{}\"model.cell\" = {{ choice = [\"rnn\", \"gru\"] }}\n\"model.init_gate_bias\" = {{ choice = [\"default\", \"chrono\"] }}\n",
+        &text[..i]
+    );
+    std::fs::write(&file, text).unwrap();
+    let o = run_exp_env(&[file.to_str().unwrap()], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut groups: Vec<String> = records(&dir.join("results/r"))
+        .values()
+        .map(|r| r["group"].as_str().unwrap().to_string())
+        .collect();
+    groups.sort();
+    assert_eq!(
+        groups,
+        [
+            "model.cell=\"gru\" model.init_gate_bias=\"chrono\"",
+            "model.cell=\"gru\" model.init_gate_bias=\"default\"",
+            "model.cell=\"rnn\" model.init_gate_bias=\"default\"",
+        ]
+    );
+}

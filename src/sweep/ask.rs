@@ -209,22 +209,48 @@ fn ask_locked(plan: &mut Plan) -> Result<Vec<String>> {
     }
     let n = asked.last().map_or(0, |m| m + 1);
     let axes: Vec<super::Axis> = plan.axes.iter().map(|(_, a)| a.clone()).collect();
-    let drawn = Tpe::default().ask(&axes, &history(plan, &recs)?, plan.sweep.seed, n as u64);
-    let values: Vec<(String, toml::Value)> = plan
-        .axes
-        .iter()
-        .map(|(k, _)| k.clone())
-        .zip(drawn)
-        .collect();
+    let history = history(plan, &recs)?;
     let seeds = plan.seed_list();
+    // A combination the config refuses (e.g. chrono gate biases on an rnn cell) is drawn
+    // again, from a generator that is still a function of (sweep.seed, n); the refusal is
+    // the error once every try has met one.
+    let mut tries = 0u64;
+    let trials = loop {
+        let index = n as u64 + (tries << 32);
+        let drawn = Tpe::default().ask(&axes, &history, plan.sweep.seed, index);
+        let values: Vec<(String, toml::Value)> = plan
+            .axes
+            .iter()
+            .map(|(k, _)| k.clone())
+            .zip(drawn)
+            .collect();
+        let built: Result<Vec<Trial>> = seeds
+            .iter()
+            .map(|&seed| {
+                plan.built(
+                    trial_id(n, seed, seeds.len()),
+                    values.clone(),
+                    seed,
+                    Check::All,
+                )
+            })
+            .collect();
+        match built {
+            Ok(t) => break t,
+            Err(e @ Error::Config { .. }) if tries + 1 >= INFEASIBLE_TRIES => return Err(e),
+            Err(Error::Config { .. }) => tries += 1,
+            Err(e) => return Err(e),
+        }
+    };
+    if tries > 0 {
+        crate::say!(
+            "sweep {}: configuration {n} drawn {} times: the config refused {tries} combination(s) of the axes",
+            plan.root.display(),
+            tries + 1
+        );
+    }
     let mut ids = Vec::new();
-    for &seed in &seeds {
-        let trial = plan.built(
-            trial_id(n, seed, seeds.len()),
-            values.clone(),
-            seed,
-            Check::All,
-        )?;
+    for trial in trials {
         record_new(&plan.trial_dir(&trial.id), &Record::new(&trial))?;
         ids.push(trial.id.clone());
         plan.trials.push(trial);
@@ -232,6 +258,9 @@ fn ask_locked(plan: &mut Plan) -> Result<Vec<String>> {
     summary::write_study(plan)?;
     Ok(ids)
 }
+
+/// Draws of one configuration before a combination the config refuses is the sweep's error.
+const INFEASIBLE_TRIES: u64 = 100;
 
 /// The trial's folder with its pending record, made whole under a temporary name, then renamed.
 fn record_new(dir: &Path, rec: &Record) -> Result<()> {
