@@ -791,3 +791,38 @@ fn a_raised_budget_leaves_trials_that_ended_by_another_limit() {
         assert_eq!(row["n"], "2", "{row:?}");
     }
 }
+
+/// A rebuild while a sweep runs (the binary's file unlinked, as cargo replaces it) does not
+/// stop the sweep: the driver starts every trial from the binary it is running.
+#[test]
+fn a_sweep_goes_on_when_its_binary_is_replaced() {
+    let dir = temp_dir("rebuilt");
+    let file = sweep_file(
+        &dir,
+        "rb",
+        "seeds = [0, 1, 2]\njobs = 1",
+        KILL_AXES,
+        "epochs = 2",
+    );
+    let exe = dir.join("run-exp-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_run-exp"), &exe).unwrap();
+    let root = dir.join("results/rb");
+    let driver = Command::new(&exe)
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the first trial to start", 60, || {
+        root.is_dir() && !records(&root).is_empty()
+    });
+    std::fs::remove_file(&exe).unwrap();
+    let o = driver.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recs = records(&root);
+    assert_eq!(recs.len(), 6);
+    assert!(
+        recs.values().all(|r| r["status"] == "completed"),
+        "{recs:?}"
+    );
+}

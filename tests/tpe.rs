@@ -244,7 +244,13 @@ fn kill_9_of_a_two_job_tpe_sweep_then_two_slots_run_every_trial_once() {
 #[test]
 fn a_combination_the_config_refuses_is_drawn_again() {
     let dir = temp_dir("refused");
-    let file = sweep_file(&dir, "r", "num_train = 320", "epochs = 1", "trials = 3\njobs = 1");
+    let file = sweep_file(
+        &dir,
+        "r",
+        "num_train = 320",
+        "epochs = 1",
+        "trials = 3\njobs = 1",
+    );
     let text = std::fs::read_to_string(&file).unwrap();
     let i = text.find("\"train.lr\"").unwrap();
     let text = format!(

@@ -201,6 +201,16 @@ fn ask_locked(plan: &mut Plan) -> Result<Vec<String>> {
     if plan.sweep.method != SweepMethod::Tpe {
         return Ok(Vec::new());
     }
+    // A slot killed while it recorded a trial left its half-made folder: no slot is asking now.
+    for e in std::fs::read_dir(&plan.root)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().contains(".asking-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     let recs = records(&plan.root)?;
     plan.trials = registered(plan, Check::All)?;
     let asked: BTreeSet<usize> = recs.iter().map(|(n, _)| *n).collect();

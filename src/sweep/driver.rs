@@ -359,8 +359,12 @@ fn spawn(plan: &Plan, id: &str, threads: usize) -> Result<Running> {
         .open(&log_path)
         .map_err(|e| Error::io(&log_path, e))?;
     let err = log.try_clone().map_err(|e| Error::io(&log_path, e))?;
+    // The binary this driver runs, even after a rebuild replaced its file (cargo unlinks the
+    // old one; the path then names the new build, or nothing while it is written): every trial
+    // of a run of the sweep runs the same code, and a rebuild does not stop the sweep.
     let exe = std::env::current_exe().map_err(|e| Error::io("run-exp", e))?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0(exe.to_string_lossy().trim_end_matches(" (deleted)"));
     cmd.arg(&plan.file);
     for s in &plan.sets {
         cmd.arg("--set").arg(s);
