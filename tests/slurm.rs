@@ -85,6 +85,33 @@ fn run_dir(out: &Path) -> PathBuf {
         .path()
 }
 
+/// Submits a sweep file with --slurm, waits for its array and summarizes its folder; returns
+/// the script it wrote.
+fn submit_and_summarize(file: &Path, root: &Path) -> String {
+    let bin = env!("CARGO_BIN_EXE_run-exp");
+    let o = Command::new(bin)
+        .arg(file)
+        .args(["--slurm", "--cpus-per-task", "1", "--time", "5:00"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let script = std::fs::read_to_string(root.join("sweep.sbatch")).unwrap();
+    let wait = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/wait-array.sh");
+    let w = Command::new("bash").arg(&wait).arg(&job).output().unwrap();
+    assert!(
+        w.status.success(),
+        "array {job}: {}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    let s = Command::new(bin)
+        .args(["summarize", root.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    script
+}
+
 #[test]
 fn slurm_sigterm_then_resume_equals_a_straight_run() {
     if let Err(why) = slurm_up() {
@@ -172,31 +199,12 @@ fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
         ),
     )
     .unwrap();
-    let o = Command::new(bin)
-        .arg(&file)
-        .args(["--slurm", "--cpus-per-task", "1", "--time", "5:00"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let root = dir.join("results/arr");
-    let script = std::fs::read_to_string(root.join("sweep.sbatch")).unwrap();
+    let script = submit_and_summarize(&file, &root);
     assert!(
         script.contains("#SBATCH --array=0-2") && script.contains("--trial"),
         "{script}"
     );
-    let wait = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/wait-array.sh");
-    let w = Command::new("bash").arg(&wait).arg(&job).output().unwrap();
-    assert!(
-        w.status.success(),
-        "array {job}: {}",
-        String::from_utf8_lossy(&w.stderr)
-    );
-    let s = Command::new(bin)
-        .args(["summarize", root.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
     let csv = std::fs::read_to_string(root.join("summary.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
     assert_eq!(
@@ -242,31 +250,12 @@ fn a_tpe_sweep_on_slurm_runs_its_trials_in_slots_each_once() {
         ),
     )
     .unwrap();
-    let o = Command::new(bin)
-        .arg(&file)
-        .args(["--slurm", "--cpus-per-task", "1", "--time", "5:00"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let job = String::from_utf8_lossy(&o.stdout).trim().to_string();
     let root = dir.join("results/tpe");
-    let script = std::fs::read_to_string(root.join("sweep.sbatch")).unwrap();
+    let script = submit_and_summarize(&file, &root);
     assert!(
         script.contains("#SBATCH --array=0-1") && script.contains("--trial next"),
         "{script}"
     );
-    let wait = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scripts/wait-array.sh");
-    let w = Command::new("bash").arg(&wait).arg(&job).output().unwrap();
-    assert!(
-        w.status.success(),
-        "array {job}: {}",
-        String::from_utf8_lossy(&w.stderr)
-    );
-    let s = Command::new(bin)
-        .args(["summarize", root.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
     let mut ids = Vec::new();
     for n in 0..5 {
         let id = format!("t{n:04}");

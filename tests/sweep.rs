@@ -4,12 +4,11 @@
 //! once, two sweep processes on one folder, halving, and `train::run` twice in one process.
 
 mod common;
-use common::{run_exp_env, stderr, temp_dir};
+use common::{records, run_exp_env, spawn, stderr, temp_dir, wait_for};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// A small sweep file in `dir`: `axes` and `sweep` lines go under [sweep.axes] / [sweep].
 fn sweep_file(dir: &Path, name: &str, sweep: &str, axes: &str, train: &str) -> PathBuf {
@@ -25,20 +24,6 @@ fn sweep_file(dir: &Path, name: &str, sweep: &str, axes: &str, train: &str) -> P
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn records(root: &Path) -> BTreeMap<String, serde_json::Value> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(root).unwrap() {
-        let p = e.unwrap().path();
-        let r = p.join("trial.json");
-        if r.is_file() {
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&r).unwrap()).unwrap();
-            out.insert(v["id"].as_str().unwrap().to_string(), v);
-        }
-    }
-    out
 }
 
 /// Each trial's metrics rows: no (split, step) twice, epochs 1..=n once each.
@@ -270,26 +255,6 @@ fn a_sweep_records_completed_failed_and_diverged_trials_and_summarizes_them() {
         .iter()
         .filter(|r| r["status"] == "failed")
         .all(|r| r["error"].contains("missing.txt")));
-}
-
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_run-exp"));
-    c.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.spawn().unwrap()
-}
-
-fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn has_checkpoint(root: &Path) -> bool {

@@ -5,12 +5,9 @@
 //! other axes is refused.
 
 mod common;
-use common::{run_exp_env, stderr, temp_dir};
+use common::{records, run_exp_env, spawn, stderr, temp_dir, wait_for};
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use rnnlab::sweep::tpe::{Recorded, Tpe};
 use rnnlab::sweep::Axis;
@@ -31,19 +28,6 @@ fn sweep_file(dir: &Path, name: &str, data: &str, train: &str, sweep: &str) -> P
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn records(root: &Path) -> BTreeMap<String, serde_json::Value> {
-    let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(root).into_iter().flatten() {
-        let r = e.unwrap().path().join("trial.json");
-        if r.is_file() {
-            let v: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&r).unwrap()).unwrap();
-            out.insert(v["id"].as_str().unwrap().to_string(), v);
-        }
-    }
-    out
 }
 
 /// A record's axis values in the file's axis order (lr, hidden size, cell: toml sorts them).
@@ -142,26 +126,6 @@ fn each_configuration_is_the_samplers_ask_from_the_results_before_it_and_reprodu
     );
 }
 
-fn spawn(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_run-exp"))
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Each epoch of a run logged once.
 fn epochs_logged(run: &Path) -> Vec<u64> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
@@ -184,7 +148,7 @@ fn kill_9_of_a_two_job_tpe_sweep_then_two_slots_run_every_trial_once() {
         "trials = 6\nseed = 1\njobs = 2",
     );
     let root = dir.join("results/k");
-    let mut driver = spawn(&[file.to_str().unwrap()]);
+    let mut driver = spawn(&[file.to_str().unwrap()], &[]);
     wait_for("a checkpoint", 120, || {
         records(&root).keys().any(|id| {
             root.join(id)
@@ -208,8 +172,8 @@ fn kill_9_of_a_two_job_tpe_sweep_then_two_slots_run_every_trial_once() {
         before.keys()
     );
     // Two slots at once on the folder: the driver again and a `--trial next` process.
-    let a = spawn(&[file.to_str().unwrap()]);
-    let b = spawn(&[file.to_str().unwrap(), "--trial", "next"]);
+    let a = spawn(&[file.to_str().unwrap()], &[]);
+    let b = spawn(&[file.to_str().unwrap(), "--trial", "next"], &[]);
     for p in [a, b] {
         let o = p.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

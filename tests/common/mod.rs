@@ -35,3 +35,41 @@ pub fn run_exp(args: &[&str]) -> Output {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Every trial record (`trial.json`) under a sweep folder, by id; none while it does not exist.
+pub fn records(root: &std::path::Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(root).into_iter().flatten() {
+        let r = e.unwrap().path().join("trial.json");
+        if r.is_file() {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&r).unwrap()).unwrap();
+            out.insert(v["id"].as_str().unwrap().to_string(), v);
+        }
+    }
+    out
+}
+
+/// Starts `run-exp` with `args` and these environment variables, stderr piped.
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_run-exp"));
+    c.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+/// Polls `done` every 20 ms, failing the test after `secs`.
+pub fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !done() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
