@@ -46,6 +46,9 @@ pub struct Sweep {
     pub trials: Option<usize>,
     /// Seeds the random / halving / tpe sampler. Default 0.
     pub seed: u64,
+    /// tpe: one joint Parzen estimator over all the axes instead of one per axis (Optuna's
+    /// `multivariate = True`). Default false.
+    pub multivariate: bool,
     /// Trials at once on this machine; absent = one per core, each trial on
     /// cores / jobs threads (measured best: see the README's jobs x threads table).
     pub jobs: Option<usize>,
@@ -73,6 +76,7 @@ impl Default for Sweep {
             metric: Monitor::ValAcc,
             trials: None,
             seed: 0,
+            multivariate: false,
             jobs: None,
             min_epochs: 1,
             eta: 3,
@@ -109,6 +113,9 @@ impl Sweep {
                 )
             }
             _ => {}
+        }
+        if self.multivariate && self.method != SweepMethod::Tpe {
+            return bad("sweep.multivariate", "applies to method = \"tpe\"");
         }
         if self.jobs == Some(0) {
             return bad("sweep.jobs", "must be at least 1");

@@ -227,7 +227,11 @@ fn ask_locked(plan: &mut Plan) -> Result<Vec<String>> {
     let mut tries = 0u64;
     let trials = loop {
         let index = n as u64 + (tries << 32);
-        let drawn = Tpe::default().ask(&axes, &history, plan.sweep.seed, index);
+        let tpe = Tpe {
+            multivariate: plan.sweep.multivariate,
+            ..Tpe::default()
+        };
+        let drawn = tpe.ask(&axes, &history, plan.sweep.seed, index);
         let values: Vec<(String, toml::Value)> = plan
             .axes
             .iter()

@@ -632,6 +632,19 @@ mod tests {
             m.contains("sweep.prune") && m.contains("unknown variant"),
             "{m}"
         );
+        assert!(plan(
+            &text.replace("trials = 20", "trials = 20\nmultivariate = true"),
+            &[]
+        )
+        .is_ok());
+        let m = err(plan(
+            &text.replace(
+                "\"tpe\"\ntrials = 20",
+                "\"random\"\ntrials = 20\nmultivariate = true",
+            ),
+            &[],
+        ));
+        assert!(m.contains("sweep.multivariate") && m.contains("tpe"), "{m}");
     }
 
     /// A `--trial` process builds only its own trial's config (the driver checked them all):

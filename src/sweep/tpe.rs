@@ -34,6 +34,9 @@ pub struct Tpe {
     /// Weight of the prior component (numeric) or pseudo-count spread over the values
     /// (choice). Optuna: 1.
     pub prior_weight: f64,
+    /// One joint estimator over all the axes instead of one per axis (Optuna's
+    /// `multivariate = True`): it can see that two axes matter together. Optuna: false.
+    pub multivariate: bool,
 }
 
 impl Default for Tpe {
@@ -42,6 +45,7 @@ impl Default for Tpe {
             n_startup: 10,
             n_candidates: 24,
             prior_weight: 1.0,
+            multivariate: false,
         }
     }
 }
@@ -74,6 +78,25 @@ impl Tpe {
             .filter(|&i| !is_good[i])
             .map(|i| usable[i])
             .collect();
+        if self.multivariate {
+            let l = Joint::fit(axes, &good, self.prior_weight);
+            let g = Joint::fit(axes, &bad, self.prior_weight);
+            let best = (0..self.n_candidates)
+                .map(|_| l.sample(rng))
+                .max_by(|a, b| {
+                    let score = |x: &[f64]| l.log_pdf(x) - g.log_pdf(x);
+                    score(a).total_cmp(&score(b))
+                })
+                .unwrap_or_default();
+            return axes
+                .iter()
+                .zip(best)
+                .map(|(axis, x)| match axis {
+                    Axis::Values(vs) | Axis::Choice(vs) => vs[x as usize].clone(),
+                    _ => from_coord(axis, x),
+                })
+                .collect();
+        }
         axes.iter()
             .enumerate()
             .map(|(i, axis)| {
@@ -299,27 +322,8 @@ impl Parzen {
     }
 
     fn sample(&self, rng: &mut impl Rng) -> f64 {
-        let mut u = rng.random::<f64>();
-        let mut k = self.weights.len() - 1;
-        for (i, w) in self.weights.iter().enumerate() {
-            if u < *w {
-                k = i;
-                break;
-            }
-            u -= w;
-        }
-        let normal = Normal::new(self.mus[k], self.sigmas[k]).unwrap_or_else(|_| {
-            Normal::new((self.lo + self.hi) / 2.0, self.hi - self.lo).expect("a finite width")
-        });
-        // Truncation by rejection: the component's mass inside [lo, hi] is at least a few
-        // percent (its centre lies inside and its width is at most the span).
-        for _ in 0..1000 {
-            let x = normal.sample(rng);
-            if (self.lo..=self.hi).contains(&x) {
-                return x;
-            }
-        }
-        self.mus[k].clamp(self.lo, self.hi)
+        let k = pick(&self.weights, rng);
+        truncated_sample(self.mus[k], self.sigmas[k], self.lo, self.hi, rng)
     }
 
     fn log_pdf(&self, x: f64) -> f64 {
@@ -328,14 +332,151 @@ impl Parzen {
             .iter()
             .zip(&self.sigmas)
             .zip(&self.weights)
-            .map(|((&mu, &s), &w)| {
-                let z = (x - mu) / s;
-                let mass = phi((self.hi - mu) / s) - phi((self.lo - mu) / s);
-                w.ln()
-                    - 0.5 * z * z
-                    - (s * (2.0 * std::f64::consts::PI).sqrt()).ln()
-                    - mass.max(1e-300).ln()
-            });
+            .map(|((&mu, &s), &w)| w.ln() + truncated_log_pdf(x, mu, s, self.lo, self.hi));
+        log_sum_exp(terms)
+    }
+}
+
+/// An index drawn with these probabilities (summing to 1).
+fn pick(p: &[f64], rng: &mut impl Rng) -> usize {
+    let mut u = rng.random::<f64>();
+    for (i, w) in p.iter().enumerate() {
+        if u < *w {
+            return i;
+        }
+        u -= w;
+    }
+    p.len() - 1
+}
+
+/// A draw from the Gaussian (mu, sigma) truncated to [lo, hi], by rejection: its mass inside is
+/// at least a few percent (its centre lies inside and its width is at most the span).
+fn truncated_sample(mu: f64, sigma: f64, lo: f64, hi: f64, rng: &mut impl Rng) -> f64 {
+    let normal = Normal::new(mu, sigma)
+        .unwrap_or_else(|_| Normal::new((lo + hi) / 2.0, hi - lo).expect("a finite width"));
+    for _ in 0..1000 {
+        let x = normal.sample(rng);
+        if (lo..=hi).contains(&x) {
+            return x;
+        }
+    }
+    mu.clamp(lo, hi)
+}
+
+/// The log density of that truncated Gaussian at x.
+fn truncated_log_pdf(x: f64, mu: f64, sigma: f64, lo: f64, hi: f64) -> f64 {
+    let z = (x - mu) / sigma;
+    let mass = phi((hi - mu) / sigma) - phi((lo - mu) / sigma);
+    -0.5 * z * z - (sigma * (2.0 * std::f64::consts::PI).sqrt()).ln() - mass.max(1e-300).ln()
+}
+
+/// One axis of the joint estimator, per component.
+enum Kernel {
+    /// Truncated Gaussians on [lo, hi]: each component's centre, one width for the
+    /// observations' components (the prior's is the span).
+    Numeric {
+        mus: Vec<f64>,
+        sigma: f64,
+        lo: f64,
+        hi: f64,
+    },
+    /// Each component's probabilities over the values.
+    Values(Vec<Vec<f64>>),
+}
+
+/// Optuna's multivariate Parzen estimator: one component per observation plus the prior, each
+/// a product over the axes of a truncated Gaussian (numeric: width 0.2 n^(-1/(d+4)) of the
+/// span, clipped as the univariate one's) or a smoothed one-hot (a list or a choice).
+/// Coordinates as the univariate estimators', a category as its index.
+struct Joint {
+    weights: Vec<f64>,
+    kernels: Vec<Kernel>,
+}
+
+impl Joint {
+    fn fit(axes: &[Axis], set: &[&Observation], prior_weight: f64) -> Joint {
+        let n = set.len();
+        let mut w = weights(n);
+        w.push(prior_weight);
+        let total: f64 = w.iter().sum();
+        let kernels = axes
+            .iter()
+            .enumerate()
+            .map(|(i, axis)| match axis {
+                Axis::Values(vs) | Axis::Choice(vs) => {
+                    let k = vs.len() as f64;
+                    let mut rows: Vec<Vec<f64>> = set
+                        .iter()
+                        .map(|o| {
+                            let mut row = vec![prior_weight / k; vs.len()];
+                            if let Some(j) = vs.iter().position(|v| v == &o.values[i]) {
+                                row[j] += 1.0;
+                            }
+                            let sum: f64 = row.iter().sum();
+                            row.into_iter().map(|p| p / sum).collect()
+                        })
+                        .collect();
+                    rows.push(vec![1.0 / k; vs.len()]);
+                    Kernel::Values(rows)
+                }
+                _ => {
+                    let (lo, hi) = numeric_domain(axis);
+                    let span = hi - lo;
+                    let mut mus: Vec<f64> = set
+                        .iter()
+                        .map(|o| to_coord(axis, &o.values[i]).unwrap_or((lo + hi) / 2.0))
+                        .collect();
+                    mus.push((lo + hi) / 2.0);
+                    let d = axes.len() as f64;
+                    let sigma = (0.2 * (n.max(1) as f64).powf(-1.0 / (d + 4.0)) * span)
+                        .clamp(span / (100.0f64).min(n as f64 + 1.0), span);
+                    Kernel::Numeric { mus, sigma, lo, hi }
+                }
+            })
+            .collect();
+        Joint {
+            weights: w.iter().map(|x| x / total).collect(),
+            kernels,
+        }
+    }
+
+    /// The prior component's width on a numeric axis: the span.
+    fn sigma(&self, k: usize, sigma: f64, lo: f64, hi: f64) -> f64 {
+        if k + 1 == self.weights.len() {
+            hi - lo
+        } else {
+            sigma
+        }
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> Vec<f64> {
+        let k = pick(&self.weights, rng);
+        self.kernels
+            .iter()
+            .map(|kernel| match kernel {
+                Kernel::Numeric { mus, sigma, lo, hi } => {
+                    truncated_sample(mus[k], self.sigma(k, *sigma, *lo, *hi), *lo, *hi, rng)
+                }
+                Kernel::Values(rows) => pick(&rows[k], rng) as f64,
+            })
+            .collect()
+    }
+
+    fn log_pdf(&self, x: &[f64]) -> f64 {
+        let terms = (0..self.weights.len()).map(|k| {
+            self.weights[k].ln()
+                + self
+                    .kernels
+                    .iter()
+                    .zip(x)
+                    .map(|(kernel, &xi)| match kernel {
+                        Kernel::Numeric { mus, sigma, lo, hi } => {
+                            truncated_log_pdf(xi, mus[k], self.sigma(k, *sigma, *lo, *hi), *lo, *hi)
+                        }
+                        Kernel::Values(rows) => rows[k][xi as usize].max(1e-300).ln(),
+                    })
+                    .sum::<f64>()
+        });
         log_sum_exp(terms)
     }
 }
@@ -374,14 +515,7 @@ impl Categorical {
     }
 
     fn sample(&self, rng: &mut impl Rng) -> usize {
-        let mut u = rng.random::<f64>();
-        for (i, p) in self.p.iter().enumerate() {
-            if u < *p {
-                return i;
-            }
-            u -= p;
-        }
-        self.p.len() - 1
+        pick(&self.p, rng)
     }
 }
 
@@ -452,6 +586,43 @@ mod tests {
         assert!(
             tpe < random,
             "median best after 40: tpe {tpe}, random {random}"
+        );
+    }
+
+    /// A narrow valley along x = y (two axes that matter only together) plus two noise axes:
+    /// the best loss after `n` trials of TPE, univariate or joint.
+    fn valley_best_after(n: usize, seed: u64, multivariate: bool) -> f64 {
+        let axes = vec![
+            Axis::Uniform(0.0, 1.0),
+            Axis::Uniform(0.0, 1.0),
+            Axis::Choice(vec!["a".into(), "b".into(), "c".into()]),
+            Axis::IntRange(0, 9),
+        ];
+        let tpe = Tpe {
+            multivariate,
+            ..Tpe::default()
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut history: Vec<Observation> = Vec::new();
+        for _ in 0..n {
+            let values = tpe.suggest(&axes, &history, &mut rng);
+            let (x, y) = (num(&values[0]), num(&values[1]));
+            let loss = 50.0 * (x - y).powi(2) + (x + y - 1.6).powi(2);
+            history.push(Observation { values, loss });
+        }
+        history.iter().map(|o| o.loss).fold(f64::INFINITY, f64::min)
+    }
+
+    /// Over 100 trials the joint estimator beats the per-axis ones on the valley (over 40 it
+    /// does not: with 4 good trials its width, 0.2 n^(-1/8) of the span clipped to 1/5, is
+    /// wider than the valley; per axis, neighbour gaps are narrower).
+    #[test]
+    fn the_joint_estimator_finds_a_valley_that_two_axes_make_together() {
+        let joint = median((0..20).map(|s| valley_best_after(100, s, true)).collect());
+        let univariate = median((0..20).map(|s| valley_best_after(100, s, false)).collect());
+        assert!(
+            joint < univariate,
+            "median best after 100: joint {joint}, univariate {univariate}"
         );
     }
 
