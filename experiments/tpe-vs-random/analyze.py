@@ -68,8 +68,9 @@ def study(prefix, methods, seeds, key, lower, ns):
 
 
 # Delayed recall: 3 methods x 5 sweep seeds, ranked by validation loss.
-methods = ["random-s", "tpe-s", "tpe-halving-s"]
-labels = {"random-s": "random", "tpe-s": "TPE", "tpe-halving-s": "TPE + halving"}
+methods = ["random-s", "tpe-s", "tpe-halving-s", "tpe-joint-s"]
+labels = {"random-s": "random", "tpe-s": "TPE", "tpe-halving-s": "TPE + halving",
+          "tpe-joint-s": "TPE, joint (multivariate)"}
 seeds = range(5)
 print(f"Delayed recall, lag 50: best validation loss after n trials, median [min, max] over {len(seeds)} sweep seeds\n")
 curves, n_max = study("recall", methods, seeds, "best_val_loss", True, [1, 5, 10, 13, 15, 20, 27])
@@ -102,7 +103,8 @@ for m in methods:
           f"| {med:g} [{min(first):g}, {max(first):g}] |")
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-colours = {"random-s": "tab:gray", "tpe-s": "tab:blue", "tpe-halving-s": "tab:orange"}
+colours = {"random-s": "tab:gray", "tpe-s": "tab:blue", "tpe-halving-s": "tab:orange",
+           "tpe-joint-s": "tab:green"}
 ax = axes[0]
 for m in methods:
     cs = curves[m]
@@ -124,7 +126,7 @@ print("\nSST-2, 1-epoch trials: best dev accuracy after n trials (one sweep each
 ax = axes[1]
 print("| method | " + " | ".join(f"after {n}" for n in [1, 5, 10, 15, 20]) + " | wall s | best trial's test acc |")
 print("|---|---|---|---|---|---|---|---|")
-for m, colour in [("random", "tab:gray"), ("tpe", "tab:blue")]:
+for m, colour in [("random", "tab:gray"), ("tpe", "tab:blue"), ("tpe-joint", "tab:green")]:
     name = f"sst2-{m}"
     if not (root / name / "summary.csv").exists():
         continue
@@ -134,7 +136,8 @@ for m, colour in [("random", "tab:gray"), ("tpe", "tab:blue")]:
     best = max((r for r in rows if r["best_val_acc"]), key=lambda r: float(r["best_val_acc"]))
     print(f"| {m} | " + " | ".join(f"{c[n - 1]:.4f}" for n in [1, 5, 10, 15, 20] if n <= len(c))
           + f" | {walls.get(name, math.nan):.0f} | {float(best['test_acc']):.4f} |")
-    ax.plot(range(1, len(c) + 1), c, color=colour, label={"random": "random", "tpe": "TPE"}[m])
+    ax.plot(range(1, len(c) + 1), c, color=colour,
+            label={"random": "random", "tpe": "TPE", "tpe-joint": "TPE, joint"}[m])
     ax.scatter(range(1, len(ts) + 1), [v for v, _, _ in ts], color=colour, s=10, alpha=0.5)
 ax.set_xlabel("trials")
 ax.set_ylabel("dev accuracy (points: each trial; line: best so far)")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # TPE against random search (README.md beside this file): the delayed-recall sweep
-# (sweep.toml) with method = "random", "tpe" and "tpe" + prune = "halving", sweep seeds 0-4,
-# the methods alternating within each seed; then one 20-trial random / TPE pair on SST-2
+# (sweep.toml) with method = "random", "tpe", "tpe" + prune = "halving" and "tpe" with
+# multivariate = true (one joint estimator), sweep seeds 0-4,
+# the methods alternating within each seed; then 20-trial random / TPE / joint TPE sweeps on SST-2
 # (sst2.toml, ../shared/data/sst2). Each run of a sweep appends its wall time to
 # OUT/tpe-vs-random/walls.tsv (a resumed sweep's runs add up; a finished one adds a second);
 # analyze.py (matplotlib: the peer venv) prints the tables and draws best-after-n.png.
@@ -26,7 +27,10 @@ for s in 0 1 2 3 4; do
   sweep "recall-tpe-s$s" experiments/tpe-vs-random/sweep.toml tpe --set "sweep.seed=$s"
   sweep "recall-tpe-halving-s$s" experiments/tpe-vs-random/sweep.toml tpe --set "sweep.seed=$s" \
     --set 'sweep.prune="halving"'
+  sweep "recall-tpe-joint-s$s" experiments/tpe-vs-random/sweep.toml tpe --set "sweep.seed=$s" \
+    --set sweep.multivariate=true
 done
 sweep sst2-random experiments/tpe-vs-random/sst2.toml random
 sweep sst2-tpe experiments/tpe-vs-random/sst2.toml tpe
+sweep sst2-tpe-joint experiments/tpe-vs-random/sst2.toml tpe --set sweep.multivariate=true
 "$py" experiments/tpe-vs-random/analyze.py "$out/tpe-vs-random" experiments/tpe-vs-random/best-after-n.png
