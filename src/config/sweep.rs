@@ -52,11 +52,11 @@ pub struct Sweep {
     /// Trials at once on this machine; absent = one per core, each trial on
     /// cores / jobs threads (measured best: see the README's jobs x threads table).
     pub jobs: Option<usize>,
-    /// halving (method or prune): epochs of rung 0; rung k trains to min_epochs * eta^k (at most
-    /// train.epochs). Default 1.
+    /// halving (method or prune): epochs of rung 0; rung k trains to min_epochs * eta^k (at
+    /// most train.epochs). Default 1.
     pub min_epochs: usize,
-    /// halving (method or prune): reduction factor; a trial goes on from a rung when its metric is in the top
-    /// 1/eta of those recorded there. Default 3.
+    /// halving (method or prune): reduction factor; a trial goes on from a rung when its
+    /// metric is in the top 1/eta of those recorded there. Default 3.
     pub eta: usize,
     /// A trial marked running by a process on another host whose heartbeat is older than
     /// this (seconds) is taken as dead and rerun. Default 600.

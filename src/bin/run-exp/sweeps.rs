@@ -29,9 +29,14 @@ pub fn run_sweep(cli: &Cli, file: &std::path::Path, stop: &Stop) -> ExitCode {
             Ok(slot) => {
                 let failed = slot.ran.iter().any(|(_, s)| *s == TrialStatus::Failed);
                 rnnlab::say!(
-                    "sweep {}: this slot ran {} trial(s); nothing is left to run or ask here",
+                    "sweep {}: this slot ran {} trial(s); {}",
                     plan.root.display(),
-                    slot.ran.len()
+                    slot.ran.len(),
+                    if stop.requested().is_some() {
+                        "stopped by a signal (its trial checkpointed; any slot continues it)"
+                    } else {
+                        "nothing is left to run or ask here"
+                    }
                 );
                 if let Some(sig) = stop.requested() {
                     ExitCode::from(Stop::exit_code(sig))
