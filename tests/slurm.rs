@@ -85,6 +85,25 @@ fn run_dir(out: &Path) -> PathBuf {
         .path()
 }
 
+/// A fresh folder with a small sweep file `<name>.toml` (2 epochs of 640 samples, one thread a
+/// trial) ending in `sweep` (its `[sweep]` tables); results under `<folder>/results/<name>`.
+fn small_sweep(name: &str, sweep: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("rnnlab-slurm-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "[experiment]\nname = \"{name}\"\nout_dir = {:?}\nthreads = 1\n[data]\nnum_train = 640\nnum_valid = 64\nnum_test = 64\n\
+             [model]\nembedding_dim = 8\nhidden_size = 16\n[train]\nepochs = 2\n[log]\nprogress = false\n{sweep}",
+            dir.join("results")
+        ),
+    )
+    .unwrap();
+    (dir, file)
+}
+
 /// Submits a sweep file with --slurm, waits for its array and summarizes its folder; returns
 /// the script it wrote.
 fn submit_and_summarize(file: &Path, root: &Path) -> String {
@@ -184,21 +203,11 @@ fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
             &why,
         );
     }
-    let dir = std::env::temp_dir().join(format!("rnnlab-slurm-sweep-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let (dir, file) = small_sweep(
+        "arr",
+        "[sweep]\nseeds = [0, 1, 2]\n[sweep.axes]\n\"model.cell\" = [\"gru\"]\n",
+    );
     let bin = env!("CARGO_BIN_EXE_run-exp");
-    let file = dir.join("s.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[experiment]\nname = \"arr\"\nout_dir = {:?}\n[data]\nnum_train = 640\nnum_valid = 64\nnum_test = 64\n\
-             [model]\nembedding_dim = 8\nhidden_size = 16\n[train]\nepochs = 2\n[log]\nprogress = false\n\
-             [sweep]\nseeds = [0, 1, 2]\n[sweep.axes]\n\"model.cell\" = [\"gru\"]\n",
-            dir.join("results")
-        ),
-    )
-    .unwrap();
     let root = dir.join("results/arr");
     let script = submit_and_summarize(&file, &root);
     assert!(
@@ -235,21 +244,11 @@ fn a_tpe_sweep_on_slurm_runs_its_trials_in_slots_each_once() {
             &why,
         );
     }
-    let dir = std::env::temp_dir().join(format!("rnnlab-slurm-tpe-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let (dir, file) = small_sweep(
+        "tpe",
+        "[sweep]\nmethod = \"tpe\"\ntrials = 5\njobs = 2\n[sweep.axes]\n\"train.lr\" = { log_uniform = [1e-3, 1e-1] }\n",
+    );
     let bin = env!("CARGO_BIN_EXE_run-exp");
-    let file = dir.join("t.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[experiment]\nname = \"tpe\"\nout_dir = {:?}\nthreads = 1\n[data]\nnum_train = 640\nnum_valid = 64\nnum_test = 64\n\
-             [model]\nembedding_dim = 8\nhidden_size = 16\n[train]\nepochs = 2\n[log]\nprogress = false\n\
-             [sweep]\nmethod = \"tpe\"\ntrials = 5\njobs = 2\n[sweep.axes]\n\"train.lr\" = {{ log_uniform = [1e-3, 1e-1] }}\n",
-            dir.join("results")
-        ),
-    )
-    .unwrap();
     let root = dir.join("results/tpe");
     let script = submit_and_summarize(&file, &root);
     assert!(
