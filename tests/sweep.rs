@@ -791,3 +791,25 @@ fn a_sweep_goes_on_when_its_binary_is_replaced() {
         "{recs:?}"
     );
 }
+
+/// `--trial next` on a grid sweep: two slot processes at once run every trial, each once.
+#[test]
+fn two_next_slots_share_a_grid_sweep_each_trial_once() {
+    let dir = temp_dir("slots");
+    let file = sweep_file(&dir, "sl", "seeds = [0, 1]", KILL_AXES, "epochs = 2");
+    let f = file.to_str().unwrap();
+    let a = spawn(&[f, "--trial", "next"], &[]);
+    let b = spawn(&[f, "--trial", "next"], &[]);
+    for p in [a, b] {
+        let o = p.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let root = dir.join("results/sl");
+    let recs = records(&root);
+    assert_eq!(recs.len(), 4);
+    for r in recs.values() {
+        assert_eq!(r["status"], "completed", "{r}");
+        assert_eq!(r["attempts"], 1, "ran twice: {r}");
+        assert_logged_once(&root.join(r["id"].as_str().unwrap()), 2);
+    }
+}
