@@ -131,6 +131,17 @@ fn submit_and_summarize(file: &Path, root: &Path) -> String {
     script
 }
 
+/// A resubmission of a finished sweep submits nothing.
+fn assert_nothing_to_submit(file: &Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_run-exp"))
+        .arg(file)
+        .arg("--slurm")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to submit"));
+}
+
 #[test]
 fn slurm_sigterm_then_resume_equals_a_straight_run() {
     if let Err(why) = slurm_up() {
@@ -207,7 +218,6 @@ fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
         "arr",
         "[sweep]\nseeds = [0, 1, 2]\n[sweep.axes]\n\"model.cell\" = [\"gru\"]\n",
     );
-    let bin = env!("CARGO_BIN_EXE_run-exp");
     let root = dir.join("results/arr");
     let script = submit_and_summarize(&file, &root);
     assert!(
@@ -225,13 +235,7 @@ fn a_sweep_submitted_with_slurm_runs_as_an_array_and_summarizes() {
         "{csv}"
     );
     // Resubmitting a finished sweep submits nothing.
-    let o = Command::new(bin)
-        .arg(&file)
-        .arg("--slurm")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to submit"));
+    assert_nothing_to_submit(&file);
 }
 
 /// A TPE sweep on Slurm: `sweep.jobs` array tasks, each a slot running `--trial next`, ask
@@ -248,14 +252,12 @@ fn a_tpe_sweep_on_slurm_runs_its_trials_in_slots_each_once() {
         "tpe",
         "[sweep]\nmethod = \"tpe\"\ntrials = 5\njobs = 2\n[sweep.axes]\n\"train.lr\" = { log_uniform = [1e-3, 1e-1] }\n",
     );
-    let bin = env!("CARGO_BIN_EXE_run-exp");
     let root = dir.join("results/tpe");
     let script = submit_and_summarize(&file, &root);
     assert!(
         script.contains("#SBATCH --array=0-1") && script.contains("--trial next"),
         "{script}"
     );
-    let mut ids = Vec::new();
     for n in 0..5 {
         let id = format!("t{n:04}");
         let rec: serde_json::Value = serde_json::from_str(
@@ -264,19 +266,11 @@ fn a_tpe_sweep_on_slurm_runs_its_trials_in_slots_each_once() {
         .unwrap();
         assert_eq!(rec["status"], "completed", "{rec}");
         assert_eq!(rec["attempts"], 1, "{rec}");
-        ids.push(id);
     }
     assert!(!root.join("t0005").exists());
     let csv = std::fs::read_to_string(root.join("summary.csv")).unwrap();
     assert_eq!(csv.lines().count(), 6, "{csv}");
-    // Resubmitting a finished TPE sweep submits nothing.
-    let o = Command::new(bin)
-        .arg(&file)
-        .arg("--slurm")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to submit"));
+    assert_nothing_to_submit(&file);
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! once, two sweep processes on one folder, halving, and `train::run` twice in one process.
 
 mod common;
-use common::{records, run_exp_env, spawn, stderr, temp_dir, wait_for};
+use common::{assert_logged_once, records, run_exp_env, spawn, stderr, temp_dir, wait_for};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -24,29 +24,6 @@ fn sweep_file(dir: &Path, name: &str, sweep: &str, axes: &str, train: &str) -> P
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Each trial's metrics rows: no (split, step) twice, epochs 1..=n once each.
-fn assert_logged_once(run: &Path, epochs: u64) {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
-    let mut seen = BTreeSet::new();
-    let mut ep = Vec::new();
-    for l in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        let key = (
-            v["split"].as_str().unwrap().to_string(),
-            v["step"].as_u64().unwrap(),
-        );
-        assert!(
-            seen.insert(key.clone()),
-            "{}: {key:?} logged twice",
-            run.display()
-        );
-        if v["split"] == "epoch" {
-            ep.push(v["epoch"].as_u64().unwrap());
-        }
-    }
-    assert_eq!(ep, (1..=epochs).collect::<Vec<_>>(), "{}", run.display());
 }
 
 fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {

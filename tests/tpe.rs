@@ -5,7 +5,7 @@
 //! other axes is refused.
 
 mod common;
-use common::{records, run_exp_env, spawn, stderr, temp_dir, wait_for};
+use common::{assert_logged_once, records, run_exp_env, spawn, stderr, temp_dir, wait_for};
 
 use std::path::{Path, PathBuf};
 
@@ -126,17 +126,6 @@ fn each_configuration_is_the_samplers_ask_from_the_results_before_it_and_reprodu
     );
 }
 
-/// Each epoch of a run logged once.
-fn epochs_logged(run: &Path) -> Vec<u64> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["split"] == "epoch")
-        .map(|v| v["epoch"].as_u64().unwrap())
-        .collect()
-}
-
 #[test]
 fn kill_9_of_a_two_job_tpe_sweep_then_two_slots_run_every_trial_once() {
     let dir = temp_dir("kill");
@@ -189,7 +178,7 @@ fn kill_9_of_a_two_job_tpe_sweep_then_two_slots_run_every_trial_once() {
             attempts == 1 || (before.contains_key(id) && attempts == 2),
             "{r}"
         );
-        assert_eq!(epochs_logged(&root.join(id)), vec![1, 2], "{id}");
+        assert_logged_once(&root.join(id), 2);
     }
     let summary = std::fs::read_to_string(root.join("summary.csv")).unwrap();
     assert_eq!(summary.lines().count(), 7, "{summary}");

@@ -65,7 +65,7 @@ fn ask_number(id: &str) -> Option<usize> {
 }
 
 /// The asked trials' records, in ask order, then seed order.
-fn records(root: &Path) -> Result<Vec<(usize, Record)>> {
+pub(super) fn records(root: &Path) -> Result<Vec<(usize, Record)>> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(root) else {
         return Ok(out);
@@ -95,12 +95,13 @@ fn records(root: &Path) -> Result<Vec<(usize, Record)>> {
 /// Every asked trial, as the plan's trials (each config built as `check` asks). A trial asked
 /// over other axes than the file's now is refused: the folder belongs to another sweep.
 pub fn registered(plan: &Plan, check: Check) -> Result<Vec<Trial>> {
-    records(&plan.root)?
-        .into_iter()
-        .map(|(_, r)| {
-            let values = values_of(plan, &r)?;
-            plan.built(r.id, values, r.seed, check)
-        })
+    trials_of(plan, &records(&plan.root)?, check)
+}
+
+/// These records as the plan's trials, in their order.
+fn trials_of(plan: &Plan, recs: &[(usize, Record)], check: Check) -> Result<Vec<Trial>> {
+    recs.iter()
+        .map(|(_, r)| plan.built(r.id.clone(), values_of(plan, r)?, r.seed, check))
         .collect()
 }
 
@@ -165,12 +166,12 @@ fn told(plan: &Plan, r: &Record) -> Option<Option<f64>> {
 }
 
 /// Each asked configuration as the sampler sees it: its values and the mean loss of its
-/// finished seeds (None while none has finished).
-fn history(plan: &Plan, recs: &[(usize, Record)]) -> Result<Vec<Recorded>> {
+/// finished seeds (None while none has finished). `trials`: the records' trials, in order.
+fn history(plan: &Plan, recs: &[(usize, Record)], trials: &[Trial]) -> Vec<Recorded> {
     let mut out: Vec<(usize, Recorded, Vec<f64>)> = Vec::new();
-    for (n, r) in recs {
+    for ((n, r), t) in recs.iter().zip(trials) {
         let Some(loss) = told(plan, r) else { continue };
-        let values: Vec<toml::Value> = values_of(plan, r)?.into_iter().map(|(_, v)| v).collect();
+        let values: Vec<toml::Value> = t.values.iter().map(|(_, v)| v.clone()).collect();
         if out.last().is_none_or(|(m, _, _)| m != n) {
             out.push((*n, Recorded { values, loss: None }, Vec::new()));
         }
@@ -178,15 +179,14 @@ fn history(plan: &Plan, recs: &[(usize, Record)]) -> Result<Vec<Recorded>> {
             losses.push(l);
         }
     }
-    Ok(out
-        .into_iter()
+    out.into_iter()
         .map(|(_, mut r, losses)| {
             if !losses.is_empty() {
                 r.loss = Some(losses.iter().sum::<f64>() / losses.len() as f64);
             }
             r
         })
-        .collect())
+        .collect()
 }
 
 /// Asks for the next configuration and records its trials (one per seed), under the sweep
@@ -212,14 +212,14 @@ fn ask_locked(plan: &mut Plan) -> Result<Vec<String>> {
         }
     }
     let recs = records(&plan.root)?;
-    plan.trials = registered(plan, Check::All)?;
+    plan.trials = trials_of(plan, &recs, Check::All)?;
     let asked: BTreeSet<usize> = recs.iter().map(|(n, _)| *n).collect();
     if asked.len() >= plan.sweep.trials.unwrap_or(0) {
         return Ok(Vec::new());
     }
     let n = asked.last().map_or(0, |m| m + 1);
     let axes: Vec<super::Axis> = plan.axes.iter().map(|(_, a)| a.clone()).collect();
-    let history = history(plan, &recs)?;
+    let history = history(plan, &recs, &plan.trials);
     let seeds = plan.seed_list();
     // A combination the config refuses (e.g. chrono gate biases on an rnn cell) is drawn
     // again, from a generator that is still a function of (sweep.seed, n); the refusal is

@@ -559,16 +559,34 @@ mod tests {
     /// The best loss after `n` trials of TPE (or of random draws with `random`).
     fn best_after(n: usize, seed: u64, random: bool) -> f64 {
         let (axes, tpe) = (space(), Tpe::default());
-        let mut rng = StdRng::seed_from_u64(seed);
         let mut noise = StdRng::seed_from_u64(seed + 1000);
+        best_of(
+            n,
+            seed,
+            |history, rng| {
+                if random {
+                    axes.iter().map(|a| a.sample(rng)).collect()
+                } else {
+                    tpe.suggest(&axes, history, rng)
+                }
+            },
+            |values| objective(values, &mut noise),
+        )
+    }
+
+    /// The lowest loss of `n` trials, each drawn by `draw` from the history so far (its
+    /// generator seeded `seed`).
+    fn best_of(
+        n: usize,
+        seed: u64,
+        mut draw: impl FnMut(&[Observation], &mut StdRng) -> Vec<toml::Value>,
+        mut loss: impl FnMut(&[toml::Value]) -> f64,
+    ) -> f64 {
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut history: Vec<Observation> = Vec::new();
         for _ in 0..n {
-            let values = if random {
-                axes.iter().map(|a| a.sample(&mut rng)).collect()
-            } else {
-                tpe.suggest(&axes, &history, &mut rng)
-            };
-            let loss = objective(&values, &mut noise);
+            let values = draw(&history, &mut rng);
+            let loss = loss(&values);
             history.push(Observation { values, loss });
         }
         history.iter().map(|o| o.loss).fold(f64::INFINITY, f64::min)
@@ -602,15 +620,15 @@ mod tests {
             multivariate,
             ..Tpe::default()
         };
-        let mut rng = StdRng::seed_from_u64(seed);
-        let mut history: Vec<Observation> = Vec::new();
-        for _ in 0..n {
-            let values = tpe.suggest(&axes, &history, &mut rng);
-            let (x, y) = (num(&values[0]), num(&values[1]));
-            let loss = 50.0 * (x - y).powi(2) + (x + y - 1.6).powi(2);
-            history.push(Observation { values, loss });
-        }
-        history.iter().map(|o| o.loss).fold(f64::INFINITY, f64::min)
+        best_of(
+            n,
+            seed,
+            |history, rng| tpe.suggest(&axes, history, rng),
+            |values| {
+                let (x, y) = (num(&values[0]), num(&values[1]));
+                50.0 * (x - y).powi(2) + (x + y - 1.6).powi(2)
+            },
+        )
     }
 
     /// Over 100 trials the joint estimator beats the per-axis ones on the valley (over 40 it

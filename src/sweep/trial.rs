@@ -268,21 +268,22 @@ fn open(dir: &Path, config: Config, id: &str) -> Result<crate::run_folder::Ready
 
 /// Every value recorded at rung `k` by the plan's trials (for TPE, every trial asked so far).
 fn rung_values(plan: &Plan, k: usize) -> Result<Vec<f64>> {
-    let ids: Vec<String> = if plan.sweep.method == SweepMethod::Tpe {
-        super::ask::registered(plan, super::Check::Nothing)?
+    let records: Vec<Record> = if plan.sweep.method == SweepMethod::Tpe {
+        super::ask::records(&plan.root)?
             .into_iter()
-            .map(|t| t.id)
+            .map(|(_, r)| r)
             .collect()
     } else {
-        plan.trials.iter().map(|t| t.id.clone()).collect()
-    };
-    let mut out = Vec::new();
-    for id in ids {
-        if let Some(r) = Record::read(&plan.trial_dir(&id))? {
-            out.extend(r.rungs.iter().filter(|r| r.rung == k).map(|r| r.value));
+        let mut out = Vec::new();
+        for t in &plan.trials {
+            out.extend(Record::read(&plan.trial_dir(&t.id))?);
         }
-    }
-    Ok(out)
+        out
+    };
+    Ok(records
+        .iter()
+        .flat_map(|r| r.rungs.iter().filter(|g| g.rung == k).map(|g| g.value))
+        .collect())
 }
 
 /// Touches `<trial>/heartbeat` every few seconds while the trial runs, so a sweep process on

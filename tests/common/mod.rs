@@ -73,3 +73,26 @@ pub fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Each trial's metrics rows: no (split, step) twice, epochs 1..=n once each.
+pub fn assert_logged_once(run: &std::path::Path, epochs: u64) {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut ep = Vec::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let key = (
+            v["split"].as_str().unwrap().to_string(),
+            v["step"].as_u64().unwrap(),
+        );
+        assert!(
+            seen.insert(key.clone()),
+            "{}: {key:?} logged twice",
+            run.display()
+        );
+        if v["split"] == "epoch" {
+            ep.push(v["epoch"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(ep, (1..=epochs).collect::<Vec<_>>(), "{}", run.display());
+}
